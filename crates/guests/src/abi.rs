@@ -1,0 +1,24 @@
+// Guest-physical constants the bundled guests are assembled against.
+// `vmm::layout` holds the same values and a vmm test checks they agree.
+// This file is included both by `build.rs` and by `lib.rs`.
+
+/// GPA where every bundled guest image is loaded (1 MiB).
+pub const LOAD_ADDR: u64 = 0x0010_0000;
+/// Scratch page that the VMM never writes after creating the VM; survives a plain reset.
+pub const SCRATCH: u64 = 0x0000_6000;
+/// Reset counter used by the `reset` guest (u32 in the scratch page).
+pub const RESET_COUNTER: u64 = SCRATCH;
+/// Number of application processors that checked in (u32 in the scratch page).
+pub const AP_ONLINE: u64 = SCRATCH + 0x10;
+/// GPA of the EFI secret area.
+pub const SECRET_AREA: u64 = 0x0003_0000;
+/// Size in bytes of the EFI secret area.
+pub const SECRET_AREA_SIZE: u64 = 0x4000;
+/// COM1 base port.
+pub const COM1: u16 = 0x3f8;
+/// Exit port: writing byte v stops the VM with guest exit code v.
+pub const EXIT_PORT: u16 = 0xf4;
+/// i8042 command port (0xFE = pulse reset line).
+pub const I8042_CMD: u16 = 0x64;
+/// How many times the `reset` guest resets itself before exiting.
+pub const RESET_TIMES: u32 = 3;
