@@ -14,6 +14,8 @@ mod abi {
 }
 
 type R<T> = Result<T, IcedError>;
+/// A guest: name, description, assembler.
+type GuestSpec = (&'static str, &'static str, fn() -> R<Vec<u8>>);
 
 /// Assembler plus the shared helper routines and a string pool.
 struct G {
@@ -667,7 +669,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/abi.rs");
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
-    let guests: [(&str, &str, fn() -> R<Vec<u8>>); 4] = [
+    let guests: [GuestSpec; 4] = [
         ("hello", "prints a line on COM1 and exits 0", hello),
         (
             "cpuid",
