@@ -1,1 +1,2 @@
 //! vmm
+pub mod config;

@@ -1,0 +1,399 @@
+//! SEV launch configuration: three equal ways in, one validated [`SevLaunchConfig`].
+//!
+//! * [`qemu::from_qemu_args`]: QEMU's `--object sev-guest,...` plus
+//!   `--machine confidential-guest-support=ID` (or the old alias `memory-encryption=ID`);
+//! * [`tomlfile::from_toml_file`]: a TOML file with a `[sev]` table (QEMU's kebab-case
+//!   property names) and optional VM keys;
+//! * [`sevlaunch::from_sev_launch_file`]: the 2016 RFC's `[sev-launch]` INI file
+//!   (`--sev-config FILE`), every key of the seed plus `dh_cert_file` / `session_file`.
+//!
+//! All three fill the same intermediate record and go through the same final checks
+//! (`finish`), so a key means the same thing whichever way it came in. Every error
+//! names where the bad value was written: file and line and key, or the `--object`
+//! option and key. No input makes this module panic.
+//!
+//! This module reads the owner's files (base64 GODH certificate and session blob) and
+//! checks their sizes and the certificate's public key fields; it does not verify
+//! signatures or curve points (the firmware does, at LAUNCH_START).
+
+pub mod qemu;
+pub mod sevlaunch;
+pub mod tomlfile;
+
+mod fields;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use fields::{godh_public_key_le, GODH_CERT_LEN, SESSION_LEN};
+
+/// Largest config file we read (bytes). Larger files are refused, not truncated.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+/// Largest owner file (base64 certificate or session) we read (bytes).
+pub const MAX_OWNER_FILE: u64 = 64 << 10;
+/// Largest vCPU count accepted anywhere in a launch configuration.
+pub const MAX_VCPUS: u32 = 1024;
+
+/// Guest policy bit 0: debugging forbidden (QEMU's default policy is this bit alone).
+pub const POLICY_NODBG: u32 = 1 << 0;
+/// Guest policy bit 2: SEV-ES.
+pub const POLICY_ES: u32 = 1 << 2;
+/// Guest policy bits 15:6, reserved, must be zero (the firmware answers POLICY_FAILURE).
+pub const POLICY_RESERVED: u32 = 0x0000_ffc0;
+
+/// Which firmware backend runs the launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SevBackend {
+    /// The software model of the AMD Secure Processor (default).
+    Soft,
+    /// The real firmware behind `/dev/sev` and KVM.
+    Hw,
+}
+
+impl SevBackend {
+    /// Parses `soft` or `hw`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "soft" => Some(Self::Soft),
+            "hw" => Some(Self::Hw),
+            _ => None,
+        }
+    }
+}
+
+/// QEMU's `OnOffAuto` for `legacy-vm-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnOffAuto {
+    /// `on`: use the legacy KVM_SEV_INIT / ES_INIT VM type.
+    On,
+    /// `off`: use KVM_SEV_INIT2 VM types.
+    Off,
+    /// `auto` (default): legacy unless a feature needs INIT2.
+    #[default]
+    Auto,
+}
+
+/// Where a [`SevLaunchConfig`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--object sev-guest,id=ID,...` selected by `--machine confidential-guest-support=ID`.
+    QemuObject {
+        /// The object's `id`.
+        id: String,
+    },
+    /// The `[sev]` table of a TOML file.
+    Toml {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The `[sev-launch]` section of a `--sev-config` file.
+    SevLaunch {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The validated SEV launch configuration, the same whichever way it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SevLaunchConfig {
+    /// Guest policy (LAUNCH_START); default 0x1 (NODBG) as in QEMU.
+    pub policy: u32,
+    /// C-bit position if given; it equals the platform's when the platform's was known.
+    pub cbitpos: Option<u8>,
+    /// Physical address bits lost to memory encryption, 1..=63 (default 1 outside QEMU syntax).
+    pub reduced_phys_bits: u8,
+    /// The guest owner's Diffie-Hellman certificate (2084 bytes, decoded from base64).
+    pub godh_cert: Option<Vec<u8>>,
+    /// The launch session blob (128 bytes, decoded from base64).
+    pub session: Option<Vec<u8>>,
+    /// LAUNCH_START handle: 0 = new key, else share the key of that guest.
+    pub handle: u32,
+    /// Measure the kernel-hashes table into a firmware that carries one.
+    pub kernel_hashes: bool,
+    /// Number of vCPUs if the configuration (or `--cpus`) says.
+    pub vcpus: Option<u32>,
+    /// Firmware backend if the configuration says (`--sev-backend` overrides).
+    pub backend: Option<SevBackend>,
+    /// Soft platform directory if the configuration says (`--platform-dir` overrides).
+    pub platform_dir: Option<PathBuf>,
+    /// QEMU's `sev-device` (default `/dev/sev`), used by the hw backend.
+    pub sev_device: PathBuf,
+    /// QEMU's `legacy-vm-type`.
+    pub legacy_vm_type: OnOffAuto,
+    /// QEMU's `debug-swap` (SEV-ES only).
+    pub debug_swap: bool,
+    /// Where this came from.
+    pub source: ConfigSource,
+}
+
+impl SevLaunchConfig {
+    /// True when the policy asks for SEV-ES.
+    pub fn es(&self) -> bool {
+        self.policy & POLICY_ES != 0
+    }
+}
+
+/// Facts from outside the configuration that it is checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationInputs {
+    /// The platform's C-bit position (CPUID 0x8000001F EBX[5:0], or the soft platform's).
+    pub platform_cbitpos: Option<u8>,
+    /// `--cpus N` from the command line, which the configuration must agree with.
+    pub cli_cpus: Option<u32>,
+    /// Directory that relative file names in `--object` options are resolved against
+    /// (default: the process's current directory). Files named in config files are
+    /// resolved against the config file's directory.
+    pub base_dir: Option<PathBuf>,
+}
+
+/// Where a bad value was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Where {
+    /// A line of a config file.
+    Line {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The key as written (empty for a line that is not a key).
+        key: String,
+    },
+    /// A config file as a whole (e.g. a key that is missing from it).
+    File {
+        /// The config file.
+        file: PathBuf,
+        /// The key concerned, if any.
+        key: Option<String>,
+    },
+    /// A command-line option (`--object ...`, `--machine ...`, `--cpus`).
+    Option {
+        /// The option and its text, e.g. `--object sev-guest,id=sev0`.
+        option: String,
+        /// The key inside the option, if any.
+        key: Option<String>,
+    },
+}
+
+impl fmt::Display for Where {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Where::Line { file, line, key } if key.is_empty() => {
+                write!(f, "{}:{}", file.display(), line)
+            }
+            Where::Line { file, line, key } => {
+                write!(f, "{}:{}: key `{}`", file.display(), line, key)
+            }
+            Where::File { file, key: None } => write!(f, "{}", file.display()),
+            Where::File { file, key: Some(k) } => write!(f, "{}: key `{}`", file.display(), k),
+            Where::Option { option, key: None } => write!(f, "`{option}`"),
+            Where::Option {
+                option,
+                key: Some(k),
+            } => write!(f, "`{option}`: key `{k}`"),
+        }
+    }
+}
+
+/// Shortens user text for an error message (values can be arbitrarily long).
+pub(crate) fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}... ({} chars)", s.chars().count())
+    }
+}
+
+/// Every way a launch configuration can be wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file itself cannot be read.
+    #[error("{path}: cannot read config file: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file named by a key is missing, unreadable or too large.
+    #[error("{at}: cannot read file {path}: {reason}")]
+    MissingFile {
+        /// Where the file was named.
+        at: Where,
+        /// The file (resolved).
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The text is not in the format's syntax.
+    #[error("{at}: syntax error: {msg}")]
+    Syntax {
+        /// Where.
+        at: Where,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A key this format does not have.
+    #[error("{at}: unknown key{hint}")]
+    UnknownKey {
+        /// Where.
+        at: Where,
+        /// A suggestion, starting with "; " or empty.
+        hint: String,
+    },
+    /// A key given twice.
+    #[error("{at}: duplicate key (first given {first})")]
+    DuplicateKey {
+        /// The second occurrence.
+        at: Where,
+        /// The first occurrence, described.
+        first: String,
+    },
+    /// A required key is absent.
+    #[error("{at}: missing required key: {why}")]
+    MissingKey {
+        /// Where it should have been.
+        at: Where,
+        /// Why it is required.
+        why: String,
+    },
+    /// A value of the wrong type or form.
+    #[error("{at}: invalid value `{value}`: expected {expected}")]
+    InvalidValue {
+        /// Where.
+        at: Where,
+        /// The value (clipped).
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A number outside its allowed range.
+    #[error("{at}: value {value} out of range: {range}")]
+    OutOfRange {
+        /// Where.
+        at: Where,
+        /// The value (clipped).
+        value: String,
+        /// The allowed range, in words.
+        range: String,
+    },
+    /// Hex text of the wrong length.
+    #[error("{at}: hex value has {got_digits} digits ({got_bytes} bytes), expected {want_digits} digits ({want_bytes} bytes){note}")]
+    HexLength {
+        /// Where.
+        at: Where,
+        /// Hex digits given.
+        got_digits: usize,
+        /// Bytes given (digits / 2, rounded down).
+        got_bytes: usize,
+        /// Hex digits expected.
+        want_digits: usize,
+        /// Bytes expected.
+        want_bytes: usize,
+        /// Extra explanation, starting with "; " or empty.
+        note: String,
+    },
+    /// A base64 owner file that does not decode, or decodes to the wrong size.
+    #[error("{at}: file {path}: {msg}")]
+    OwnerFile {
+        /// Where the file was named.
+        at: Where,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The configuration's C-bit position differs from the platform's.
+    #[error("{at}: cbitpos {requested} does not match the platform's C-bit position {platform}")]
+    CbitposMismatch {
+        /// Where.
+        at: Where,
+        /// The platform's value.
+        platform: u8,
+        /// The configured value.
+        requested: u8,
+    },
+    /// Two values that must agree do not (a key vs a file, a key vs `--cpus`, ...).
+    #[error("{at}: {msg}")]
+    Mismatch {
+        /// Where.
+        at: Where,
+        /// What disagrees.
+        msg: String,
+    },
+    /// A combination of keys that cannot work.
+    #[error("{at}: {msg}")]
+    Conflict {
+        /// Where.
+        at: Where,
+        /// What conflicts.
+        msg: String,
+    },
+    /// A value that is well-formed but has no meaning sevm can honour.
+    #[error("{at}: unsupported: {msg}")]
+    Unsupported {
+        /// Where.
+        at: Where,
+        /// Why.
+        msg: String,
+    },
+}
+
+impl ConfigError {
+    /// Where the error was, if it is tied to a place.
+    pub fn location(&self) -> Option<&Where> {
+        match self {
+            ConfigError::ReadConfig { .. } => None,
+            ConfigError::MissingFile { at, .. }
+            | ConfigError::Syntax { at, .. }
+            | ConfigError::UnknownKey { at, .. }
+            | ConfigError::DuplicateKey { at, .. }
+            | ConfigError::MissingKey { at, .. }
+            | ConfigError::InvalidValue { at, .. }
+            | ConfigError::OutOfRange { at, .. }
+            | ConfigError::HexLength { at, .. }
+            | ConfigError::OwnerFile { at, .. }
+            | ConfigError::CbitposMismatch { at, .. }
+            | ConfigError::Mismatch { at, .. }
+            | ConfigError::Conflict { at, .. }
+            | ConfigError::Unsupported { at, .. } => Some(at),
+        }
+    }
+}
+
+/// Reads a config file with a size limit.
+pub(crate) fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| ConfigError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut buf = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| ConfigError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if buf.len() as u64 > MAX_CONFIG_FILE {
+        return Err(ConfigError::ReadConfig {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!("larger than the {MAX_CONFIG_FILE}-byte limit")),
+        });
+    }
+    String::from_utf8(buf).map_err(|_| ConfigError::ReadConfig {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })
+}
+
+/// 1-based line number of byte offset `pos` in `text`.
+pub(crate) fn line_of(text: &str, pos: usize) -> usize {
+    let end = pos.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
