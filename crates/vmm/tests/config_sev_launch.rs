@@ -1,0 +1,578 @@
+//! The seed's `[sev-launch]` file: every key, every error kind, the seed's own sample.
+
+mod config_common;
+
+use std::path::{Path, PathBuf};
+
+use config_common::{hex, make_owner, valid_sev_launch, write_b64, write_owner_files};
+use vmm::config::sevlaunch::{from_sev_launch_file, from_sev_launch_str};
+use vmm::config::{ConfigError, ConfigSource, ValidationInputs, Where};
+
+/// The sample exactly as the 2016 patch's commit message shows it.
+const SEED_SAMPLE: &str = "[sev-launch]
+flags = \"00000000\"
+policy = \"000000\"
+dh_pub_qx = \"0123456789abcdef0123456789abcdef\"
+dh_pub_qy = \"0123456789abcdef0123456789abcdef\"
+nonce = \"0123456789abcdef\"
+vcpu_count = \"1\"
+vcpu_length = \"30\"
+vcpu_mask = \"00ab\"
+";
+
+fn inputs() -> ValidationInputs {
+    ValidationInputs::default()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn line_key(e: &ConfigError) -> (usize, String) {
+    match e.location() {
+        Some(Where::Line { line, key, .. }) => (*line, key.clone()),
+        other => panic!("expected a file line, got {other:?} for {e}"),
+    }
+}
+
+/// Runs a valid config with one line replaced (by key prefix) and returns the error.
+fn with_line(dir: &Path, replace: &str, by: &str) -> ConfigError {
+    let owner = make_owner();
+    write_owner_files(dir, &owner);
+    let text: String = valid_sev_launch(&owner)
+        .lines()
+        .map(|l| {
+            if l.starts_with(replace) {
+                format!("{by}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let p = write(dir, "sev.conf", &text);
+    from_sev_launch_file(&p, &inputs()).expect_err("must be refused")
+}
+
+#[test]
+fn seed_sample_is_refused_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "seed.conf", SEED_SAMPLE);
+    let e = from_sev_launch_file(&p, &inputs()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::HexLength {
+                got_bytes: 16,
+                want_bytes: 48,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(line_key(&e), (4, "dh_pub_qx".to_string()));
+    let msg = e.to_string();
+    assert!(msg.contains("seed.conf:4"), "{msg}");
+    assert!(msg.contains("dh_pub_qx"), "{msg}");
+}
+
+#[test]
+fn seed_sample_nonce_is_refused_too() {
+    // With real coordinates, the sample's 8-byte nonce is the next refusal.
+    let dir = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    let text = SEED_SAMPLE
+        .replace(
+            "dh_pub_qx = \"0123456789abcdef0123456789abcdef\"",
+            &format!("dh_pub_qx = \"{}\"", hex(&owner.qx_le)),
+        )
+        .replace(
+            "dh_pub_qy = \"0123456789abcdef0123456789abcdef\"",
+            &format!("dh_pub_qy = \"{}\"", hex(&owner.qy_le)),
+        );
+    let p = write(dir.path(), "seed.conf", &text);
+    let e = from_sev_launch_file(&p, &inputs()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::HexLength {
+                got_bytes: 8,
+                want_bytes: 16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(line_key(&e), (6, "nonce".to_string()));
+    assert!(e.to_string().contains("seed.conf:6"), "{e}");
+}
+
+#[test]
+fn valid_file_with_real_certificate_and_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    write_owner_files(dir.path(), &owner);
+    let p = write(dir.path(), "sev.conf", &valid_sev_launch(&owner));
+    let cfg = from_sev_launch_file(
+        &p,
+        &ValidationInputs {
+            platform_cbitpos: Some(51),
+            cli_cpus: Some(2),
+            base_dir: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(cfg.policy, 5);
+    assert!(cfg.es());
+    assert_eq!(cfg.godh_cert.as_deref(), Some(owner.cert.as_slice()));
+    assert_eq!(cfg.session.as_deref(), Some(owner.session.as_slice()));
+    assert_eq!(cfg.vcpus, Some(2));
+    assert_eq!(cfg.reduced_phys_bits, 1);
+    assert_eq!(cfg.cbitpos, None);
+    assert_eq!(cfg.handle, 0);
+    assert!(!cfg.kernel_hashes);
+    assert_eq!(cfg.source, ConfigSource::SevLaunch { path: p.clone() });
+}
+
+#[test]
+fn extension_keys_and_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[sev-launch]\npolicy = \"0x1\"\ncbitpos = \"47\"\nreduced_phys_bits = \"5\"\n\
+                handle = \"0x10\"\nkernel_hashes = \"on\"\nvcpu_count = \"4\"\n";
+    let cfg = from_sev_launch_str(
+        text,
+        &dir.path().join("x.conf"),
+        &ValidationInputs {
+            platform_cbitpos: Some(47),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(cfg.policy, 1);
+    assert_eq!(cfg.cbitpos, Some(47));
+    assert_eq!(cfg.reduced_phys_bits, 5);
+    assert_eq!(cfg.handle, 16);
+    assert!(cfg.kernel_hashes);
+    assert_eq!(cfg.vcpus, Some(4));
+    assert!(cfg.godh_cert.is_none() && cfg.session.is_none());
+    // An empty section: QEMU's default policy, nothing else.
+    let cfg = from_sev_launch_str("[sev-launch]\n", Path::new("e.conf"), &inputs()).unwrap();
+    assert_eq!(cfg.policy, 1);
+    assert_eq!(cfg.vcpus, None);
+}
+
+#[test]
+fn coordinates_big_endian_are_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    let mut be = owner.qx_le;
+    be.reverse();
+    let e = with_line_owner(
+        dir.path(),
+        &owner,
+        "dh_pub_qx",
+        &format!("dh_pub_qx = \"{}\"", hex(&be)),
+    );
+    assert!(matches!(e, ConfigError::Mismatch { .. }), "{e}");
+    assert_eq!(line_key(&e), (5, "dh_pub_qx".into()));
+    assert!(e.to_string().contains("big-endian"), "{e}");
+}
+
+fn with_line_owner(
+    dir: &Path,
+    owner: &config_common::Owner,
+    replace: &str,
+    by: &str,
+) -> ConfigError {
+    write_owner_files(dir, owner);
+    let text: String = valid_sev_launch(owner)
+        .lines()
+        .map(|l| {
+            if l.starts_with(replace) {
+                format!("{by}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let p = write(dir, "sev.conf", &text);
+    from_sev_launch_file(&p, &inputs()).expect_err("must be refused")
+}
+
+#[test]
+fn coordinate_of_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = make_owner();
+    let e = with_line(
+        dir.path(),
+        "dh_pub_qy",
+        &format!("dh_pub_qy = \"{}\"", hex(&other.qy_le)),
+    );
+    assert!(matches!(e, ConfigError::Mismatch { .. }), "{e}");
+    assert_eq!(line_key(&e), (6, "dh_pub_qy".into()));
+}
+
+#[test]
+fn nonce_must_equal_the_session_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(
+        dir.path(),
+        "nonce",
+        &format!("nonce = \"{}\"", "ab".repeat(16)),
+    );
+    assert!(matches!(e, ConfigError::Mismatch { .. }), "{e}");
+    assert_eq!(line_key(&e), (7, "nonce".into()));
+}
+
+#[test]
+fn long_hex_is_refused_not_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(
+        dir.path(),
+        "dh_pub_qx",
+        &format!("dh_pub_qx = \"{}\"", "a".repeat(4000)),
+    );
+    assert!(
+        matches!(
+            e,
+            ConfigError::HexLength {
+                got_digits: 4000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = with_line(
+        dir.path(),
+        "nonce",
+        &format!("nonce = \"{}\"", "0".repeat(34)),
+    );
+    assert!(
+        matches!(e, ConfigError::HexLength { got_digits: 34, .. }),
+        "{e}"
+    );
+    let e = with_line(
+        dir.path(),
+        "vcpu_mask",
+        &format!("vcpu_mask = \"{}\"", "f".repeat(1000)),
+    );
+    assert!(matches!(e, ConfigError::HexLength { .. }), "{e}");
+    assert_eq!(line_key(&e).1, "vcpu_mask");
+}
+
+#[test]
+fn non_hex_and_odd_hex_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(
+        dir.path(),
+        "nonce",
+        &format!("nonce = \"{}zz\"", "0".repeat(30)),
+    );
+    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e}");
+    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"003\"");
+    assert!(matches!(e, ConfigError::HexLength { .. }), "{e}");
+    let e = with_line(dir.path(), "policy", "policy = \"-1\"");
+    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e}");
+}
+
+#[test]
+fn flags_must_be_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(dir.path(), "flags", "flags = \"00000001\"");
+    assert!(matches!(e, ConfigError::Unsupported { .. }), "{e}");
+    assert_eq!(line_key(&e), (3, "flags".into()));
+    let e = with_line(dir.path(), "flags", "flags = \"000000000\"");
+    assert!(
+        matches!(e, ConfigError::InvalidValue { .. }),
+        "9 digits: {e}"
+    );
+}
+
+#[test]
+fn policy_range_and_reserved_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(dir.path(), "policy", "policy = \"100000000\"");
+    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e}");
+    let e = with_line(dir.path(), "policy", "policy = \"40\"");
+    assert!(
+        matches!(e, ConfigError::OutOfRange { .. }),
+        "bit 6 reserved: {e}"
+    );
+    assert_eq!(line_key(&e), (4, "policy".into()));
+}
+
+#[test]
+fn vcpu_keys_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"0\"");
+    assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e}");
+    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"5000\"");
+    assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e}");
+    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"x\"");
+    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e}");
+    // Mask naming vCPUs 0 and 2 but not 1: sevm cannot leave vCPU 1 out.
+    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"05\"");
+    assert!(matches!(e, ConfigError::Unsupported { .. }), "{e}");
+    assert_eq!(line_key(&e).1, "vcpu_mask");
+    // Mask naming 3 vCPUs with vcpu_count 2.
+    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"07\"");
+    assert!(matches!(e, ConfigError::Unsupported { .. }), "{e}");
+    // The 2016 overflow: mask longer than vcpu_length.
+    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"0300\"");
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert_eq!(line_key(&e).1, "vcpu_length");
+    let e = with_line(dir.path(), "vcpu_length", "vcpu_length = \"0\"");
+    assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e}");
+    let e = with_line(dir.path(), "vcpu_length", "vcpu_length = \"129\"");
+    assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e}");
+}
+
+#[test]
+fn vcpu_count_must_agree_with_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    write_owner_files(dir.path(), &owner);
+    let p = write(dir.path(), "sev.conf", &valid_sev_launch(&owner));
+    let e = from_sev_launch_file(
+        &p,
+        &ValidationInputs {
+            cli_cpus: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::Mismatch { .. }), "{e}");
+    assert_eq!(line_key(&e), (8, "vcpu_count".into()));
+    assert!(e.to_string().contains("--cpus 3"), "{e}");
+}
+
+#[test]
+fn mask_alone_gives_vcpu_count() {
+    let cfg = from_sev_launch_str(
+        "[sev-launch]\nvcpu_mask = \"0f\"\n",
+        Path::new("m.conf"),
+        &inputs(),
+    )
+    .unwrap();
+    assert_eq!(cfg.vcpus, Some(4));
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("policy = \"1\"\n", 1, "outside a section"),
+        ("[sev-launch]\npolicy = 1\n", 2, "double quotes"),
+        ("[sev-launch]\npolicy = \"1\" \"2\"\n", 2, "double quotes"),
+        ("[sev-launch]\njust words\n", 2, "expected"),
+        ("[sev-launch\n", 1, "lacks"),
+        ("[other]\n", 1, "unknown section"),
+        ("[sev-launch]\n[sev-launch]\n", 2, "second"),
+        ("[sev-launch]\n bad key = \"1\"\n", 2, "not a key name"),
+    ];
+    for (text, line, needle) in cases {
+        let e = from_sev_launch_str(text, Path::new("s.conf"), &inputs()).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{text:?}: {e}");
+        assert_eq!(line_key(&e).0, *line, "{text:?}: {e}");
+        assert!(e.to_string().contains(needle), "{text:?}: {e}");
+    }
+    let e = from_sev_launch_str("# nothing\n", Path::new("s.conf"), &inputs()).unwrap_err();
+    assert!(e.to_string().contains("no `[sev-launch]` section"), "{e}");
+}
+
+#[test]
+fn unknown_and_duplicate_keys() {
+    let e = from_sev_launch_str(
+        "[sev-launch]\npolicy = \"1\"\nreduced-phys-bits = \"1\"\n",
+        Path::new("s.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e}");
+    assert_eq!(line_key(&e), (3, "reduced-phys-bits".into()));
+    assert!(e.to_string().contains("reduced_phys_bits"), "hint: {e}");
+    let e = from_sev_launch_str(
+        "[sev-launch]\ntype = \"encrypted\"\n",
+        Path::new("s.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e}");
+    let e = from_sev_launch_str(
+        "[sev-launch]\npolicy = \"1\"\n\npolicy = \"1\"\n",
+        Path::new("s.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e}");
+    assert_eq!(line_key(&e), (4, "policy".into()));
+    assert!(e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn owner_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Missing certificate file.
+    let e = with_line(dir.path(), "dh_cert_file", "dh_cert_file = \"nope.b64\"");
+    assert!(matches!(e, ConfigError::MissingFile { .. }), "{e}");
+    assert_eq!(line_key(&e), (11, "dh_cert_file".into()));
+    assert!(e.to_string().contains("nope.b64"), "{e}");
+    // Not base64.
+    std::fs::write(dir.path().join("bad.b64"), "not base64 !!!").unwrap();
+    let e = with_line(dir.path(), "session_file", "session_file = \"bad.b64\"");
+    assert!(matches!(e, ConfigError::OwnerFile { .. }), "{e}");
+    assert_eq!(line_key(&e).1, "session_file");
+    // Wrong size.
+    write_b64(&dir.path().join("short.b64"), &[0u8; 100]);
+    let e = with_line(dir.path(), "session_file", "session_file = \"short.b64\"");
+    assert!(e.to_string().contains("100 bytes"), "{e}");
+    // A certificate on the wrong curve.
+    let mut owner = make_owner();
+    owner.cert[0x10] = 1;
+    let e = with_line_owner(dir.path(), &owner, "policy", "policy = \"1\"");
+    assert!(matches!(e, ConfigError::OwnerFile { .. }), "{e}");
+    assert!(e.to_string().contains("curve"), "{e}");
+    // A certificate without a session, a session without a certificate.
+    let e = with_line(dir.path(), "session_file", "");
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert_eq!(line_key(&e).1, "dh_cert_file");
+    let dir2 = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    write_owner_files(dir2.path(), &owner);
+    let e = from_sev_launch_str(
+        "[sev-launch]\nsession_file = \"session.b64\"\n",
+        &dir2.path().join("c.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+}
+
+#[test]
+fn seed_keys_need_todays_files() {
+    let owner = make_owner();
+    let e = from_sev_launch_str(
+        &format!(
+            "[sev-launch]\ndh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\n",
+            hex(&owner.qx_le),
+            hex(&owner.qy_le)
+        ),
+        Path::new("k.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert!(e.to_string().contains("dh_cert_file"), "{e}");
+    let e = from_sev_launch_str(
+        &format!("[sev-launch]\ndh_pub_qx = \"{}\"\n", hex(&owner.qx_le)),
+        Path::new("k.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("go together"), "{e}");
+    let e = from_sev_launch_str(
+        &format!("[sev-launch]\nnonce = \"{}\"\n", "00".repeat(16)),
+        Path::new("k.conf"),
+        &inputs(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert!(e.to_string().contains("session_file"), "{e}");
+}
+
+#[test]
+fn cbitpos_and_reduced_phys_bits() {
+    let e = from_sev_launch_str(
+        "[sev-launch]\ncbitpos = \"47\"\n",
+        Path::new("c.conf"),
+        &ValidationInputs {
+            platform_cbitpos: Some(51),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::CbitposMismatch {
+                platform: 51,
+                requested: 47,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(line_key(&e), (2, "cbitpos".into()));
+    for bad in ["0", "64", "99999999999999999999999"] {
+        let text = format!("[sev-launch]\nreduced_phys_bits = \"{bad}\"\n");
+        let e = from_sev_launch_str(&text, Path::new("c.conf"), &inputs()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::OutOfRange { .. } | ConfigError::InvalidValue { .. }
+            ),
+            "{bad}: {e}"
+        );
+        assert_eq!(line_key(&e).1, "reduced_phys_bits");
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let e = from_sev_launch_file(Path::new("/nonexistent/sev.conf"), &inputs()).unwrap_err();
+    assert!(matches!(e, ConfigError::ReadConfig { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/sev.conf"), "{e}");
+}
+
+/// Owner files as the real `sevctl session` writes them.
+#[test]
+fn files_from_real_sevctl_session() {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let sevctl = Path::new(&home).join(".cargo/bin/sevctl");
+    let chain = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/derived/naples_sev_chain_pdh_pek_oca_cek.bin");
+    for (what, p) in [("sevctl", &sevctl), ("testdata", &chain)] {
+        if !p.exists() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{what} missing at {}", p.display());
+            }
+            eprintln!("SKIP: {what} missing at {}", p.display());
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new(&sevctl)
+        .current_dir(dir.path())
+        .args(["session", "--name", "t"])
+        .arg(&chain)
+        .arg("1")
+        .status()
+        .expect("run sevctl");
+    assert!(st.success());
+    let session = {
+        use base64::Engine as _;
+        let t = std::fs::read_to_string(dir.path().join("t_session.b64")).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(t.trim())
+            .unwrap()
+    };
+    let cert = {
+        use base64::Engine as _;
+        let t = std::fs::read_to_string(dir.path().join("t_godh.b64")).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(t.trim())
+            .unwrap()
+    };
+    let (qx, qy) = vmm::config::godh_public_key_le(&cert).unwrap();
+    let text = format!(
+        "[sev-launch]\npolicy = \"1\"\ndh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\nnonce = \"{}\"\n\
+         dh_cert_file = \"t_godh.b64\"\nsession_file = \"t_session.b64\"\n",
+        hex(&qx),
+        hex(&qy),
+        hex(&session[..16])
+    );
+    let p = write(dir.path(), "sev.conf", &text);
+    let cfg = from_sev_launch_file(&p, &inputs()).unwrap();
+    assert_eq!(cfg.session.as_deref(), Some(session.as_slice()));
+    assert_eq!(cfg.godh_cert.as_deref(), Some(cert.as_slice()));
+}
