@@ -1,1 +1,94 @@
-//! sev-firmware
+//! `sev-firmware`: the AMD Secure Processor's SEV firmware (API 0.24 + SEV-ES) behind two
+//! traits, with a faithful software model ([`soft`]) and the Linux hardware backend ([`hw`]).
+//!
+//! - [`SevPlatform`] is what `/dev/sev` offers (platform status, keys, certificates).
+//! - [`SevGuest`] is what `KVM_MEMORY_ENCRYPT_OP` offers one VM (launch, debug, attestation).
+//!
+//! The soft model answers every command with the status code the firmware would give,
+//! checked in the firmware's order; see `soft::fw` for the chosen behaviours.
+
+pub mod cert;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod hw;
+pub mod soft;
+pub mod status;
+
+pub use error::{FwError, Result};
+pub use soft::fw::{GuestState, GuestStatus, PlatformState, PlatformStatus};
+pub use status::Status;
+
+/// The platform's certificate export: PDH and the chain PEK ‖ OCA ‖ CEK (CEK unsigned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertExport {
+    /// PDH certificate (2084 bytes).
+    pub pdh: Vec<u8>,
+    /// PEK ‖ OCA ‖ CEK (3 × 2084 bytes).
+    pub chain: Vec<u8>,
+}
+
+/// What `/dev/sev` offers. Methods follow Linux's semantics: commands that need an
+/// initialised platform initialise it for the call when it is UNINIT.
+pub trait SevPlatform {
+    /// PLATFORM_STATUS.
+    fn platform_status(&self) -> Result<PlatformStatus>;
+    /// PEK_GEN: new OCA, PEK and PDH (platform must not be WORKING).
+    fn pek_gen(&self) -> Result<()>;
+    /// PDH_GEN: new PDH.
+    fn pdh_gen(&self) -> Result<()>;
+    /// PEK_CSR: the PEK body with empty signature slots.
+    fn pek_csr(&self) -> Result<Vec<u8>>;
+    /// PEK_CERT_IMPORT: take ownership with an OCA-signed PEK.
+    fn pek_cert_import(&self, pek: &[u8], oca: &[u8]) -> Result<()>;
+    /// PDH_CERT_EXPORT (the CEK comes back unsigned, as on real parts).
+    fn pdh_cert_export(&self) -> Result<CertExport>;
+    /// GET_ID: the 64-byte chip id.
+    fn get_id(&self) -> Result<Vec<u8>>;
+    /// FACTORY_RESET (PLATFORM_RESET): wipes OCA, PEK, PDH and ownership.
+    fn factory_reset(&self) -> Result<()>;
+    /// The C-bit position guests must use.
+    fn cbit_pos(&self) -> Result<u8>;
+}
+
+/// What `KVM_MEMORY_ENCRYPT_OP` offers one VM. Guest memory is passed by the VMM as the
+/// host mapping of a region (`&mut [u8]`) plus its guest-physical address.
+pub trait SevGuest {
+    /// KVM_SEV_INIT / ES_INIT (or INIT2): make the VM an SEV (or SEV-ES) VM.
+    fn init(&mut self, es: bool) -> Result<()>;
+    /// LAUNCH_START (+ ACTIVATE, as KVM binds an ASID). `share_handle` 0 = new key.
+    /// Returns the firmware handle.
+    fn launch_start(
+        &mut self,
+        policy: u32,
+        godh: Option<&[u8]>,
+        session: Option<&[u8]>,
+        share_handle: u32,
+    ) -> Result<u32>;
+    /// LAUNCH_UPDATE_DATA over `mem`, which is guest memory at `gpa`.
+    fn launch_update_data(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()>;
+    /// LAUNCH_UPDATE_VMSA for one vCPU's 4096-byte VMSA (the hw backend lets KVM
+    /// encrypt every vCPU's VMSA and ignores the bytes).
+    fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()>;
+    /// LAUNCH_MEASURE: MEASURE[32] ‖ MNONCE[16].
+    fn launch_measure(&mut self) -> Result<[u8; 48]>;
+    /// LAUNCH_SECRET: `hdr` is the 52-byte packet header, `ct` the ciphertext, `dest` the
+    /// guest memory at `gpa` receiving the plaintext (same length as `ct`).
+    fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], gpa: u64, dest: &mut [u8]) -> Result<()>;
+    /// LAUNCH_FINISH.
+    fn launch_finish(&mut self) -> Result<()>;
+    /// GUEST_STATUS.
+    fn guest_status(&mut self) -> Result<GuestStatus>;
+    /// DBG_DECRYPT of guest memory `mem` at `gpa` into `out` (same length).
+    fn dbg_decrypt(&mut self, gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()>;
+    /// DBG_ENCRYPT of `data` into guest memory `mem` at `gpa` (same length).
+    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()>;
+    /// ATTESTATION: the 0xD0-byte PEK-signed report.
+    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<Vec<u8>>;
+    /// KVM_MEMORY_ENCRYPT_REG_REGION (pins memory; the soft backend only records it).
+    fn register_region(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()>;
+    /// What the host sees of guest memory `mem` at `gpa`: ciphertext where private.
+    fn host_view(&self, gpa: u64, mem: &[u8]) -> Result<Vec<u8>>;
+    /// Teardown: DEACTIVATE + DECOMMISSION.
+    fn decommission(&mut self) -> Result<()>;
+}

@@ -1,0 +1,67 @@
+//! The crate's error type: a firmware status, or a failure around the firmware
+//! (state file, device, crypto library).
+
+use crate::status::Status;
+use std::path::PathBuf;
+
+/// Any failure of a firmware operation.
+#[derive(Debug, thiserror::Error)]
+pub enum FwError {
+    /// The firmware (soft or real) refused the command with a status code.
+    #[error("SEV command {cmd} failed: {status}")]
+    Status {
+        /// The command's spec name, e.g. `"LAUNCH_START"`.
+        cmd: &'static str,
+        /// The firmware's answer.
+        status: Status,
+    },
+    /// The soft firmware's persistent state file is unreadable, corrupt or partial.
+    #[error("SEV state file {path}: {reason}")]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O error on a named file or device.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or device.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An ioctl failed without a firmware status (e.g. the kernel refused it).
+    #[error("ioctl {what} failed: {source}")]
+    Ioctl {
+        /// Which ioctl.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The crypto library failed.
+    #[error("openssl: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+    /// A caller-supplied argument was malformed (not a firmware status).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}
+
+impl FwError {
+    /// The firmware status, if this error is one.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            FwError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn st(cmd: &'static str, status: Status) -> Self {
+        FwError::Status { cmd, status }
+    }
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, FwError>;

@@ -1,0 +1,805 @@
+//! The soft SEV firmware core: platform and guest state machines, ASIDs, the launch
+//! channel, measurement and secret injection. Every command checks in the firmware's
+//! order (spec notes §1.2 "Order of checks" and the per-command notes) and answers with
+//! the firmware's status. Both the raw command interface (`execute`) and the typed
+//! traits call these functions, so they share one implementation.
+//!
+//! Chosen behaviours where the notes leave a choice:
+//! - Legal commands per platform state follow the *firmware code* column (§1.1):
+//!   SHUTDOWN and DF_FLUSH need no state, GUEST_STATUS is accepted in INIT, PEK_CSR in WORKING.
+//! - GUEST_STATUS on an unknown handle answers INVALID_GUEST (the spec), not Genoa's SUCCESS.
+//! - INIT keeps an existing PDH (only missing keys are generated).
+//! - WBINVD is treated as always done (DF_FLUSH never answers WBINVD_REQUIRED).
+//! - Migration (SEND_*/RECEIVE_*), COPY, SWAP, ACTIVATE_EX, INIT_EX, DOWNLOAD_FIRMWARE and
+//!   RING_BUFFER pass their platform-state check, then answer UNSUPPORTED.
+
+use super::store::{Identity, Store, API, BUILD};
+use crate::cert::{self, usage, SEV_CERT_LEN};
+use crate::crypto::{aes128_ctr, ct_eq, hmac_sha256, kdf};
+use crate::engine::MemoryKey;
+use crate::error::FwError;
+use crate::status::Status;
+use openssl::hash::{Hasher, MessageDigest};
+use zeroize::Zeroizing;
+
+/// Largest ASID of the model (CPUID 0x8000001F ECX).
+pub const MAX_ASID: u32 = 15;
+/// First non-ES ASID (CPUID 0x8000001F EDX); ES guests use 1..MIN_SEV_ASID.
+pub const MIN_SEV_ASID: u32 = 5;
+/// Number of guest slots (handles 1..=MAX_GUESTS).
+pub const MAX_GUESTS: u32 = 64;
+/// Largest LAUNCH_SECRET payload (Genoa scratch size).
+pub const MAX_SECRET_LEN: u32 = 0x5000;
+/// Size of an attestation report.
+pub const REPORT_LEN: usize = 0xD0;
+
+/// Platform state (spec notes §1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlatformState {
+    /// Not initialised.
+    Uninit = 0,
+    /// Initialised, no guests.
+    Init = 1,
+    /// At least one guest.
+    Working = 2,
+}
+
+/// Guest state (spec notes §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GuestState {
+    /// Free slot.
+    Uninit = 0,
+    /// Launch update.
+    LUpdate = 1,
+    /// Launch secret.
+    LSecret = 2,
+    /// Running.
+    Running = 3,
+    /// Send update (unused by the model).
+    SUpdate = 4,
+    /// Receive update (unused by the model).
+    RUpdate = 5,
+    /// Sent (unused by the model).
+    Sent = 6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asid {
+    Dirty,
+    Clean,
+    /// Held by a guest handle.
+    Owned(u32),
+}
+
+pub(crate) struct Guest {
+    pub state: GuestState,
+    pub policy: u32,
+    pub es: bool,
+    pub key: MemoryKey,
+    pub asid: u32,
+    /// The ASID became valid (LAUNCH_FINISH / RUNNING); else activation is pending.
+    pub asid_live: bool,
+    ld: Option<Hasher>,
+    pub ld_final: Option<[u8; 32]>,
+    tek: Zeroizing<[u8; 16]>,
+    tik: Zeroizing<[u8; 16]>,
+    pub measure: Option<[u8; 32]>,
+}
+
+/// Inputs of LAUNCH_START after buffer parsing.
+pub struct LaunchStartArgs<'a> {
+    /// 0 for a new key, else the guest whose key to share.
+    pub handle: u32,
+    /// Guest policy.
+    pub policy: u32,
+    /// GODH cert, if a channel is requested.
+    pub godh: Option<&'a [u8]>,
+    /// Session buffer (needed with a GODH cert).
+    pub session: Option<&'a [u8]>,
+}
+
+/// Guest status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestStatus {
+    /// Policy.
+    pub policy: u32,
+    /// Bound ASID, 0 if none.
+    pub asid: u32,
+    /// State.
+    pub state: GuestState,
+}
+
+/// Platform status output (PLATFORM_STATUS, 12 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformStatus {
+    /// API major.
+    pub api_major: u8,
+    /// API minor.
+    pub api_minor: u8,
+    /// State.
+    pub state: PlatformState,
+    /// Externally owned.
+    pub owner_external: bool,
+    /// SEV-ES initialised.
+    pub config_es: bool,
+    /// Build id.
+    pub build: u8,
+    /// Number of guests.
+    pub guest_count: u32,
+}
+
+impl PlatformStatus {
+    /// Encode as the firmware's 12-byte output.
+    pub fn to_bytes(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[0] = self.api_major;
+        b[1] = self.api_minor;
+        b[2] = self.state as u8;
+        b[3] = self.owner_external as u8;
+        b[4..6].copy_from_slice(&(self.config_es as u16).to_le_bytes());
+        b[7] = self.build;
+        b[8..12].copy_from_slice(&self.guest_count.to_le_bytes());
+        b
+    }
+}
+
+type St<T> = Result<T, Status>;
+
+fn crypto_fail(_: openssl::error::ErrorStack) -> Status {
+    Status::HwErrorPlatform
+}
+
+fn fw_fail(e: FwError) -> Status {
+    tracing::error!("soft firmware internal error: {e}");
+    e.status().unwrap_or(Status::HwErrorPlatform)
+}
+
+/// The soft firmware's volatile and cached persistent state.
+pub struct Fw {
+    pub(crate) store: Store,
+    pub(crate) id: Identity,
+    pub(crate) state: PlatformState,
+    pub(crate) es: bool,
+    guests: Vec<Option<Guest>>,
+    asids: Vec<Asid>,
+}
+
+impl Fw {
+    pub(crate) fn new(store: Store, id: Identity) -> Fw {
+        Fw {
+            store,
+            id,
+            state: PlatformState::Uninit,
+            es: false,
+            guests: (0..MAX_GUESTS).map(|_| None).collect(),
+            asids: vec![Asid::Dirty; MAX_ASID as usize + 1],
+        }
+    }
+
+    fn need(&self, ok: &[PlatformState]) -> St<()> {
+        if ok.contains(&self.state) {
+            Ok(())
+        } else {
+            Err(Status::InvalidPlatformState)
+        }
+    }
+
+    pub(crate) fn guest_count(&self) -> u32 {
+        self.guests.iter().filter(|g| g.is_some()).count() as u32
+    }
+
+    pub(crate) fn guest(&self, handle: u32) -> St<&Guest> {
+        if handle == 0 || handle > MAX_GUESTS {
+            return Err(Status::InvalidGuest);
+        }
+        self.guests[handle as usize - 1]
+            .as_ref()
+            .ok_or(Status::InvalidGuest)
+    }
+
+    pub(crate) fn guest_mut(&mut self, handle: u32) -> St<&mut Guest> {
+        if handle == 0 || handle > MAX_GUESTS {
+            return Err(Status::InvalidGuest);
+        }
+        self.guests[handle as usize - 1]
+            .as_mut()
+            .ok_or(Status::InvalidGuest)
+    }
+
+    fn refresh(&mut self) -> St<()> {
+        self.id = self.store.load().map_err(fw_fail)?;
+        Ok(())
+    }
+
+    // ---------------- platform commands ----------------
+
+    /// INIT (0x01).
+    pub fn init(&mut self, es: bool) -> St<()> {
+        self.need(&[PlatformState::Uninit])?;
+        let (id, _) = self
+            .store
+            .update(|id| id.ensure_owner_keys())
+            .map_err(fw_fail)?;
+        self.id = id;
+        self.es = es;
+        self.state = PlatformState::Init;
+        self.asids.iter_mut().for_each(|a| *a = Asid::Dirty);
+        Ok(())
+    }
+
+    /// SHUTDOWN (0x02): any state; every guest is decommissioned.
+    pub fn shutdown(&mut self) -> St<()> {
+        self.guests.iter_mut().for_each(|g| *g = None);
+        self.asids.iter_mut().for_each(|a| *a = Asid::Dirty);
+        self.state = PlatformState::Uninit;
+        self.es = false;
+        Ok(())
+    }
+
+    /// PLATFORM_RESET (0x03): UNINIT only.
+    pub fn platform_reset(&mut self) -> St<()> {
+        self.need(&[PlatformState::Uninit])?;
+        let (id, _) = self
+            .store
+            .update(|id| {
+                id.factory_reset();
+                Ok(())
+            })
+            .map_err(fw_fail)?;
+        self.id = id;
+        Ok(())
+    }
+
+    /// PLATFORM_STATUS (0x04): any state.
+    pub fn platform_status(&mut self) -> St<PlatformStatus> {
+        let uninit = self.state == PlatformState::Uninit;
+        if !uninit {
+            let _ = self.refresh();
+        }
+        Ok(PlatformStatus {
+            api_major: API.0,
+            api_minor: API.1,
+            state: self.state,
+            owner_external: !uninit && self.id.owner_external,
+            config_es: !uninit && self.es,
+            build: BUILD,
+            guest_count: if uninit { 0 } else { self.guest_count() },
+        })
+    }
+
+    /// PEK_GEN (0x05): INIT only.
+    pub fn pek_gen(&mut self) -> St<()> {
+        self.need(&[PlatformState::Init])?;
+        let (id, _) = self.store.update(|id| id.pek_gen()).map_err(fw_fail)?;
+        self.id = id;
+        Ok(())
+    }
+
+    /// PEK_CSR (0x06): INIT or WORKING; `len` < 2084 gives INVALID_LENGTH and `len` = 2084.
+    pub fn pek_csr(&mut self, len: &mut u32) -> St<[u8; SEV_CERT_LEN]> {
+        self.need(&[PlatformState::Init, PlatformState::Working])?;
+        if (*len as usize) < SEV_CERT_LEN {
+            *len = SEV_CERT_LEN as u32;
+            return Err(Status::InvalidLength);
+        }
+        self.refresh()?;
+        let mut c = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?.cert;
+        cert::clear_sigs(&mut c);
+        *len = SEV_CERT_LEN as u32;
+        Ok(c)
+    }
+
+    /// PEK_CERT_IMPORT (0x07): INIT only.
+    pub fn pek_cert_import(&mut self, pek: &[u8], oca: &[u8]) -> St<()> {
+        self.need(&[PlatformState::Init])?;
+        self.refresh()?;
+        if self.id.owner_external {
+            return Err(Status::AlreadyOwned);
+        }
+        if pek.len() != SEV_CERT_LEN || oca.len() != SEV_CERT_LEN {
+            return Err(Status::InvalidLength);
+        }
+        if cert::cert_usage(oca) != usage::OCA || cert::cert_usage(pek) != usage::PEK {
+            return Err(Status::InvalidCertificate);
+        }
+        cert::verify_ec_by(oca, oca).map_err(|_| Status::InvalidCertificate)?;
+        cert::verify_ec_by(pek, oca).map_err(|_| Status::InvalidCertificate)?;
+        let cur = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?.cert;
+        if pek[..0x414] != cur[..0x414] {
+            return Err(Status::InvalidCertificate);
+        }
+        // The imported PEK must have one free slot for our CEK signature.
+        let mut newpek: [u8; SEV_CERT_LEN] = pek.try_into().map_err(|_| Status::InvalidLength)?;
+        let oca: [u8; SEV_CERT_LEN] = oca.try_into().map_err(|_| Status::InvalidLength)?;
+        let cek_key = self.id.cek.key.clone();
+        cert::sign_ec(&mut newpek, &cek_key, usage::CEK).map_err(|_| Status::InvalidCertificate)?;
+        let (id, _) = self
+            .store
+            .update(|id| {
+                let pek_key = id
+                    .pek
+                    .as_ref()
+                    .ok_or(FwError::InvalidArgument("no PEK"))?
+                    .key
+                    .clone();
+                // the OCA private key is not known when imported: keep the public cert only.
+                let oca_key = id
+                    .oca
+                    .as_ref()
+                    .ok_or(FwError::InvalidArgument("no OCA"))?
+                    .key
+                    .clone();
+                id.pek = Some(super::store::KeyCert {
+                    key: pek_key,
+                    cert: newpek,
+                });
+                id.oca = Some(super::store::KeyCert {
+                    key: oca_key,
+                    cert: oca,
+                });
+                id.owner_external = true;
+                id.new_pdh()
+            })
+            .map_err(fw_fail)?;
+        self.id = id;
+        Ok(())
+    }
+
+    /// PDH_CERT_EXPORT (0x08): INIT or WORKING. Returns (PDH, PEK ‖ OCA ‖ CEK-unsigned).
+    pub fn pdh_cert_export(
+        &mut self,
+        pdh_len: &mut u32,
+        chain_len: &mut u32,
+    ) -> St<(Vec<u8>, Vec<u8>)> {
+        self.need(&[PlatformState::Init, PlatformState::Working])?;
+        if (*pdh_len as usize) < SEV_CERT_LEN || (*chain_len as usize) < 3 * SEV_CERT_LEN {
+            *pdh_len = SEV_CERT_LEN as u32;
+            *chain_len = 3 * SEV_CERT_LEN as u32;
+            return Err(Status::InvalidLength);
+        }
+        self.refresh()?;
+        let id = &self.id;
+        let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, &id.oca) else {
+            return Err(Status::HwErrorPlatform);
+        };
+        let mut cek = id.cek.cert;
+        cert::clear_sigs(&mut cek);
+        let mut chain = Vec::with_capacity(3 * SEV_CERT_LEN);
+        chain.extend_from_slice(&pek.cert);
+        chain.extend_from_slice(&oca.cert);
+        chain.extend_from_slice(&cek);
+        *pdh_len = SEV_CERT_LEN as u32;
+        *chain_len = 3 * SEV_CERT_LEN as u32;
+        Ok((pdh.cert.to_vec(), chain))
+    }
+
+    /// PDH_GEN (0x09): INIT or WORKING.
+    pub fn pdh_gen(&mut self) -> St<()> {
+        self.need(&[PlatformState::Init, PlatformState::Working])?;
+        let (id, _) = self.store.update(|id| id.new_pdh()).map_err(fw_fail)?;
+        self.id = id;
+        Ok(())
+    }
+
+    /// DF_FLUSH (0x0A): no state check; dirty ASIDs become clean.
+    pub fn df_flush(&mut self) -> St<()> {
+        for a in self.asids.iter_mut() {
+            if *a == Asid::Dirty {
+                *a = Asid::Clean;
+            }
+        }
+        Ok(())
+    }
+
+    /// GET_ID (0x0C): no state check; `len` < 64 gives INVALID_LENGTH and `len` = 64.
+    pub fn get_id(&mut self, len: &mut u32) -> St<[u8; 64]> {
+        if *len < 64 {
+            *len = 64;
+            return Err(Status::InvalidLength);
+        }
+        *len = 64;
+        Ok(self.id.chip_id)
+    }
+
+    // ---------------- guest commands ----------------
+
+    /// LAUNCH_START (0x30). Returns the new handle. Changes nothing on failure.
+    pub fn launch_start(&mut self, a: &LaunchStartArgs<'_>) -> St<u32> {
+        self.need(&[PlatformState::Init, PlatformState::Working])?;
+        let mut tek = Zeroizing::new([0u8; 16]);
+        let mut tik = Zeroizing::new([0u8; 16]);
+        if let Some(godh) = a.godh {
+            if godh.len() != SEV_CERT_LEN {
+                return Err(Status::InvalidLength);
+            }
+            let session = a.session.ok_or(Status::InvalidLength)?;
+            if session.len() != 128 {
+                return Err(Status::InvalidLength);
+            }
+            if cert::cert_usage(godh) != usage::PDH
+                || u32::from_le_bytes([godh[12], godh[13], godh[14], godh[15]])
+                    != cert::algo::ECDH_SHA256
+            {
+                return Err(Status::InvalidCertificate);
+            }
+            let peer = cert::ec_public_key(godh).map_err(|_| Status::InvalidCertificate)?;
+            let pdh = self.id.pdh.as_ref().ok_or(Status::HwErrorPlatform)?;
+            let z = cert::ecdh(&pdh.key, &peer).map_err(crypto_fail)?;
+            let nonce = &session[0..16];
+            let wrap_tk = &session[0x10..0x30];
+            let wrap_iv: [u8; 16] = session[0x30..0x40]
+                .try_into()
+                .map_err(|_| Status::InvalidLength)?;
+            let master = kdf(&z, b"sev-master-secret", nonce, 16).map_err(crypto_fail)?;
+            let kek = kdf(&master, b"sev-kek", &[], 16).map_err(crypto_fail)?;
+            let kik = kdf(&master, b"sev-kik", &[], 16).map_err(crypto_fail)?;
+            let mac = hmac_sha256(&kik, &[wrap_tk]).map_err(crypto_fail)?;
+            if !ct_eq(&mac, &session[0x40..0x60]) {
+                return Err(Status::BadMeasurement);
+            }
+            let tk = aes128_ctr(&kek, &wrap_iv, wrap_tk).map_err(crypto_fail)?;
+            tek.copy_from_slice(&tk[..16]);
+            tik.copy_from_slice(&tk[16..32]);
+            let pmac = hmac_sha256(&tik[..], &[&a.policy.to_le_bytes()]).map_err(crypto_fail)?;
+            if !ct_eq(&pmac, &session[0x60..0x80]) {
+                return Err(Status::BadMeasurement);
+            }
+            let want = ((a.policy >> 16) as u8, (a.policy >> 24) as u8);
+            if want > API || a.policy & 0xFFC0 != 0 {
+                return Err(Status::PolicyFailure);
+            }
+        }
+        let key = if a.handle == 0 {
+            MemoryKey::random().map_err(crypto_fail)?
+        } else {
+            let other = self.guest(a.handle)?;
+            if other.policy != a.policy || other.policy & 0x2 != 0 {
+                return Err(Status::PolicyFailure);
+            }
+            other.key.clone()
+        };
+        let slot = self
+            .guests
+            .iter()
+            .position(|g| g.is_none())
+            .ok_or(Status::ResourceLimit)?;
+        let es = a.policy & 0x4 != 0;
+        if es && !self.es {
+            return Err(Status::Unsupported);
+        }
+        self.guests[slot] = Some(Guest {
+            state: GuestState::LUpdate,
+            policy: a.policy,
+            es,
+            key,
+            asid: 0,
+            asid_live: false,
+            ld: Some(Hasher::new(MessageDigest::sha256()).map_err(crypto_fail)?),
+            ld_final: None,
+            tek,
+            tik,
+            measure: None,
+        });
+        self.state = PlatformState::Working;
+        Ok(slot as u32 + 1)
+    }
+
+    /// The checks of LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32), in order.
+    pub(crate) fn launch_update_check(
+        &mut self,
+        handle: u32,
+        addr: u64,
+        len: u32,
+        vmsa: bool,
+    ) -> St<&mut Guest> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest_mut(handle)?;
+        if g.state != GuestState::LUpdate {
+            return Err(Status::InvalidGuestState);
+        }
+        if vmsa {
+            if len != 4096 {
+                return Err(Status::InvalidLength);
+            }
+            if !g.es {
+                return Err(Status::Unsupported);
+            }
+        }
+        if g.asid == 0 {
+            return Err(Status::Inactive);
+        }
+        if !addr.is_multiple_of(16) {
+            return Err(Status::InvalidAddress);
+        }
+        if !len.is_multiple_of(16) || len == 0 {
+            return Err(Status::InvalidLength);
+        }
+        Ok(g)
+    }
+
+    /// Feed plaintext to a guest's launch digest (after `launch_update_check`).
+    pub(crate) fn measure_data(g: &mut Guest, data: &[u8]) -> St<()> {
+        g.ld.as_mut()
+            .ok_or(Status::InvalidGuestState)?
+            .update(data)
+            .map_err(crypto_fail)
+    }
+
+    /// LAUNCH_MEASURE (0x33): `len` < 48 gives INVALID_LENGTH and `len` = 48.
+    pub fn launch_measure(&mut self, handle: u32, len: &mut u32) -> St<[u8; 48]> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest_mut(handle)?;
+        if g.state != GuestState::LUpdate {
+            return Err(Status::InvalidGuestState);
+        }
+        if *len < 48 {
+            *len = 48;
+            return Err(Status::InvalidLength);
+        }
+        let mut ld = [0u8; 32];
+        ld.copy_from_slice(
+            &g.ld
+                .take()
+                .ok_or(Status::InvalidGuestState)?
+                .finish()
+                .map_err(crypto_fail)?,
+        );
+        let mut mnonce = [0u8; 16];
+        openssl::rand::rand_bytes(&mut mnonce).map_err(crypto_fail)?;
+        let measure = measurement(&g.tik[..], g.policy, &ld, &mnonce).map_err(crypto_fail)?;
+        g.ld_final = Some(ld);
+        g.measure = Some(measure);
+        g.state = GuestState::LSecret;
+        *len = 48;
+        let mut out = [0u8; 48];
+        out[..32].copy_from_slice(&measure);
+        out[32..].copy_from_slice(&mnonce);
+        Ok(out)
+    }
+
+    /// LAUNCH_SECRET (0x34): checks, MAC, decrypt. Returns the plaintext to place
+    /// (private) at `guest_addr`.
+    pub fn launch_secret(
+        &mut self,
+        handle: u32,
+        hdr: &[u8],
+        guest_addr: u64,
+        guest_len: u32,
+        trans: &[u8],
+    ) -> St<Zeroizing<Vec<u8>>> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest(handle)?;
+        if !guest_addr.is_multiple_of(16) {
+            return Err(Status::InvalidAddress);
+        }
+        let tl = trans.len() as u32;
+        if hdr.len() != 52
+            || !guest_len.is_multiple_of(16)
+            || guest_len == 0
+            || guest_len > MAX_SECRET_LEN
+            || guest_len as usize != trans.len()
+        {
+            return Err(Status::InvalidLength);
+        }
+        if g.state != GuestState::LSecret {
+            return Err(Status::InvalidGuestState);
+        }
+        if g.asid == 0 {
+            return Err(Status::Inactive);
+        }
+        let flags = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let iv: [u8; 16] = hdr[4..20].try_into().map_err(|_| Status::InvalidLength)?;
+        let measure = g.measure.ok_or(Status::InvalidGuestState)?;
+        let mac = hmac_sha256(
+            &g.tik[..],
+            &[
+                &[1u8],
+                &flags.to_le_bytes(),
+                &iv,
+                &guest_len.to_le_bytes(),
+                &tl.to_le_bytes(),
+                trans,
+                &measure,
+            ],
+        )
+        .map_err(crypto_fail)?;
+        if !ct_eq(&mac, &hdr[20..52]) {
+            return Err(Status::BadMeasurement);
+        }
+        let pt = aes128_ctr(&g.tek[..], &iv, trans).map_err(crypto_fail)?;
+        if flags & 1 != 0 {
+            return Err(Status::Unsupported);
+        }
+        Ok(pt)
+    }
+
+    /// LAUNCH_FINISH (0x35).
+    pub fn launch_finish(&mut self, handle: u32) -> St<()> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest_mut(handle)?;
+        if g.state != GuestState::LSecret {
+            return Err(Status::InvalidGuestState);
+        }
+        if g.asid != 0 {
+            g.asid_live = true;
+        }
+        *g.tek = [0; 16];
+        *g.tik = [0; 16];
+        g.measure = None;
+        g.state = GuestState::Running;
+        Ok(())
+    }
+
+    /// ATTESTATION (0x36): PEK-signed 0xD0-byte report.
+    pub fn attestation(
+        &mut self,
+        handle: u32,
+        mnonce: &[u8; 16],
+        len: &mut u32,
+    ) -> St<[u8; REPORT_LEN]> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest(handle)?;
+        if !matches!(
+            g.state,
+            GuestState::LSecret | GuestState::Running | GuestState::SUpdate | GuestState::Sent
+        ) {
+            return Err(Status::InvalidGuestState);
+        }
+        if (*len as usize) < REPORT_LEN {
+            *len = REPORT_LEN as u32;
+            return Err(Status::InvalidLength);
+        }
+        let mut r = [0u8; REPORT_LEN];
+        r[0..16].copy_from_slice(mnonce);
+        r[0x10..0x30].copy_from_slice(&g.ld_final.ok_or(Status::InvalidGuestState)?);
+        r[0x30..0x34].copy_from_slice(&g.policy.to_le_bytes());
+        r[0x34..0x38].copy_from_slice(&usage::PEK.to_le_bytes());
+        r[0x38..0x3C].copy_from_slice(&cert::algo::ECDSA_SHA256.to_le_bytes());
+        let pek = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?;
+        let digest =
+            openssl::hash::hash(MessageDigest::sha256(), &r[..0x34]).map_err(crypto_fail)?;
+        let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &pek.key).map_err(crypto_fail)?;
+        let le = |n: &openssl::bn::BigNumRef| -> St<Vec<u8>> {
+            let mut v = n.to_vec_padded(72).map_err(crypto_fail)?;
+            v.reverse();
+            Ok(v)
+        };
+        r[0x40..0x40 + 72].copy_from_slice(&le(sig.r())?);
+        r[0x40 + 72..0x40 + 144].copy_from_slice(&le(sig.s())?);
+        *len = REPORT_LEN as u32;
+        Ok(r)
+    }
+
+    /// DBG_DECRYPT / DBG_ENCRYPT (0x60/0x61) checks. Returns the guest's key.
+    pub(crate) fn dbg_check(&mut self, handle: u32, src: u64, dst: u64, len: u32) -> St<MemoryKey> {
+        self.need(&[PlatformState::Working])?;
+        if !src.is_multiple_of(16) || !dst.is_multiple_of(16) {
+            return Err(Status::InvalidAddress);
+        }
+        if !len.is_multiple_of(16) {
+            return Err(Status::InvalidLength);
+        }
+        let g = self.guest(handle)?;
+        if g.policy & 1 != 0 {
+            return Err(Status::PolicyFailure);
+        }
+        if g.asid == 0 {
+            return Err(Status::Inactive);
+        }
+        Ok(g.key.clone())
+    }
+
+    /// GUEST_STATUS (0x23).
+    pub fn guest_status(&mut self, handle: u32) -> St<GuestStatus> {
+        self.need(&[PlatformState::Init, PlatformState::Working])?;
+        let g = self.guest(handle)?;
+        Ok(GuestStatus {
+            policy: g.policy,
+            asid: g.asid,
+            state: g.state,
+        })
+    }
+
+    /// ACTIVATE (0x21).
+    pub fn activate(&mut self, handle: u32, asid: u32) -> St<()> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest(handle)?;
+        let (gstate, gasid, ges) = (g.state, g.asid, g.es);
+        if gstate == GuestState::Sent {
+            return Err(Status::InvalidGuestState);
+        }
+        if gasid != 0 {
+            return Err(Status::Active);
+        }
+        let range_ok = if ges {
+            (1..MIN_SEV_ASID).contains(&asid)
+        } else {
+            (MIN_SEV_ASID..=MAX_ASID).contains(&asid)
+        };
+        if asid == 0 || asid > MAX_ASID || !range_ok {
+            return Err(Status::InvalidAsid);
+        }
+        match self.asids[asid as usize] {
+            Asid::Owned(_) => return Err(Status::AsidOwned),
+            Asid::Dirty => return Err(Status::DfFlushRequired),
+            Asid::Clean => {}
+        }
+        self.asids[asid as usize] = Asid::Owned(handle);
+        let running = gstate == GuestState::Running;
+        let g = self.guest_mut(handle)?;
+        g.asid = asid;
+        g.asid_live = running;
+        Ok(())
+    }
+
+    /// DEACTIVATE (0x22).
+    pub fn deactivate(&mut self, handle: u32) -> St<()> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest_mut(handle)?;
+        if g.asid == 0 {
+            return Err(Status::Inactive);
+        }
+        let asid = g.asid as usize;
+        let live = g.asid_live;
+        g.asid = 0;
+        g.asid_live = false;
+        self.asids[asid] = if live { Asid::Dirty } else { Asid::Clean };
+        Ok(())
+    }
+
+    /// DECOMMISSION (0x20).
+    pub fn decommission(&mut self, handle: u32) -> St<()> {
+        self.need(&[PlatformState::Working])?;
+        let g = self.guest(handle)?;
+        if g.asid != 0 {
+            return Err(Status::Active);
+        }
+        self.guests[handle as usize - 1] = None;
+        if self.guest_count() == 0 {
+            self.state = PlatformState::Init;
+        }
+        Ok(())
+    }
+
+    /// The lowest clean ASID in the guest's range, flushing first if only dirty ones are
+    /// free (what KVM's `sev_asid_new` + lazy DF_FLUSH achieve).
+    pub fn free_asid(&mut self, es: bool) -> St<u32> {
+        let range = if es {
+            1..MIN_SEV_ASID
+        } else {
+            MIN_SEV_ASID..MAX_ASID + 1
+        };
+        for pass in 0..2 {
+            if let Some(a) = range
+                .clone()
+                .find(|&a| self.asids[a as usize] == Asid::Clean)
+            {
+                return Ok(a);
+            }
+            if pass == 0 {
+                self.df_flush()?;
+            }
+        }
+        Err(Status::ResourceLimit)
+    }
+}
+
+/// MEASURE = HMAC-SHA256(TIK, 0x04 ‖ api_major ‖ api_minor ‖ build ‖ LE32(policy) ‖ LD ‖ MNONCE).
+pub fn measurement(
+    tik: &[u8],
+    policy: u32,
+    ld: &[u8; 32],
+    mnonce: &[u8; 16],
+) -> Result<[u8; 32], openssl::error::ErrorStack> {
+    hmac_sha256(
+        tik,
+        &[
+            &[0x04, API.0, API.1, BUILD],
+            &policy.to_le_bytes(),
+            ld,
+            mnonce,
+        ],
+    )
+}

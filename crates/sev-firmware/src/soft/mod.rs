@@ -1,0 +1,513 @@
+//! The soft SEV firmware: a software model of the AMD Secure Processor for machines
+//! without SEV (identity persisted in a platform directory, see [`store`]).
+//!
+//! [`SoftPlatform`] implements [`SevPlatform`](crate::SevPlatform) and the raw command
+//! interface [`SoftPlatform::execute`]; [`SoftGuest`] implements
+//! [`SevGuest`](crate::SevGuest). All of them call the one state machine in [`fw`].
+//!
+//! The model never claims to be AMD: its root key is named [`store::SOFT_ARK_NAME`].
+
+pub mod fw;
+pub mod raw;
+pub mod store;
+
+use crate::cert::SEV_CERT_LEN;
+use crate::error::{FwError, Result};
+use crate::status::Status;
+use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
+use fw::{Fw, LaunchStartArgs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use store::Store;
+
+/// Default C-bit position of a new soft platform.
+pub const DEFAULT_CBIT_POS: u8 = 47;
+
+pub(crate) struct Inner {
+    pub(crate) fw: Fw,
+    pub(crate) mem: raw::PaMemory,
+}
+
+/// A soft SEV platform backed by a directory.
+#[derive(Clone)]
+pub struct SoftPlatform {
+    inner: Arc<Mutex<Inner>>,
+    dir: PathBuf,
+}
+
+/// The full certificate chain a guest owner needs, as AMD's KDS plus PDH_CERT_EXPORT give it.
+#[derive(Debug, Clone)]
+pub struct FullChain {
+    /// PDH.
+    pub pdh: Vec<u8>,
+    /// PEK.
+    pub pek: Vec<u8>,
+    /// OCA.
+    pub oca: Vec<u8>,
+    /// CEK signed by the soft ASK.
+    pub cek: Vec<u8>,
+    /// Soft ASK (AMD CA format).
+    pub ask: Vec<u8>,
+    /// Soft ARK (AMD CA format) — "sevm soft ARK — NOT AMD".
+    pub ark: Vec<u8>,
+}
+
+impl FullChain {
+    /// The sevctl/virtee file layout PDH ‖ PEK ‖ OCA ‖ CEK ‖ ASK ‖ ARK.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [
+            &self.pdh, &self.pek, &self.oca, &self.cek, &self.ask, &self.ark,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().copied())
+        .collect()
+    }
+}
+
+fn st(cmd: &'static str) -> impl Fn(Status) -> FwError {
+    move |s| FwError::st(cmd, s)
+}
+
+impl SoftPlatform {
+    /// Open the platform in `dir`, creating its identity (C-bit 47) if the directory has none.
+    pub fn open(dir: &Path) -> Result<SoftPlatform> {
+        Self::open_with(dir, DEFAULT_CBIT_POS)
+    }
+
+    /// Open, creating a new identity with `cbit_pos` if none exists (an existing identity
+    /// keeps its own C-bit position).
+    pub fn open_with(dir: &Path, cbit_pos: u8) -> Result<SoftPlatform> {
+        let store = Store::new(dir)?;
+        let id = store.load_or_create(cbit_pos)?;
+        Ok(SoftPlatform {
+            inner: Arc::new(Mutex::new(Inner {
+                fw: Fw::new(store, id),
+                mem: raw::PaMemory::default(),
+            })),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The platform directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic in the model; its state is still consistent
+        // because every command validates before mutating.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Firmware-level access (no Linux auto-INIT): run `f` on the state machine.
+    pub fn with_fw<T>(&self, f: impl FnOnce(&mut Fw) -> T) -> T {
+        f(&mut self.lock().fw)
+    }
+
+    /// Raw command interface: run firmware command `cmd_id` on the command buffer `buf`
+    /// (the spec's layouts; addresses point into the model's PA space, see
+    /// [`write_pa`](Self::write_pa)). Returns the firmware status.
+    pub fn execute(&self, cmd_id: u32, buf: &mut [u8]) -> Status {
+        let mut g = self.lock();
+        let Inner { fw, mem } = &mut *g;
+        match raw::execute(fw, mem, cmd_id, buf) {
+            Ok(()) => Status::Success,
+            Err(s) => s,
+        }
+    }
+
+    /// Write bytes into the model's PA space (as the host would, unencrypted).
+    pub fn write_pa(&self, pa: u64, data: &[u8]) -> Result<()> {
+        self.lock()
+            .mem
+            .write(pa, data)
+            .map_err(|_| FwError::InvalidArgument("PA range"))
+    }
+
+    /// Read bytes of the model's PA space (what the host sees: ciphertext where private).
+    pub fn read_pa(&self, pa: u64, len: usize) -> Result<Vec<u8>> {
+        self.lock()
+            .mem
+            .read(pa, len as u64)
+            .map_err(|_| FwError::InvalidArgument("PA range"))
+    }
+
+    /// The full chain with the CEK signed by the soft ASK and the soft ASK/ARK, as a guest
+    /// owner would assemble it from PDH_CERT_EXPORT and the KDS.
+    pub fn export_chain(&self) -> Result<FullChain> {
+        let exp = self.pdh_cert_export()?;
+        let g = self.lock();
+        let id = &g.fw.id;
+        Ok(FullChain {
+            pdh: exp.pdh,
+            pek: exp.chain[..SEV_CERT_LEN].to_vec(),
+            oca: exp.chain[SEV_CERT_LEN..2 * SEV_CERT_LEN].to_vec(),
+            cek: id.cek.cert.to_vec(),
+            ask: id.ask_cert.clone(),
+            ark: id.ark_cert.clone(),
+        })
+    }
+
+    /// A new (not yet initialised) guest context on this platform.
+    pub fn new_guest(&self) -> SoftGuest {
+        SoftGuest {
+            plat: self.clone(),
+            handle: 0,
+            es: false,
+            initialised: false,
+            pa_base: 0,
+            private: Vec::new(),
+        }
+    }
+
+    /// Linux's `sev_move_to_init_state`: INIT (with ES) when UNINIT; returns whether
+    /// a SHUTDOWN is due afterwards.
+    fn linux_init(fw: &mut Fw, cmd: &'static str) -> Result<bool> {
+        if fw.state == PlatformState::Uninit {
+            fw.init(true).map_err(st(cmd))?;
+            fw.df_flush().map_err(st(cmd))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn with_init<T>(
+        &self,
+        cmd: &'static str,
+        f: impl FnOnce(&mut Fw) -> std::result::Result<T, Status>,
+    ) -> Result<T> {
+        let mut g = self.lock();
+        let fw = &mut g.fw;
+        let shut = Self::linux_init(fw, cmd)?;
+        let r = f(fw).map_err(st(cmd));
+        if shut {
+            let _ = fw.shutdown();
+        }
+        r
+    }
+}
+
+impl SevPlatform for SoftPlatform {
+    fn platform_status(&self) -> Result<PlatformStatus> {
+        self.lock()
+            .fw
+            .platform_status()
+            .map_err(st("PLATFORM_STATUS"))
+    }
+
+    fn pek_gen(&self) -> Result<()> {
+        self.with_init("PEK_GEN", |fw| fw.pek_gen())
+    }
+
+    fn pdh_gen(&self) -> Result<()> {
+        self.with_init("PDH_GEN", |fw| fw.pdh_gen())
+    }
+
+    fn pek_csr(&self) -> Result<Vec<u8>> {
+        self.with_init("PEK_CSR", |fw| {
+            fw.pek_csr(&mut (SEV_CERT_LEN as u32)).map(|c| c.to_vec())
+        })
+    }
+
+    fn pek_cert_import(&self, pek: &[u8], oca: &[u8]) -> Result<()> {
+        self.with_init("PEK_CERT_IMPORT", |fw| fw.pek_cert_import(pek, oca))
+    }
+
+    fn pdh_cert_export(&self) -> Result<CertExport> {
+        self.with_init("PDH_CERT_EXPORT", |fw| {
+            let (mut a, mut b) = (SEV_CERT_LEN as u32, 3 * SEV_CERT_LEN as u32);
+            fw.pdh_cert_export(&mut a, &mut b)
+                .map(|(pdh, chain)| CertExport { pdh, chain })
+        })
+    }
+
+    fn get_id(&self) -> Result<Vec<u8>> {
+        self.lock()
+            .fw
+            .get_id(&mut 64)
+            .map(|i| i.to_vec())
+            .map_err(st("GET_ID"))
+    }
+
+    fn factory_reset(&self) -> Result<()> {
+        let mut g = self.lock();
+        let fw = &mut g.fw;
+        match fw.state {
+            // Linux answers EBUSY without calling the firmware.
+            PlatformState::Working => {
+                Err(FwError::st("FACTORY_RESET", Status::InvalidPlatformState))
+            }
+            PlatformState::Init => {
+                fw.shutdown().map_err(st("SHUTDOWN"))?;
+                fw.platform_reset().map_err(st("FACTORY_RESET"))
+            }
+            PlatformState::Uninit => fw.platform_reset().map_err(st("FACTORY_RESET")),
+        }
+    }
+
+    fn cbit_pos(&self) -> Result<u8> {
+        Ok(self.lock().fw.id.cbit_pos)
+    }
+}
+
+/// One VM's SEV context on a [`SoftPlatform`].
+pub struct SoftGuest {
+    plat: SoftPlatform,
+    handle: u32,
+    es: bool,
+    initialised: bool,
+    pa_base: u64,
+    /// Private (encrypted) GPA ranges, [start, end), 16-byte granular.
+    private: Vec<(u64, u64)>,
+}
+
+impl SoftGuest {
+    /// The firmware handle (0 before LAUNCH_START).
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Set the model system-PA base of this guest's memory (PA = base + GPA), e.g. to
+    /// model the hypervisor moving pages: ciphertext then no longer matches.
+    pub fn set_pa_base(&mut self, base: u64) {
+        self.pa_base = base;
+    }
+
+    fn mark_private(&mut self, gpa: u64, len: u64) {
+        self.private.push((gpa, gpa + len));
+        self.private.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.private.len());
+        for (s, e) in self.private.drain(..) {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.private = merged;
+    }
+
+    fn is_private(&self, gpa: u64) -> bool {
+        self.private.iter().any(|&(s, e)| gpa >= s && gpa < e)
+    }
+
+    fn need_handle(&self, cmd: &'static str) -> Result<u32> {
+        if self.handle == 0 {
+            return Err(FwError::st(cmd, Status::InvalidGuest));
+        }
+        Ok(self.handle)
+    }
+}
+
+impl SevGuest for SoftGuest {
+    fn init(&mut self, es: bool) -> Result<()> {
+        let mut g = self.plat.lock();
+        SoftPlatform::linux_init(&mut g.fw, "INIT")?;
+        if es && !g.fw.es {
+            return Err(FwError::st("INIT", Status::Unsupported));
+        }
+        self.es = es;
+        self.initialised = true;
+        Ok(())
+    }
+
+    fn launch_start(
+        &mut self,
+        policy: u32,
+        godh: Option<&[u8]>,
+        session: Option<&[u8]>,
+        share_handle: u32,
+    ) -> Result<u32> {
+        if !self.initialised {
+            return Err(FwError::InvalidArgument("LAUNCH_START before KVM_SEV_INIT"));
+        }
+        if self.es != (policy & 0x4 != 0) {
+            return Err(FwError::InvalidArgument(
+                "policy ES bit does not match the VM type",
+            ));
+        }
+        let mut g = self.plat.lock();
+        let fw = &mut g.fw;
+        let h = fw
+            .launch_start(&LaunchStartArgs {
+                handle: share_handle,
+                policy,
+                godh,
+                session,
+            })
+            .map_err(st("LAUNCH_START"))?;
+        // KVM's sev_bind_asid.
+        let bound = fw.free_asid(self.es).and_then(|a| fw.activate(h, a));
+        if let Err(s) = bound {
+            let _ = fw.decommission(h);
+            return Err(FwError::st("ACTIVATE", s));
+        }
+        self.handle = h;
+        Ok(h)
+    }
+
+    fn launch_update_data(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()> {
+        let h = self.need_handle("LAUNCH_UPDATE_DATA")?;
+        {
+            let mut g = self.plat.lock();
+            let guest =
+                g.fw.launch_update_check(h, gpa, mem.len() as u32, false)
+                    .map_err(st("LAUNCH_UPDATE_DATA"))?;
+            Fw::measure_data(guest, mem).map_err(st("LAUNCH_UPDATE_DATA"))?;
+        }
+        self.mark_private(gpa, mem.len() as u64);
+        Ok(())
+    }
+
+    fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()> {
+        let h = self.need_handle("LAUNCH_UPDATE_VMSA")?;
+        let mut g = self.plat.lock();
+        // VMSAs live outside guest RAM; the model uses a fixed 16-aligned PA for the check.
+        let guest =
+            g.fw.launch_update_check(h, 0, vmsa.len() as u32, true)
+                .map_err(st("LAUNCH_UPDATE_VMSA"))?;
+        Fw::measure_data(guest, vmsa).map_err(st("LAUNCH_UPDATE_VMSA"))
+    }
+
+    fn launch_measure(&mut self) -> Result<[u8; 48]> {
+        let h = self.need_handle("LAUNCH_MEASURE")?;
+        self.plat
+            .lock()
+            .fw
+            .launch_measure(h, &mut 48)
+            .map_err(st("LAUNCH_MEASURE"))
+    }
+
+    fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], gpa: u64, dest: &mut [u8]) -> Result<()> {
+        let h = self.need_handle("LAUNCH_SECRET")?;
+        if dest.len() != ct.len() {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_SECRET destination length differs from ciphertext length",
+            ));
+        }
+        let pt = self
+            .plat
+            .lock()
+            .fw
+            .launch_secret(h, hdr, gpa, ct.len() as u32, ct)
+            .map_err(st("LAUNCH_SECRET"))?;
+        dest.copy_from_slice(&pt);
+        self.mark_private(gpa, ct.len() as u64);
+        Ok(())
+    }
+
+    fn launch_finish(&mut self) -> Result<()> {
+        let h = self.need_handle("LAUNCH_FINISH")?;
+        self.plat
+            .lock()
+            .fw
+            .launch_finish(h)
+            .map_err(st("LAUNCH_FINISH"))
+    }
+
+    fn guest_status(&mut self) -> Result<GuestStatus> {
+        let h = self.need_handle("GUEST_STATUS")?;
+        self.plat
+            .lock()
+            .fw
+            .guest_status(h)
+            .map_err(st("GUEST_STATUS"))
+    }
+
+    fn dbg_decrypt(&mut self, gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()> {
+        let h = self.need_handle("DBG_DECRYPT")?;
+        if mem.len() != out.len() {
+            return Err(FwError::InvalidArgument(
+                "DBG_DECRYPT buffers differ in length",
+            ));
+        }
+        self.plat
+            .lock()
+            .fw
+            .dbg_check(h, gpa, 0, mem.len() as u32)
+            .map_err(st("DBG_DECRYPT"))?;
+        // Guest RAM holds plaintext in the soft model (the guest runs unencrypted on KVM).
+        out.copy_from_slice(mem);
+        Ok(())
+    }
+
+    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()> {
+        let h = self.need_handle("DBG_ENCRYPT")?;
+        if mem.len() != data.len() {
+            return Err(FwError::InvalidArgument(
+                "DBG_ENCRYPT buffers differ in length",
+            ));
+        }
+        self.plat
+            .lock()
+            .fw
+            .dbg_check(h, 0, gpa, mem.len() as u32)
+            .map_err(st("DBG_ENCRYPT"))?;
+        mem.copy_from_slice(data);
+        self.mark_private(gpa, data.len() as u64);
+        Ok(())
+    }
+
+    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<Vec<u8>> {
+        let h = self.need_handle("ATTESTATION")?;
+        self.plat
+            .lock()
+            .fw
+            .attestation(h, &mnonce, &mut (fw::REPORT_LEN as u32))
+            .map(|r| r.to_vec())
+            .map_err(st("ATTESTATION"))
+    }
+
+    fn register_region(&mut self, _gpa: u64, _mem: &mut [u8]) -> Result<()> {
+        Ok(())
+    }
+
+    fn host_view(&self, gpa: u64, mem: &[u8]) -> Result<Vec<u8>> {
+        if !gpa.is_multiple_of(16) || !mem.len().is_multiple_of(16) {
+            return Err(FwError::InvalidArgument(
+                "host_view needs a 16-byte aligned range",
+            ));
+        }
+        let mut out = mem.to_vec();
+        if self.handle == 0 {
+            return Ok(out);
+        }
+        let key = {
+            let g = self.plat.lock();
+            match g.fw.guest(self.handle) {
+                Ok(gu) => gu.key.clone(),
+                Err(_) => return Ok(out),
+            }
+        };
+        for (i, blk) in out.chunks_mut(16).enumerate() {
+            let a = gpa + 16 * i as u64;
+            if self.is_private(a) {
+                key.encrypt(self.pa_base + a, blk)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn decommission(&mut self) -> Result<()> {
+        if self.handle == 0 {
+            return Ok(());
+        }
+        let mut g = self.plat.lock();
+        let fw = &mut g.fw;
+        if fw.guest(self.handle).map(|x| x.asid != 0).unwrap_or(false) {
+            fw.deactivate(self.handle).map_err(st("DEACTIVATE"))?;
+        }
+        match fw.decommission(self.handle) {
+            Ok(()) | Err(Status::InvalidGuest) | Err(Status::InvalidPlatformState) => {}
+            Err(s) => return Err(FwError::st("DECOMMISSION", s)),
+        }
+        self.handle = 0;
+        self.private.clear();
+        Ok(())
+    }
+}
+
+impl Drop for SoftGuest {
+    fn drop(&mut self) {
+        let _ = self.decommission();
+    }
+}

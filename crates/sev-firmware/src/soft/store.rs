@@ -1,0 +1,403 @@
+//! Persistence of the soft platform's non-volatile state (the "SPI flash"): the soft
+//! ARK/ASK ("sevm soft ARK — NOT AMD"), the CEK and its ASK-signed cert, OCA/PEK/PDH,
+//! ownership, chip id and C-bit position.
+//!
+//! Writes are atomic (temp file + fsync + rename + directory fsync) and every
+//! read-modify-write holds an exclusive `flock` on `<dir>/sev-state.lock`, so several
+//! processes sharing a directory never tear it. A corrupt or partial file is an error
+//! naming the file; it is never replaced by a new identity.
+
+use crate::cert::{self, algo, usage, SEV_CERT_LEN};
+use crate::error::{FwError, Result};
+use openssl::ec::EcKey;
+use openssl::pkey::Private;
+use openssl::rsa::Rsa;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// State file name inside the platform directory.
+pub const STATE_FILE: &str = "sev-state.json";
+/// Lock file name inside the platform directory.
+pub const LOCK_FILE: &str = "sev-state.lock";
+/// Name given to the soft root key; it is not AMD's.
+pub const SOFT_ARK_NAME: &str = "sevm soft ARK — NOT AMD";
+/// Firmware API version and build the model reports.
+pub const API: (u8, u8) = (0, 24);
+/// Firmware build id.
+pub const BUILD: u8 = 17;
+
+/// An EC key and its SEV certificate.
+#[derive(Clone)]
+pub struct KeyCert {
+    /// The private key.
+    pub key: EcKey<Private>,
+    /// Its SEV certificate.
+    pub cert: [u8; SEV_CERT_LEN],
+}
+
+/// The platform's persistent identity, in memory.
+#[derive(Clone)]
+pub struct Identity {
+    /// Stable 64-byte chip id (GET_ID).
+    pub chip_id: [u8; 64],
+    /// C-bit position reported to guests.
+    pub cbit_pos: u8,
+    /// Soft ARK key.
+    pub ark: Rsa<Private>,
+    /// Soft ARK cert (AMD CA format, self-signed).
+    pub ark_cert: Vec<u8>,
+    /// Soft ASK key.
+    pub ask: Rsa<Private>,
+    /// Soft ASK cert (signed by the ARK).
+    pub ask_cert: Vec<u8>,
+    /// CEK key and its cert signed by the ASK (what a KDS would serve).
+    pub cek: KeyCert,
+    /// Owner certificate authority (None after factory reset until INIT).
+    pub oca: Option<KeyCert>,
+    /// Platform endorsement key.
+    pub pek: Option<KeyCert>,
+    /// Platform Diffie-Hellman key.
+    pub pdh: Option<KeyCert>,
+    /// True when the OCA was imported (PEK_CERT_IMPORT).
+    pub owner_external: bool,
+    /// Counter bumped on every write.
+    pub generation: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyCertFile {
+    key: String,
+    cert: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFileV1 {
+    format: u32,
+    ark_name: String,
+    chip_id: String,
+    cbit_pos: u8,
+    ark_key: String,
+    ark_cert: String,
+    ask_key: String,
+    ask_cert: String,
+    cek: KeyCertFile,
+    oca: Option<KeyCertFile>,
+    pek: Option<KeyCertFile>,
+    pdh: Option<KeyCertFile>,
+    owner_external: bool,
+    generation: u64,
+}
+
+fn kc_out(k: &KeyCert) -> Result<KeyCertFile> {
+    Ok(KeyCertFile {
+        key: hex::encode(k.key.private_key_to_der()?),
+        cert: hex::encode(k.cert),
+    })
+}
+
+fn gen_keycert(key_usage: u32, key_algo: u32) -> Result<KeyCert> {
+    let key = cert::gen_p384()?;
+    let c = cert::sev_cert_ec(key_usage, key_algo, API, &key).map_err(cert_err)?;
+    Ok(KeyCert { key, cert: c })
+}
+
+pub(crate) fn cert_err(e: cert::CertError) -> FwError {
+    match e {
+        cert::CertError::Crypto(c) => FwError::Crypto(c),
+        _ => FwError::InvalidArgument("certificate"),
+    }
+}
+
+impl Identity {
+    /// Generate a whole new identity (only when the directory holds no state file).
+    pub fn generate(cbit_pos: u8) -> Result<Identity> {
+        let ark = Rsa::generate(4096)?;
+        let ask = Rsa::generate(4096)?;
+        let mut ark_id = [0u8; 16];
+        let mut ask_id = [0u8; 16];
+        openssl::rand::rand_bytes(&mut ark_id)?;
+        openssl::rand::rand_bytes(&mut ask_id)?;
+        let ark_cert = cert::ca_cert(&ark, ark_id, ark_id, usage::ARK, &ark).map_err(cert_err)?;
+        let ask_cert = cert::ca_cert(&ask, ask_id, ark_id, usage::ASK, &ark).map_err(cert_err)?;
+        let mut cek = gen_keycert(usage::CEK, algo::ECDSA_SHA256)?;
+        cek.cert[4] = 0;
+        cek.cert[5] = 14; // real CEKs are made by API 0.14
+        cert::sign_rsa(&mut cek.cert, &ask, usage::ASK).map_err(cert_err)?;
+        let mut chip_id = [0u8; 64];
+        openssl::rand::rand_bytes(&mut chip_id)?;
+        let mut id = Identity {
+            chip_id,
+            cbit_pos,
+            ark,
+            ark_cert,
+            ask,
+            ask_cert,
+            cek,
+            oca: None,
+            pek: None,
+            pdh: None,
+            owner_external: false,
+            generation: 0,
+        };
+        id.ensure_owner_keys()?;
+        Ok(id)
+    }
+
+    /// INIT's persistent-state step (spec notes §3.5): make a self-signed OCA if none,
+    /// a PEK (OCA + CEK signed) if none, a PDH if none. Returns true if anything changed.
+    pub fn ensure_owner_keys(&mut self) -> Result<bool> {
+        let mut changed = false;
+        if self.oca.is_none() {
+            let mut oca = gen_keycert(usage::OCA, algo::ECDSA_SHA256)?;
+            cert::sign_ec(&mut oca.cert, &oca.key.clone(), usage::OCA).map_err(cert_err)?;
+            self.oca = Some(oca);
+            self.pek = None;
+            self.owner_external = false;
+            changed = true;
+        }
+        if self.pek.is_none() {
+            self.new_pek()?;
+            changed = true;
+        }
+        if self.pdh.is_none() {
+            self.new_pdh()?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn new_pek(&mut self) -> Result<()> {
+        let oca = self
+            .oca
+            .as_ref()
+            .ok_or(FwError::InvalidArgument("no OCA"))?;
+        let mut pek = gen_keycert(usage::PEK, algo::ECDSA_SHA256)?;
+        cert::sign_ec(&mut pek.cert, &oca.key, usage::OCA).map_err(cert_err)?;
+        cert::sign_ec(&mut pek.cert, &self.cek.key, usage::CEK).map_err(cert_err)?;
+        self.pek = Some(pek);
+        self.pdh = None;
+        Ok(())
+    }
+
+    /// Replace the PDH with a new one signed by the PEK.
+    pub fn new_pdh(&mut self) -> Result<()> {
+        let pek = self
+            .pek
+            .as_ref()
+            .ok_or(FwError::InvalidArgument("no PEK"))?;
+        let mut pdh = gen_keycert(usage::PDH, algo::ECDH_SHA256)?;
+        cert::sign_ec(&mut pdh.cert, &pek.key, usage::PEK).map_err(cert_err)?;
+        self.pdh = Some(pdh);
+        Ok(())
+    }
+
+    /// PEK_GEN: new self-signed OCA, new PEK, new PDH; owner back to self.
+    pub fn pek_gen(&mut self) -> Result<()> {
+        self.oca = None;
+        self.pek = None;
+        self.pdh = None;
+        self.ensure_owner_keys()?;
+        Ok(())
+    }
+
+    /// PLATFORM_RESET: wipe OCA/PEK/PDH and ownership; keep CEK, ARK, ASK, chip id.
+    pub fn factory_reset(&mut self) {
+        self.oca = None;
+        self.pek = None;
+        self.pdh = None;
+        self.owner_external = false;
+    }
+
+    fn to_file(&self) -> Result<StateFileV1> {
+        let opt = |k: &Option<KeyCert>| k.as_ref().map(kc_out).transpose();
+        Ok(StateFileV1 {
+            format: 1,
+            ark_name: SOFT_ARK_NAME.to_string(),
+            chip_id: hex::encode(self.chip_id),
+            cbit_pos: self.cbit_pos,
+            ark_key: hex::encode(self.ark.private_key_to_der()?),
+            ark_cert: hex::encode(&self.ark_cert),
+            ask_key: hex::encode(self.ask.private_key_to_der()?),
+            ask_cert: hex::encode(&self.ask_cert),
+            cek: kc_out(&self.cek)?,
+            oca: opt(&self.oca)?,
+            pek: opt(&self.pek)?,
+            pdh: opt(&self.pdh)?,
+            owner_external: self.owner_external,
+            generation: self.generation,
+        })
+    }
+
+    fn from_file(f: StateFileV1, path: &Path) -> Result<Identity> {
+        let bad = |reason: String| FwError::StateFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if f.format != 1 {
+            return Err(bad(format!("unknown format {}", f.format)));
+        }
+        let unhex =
+            |field: &str, s: &str| hex::decode(s).map_err(|e| bad(format!("field {field}: {e}")));
+        let kc = |field: &str, k: &KeyCertFile| -> Result<KeyCert> {
+            let key = EcKey::private_key_from_der(&unhex(field, &k.key)?)
+                .map_err(|e| bad(format!("field {field}.key: {e}")))?;
+            let c: [u8; SEV_CERT_LEN] = unhex(field, &k.cert)?
+                .try_into()
+                .map_err(|_| bad(format!("field {field}.cert: wrong length")))?;
+            let pubk =
+                cert::ec_public_key(&c).map_err(|e| bad(format!("field {field}.cert: {e}")))?;
+            if pubk.public_key_to_der()? != key.public_key_to_der()? {
+                return Err(bad(format!("field {field}: key does not match cert")));
+            }
+            Ok(KeyCert { key, cert: c })
+        };
+        let opt =
+            |field: &str, k: &Option<KeyCertFile>| k.as_ref().map(|k| kc(field, k)).transpose();
+        let chip_id: [u8; 64] = unhex("chip_id", &f.chip_id)?
+            .try_into()
+            .map_err(|_| bad("field chip_id: wrong length".into()))?;
+        let rsa = |field: &str, s: &str| {
+            Rsa::private_key_from_der(&unhex(field, s)?)
+                .map_err(|e| bad(format!("field {field}: {e}")))
+        };
+        Ok(Identity {
+            chip_id,
+            cbit_pos: f.cbit_pos,
+            ark: rsa("ark_key", &f.ark_key)?,
+            ark_cert: unhex("ark_cert", &f.ark_cert)?,
+            ask: rsa("ask_key", &f.ask_key)?,
+            ask_cert: unhex("ask_cert", &f.ask_cert)?,
+            cek: kc("cek", &f.cek)?,
+            oca: opt("oca", &f.oca)?,
+            pek: opt("pek", &f.pek)?,
+            pdh: opt("pdh", &f.pdh)?,
+            owner_external: f.owner_external,
+            generation: f.generation,
+        })
+    }
+}
+
+/// The platform directory holding the state file and its lock.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
+    move |source| FwError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Store {
+    /// Open (creating the directory if needed) a store. Does not read the state.
+    pub fn new(dir: &Path) -> Result<Store> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Path of the state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File> {
+        let p = self.dir.join(LOCK_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(io(&p))?;
+        if exclusive {
+            f.lock().map_err(io(&p))?;
+        } else {
+            f.lock_shared().map_err(io(&p))?;
+        }
+        Ok(f)
+    }
+
+    fn read_unlocked(&self) -> Result<Option<Identity>> {
+        let p = self.state_path();
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        let f: StateFileV1 = serde_json::from_slice(&bytes).map_err(|e| FwError::StateFile {
+            path: p.clone(),
+            reason: format!("corrupt or partial: {e}"),
+        })?;
+        Identity::from_file(f, &p).map(Some)
+    }
+
+    fn write_unlocked(&self, id: &Identity) -> Result<()> {
+        let p = self.state_path();
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_vec_pretty(&id.to_file()?).map_err(|e| {
+                FwError::StateFile {
+                    path: p.clone(),
+                    reason: format!("encode: {e}"),
+                }
+            })?);
+        let tmp = self
+            .dir
+            .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            f.write_all(&json).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        fs::rename(&tmp, &p).map_err(io(&p))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+
+    /// Load the identity, creating a new one (with `cbit_pos`) only if no state file exists.
+    pub fn load_or_create(&self, cbit_pos: u8) -> Result<Identity> {
+        let _l = self.lock(true)?;
+        if let Some(id) = self.read_unlocked()? {
+            return Ok(id);
+        }
+        let id = Identity::generate(cbit_pos)?;
+        self.write_unlocked(&id)?;
+        Ok(id)
+    }
+
+    /// Load the identity (error if absent).
+    pub fn load(&self) -> Result<Identity> {
+        let _l = self.lock(false)?;
+        self.read_unlocked()?.ok_or_else(|| FwError::StateFile {
+            path: self.state_path(),
+            reason: "missing".into(),
+        })
+    }
+
+    /// Read-modify-write under the exclusive lock; returns the new identity.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Identity) -> Result<T>) -> Result<(Identity, T)> {
+        let _l = self.lock(true)?;
+        let mut id = self.read_unlocked()?.ok_or_else(|| FwError::StateFile {
+            path: self.state_path(),
+            reason: "missing".into(),
+        })?;
+        let r = f(&mut id)?;
+        id.generation += 1;
+        self.write_unlocked(&id)?;
+        Ok((id, r))
+    }
+}
