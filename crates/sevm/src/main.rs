@@ -1,1 +1,51 @@
-fn main() {}
+//! `sevm`: a VMM on KVM whose first-class feature is AMD SEV.
+//!
+//! This binary is a thin shell over the library crates: every subcommand lives in its own
+//! module (`owner`, `platform`; `run`, `demo` and `config` come later) and does its I/O here,
+//! while the SEV formats and crypto come from `sev-proto` and the firmware from
+//! `sev-firmware`. Errors are `anyhow` with context naming the file or argument at fault.
+
+mod args;
+mod digest;
+mod output;
+mod owner;
+mod platform;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sevm: SEV guest owner tools and a software model of the AMD Secure Processor.
+#[derive(Debug, Parser)]
+#[command(name = "sevm", version, about, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The guest owner's side: verify chains, open sessions, measure, verify, build secrets.
+    Owner(owner::OwnerArgs),
+    /// Manage the SEV platform (soft model or /dev/sev): status, keys, certificates.
+    Platform(platform::PlatformArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    let result = match cli.command {
+        Command::Owner(a) => owner::run(a, &out),
+        Command::Platform(a) => platform::run(a, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

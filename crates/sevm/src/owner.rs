@@ -1,0 +1,853 @@
+//! `sevm owner`: the guest owner's side of an SEV launch, with sevctl's argument names.
+//!
+//! - `verify-chain`: check a platform's certificate chain up to AMD's (or a given) root;
+//! - `session`: open a launch session with the platform's PDH (files as `sevctl session`);
+//! - `measure`: the expected launch digest, or the measurement blob (as `sevctl measurement build`);
+//! - `verify`: check a LAUNCH_MEASURE blob against the expected digest;
+//! - `secret`: build a LAUNCH_SECRET packet (as `sevctl secret build`).
+//!
+//! All crypto and byte formats come from `sev-proto`; this module only does I/O and reporting.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::args::{self, SecretSpec};
+use crate::digest::{self, Images};
+use crate::output::Output;
+
+use sev_proto::cert::chain::{builtin_ark_ask, CaChain, Generation};
+use sev_proto::cert::{CaCert, SevCert};
+
+/// `sevm owner` arguments.
+#[derive(Debug, Args)]
+pub struct OwnerArgs {
+    #[command(subcommand)]
+    cmd: OwnerCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum OwnerCmd {
+    /// Verify a SEV chain (PDH, PEK, OCA, CEK) or full chain (+ ASK, ARK) up to the AMD root.
+    VerifyChain(VerifyChainArgs),
+    /// Open a launch session with the platform's PDH: writes NAME_godh.b64, NAME_session.b64,
+    /// NAME_tek.bin, NAME_tik.bin as `sevctl session` does.
+    Session(SessionArgs),
+    /// Print the expected launch digest (hex), or with --tik etc. the measurement blob (base64).
+    Measure(MeasureArgs),
+    /// Check a LAUNCH_MEASURE blob against the expected launch digest; exit 0 only on a match.
+    Verify(VerifyArgs),
+    /// Build a LAUNCH_SECRET packet header and payload, as `sevctl secret build`.
+    Secret(SecretArgs),
+}
+
+/// AMD CPU generations with a built-in root of trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenArg {
+    /// EPYC 7001.
+    Naples,
+    /// EPYC 7002.
+    Rome,
+    /// EPYC 7003.
+    Milan,
+    /// EPYC 9004.
+    Genoa,
+    /// EPYC 9005.
+    Turin,
+}
+
+impl GenArg {
+    const ALL: [GenArg; 5] = [
+        GenArg::Naples,
+        GenArg::Rome,
+        GenArg::Milan,
+        GenArg::Genoa,
+        GenArg::Turin,
+    ];
+
+    fn generation(self) -> Generation {
+        match self {
+            GenArg::Naples => Generation::Naples,
+            GenArg::Rome => Generation::Rome,
+            GenArg::Milan => Generation::Milan,
+            GenArg::Genoa => Generation::Genoa,
+            GenArg::Turin => Generation::Turin,
+        }
+    }
+
+    fn from_generation(g: Generation) -> GenArg {
+        match g {
+            Generation::Naples => GenArg::Naples,
+            Generation::Rome => GenArg::Rome,
+            Generation::Milan => GenArg::Milan,
+            Generation::Genoa => GenArg::Genoa,
+            Generation::Turin => GenArg::Turin,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        self.generation().name()
+    }
+
+    /// AMD's built-in CA chain (ASK, ARK) of this generation.
+    fn builtin(self) -> Result<CaChain> {
+        builtin_ark_ask(self.generation())
+            .with_context(|| format!("built-in AMD {} CA chain", self.name()))
+    }
+}
+
+#[derive(Debug, Args)]
+struct VerifyChainArgs {
+    /// SEV chain (PDH, PEK, OCA, CEK) or full chain (PDH, PEK, OCA, CEK, ASK, ARK).
+    chain: PathBuf,
+    /// CA chain (ASK, ARK) to verify against instead of AMD's built-in root.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Generation whose built-in root to use (detected from the chain when absent).
+    #[arg(long, value_enum)]
+    generation: Option<GenArg>,
+}
+
+#[derive(Debug, Args)]
+struct SessionArgs {
+    /// Prefix of the output file names.
+    #[arg(short, long, default_value = "vm")]
+    name: String,
+    /// Directory to write the files into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Do not verify the chain first (sevctl never does); then only the PDH is used.
+    #[arg(long)]
+    no_verify: bool,
+    /// CA chain (ASK, ARK) to verify against instead of AMD's built-in root.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Generation whose built-in root to use (detected when absent).
+    #[arg(long, value_enum)]
+    generation: Option<GenArg>,
+    /// The platform's chain (PDH first), as `sevctl export` / `sevm platform export` write it.
+    chain: PathBuf,
+    /// Guest policy, 32 bits, decimal or 0x-hex.
+    #[arg(value_parser = args::policy)]
+    policy: u32,
+}
+
+/// The images a launch digest is computed from (shared by `measure` and `verify`).
+#[derive(Debug, Args)]
+struct ImageArgs {
+    /// OVMF firmware image.
+    #[arg(long)]
+    firmware: Option<PathBuf>,
+    /// Kernel (measured direct boot through the kernel-hashes table).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initrd.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// SEV-ES: number of vCPUs.
+    #[arg(long, value_parser = args::count)]
+    num_cpus: Option<u32>,
+    /// SEV-ES: VMSA of the boot vCPU.
+    #[arg(long)]
+    vmsa_cpu0: Option<PathBuf>,
+    /// SEV-ES: VMSA of the other vCPUs.
+    #[arg(long)]
+    vmsa_cpu1: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    fn images(&self) -> Option<Images> {
+        Some(Images {
+            firmware: self.firmware.clone()?,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+            num_cpus: self.num_cpus,
+            vmsa_cpu0: self.vmsa_cpu0.clone(),
+            vmsa_cpu1: self.vmsa_cpu1.clone(),
+        })
+    }
+}
+
+/// The platform and guest parameters that enter the measurement HMAC.
+#[derive(Debug, Args)]
+struct PlatformParams {
+    /// TIK (16 bytes; path or base64).
+    #[arg(long)]
+    tik: Option<String>,
+    /// SEV API major version of the platform.
+    #[arg(long, value_parser = args::byte)]
+    api_major: Option<u8>,
+    /// SEV API minor version of the platform.
+    #[arg(long, value_parser = args::byte)]
+    api_minor: Option<u8>,
+    /// Firmware build ID of the platform.
+    #[arg(long, value_parser = args::byte)]
+    build_id: Option<u8>,
+    /// Guest policy (32 bits).
+    #[arg(long, value_parser = args::policy)]
+    policy: Option<u32>,
+}
+
+struct Params {
+    tik: [u8; 16],
+    api_major: u8,
+    api_minor: u8,
+    build_id: u8,
+    policy: u32,
+}
+
+impl PlatformParams {
+    fn any(&self) -> bool {
+        self.tik.is_some()
+            || self.api_major.is_some()
+            || self.api_minor.is_some()
+            || self.build_id.is_some()
+            || self.policy.is_some()
+    }
+
+    fn require(&self) -> Result<Params> {
+        let missing = |n: &str| anyhow::anyhow!("{n} is required for the measurement");
+        let tik = self.tik.as_deref().ok_or_else(|| missing("--tik"))?;
+        Ok(Params {
+            tik: args::key16("--tik", "TIK", tik)?,
+            api_major: self.api_major.ok_or_else(|| missing("--api-major"))?,
+            api_minor: self.api_minor.ok_or_else(|| missing("--api-minor"))?,
+            build_id: self.build_id.ok_or_else(|| missing("--build-id"))?,
+            policy: self.policy.ok_or_else(|| missing("--policy"))?,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct MeasureArgs {
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Use this launch digest (64 hex digits or base64) instead of computing it from images.
+    #[arg(long, conflicts_with = "firmware")]
+    launch_digest: Option<String>,
+    #[command(flatten)]
+    params: PlatformParams,
+    /// MNONCE (16 bytes; path or base64).
+    #[arg(long, conflicts_with = "launch_measure_blob")]
+    nonce: Option<String>,
+    /// LAUNCH_MEASURE output (48 bytes; path or base64) to take the MNONCE from.
+    #[arg(long)]
+    launch_measure_blob: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Expected launch digest (64 hex digits or base64) instead of --firmware ...
+    #[arg(long, conflicts_with = "firmware")]
+    launch_digest: Option<String>,
+    #[command(flatten)]
+    params: PlatformParams,
+    /// LAUNCH_MEASURE output to check (48 bytes; path or base64).
+    #[arg(long)]
+    launch_measure_blob: String,
+}
+
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// TIK (16 bytes; path or base64).
+    #[arg(long)]
+    tik: String,
+    /// TEK (16 bytes; path or base64).
+    #[arg(long)]
+    tek: String,
+    /// LAUNCH_MEASURE output (48 bytes; path or base64).
+    #[arg(long)]
+    launch_measure_blob: String,
+    /// Secret to inject, UUID:FILE; repeatable.
+    #[arg(long, required = true, value_parser = args::secret_spec)]
+    secret: Vec<SecretSpec>,
+    /// IV of the packet (16 bytes; path or base64); random when absent.
+    #[arg(long)]
+    iv: Option<String>,
+    /// Where to write the 52-byte packet header (raw bytes, as sevctl).
+    header_out: PathBuf,
+    /// Where to write the encrypted payload (raw bytes, as sevctl).
+    payload_out: PathBuf,
+}
+
+/// Runs `sevm owner ...`.
+pub fn run(a: OwnerArgs, out: &Output) -> Result<ExitCode> {
+    match a.cmd {
+        OwnerCmd::VerifyChain(a) => verify_chain(a, out),
+        OwnerCmd::Session(a) => session(a, out),
+        OwnerCmd::Measure(a) => measure(a, out),
+        OwnerCmd::Verify(a) => verify(a, out),
+        OwnerCmd::Secret(a) => secret(a, out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chains
+
+const SEV_CERT_LEN: usize = 2084;
+const SEV_NAMES: [&str; 4] = ["PDH", "PEK", "OCA", "CEK"];
+
+/// A chain file split into its certificates.
+struct LoadedChain {
+    sev: Vec<SevCert>,
+    ca: Option<(CaCert, CaCert)>,
+}
+
+fn load_sev_certs(path: &Path, bytes: &[u8], count: usize) -> Result<Vec<SevCert>> {
+    let mut certs = Vec::with_capacity(count);
+    for (i, name) in SEV_NAMES.iter().take(count).enumerate() {
+        let off = i * SEV_CERT_LEN;
+        let slice = bytes.get(off..off + SEV_CERT_LEN).with_context(|| {
+            format!(
+                "{}: truncated: the {name} certificate needs bytes {off}..{} but the file has {}",
+                path.display(),
+                off + SEV_CERT_LEN,
+                bytes.len()
+            )
+        })?;
+        let cert = SevCert::parse(slice).with_context(|| {
+            format!(
+                "{}: {name} certificate (offset {off}) is invalid",
+                path.display()
+            )
+        })?;
+        certs.push(cert);
+    }
+    Ok(certs)
+}
+
+/// Parses an AMD CA chain (ASK then ARK) from `bytes`.
+fn parse_ca_chain(path: &Path, bytes: &[u8], base: usize) -> Result<(CaCert, CaCert)> {
+    if bytes.is_empty() {
+        bail!("{}: CA chain (ASK, ARK) is empty", path.display());
+    }
+    let (ask, rest) = CaCert::parse_prefix(bytes).with_context(|| {
+        format!(
+            "{}: ASK certificate (offset {base}) is invalid",
+            path.display()
+        )
+    })?;
+    let ark_off = base + (bytes.len() - rest.len());
+    let (ark, tail) = CaCert::parse_prefix(rest).with_context(|| {
+        format!(
+            "{}: ARK certificate (offset {ark_off}) is invalid",
+            path.display()
+        )
+    })?;
+    if !tail.is_empty() {
+        bail!(
+            "{}: {} trailing bytes after the ARK certificate (offset {})",
+            path.display(),
+            tail.len(),
+            base + bytes.len() - tail.len()
+        );
+    }
+    Ok((ask, ark))
+}
+
+fn load_chain(path: &Path) -> Result<LoadedChain> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let sev_len = 4 * SEV_CERT_LEN;
+    if bytes.len() < sev_len {
+        bail!(
+            "{}: {} bytes is too short for a SEV chain (PDH, PEK, OCA, CEK = {sev_len} bytes)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    let sev = load_sev_certs(path, &bytes, 4)?;
+    let ca = if bytes.len() > sev_len {
+        Some(parse_ca_chain(path, &bytes[sev_len..], sev_len)?)
+    } else {
+        None
+    };
+    Ok(LoadedChain { sev, ca })
+}
+
+fn load_ca(path: &Path) -> Result<(CaCert, CaCert)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("--ca: cannot read {}", path.display()))?;
+    parse_ca_chain(path, &bytes, 0).context("--ca")
+}
+
+/// One checked signature in a chain.
+struct Link {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+fn link(name: &'static str, r: std::result::Result<(), impl std::fmt::Display>) -> Link {
+    match r {
+        Ok(()) => Link {
+            name,
+            ok: true,
+            detail: String::new(),
+        },
+        Err(e) => Link {
+            name,
+            ok: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Result of checking a chain.
+struct ChainReport {
+    certs: Vec<serde_json::Value>,
+    text: String,
+    links: Vec<Link>,
+    root: String,
+}
+
+impl ChainReport {
+    fn ok(&self) -> bool {
+        self.links.iter().all(|l| l.ok)
+    }
+
+    fn first_failure(&self) -> Option<&Link> {
+        self.links.iter().find(|l| !l.ok)
+    }
+}
+
+fn describe_sev(name: &str, c: &SevCert) -> (serde_json::Value, String) {
+    let fp = c.fingerprint();
+    let v = json!({
+        "cert": name,
+        "usage": c.usage.to_string(),
+        "usage_code": c.usage.0,
+        "algorithm": c.algo.to_string(),
+        "algorithm_code": c.algo.0,
+        "api_version": format!("{}.{}", c.api_major, c.api_minor),
+        "fingerprint": fp,
+    });
+    let t = format!(
+        "{name:<4} usage={} ({:#06x}) algo={} ({:#x}) api={}.{} fingerprint={fp}\n",
+        c.usage, c.usage.0, c.algo, c.algo.0, c.api_major, c.api_minor
+    );
+    (v, t)
+}
+
+fn describe_ca(name: &str, c: &CaCert) -> (serde_json::Value, String) {
+    let fp = c.fingerprint();
+    let algo = format!("RSA-{}-PSS-SHA{}", c.modulus_bits, c.digest().size() * 8);
+    let v = json!({
+        "cert": name,
+        "usage": c.usage.to_string(),
+        "usage_code": c.usage.0,
+        "algorithm": algo,
+        "key_id": hex::encode(c.key_id),
+        "certifying_id": hex::encode(c.certifying_id),
+        "fingerprint": fp,
+    });
+    let t = format!(
+        "{name:<4} usage={} ({:#06x}) algo={algo} key_id={} fingerprint={fp}\n",
+        c.usage,
+        c.usage.0,
+        hex::encode(c.key_id)
+    );
+    (v, t)
+}
+
+/// Picks the CA chain to verify against: --ca, else the chain's own, checked against the
+/// built-in root of the given or detected generation.
+fn check_chain(chain: &LoadedChain, ca: Option<&Path>, gen: Option<GenArg>) -> Result<ChainReport> {
+    let [pdh, pek, oca, cek] = [&chain.sev[0], &chain.sev[1], &chain.sev[2], &chain.sev[3]];
+    let mut certs = Vec::new();
+    let mut text = String::new();
+    for (name, c) in SEV_NAMES.iter().zip(chain.sev.iter()) {
+        let (v, t) = describe_sev(name, c);
+        certs.push(v);
+        text.push_str(&t);
+    }
+    // Links are listed root first, so the first failing link is the tampered certificate's
+    // own signature (a changed body breaks its signature before it breaks its children).
+    let sev_links = [
+        link("OCA <- OCA (self)", oca.verify_self_signed()),
+        link("PEK <- OCA", pek.verify_signed_by(oca)),
+        link("PEK <- CEK", pek.verify_signed_by(cek)),
+        link("PDH <- PEK", pdh.verify_signed_by(pek)),
+    ];
+    let mut ark_check = None;
+
+    // The CA pair to anchor the CEK: explicit --ca, else the chain's, else a built-in root.
+    let (ask, ark, root) = if let Some(p) = ca {
+        let (ask, ark) = load_ca(p)?;
+        (ask, ark, format!("CA chain {}", p.display()))
+    } else {
+        let g = match gen {
+            Some(g) => g,
+            None => detect_generation(chain).with_context(|| {
+                "cannot detect the generation: no built-in AMD root signs this chain's CEK \
+                 (or matches its ARK); pass --generation or --ca"
+            })?,
+        };
+        let builtin = g.builtin()?;
+        let (bask, bark) = (builtin.ask, builtin.ark);
+        if let Some((cask, cark)) = &chain.ca {
+            // A full chain: its ARK must be AMD's.
+            ark_check = Some(link(
+                "ARK == built-in AMD ARK",
+                if cark.fingerprint() == bark.fingerprint() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the chain's ARK ({}) is not AMD's {} ARK ({})",
+                        cark.fingerprint(),
+                        g.name(),
+                        bark.fingerprint()
+                    ))
+                },
+            ));
+            (
+                cask.clone(),
+                cark.clone(),
+                format!("built-in AMD {} root", g.name()),
+            )
+        } else {
+            (bask, bark, format!("built-in AMD {} root", g.name()))
+        }
+    };
+    if ca.is_some() || chain.ca.is_some() {
+        let (v, t) = describe_ca("ASK", &ask);
+        certs.push(v);
+        text.push_str(&t);
+        let (v, t) = describe_ca("ARK", &ark);
+        certs.push(v);
+        text.push_str(&t);
+    }
+    let mut links = vec![link("ARK <- ARK (self)", ark.verify_self_signed())];
+    links.extend(ark_check);
+    links.push(link("ASK <- ARK", ask.verify_signed_by(&ark)));
+    links.push(link("CEK <- ASK", cek.verify_signed_by_ca(&ask)));
+    links.extend(sev_links);
+    Ok(ChainReport {
+        certs,
+        text,
+        links,
+        root,
+    })
+}
+
+/// Finds the generation whose built-in ARK matches the chain's ARK key id, or whose ASK
+/// signs the chain's CEK.
+fn detect_generation(chain: &LoadedChain) -> Option<GenArg> {
+    if let Some((_, ark)) = &chain.ca {
+        if let Some(g) = Generation::from_ark_key_id(&ark.key_id) {
+            return Some(GenArg::from_generation(g));
+        }
+    }
+    let cek = &chain.sev[3];
+    GenArg::ALL.into_iter().find(|g| {
+        g.builtin()
+            .map(|c| cek.verify_signed_by_ca(&c.ask).is_ok())
+            .unwrap_or(false)
+    })
+}
+
+fn verify_chain(a: VerifyChainArgs, out: &Output) -> Result<ExitCode> {
+    let chain = load_chain(&a.chain)?;
+    let rep = check_chain(&chain, a.ca.as_deref(), a.generation)?;
+    let mut text = rep.text.clone();
+    for l in &rep.links {
+        if l.ok {
+            text.push_str(&format!("ok      {}\n", l.name));
+        } else {
+            text.push_str(&format!("FAILED  {}: {}\n", l.name, l.detail));
+        }
+    }
+    let links: Vec<_> = rep
+        .links
+        .iter()
+        .map(|l| json!({"link": l.name, "ok": l.ok, "error": if l.ok { None } else { Some(&l.detail) }}))
+        .collect();
+    let ok = rep.ok();
+    let failed = rep.first_failure().map(|l| l.name);
+    if ok {
+        text.push_str(&format!("chain OK against the {}\n", rep.root));
+    } else {
+        text.push_str(&format!(
+            "chain INVALID: link {} fails\n",
+            failed.unwrap_or("?")
+        ));
+    }
+    out.emit(
+        &json!({"ok": ok, "root": rep.root, "certificates": rep.certs, "links": links, "failed_link": failed}),
+        &text,
+    );
+    if !ok {
+        eprintln!(
+            "error: {}: certificate chain does not verify: link {} fails",
+            a.chain.display(),
+            failed.unwrap_or("?")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+/// Writes `bytes` to `dir/name`, naming the file on failure; `private` files get mode 0600.
+fn write_out(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf> {
+    write_path(&dir.join(name), bytes, private)
+}
+
+/// Writes `bytes` to `path`, naming the file on failure; `private` files get mode 0600.
+pub(crate) fn write_path(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf> {
+    use std::io::Write as _;
+    let path = path.to_path_buf();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn random<const N: usize>(what: &str) -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    openssl::rand::rand_bytes(&mut b).with_context(|| format!("cannot draw a random {what}"))?;
+    Ok(b)
+}
+
+fn session(a: SessionArgs, out: &Output) -> Result<ExitCode> {
+    let (pdh, verified) = if a.no_verify {
+        let bytes = std::fs::read(&a.chain)
+            .with_context(|| format!("cannot read {}", a.chain.display()))?;
+        let mut v = load_sev_certs(&a.chain, &bytes, 1)?;
+        (v.remove(0), None)
+    } else {
+        let chain = load_chain(&a.chain)
+            .context("verifying the chain before the session (pass --no-verify to skip)")?;
+        let rep = check_chain(&chain, a.ca.as_deref(), a.generation)?;
+        if let Some(l) = rep.first_failure() {
+            bail!(
+                "{}: certificate chain does not verify: link {} fails: {} (pass --no-verify to use the PDH anyway)",
+                a.chain.display(),
+                l.name,
+                l.detail
+            );
+        }
+        let root = rep.root.clone();
+        let mut sev = chain.sev;
+        (sev.remove(0), Some(root))
+    };
+    let pdh_pub = pdh
+        .ec_public_key()
+        .with_context(|| format!("{}: PDH public key", a.chain.display()))?;
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1)
+        .context("P-384 group")?;
+    let godh = openssl::ec::EcKey::generate(&group).context("generating the GODH key")?;
+    let godh_cert = SevCert::new_ec(
+        sev_proto::cert::Usage::PDH,
+        sev_proto::cert::Algo::ECDH_SHA256,
+        0,
+        0,
+        &godh,
+    )
+    .context("building the GODH certificate")?;
+    let z = sev_proto::session::ecdh_shared_secret(&godh, &pdh_pub)
+        .context("ECDH with the platform's PDH")?;
+    let keys = sev_proto::session::TransportKeys::random().context("drawing TEK and TIK")?;
+    let nonce = random::<16>("nonce")?;
+    let iv = random::<16>("IV")?;
+    let blob = sev_proto::session::owner_wrap(&z, &nonce, &iv, &keys, a.policy);
+
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out: cannot create {}", a.out.display()))?;
+    let godh_b64 = args::encode_b64(&godh_cert.encode());
+    let session_b64 = args::encode_b64(&blob.to_bytes());
+    let files = [
+        write_out(
+            &a.out,
+            &format!("{}_godh.b64", a.name),
+            godh_b64.as_bytes(),
+            false,
+        )?,
+        write_out(
+            &a.out,
+            &format!("{}_session.b64", a.name),
+            session_b64.as_bytes(),
+            false,
+        )?,
+        write_out(&a.out, &format!("{}_tek.bin", a.name), &keys.tek, true)?,
+        write_out(&a.out, &format!("{}_tik.bin", a.name), &keys.tik, true)?,
+    ];
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let mut text = String::new();
+    match &verified {
+        Some(root) => text.push_str(&format!("chain verified against the {root}\n")),
+        None => text.push_str("chain NOT verified (--no-verify)\n"),
+    }
+    text.push_str(&format!("policy {:#010x}\n", a.policy));
+    for n in &names {
+        text.push_str(&format!("wrote {n}\n"));
+    }
+    out.emit(
+        &json!({"ok": true, "chain_verified": verified.is_some(), "root": verified,
+                "policy": format!("{:#x}", a.policy), "files": names}),
+        &text,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measure and verify
+
+fn launch_digest(images: &ImageArgs, given: Option<&str>) -> Result<[u8; 32]> {
+    match (given, images.images()) {
+        (Some(d), _) => Ok(args::digest32("--launch-digest", d)?),
+        (None, Some(img)) => digest::launch_digest(&img),
+        (None, None) => bail!("--firmware (or --launch-digest) is required"),
+    }
+}
+
+/// Policy bit ES: the guest runs under SEV-ES, so its VMSAs are part of the digest.
+const POLICY_ES: u32 = 1 << 2;
+
+/// Refuses a digest computed from images without VMSAs for an SEV-ES policy (as sevctl).
+fn check_es(images: &ImageArgs, given_digest: bool, policy: u32) -> Result<()> {
+    if !given_digest && policy & POLICY_ES != 0 && images.num_cpus.is_none() {
+        bail!(
+            "--policy {policy:#x} has the ES bit (0x4): the launch digest of an SEV-ES guest covers \
+             its VMSAs; pass --num-cpus, --vmsa-cpu0 and --vmsa-cpu1 (or --launch-digest)"
+        );
+    }
+    Ok(())
+}
+
+fn measurement(p: &Params, digest: &[u8; 32], mnonce: &[u8; 16]) -> [u8; 32] {
+    sev_proto::measure::measurement(
+        &p.tik,
+        p.api_major,
+        p.api_minor,
+        p.build_id,
+        p.policy,
+        digest,
+        mnonce,
+    )
+}
+
+fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
+    let digest = launch_digest(&a.images, a.launch_digest.as_deref())?;
+    let want_blob = a.params.any() || a.nonce.is_some() || a.launch_measure_blob.is_some();
+    if !want_blob {
+        let h = hex::encode(digest);
+        out.emit(&json!({"launch_digest": h}), &h);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = a.params.require()?;
+    check_es(&a.images, a.launch_digest.is_some(), p.policy)?;
+    let mnonce = match (&a.nonce, &a.launch_measure_blob) {
+        (Some(n), _) => args::bytes16("--nonce", "MNONCE", n)?,
+        (None, Some(b)) => args::measure_blob("--launch-measure-blob", b)?.1,
+        (None, None) => bail!("--nonce or --launch-measure-blob is required for the measurement"),
+    };
+    let m = measurement(&p, &digest, &mnonce);
+    let mut blob = [0u8; 48];
+    blob[..32].copy_from_slice(&m);
+    blob[32..].copy_from_slice(&mnonce);
+    let b64 = args::encode_b64(&blob);
+    out.emit(
+        &json!({"launch_digest": hex::encode(digest), "measurement": hex::encode(m),
+                "mnonce": hex::encode(mnonce), "launch_measure_blob": b64}),
+        &b64,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs, out: &Output) -> Result<ExitCode> {
+    let p = a.params.require()?;
+    check_es(&a.images, a.launch_digest.is_some(), p.policy)?;
+    let (got, mnonce) = args::measure_blob("--launch-measure-blob", &a.launch_measure_blob)?;
+    let digest = launch_digest(&a.images, a.launch_digest.as_deref())?;
+    let expected = measurement(&p, &digest, &mnonce);
+    let ok = openssl::memcmp::eq(&expected, &got);
+    let v = json!({
+        "ok": ok,
+        "launch_digest": hex::encode(digest),
+        "expected_measurement": hex::encode(expected),
+        "measurement": hex::encode(got),
+        "mnonce": hex::encode(mnonce),
+        "api": format!("{}.{}", p.api_major, p.api_minor),
+        "build_id": p.build_id,
+        "policy": format!("{:#x}", p.policy),
+    });
+    if ok {
+        out.emit(
+            &v,
+            &format!("measurement OK: launch digest {}", hex::encode(digest)),
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let text = format!(
+            "measurement MISMATCH\n  reported: {}\n  expected: {}\n  from launch digest {} with API {}.{}, build {}, policy {:#x}, MNONCE {}\n  \
+             Either the images (firmware, kernel, initrd, cmdline, VMSAs) differ from what was launched,\n  \
+             or the TIK, API version, build ID or policy differ from the platform's.",
+            hex::encode(got),
+            hex::encode(expected),
+            hex::encode(digest),
+            p.api_major,
+            p.api_minor,
+            p.build_id,
+            p.policy,
+            hex::encode(mnonce)
+        );
+        out.emit(&v, &text);
+        eprintln!("error: launch measurement does not match the expected launch digest");
+        Ok(ExitCode::from(1))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret
+
+fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
+    let tik = args::key16("--tik", "TIK", &a.tik)?;
+    let tek = args::key16("--tek", "TEK", &a.tek)?;
+    let (measure, _) = args::measure_blob("--launch-measure-blob", &a.launch_measure_blob)?;
+    let iv = match &a.iv {
+        Some(v) => args::bytes16("--iv", "IV", v)?,
+        None => random::<16>("IV")?,
+    };
+    let mut entries = Vec::with_capacity(a.secret.len());
+    for s in &a.secret {
+        let bytes = std::fs::read(&s.path)
+            .with_context(|| format!("--secret {}: cannot read {}", s.guid, s.path.display()))?;
+        entries.push((s.guid, bytes));
+    }
+    let table = sev_proto::secret_table::SecretTable { entries };
+    let plaintext = zeroize::Zeroizing::new(table.encode().context("--secret: secret table")?);
+    let keys = sev_proto::session::TransportKeys { tek, tik };
+    let (hdr, payload) = sev_proto::secret::build_packet(&keys, &measure, iv, 0, &plaintext)
+        .context("building the secret packet")?;
+    let h = write_path(&a.header_out, &hdr.to_bytes(), false)?;
+    let p = write_path(&a.payload_out, &payload, false)?;
+    out.emit(
+        &json!({"ok": true, "header": h.display().to_string(), "payload": p.display().to_string(),
+                "header_b64": args::encode_b64(&hdr.to_bytes()), "payload_len": payload.len()}),
+        &format!(
+            "Wrote header to: {}\nWrote payload to: {}",
+            h.display(),
+            p.display()
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,205 @@
+//! Bad input never panics: each error names the argument or file at fault and exits non-zero.
+
+mod common;
+use common::*;
+
+fn measure_args(tik: &str, policy: &str, nonce: &str) -> Vec<String> {
+    [
+        "owner",
+        "measure",
+        "--launch-digest",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "--api-major",
+        "0",
+        "--api-minor",
+        "24",
+        "--build-id",
+        "0x11",
+        "--policy",
+        policy,
+        "--tik",
+        tik,
+        "--nonce",
+        nonce,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+const TIK: &str = "AAECAwQFBgcICQoLDA0ODw==";
+const NONCE: &str = "ICEiIyQlJicoKSorLC0uLw==";
+
+#[test]
+fn numbers_and_policy() {
+    // Good: hex and decimal agree.
+    let a = ok(sevm().args(measure_args(TIK, "0x10", NONCE)));
+    let b = ok(sevm().args(measure_args(TIK, "16", NONCE)));
+    assert_eq!(a, b);
+    // Policy beyond 32 bits.
+    let e = fails(sevm().args(measure_args(TIK, "0x100000000", NONCE)));
+    assert!(e.contains("--policy") && e.contains("32 bits"), "{e}");
+    let e = fails(sevm().args(measure_args(TIK, "banana", NONCE)));
+    assert!(e.contains("--policy"), "{e}");
+    // API fields are 8 bits.
+    let mut v = measure_args(TIK, "1", NONCE);
+    v[7] = "256".into();
+    let e = fails(sevm().args(v));
+    assert!(e.contains("--api-minor") && e.contains("8 bits"), "{e}");
+}
+
+#[test]
+fn base64_and_key_lengths() {
+    let e = fails(sevm().args(measure_args("not*base64", "1", NONCE)));
+    assert!(e.contains("--tik") && e.contains("base64"), "{e}");
+    let e = fails(sevm().args(measure_args("AAECAwQFBgcICQoLDA0O", "1", NONCE)));
+    assert!(
+        e.contains("--tik") && e.contains("16") && e.contains("15"),
+        "{e}"
+    );
+    let e = fails(sevm().args(measure_args(TIK, "1", "AAAA")));
+    assert!(e.contains("--nonce"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let tik = dir.path().join("short-tik.bin");
+    std::fs::write(&tik, [0u8; 17]).unwrap();
+    let e = fails(sevm().args(measure_args(tik.to_str().unwrap(), "1", NONCE)));
+    assert!(e.contains("--tik") && e.contains("got 17"), "{e}");
+    // Bad digest.
+    let mut v = measure_args(TIK, "1", NONCE);
+    v[3] = "abcd".into();
+    let e = fails(sevm().args(v));
+    assert!(e.contains("--launch-digest"), "{e}");
+}
+
+#[test]
+fn missing_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = fails(
+        sevm()
+            .args(["owner", "measure", "--firmware"])
+            .arg(dir.path().join("no-such-ovmf.fd")),
+    );
+    assert!(
+        e.contains("--firmware") && e.contains("no-such-ovmf.fd"),
+        "{e}"
+    );
+    let e = fails(
+        sevm()
+            .args(["owner", "measure", "--firmware"])
+            .arg(samples().join("sample-ovmf.fd"))
+            .arg("--kernel")
+            .arg(dir.path().join("no-such-kernel")),
+    );
+    assert!(
+        e.contains("--kernel") && e.contains("no-such-kernel"),
+        "{e}"
+    );
+    // A VMSA of the wrong size.
+    let v = dir.path().join("short.vmsa");
+    std::fs::write(&v, [0u8; 100]).unwrap();
+    let e = fails(
+        sevm()
+            .args(["owner", "measure", "--firmware"])
+            .arg(samples().join("sample-ovmf.fd"))
+            .args(["--num-cpus", "1", "--vmsa-cpu0"])
+            .arg(&v),
+    );
+    assert!(e.contains("--vmsa-cpu0") && e.contains("short.vmsa"), "{e}");
+}
+
+#[test]
+fn secret_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = "TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS";
+    let base = |secret: &str| {
+        let mut c = sevm();
+        c.args(["owner", "secret", "--tik", TIK, "--tek", TIK])
+            .args(["--launch-measure-blob", blob, "--secret", secret])
+            .arg(dir.path().join("h"))
+            .arg(dir.path().join("p"));
+        c
+    };
+    let e = fails(&mut base("not-a-uuid:/etc/hostname"));
+    assert!(e.contains("--secret") && e.contains("UUID"), "{e}");
+    let e = fails(&mut base("no-colon"));
+    assert!(e.contains("--secret"), "{e}");
+    let e = fails(&mut base(
+        "736869e5-84f0-4973-92ec-06879ce3da0b:/no/such/secret.txt",
+    ));
+    assert!(
+        e.contains("--secret") && e.contains("/no/such/secret.txt"),
+        "{e}"
+    );
+    // A launch-measure blob of the wrong length.
+    let e = fails(
+        sevm()
+            .args(["owner", "secret", "--tik", TIK, "--tek", TIK])
+            .args(["--launch-measure-blob", TIK])
+            .args([
+                "--secret",
+                "736869e5-84f0-4973-92ec-06879ce3da0b:/etc/hostname",
+            ])
+            .arg(dir.path().join("h"))
+            .arg(dir.path().join("p")),
+    );
+    assert!(
+        e.contains("--launch-measure-blob") && e.contains("48"),
+        "{e}"
+    );
+}
+
+#[test]
+fn verify_explains_a_mismatch() {
+    let blob = ok(sevm().args(measure_args(TIK, "1", NONCE)));
+    let verify = |policy: &str, blob: &str| {
+        let mut c = sevm();
+        c.args([
+            "owner",
+            "verify",
+            "--tik",
+            TIK,
+            "--api-major",
+            "0",
+            "--api-minor",
+            "24",
+        ])
+        .args([
+            "--build-id",
+            "17",
+            "--policy",
+            policy,
+            "--launch-measure-blob",
+            blob,
+        ])
+        .args([
+            "--launch-digest",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ]);
+        c
+    };
+    let out = ok(&mut verify("1", &blob));
+    assert!(out.contains("OK"), "{out}");
+    let e = fails(&mut verify("3", &blob));
+    assert!(e.contains("MISMATCH") && e.contains("policy"), "{e}");
+    let j = sevm()
+        .args([
+            "owner",
+            "verify",
+            "--json",
+            "--tik",
+            TIK,
+            "--api-major",
+            "0",
+        ])
+        .args(["--api-minor", "24", "--build-id", "17", "--policy", "3"])
+        .args(["--launch-measure-blob", &blob])
+        .args([
+            "--launch-digest",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(j.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+}

@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: locating test data, sevctl and Python, and
+//! running the `sevm` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `sevm` binary under test.
+pub fn sevm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sevm"))
+}
+
+/// Whether CI is set (then missing prerequisites are failures, not skips).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Skips (returns None after printing why) or, under CI, panics.
+pub fn missing<T>(what: &str) -> Option<T> {
+    if in_ci() {
+        panic!("prerequisite missing under CI: {what}");
+    }
+    eprintln!("SKIP: {what}");
+    None
+}
+
+/// `../shared/testdata`, relative to the repository.
+pub fn testdata() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata");
+    if p.is_dir() {
+        Some(p.canonicalize().unwrap_or(p))
+    } else {
+        missing(&format!(
+            "test data not found at {} (the shared testdata directory beside the repository)",
+            p.display()
+        ))
+    }
+}
+
+/// The bundled sample images.
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+/// The sevctl 0.6.2 binary: PATH, then ~/.cargo/bin.
+pub fn sevctl() -> Option<PathBuf> {
+    let mut cands: Vec<PathBuf> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        cands.extend(std::env::split_paths(&path).map(|d| d.join("sevctl")));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        cands.push(Path::new(&home).join(".cargo/bin/sevctl"));
+    }
+    for c in cands {
+        if c.is_file() {
+            let ok = Command::new(&c)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("0.6.2"))
+                .unwrap_or(false);
+            if ok {
+                return Some(c);
+            }
+        }
+    }
+    missing("sevctl 0.6.2 not found (cargo install sevctl --version 0.6.2 --locked)")
+}
+
+/// A Python 3 with the `cryptography` package: $SEVM_PYTHON, .venv/bin/python, python3.
+pub fn python() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut cands: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("SEVM_PYTHON") {
+        cands.push(PathBuf::from(p));
+    }
+    cands.push(root.join(".venv/bin/python"));
+    cands.push(PathBuf::from("python3"));
+    for c in cands {
+        let ok = Command::new(&c)
+            .args(["-c", "import cryptography"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    missing("no Python with the `cryptography` package (set SEVM_PYTHON or run .ci/run)")
+}
+
+/// Runs a command and returns its output, with both streams as text.
+pub fn run(cmd: &mut Command) -> (Output, String, String) {
+    let o = cmd.output().expect("spawn");
+    let so = String::from_utf8_lossy(&o.stdout).into_owned();
+    let se = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o, so, se)
+}
+
+/// Runs a command that must succeed; returns trimmed stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let (o, so, se) = run(cmd);
+    assert!(
+        o.status.success(),
+        "command failed: {cmd:?}\nstatus {:?}\nstdout:\n{so}\nstderr:\n{se}",
+        o.status
+    );
+    so.trim().to_string()
+}
+
+/// Runs a command that must fail (exit 1, no panic); returns stdout + stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let (o, so, se) = run(cmd);
+    assert!(
+        !o.status.success(),
+        "command unexpectedly succeeded: {cmd:?}\n{so}\n{se}"
+    );
+    assert!(!se.contains("panicked"), "command panicked: {cmd:?}\n{se}");
+    assert!(
+        matches!(o.status.code(), Some(1) | Some(2)),
+        "unexpected exit status {:?} for {cmd:?}\n{se}",
+        o.status
+    );
+    format!("{so}\n{se}")
+}
