@@ -722,3 +722,85 @@ fn read_owner_file(
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uint_spellings() {
+        assert_eq!(parse_uint("0"), Ok(0));
+        assert_eq!(parse_uint("47"), Ok(47));
+        assert_eq!(parse_uint("0x2F"), Ok(47));
+        assert_eq!(parse_uint("0XfF"), Ok(255));
+        assert!(parse_uint("").is_err());
+        assert!(parse_uint("0x").is_err());
+        assert!(parse_uint("010").unwrap_err().contains("octal"));
+        assert!(parse_uint("+1").is_err());
+        assert!(parse_uint("1e3").is_err());
+        assert!(parse_uint("18446744073709551616").is_err());
+        assert_eq!(parse_uint("18446744073709551615"), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn seed_hex_numbers() {
+        assert_eq!(parse_seed_hex_u32("00000000"), Ok(0));
+        assert_eq!(parse_seed_hex_u32("000000"), Ok(0));
+        assert_eq!(parse_seed_hex_u32("10"), Ok(16), "seed numbers are hex");
+        assert_eq!(parse_seed_hex_u32("0xffffffff"), Ok(u32::MAX));
+        assert!(parse_seed_hex_u32("123456789").is_err());
+        assert!(parse_seed_hex_u32("").is_err());
+        assert!(parse_seed_hex_u32("0x").is_err());
+        assert!(parse_seed_hex_u32("g").is_err());
+    }
+
+    #[test]
+    fn bools() {
+        for t in ["on", "yes", "true"] {
+            assert_eq!(parse_bool(t), Some(true));
+        }
+        for f in ["off", "no", "false"] {
+            assert_eq!(parse_bool(f), Some(false));
+        }
+        assert_eq!(parse_bool("ON"), None);
+        assert_eq!(parse_bool("1"), None);
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(decode_hex("00ab"), Some(vec![0, 0xab]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+
+    fn cert_with(qx: [u8; 48], qy: [u8; 48]) -> Vec<u8> {
+        let mut c = vec![0u8; GODH_CERT_LEN];
+        c[0..4].copy_from_slice(&1u32.to_le_bytes());
+        c[0x0c..0x10].copy_from_slice(&0x3u32.to_le_bytes());
+        c[0x10..0x14].copy_from_slice(&2u32.to_le_bytes());
+        c[0x14..0x14 + 48].copy_from_slice(&qx);
+        c[0x5c..0x5c + 48].copy_from_slice(&qy);
+        c
+    }
+
+    #[test]
+    fn godh_key_fields() {
+        let qx = [0x11u8; 48];
+        let qy = [0x22u8; 48];
+        let c = cert_with(qx, qy);
+        assert_eq!(godh_public_key_le(&c), Ok((qx, qy)));
+        assert!(godh_public_key_le(&c[..100]).unwrap_err().contains("2084"));
+        let mut bad = c.clone();
+        bad[0] = 2;
+        assert!(godh_public_key_le(&bad).unwrap_err().contains("version"));
+        let mut bad = c.clone();
+        bad[0x0c] = 1;
+        assert!(godh_public_key_le(&bad).unwrap_err().contains("EC"));
+        let mut bad = c.clone();
+        bad[0x10] = 1;
+        assert!(godh_public_key_le(&bad).unwrap_err().contains("curve"));
+        let mut bad = c;
+        bad[0x14 + 48] = 1;
+        assert!(godh_public_key_le(&bad).unwrap_err().contains("past 48"));
+    }
+}

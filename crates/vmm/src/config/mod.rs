@@ -397,3 +397,45 @@ pub(crate) fn line_of(text: &str, pos: usize) -> usize {
         .count()
         + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_display() {
+        let w = Where::Line {
+            file: "a/sev.conf".into(),
+            line: 4,
+            key: "dh_pub_qx".into(),
+        };
+        assert_eq!(w.to_string(), "a/sev.conf:4: key `dh_pub_qx`");
+        let w = Where::Option {
+            option: "--object sev-guest,id=s".into(),
+            key: Some("cbitpos".into()),
+        };
+        assert_eq!(w.to_string(), "`--object sev-guest,id=s`: key `cbitpos`");
+        let w = Where::File {
+            file: "x.toml".into(),
+            key: None,
+        };
+        assert_eq!(w.to_string(), "x.toml");
+    }
+
+    #[test]
+    fn clip_and_lines() {
+        assert_eq!(clip("abc"), "abc");
+        let long = "é".repeat(100);
+        assert!(clip(&long).ends_with("(100 chars)"));
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+
+    #[test]
+    fn backend_names() {
+        assert_eq!(SevBackend::parse("soft"), Some(SevBackend::Soft));
+        assert_eq!(SevBackend::parse("hw"), Some(SevBackend::Hw));
+        assert_eq!(SevBackend::parse("HW"), None);
+    }
+}
