@@ -1,2 +1,30 @@
-//! vmm
-pub mod config;
+//! The sevm VMM on KVM.
+//!
+//! * [`layout`]: every guest-physical constant (ABI, mirrored in `docs/LAYOUT.md`).
+//! * [`memory`]: RAM size parsing and the guest memory mapping.
+//! * [`cpu`]: boot tables, register state, CPUID overrides, MSRs.
+//! * [`boot`]: bundled guests, raw firmware, Linux via linux-loader; measured ranges.
+//! * [`devices`]: COM1 16550, i8042 reset, exit port.
+//! * [`paging`]: GVA->GPA walker that masks the C-bit.
+//! * [`vm`]: [`VmConfig`], [`Vm`], hooks for the SEV layer, the run loop.
+//! * `config` (config files, QEMU-style options) and `monitor` (QMP) are owned by other engineers.
+//!
+//! `vmm` never parses SEV byte formats itself (that is `sev-proto`'s job).
+
+pub mod boot;
+pub mod cpu;
+pub mod devices;
+pub mod layout;
+pub mod memory;
+pub mod paging;
+pub mod vm;
+
+pub use boot::{BootSource, MeasuredRange, RangeKind};
+pub use cpu::{CpuidOverride, CpuidOverrides};
+pub use devices::SerialOut;
+pub use memory::parse_memory_size;
+pub use vm::{
+    ExitStatus, HookError, LaunchContext, LaunchHooks, MsrHandler, OnReset, ResetAction, Vm,
+    VmConfig, VmError,
+};
+pub use vm_memory::GuestMemoryMmap;

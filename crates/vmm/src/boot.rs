@@ -1,0 +1,690 @@
+//! Boot sources and image placement: bundled guests, raw firmware at the reset vector, and
+//! Linux (bzImage or ELF vmlinux, 64-bit boot protocol) through linux-loader.
+//!
+//! Placement writes images and boot structures into guest RAM and returns the entry point and
+//! the ordered list of ranges an SEV launch must measure. It never touches KVM.
+
+use crate::cpu::{self, CpuError};
+use crate::layout::*;
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Errors of image placement.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// No bundled guest has this name.
+    #[error("unknown bundled guest {name:?} (known: {known})")]
+    UnknownGuest {
+        /// Requested name.
+        name: String,
+        /// Comma-separated known names.
+        known: String,
+    },
+    /// An image file cannot be read.
+    #[error("cannot read {what} image {path}: {source}")]
+    Read {
+        /// "kernel", "initrd", "firmware".
+        what: &'static str,
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// An image file is not in a format we can boot.
+    #[error("{what} image {path} is malformed: {msg}")]
+    Malformed {
+        /// "kernel", "firmware".
+        what: &'static str,
+        /// File path.
+        path: PathBuf,
+        /// Why.
+        msg: String,
+    },
+    /// An image does not fit.
+    #[error("{what} image {path} ({size} bytes) does not fit: {room}")]
+    TooBig {
+        /// "kernel", "initrd", "firmware", "bundled guest".
+        what: &'static str,
+        /// File path or guest name.
+        path: PathBuf,
+        /// Image size.
+        size: u64,
+        /// What the limit is.
+        room: String,
+    },
+    /// The command line is too long or contains a NUL.
+    #[error("kernel command line is invalid: {0}")]
+    Cmdline(String),
+    /// Writing boot structures failed.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// Writing into guest memory failed.
+    #[error("cannot write {what} into guest memory at {gpa:#x}: {msg}")]
+    Memory {
+        /// What was written.
+        what: &'static str,
+        /// Where.
+        gpa: u64,
+        /// Underlying error.
+        msg: String,
+    },
+}
+
+/// What the VM boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// A bundled guest from the `guests` crate, by name.
+    Bundled(String),
+    /// A raw firmware image, mapped to end at 4 GiB and started at the reset vector.
+    Firmware(PathBuf),
+    /// A Linux kernel (bzImage or ELF vmlinux) with optional initrd and a command line.
+    Linux {
+        /// Kernel image.
+        kernel: PathBuf,
+        /// Initial ramdisk.
+        initrd: Option<PathBuf>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+}
+
+/// Kind of a measured range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeKind {
+    /// GDT, IDT, TSS and page tables built by the VMM.
+    BootTables,
+    /// A bundled guest image.
+    Bundled,
+    /// A firmware image.
+    Firmware,
+    /// Linux zero page.
+    ZeroPage,
+    /// Kernel command line.
+    Cmdline,
+    /// Kernel image.
+    Kernel,
+    /// Initial ramdisk.
+    Initrd,
+}
+
+/// A guest-physical range written by the VMM before the guest runs, in measurement order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasuredRange {
+    /// Start GPA (4 KiB aligned).
+    pub gpa: u64,
+    /// Length in bytes (a multiple of 4 KiB).
+    pub len: u64,
+    /// What it holds.
+    pub kind: RangeKind,
+}
+
+fn range(gpa: u64, len: u64, kind: RangeKind) -> MeasuredRange {
+    let start = gpa & !(PAGE_SIZE - 1);
+    let end = (gpa + len).next_multiple_of(PAGE_SIZE);
+    MeasuredRange {
+        gpa: start,
+        len: end - start,
+        kind,
+    }
+}
+
+/// How vCPUs enter the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// 64-bit long mode with the VMM's tables. `bundled` guests get every vCPU started at
+    /// `rip` (rdi = index, rsi = count, rdx = C-bit mask); Linux gets vCPU 0 only, with
+    /// rsi = zero page, and the others wait for INIT/SIPI.
+    LongMode {
+        /// Entry point.
+        rip: u64,
+        /// CR3 (with the C-bit if any).
+        cr3: u64,
+        /// Encryption mask put in the page tables.
+        enc_mask: u64,
+        /// True for bundled guests.
+        bundled: bool,
+    },
+    /// Real mode at the reset vector; vCPUs other than 0 wait for INIT/SIPI.
+    ResetVector,
+}
+
+/// Result of placing a boot source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootPlan {
+    /// How to enter the guest.
+    pub entry: Entry,
+    /// Ranges written by the VMM, in the order they must be measured.
+    pub measured: Vec<MeasuredRange>,
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
+    std::fs::read(path).map_err(|source| BootError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Size of a firmware image file (needed before guest memory is created).
+pub fn firmware_size(path: &Path) -> Result<u64, BootError> {
+    let size = std::fs::metadata(path)
+        .map_err(|source| BootError::Read {
+            what: "firmware",
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size == 0 {
+        return Err(BootError::Malformed {
+            what: "firmware",
+            path: path.to_path_buf(),
+            msg: "file is empty".into(),
+        });
+    }
+    if size > FIRMWARE_MAX_SIZE {
+        return Err(BootError::TooBig {
+            what: "firmware",
+            path: path.to_path_buf(),
+            size,
+            room: format!(
+                "at most {} MiB of firmware is mapped below 4 GiB",
+                FIRMWARE_MAX_SIZE >> 20
+            ),
+        });
+    }
+    Ok(size)
+}
+
+fn mem_write(
+    mem: &GuestMemoryMmap,
+    what: &'static str,
+    gpa: u64,
+    b: &[u8],
+) -> Result<(), BootError> {
+    mem.write_slice(b, GuestAddress(gpa))
+        .map_err(|e| BootError::Memory {
+            what,
+            gpa,
+            msg: e.to_string(),
+        })
+}
+
+/// Places `src` into `mem` (RAM of `ram_size` bytes at GPA 0). `cbit` puts the encryption bit
+/// in every page-table entry and CR3.
+pub fn place(
+    mem: &GuestMemoryMmap,
+    ram_size: u64,
+    src: &BootSource,
+    cbit: Option<u8>,
+) -> Result<BootPlan, BootError> {
+    let enc_mask = cpu::cbit_mask(cbit)?;
+    match src {
+        BootSource::Bundled(name) => {
+            let g = guests::get(name).ok_or_else(|| BootError::UnknownGuest {
+                name: name.clone(),
+                known: guests::NAMES.join(", "),
+            })?;
+            let cr3 = write_boot_tables(mem, enc_mask)?;
+            if g.load_addr + g.bytes.len() as u64 > ram_size {
+                return Err(BootError::TooBig {
+                    what: "bundled guest",
+                    path: name.into(),
+                    size: g.bytes.len() as u64,
+                    room: format!("RAM ends at {ram_size:#x}"),
+                });
+            }
+            mem_write(mem, "bundled guest", g.load_addr, g.bytes)?;
+            Ok(BootPlan {
+                entry: Entry::LongMode {
+                    rip: g.entry,
+                    cr3,
+                    enc_mask,
+                    bundled: true,
+                },
+                measured: vec![
+                    range(
+                        GDT_START,
+                        BOOT_TABLES_END - GDT_START,
+                        RangeKind::BootTables,
+                    ),
+                    range(g.load_addr, g.bytes.len() as u64, RangeKind::Bundled),
+                ],
+            })
+        }
+        BootSource::Firmware(path) => {
+            let img = read_file("firmware", path)?;
+            let size = img.len() as u64;
+            if size == 0 || size > FIRMWARE_MAX_SIZE {
+                firmware_size(path)?;
+            }
+            let gpa = FIRMWARE_END - size;
+            mem_write(mem, "firmware", gpa, &img).map_err(|_| BootError::TooBig {
+                what: "firmware",
+                path: path.clone(),
+                size,
+                room: "the firmware region was sized for a different file".into(),
+            })?;
+            Ok(BootPlan {
+                entry: Entry::ResetVector,
+                measured: vec![range(gpa, size, RangeKind::Firmware)],
+            })
+        }
+        BootSource::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => place_linux(mem, ram_size, kernel, initrd.as_deref(), cmdline, enc_mask),
+    }
+}
+
+fn write_boot_tables(mem: &GuestMemoryMmap, enc_mask: u64) -> Result<u64, BootError> {
+    cpu::write_descriptor_tables(mem)?;
+    Ok(cpu::write_page_tables(mem, enc_mask)?)
+}
+
+/// E820 type for usable RAM.
+pub const E820_RAM: u32 = 1;
+/// E820 type for reserved memory.
+pub const E820_RESERVED: u32 = 2;
+
+/// The E820 map given to Linux: low RAM with the secret area reserved, the EBDA hole, and
+/// RAM from 1 MiB to the end of guest RAM.
+pub fn e820_map(ram_size: u64) -> Vec<boot_e820_entry> {
+    let e = |addr: u64, end: u64, t: u32| boot_e820_entry {
+        addr,
+        size: end - addr,
+        r#type: t,
+    };
+    vec![
+        e(0, SECRET_AREA_START, E820_RAM),
+        e(
+            SECRET_AREA_START,
+            SECRET_AREA_START + SECRET_AREA_SIZE,
+            E820_RESERVED,
+        ),
+        e(SECRET_AREA_START + SECRET_AREA_SIZE, EBDA_START, E820_RAM),
+        e(KERNEL_START, ram_size, E820_RAM),
+    ]
+}
+
+fn place_linux(
+    mem: &GuestMemoryMmap,
+    ram_size: u64,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+    enc_mask: u64,
+) -> Result<BootPlan, BootError> {
+    let malformed = |msg: String| BootError::Malformed {
+        what: "kernel",
+        path: kernel.to_path_buf(),
+        msg,
+    };
+    if cmdline.len() as u64 >= CMDLINE_MAX_SIZE {
+        return Err(BootError::Cmdline(format!(
+            "{} bytes, at most {} allowed",
+            cmdline.len(),
+            CMDLINE_MAX_SIZE - 1
+        )));
+    }
+    if cmdline.contains('\0') {
+        return Err(BootError::Cmdline("contains a NUL byte".into()));
+    }
+    let img = read_file("kernel", kernel)?;
+    if img.len() as u64 > ram_size.saturating_sub(KERNEL_START) {
+        return Err(BootError::TooBig {
+            what: "kernel",
+            path: kernel.to_path_buf(),
+            size: img.len() as u64,
+            room: format!("RAM from {KERNEL_START:#x} to {ram_size:#x}"),
+        });
+    }
+    let is_elf = img.starts_with(b"\x7fELF");
+    let mut cur = Cursor::new(img.as_slice());
+    let res: KernelLoaderResult = if is_elf {
+        Elf::load(mem, None, &mut cur, Some(GuestAddress(KERNEL_START)))
+            .map_err(|e| malformed(format!("ELF: {e}")))?
+    } else {
+        BzImage::load(mem, None, &mut cur, Some(GuestAddress(KERNEL_START)))
+            .map_err(|e| malformed(format!("bzImage: {e} (not an ELF vmlinux either)")))?
+    };
+    // 64-bit boot protocol entry: startup_64 is 0x200 past the protected-mode code start.
+    let rip = if is_elf {
+        res.kernel_load.0
+    } else {
+        res.kernel_load.0 + 0x200
+    };
+
+    let mut params = boot_params::default();
+    if let Some(h) = res.setup_header {
+        params.hdr = h;
+    }
+    params.hdr.type_of_loader = 0xff;
+    params.hdr.boot_flag = 0xaa55;
+    params.hdr.header = 0x5372_6448;
+    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    params.hdr.cmdline_size = cmdline.len() as u32 + 1;
+    params.hdr.loadflags |= 0x80; // CAN_USE_HEAP
+    params.hdr.heap_end_ptr = 0xfe00;
+    if params.hdr.kernel_alignment == 0 {
+        params.hdr.kernel_alignment = 0x0100_0000;
+    }
+
+    mem_write(mem, "command line", CMDLINE_START, cmdline.as_bytes())?;
+    mem_write(
+        mem,
+        "command line",
+        CMDLINE_START + cmdline.len() as u64,
+        &[0],
+    )?;
+
+    let mut initrd_range = None;
+    if let Some(p) = initrd {
+        let data = read_file("initrd", p)?;
+        let max_end = ram_size
+            .min(INITRD_MAX_END)
+            .min(if params.hdr.initrd_addr_max != 0 {
+                params.hdr.initrd_addr_max as u64 + 1
+            } else {
+                INITRD_MAX_END
+            });
+        let size = data.len() as u64;
+        let addr = max_end
+            .checked_sub(size)
+            .map(|a| a & !(PAGE_SIZE - 1))
+            .filter(|a| *a >= res.kernel_end.next_multiple_of(PAGE_SIZE));
+        let Some(addr) = addr else {
+            return Err(BootError::TooBig {
+                what: "initrd",
+                path: p.to_path_buf(),
+                size,
+                room: format!(
+                    "between the kernel end {:#x} and {max_end:#x}",
+                    res.kernel_end
+                ),
+            });
+        };
+        mem_write(mem, "initrd", addr, &data)?;
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+        initrd_range = Some(range(addr, size, RangeKind::Initrd));
+    }
+
+    let map = e820_map(ram_size);
+    for (i, e) in map.iter().enumerate() {
+        params.e820_table[i] = *e;
+    }
+    params.e820_entries = map.len() as u8;
+    mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
+        .map_err(|e| BootError::Memory {
+            what: "zero page",
+            gpa: ZERO_PAGE_START,
+            msg: e.to_string(),
+        })?;
+
+    let cr3 = write_boot_tables(mem, enc_mask)?;
+    let mut measured = vec![
+        range(
+            GDT_START,
+            BOOT_TABLES_END - GDT_START,
+            RangeKind::BootTables,
+        ),
+        range(ZERO_PAGE_START, PAGE_SIZE, RangeKind::ZeroPage),
+        range(CMDLINE_START, cmdline.len() as u64 + 1, RangeKind::Cmdline),
+        range(
+            res.kernel_load.0,
+            res.kernel_end - res.kernel_load.0,
+            RangeKind::Kernel,
+        ),
+    ];
+    measured.extend(initrd_range);
+    Ok(BootPlan {
+        entry: Entry::LongMode {
+            rip,
+            cr3,
+            enc_mask,
+            bundled: false,
+        },
+        measured,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::create_guest_memory;
+    use std::io::Write;
+
+    /// A minimal bzImage: 1 setup sector + boot sector, header fields at 0x1f1, then payload.
+    fn synthetic_bzimage(payload: &[u8]) -> Vec<u8> {
+        let setup_sects = 1u8;
+        let mut img = vec![0u8; (setup_sects as usize + 1) * 512];
+        img[0x1f1] = setup_sects;
+        img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // version 2.15
+        img[0x211] = 0x01; // loadflags: LOADED_HIGH
+        img[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+        img[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes()); // initrd_addr_max
+        img[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes()); // kernel_alignment
+        img.extend_from_slice(payload);
+        img
+    }
+
+    fn tmp(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn linux_bzimage_layout_follows_boot_protocol() {
+        let ram = 64u64 << 20;
+        let mem = create_guest_memory(ram, None).unwrap();
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let k = tmp(&synthetic_bzimage(&payload));
+        let initrd_data = vec![0x5au8; 10_000];
+        let i = tmp(&initrd_data);
+        let cmdline = "console=ttyS0 reboot=k panic=1";
+        let plan = place(
+            &mem,
+            ram,
+            &BootSource::Linux {
+                kernel: k.path().into(),
+                initrd: Some(i.path().into()),
+                cmdline: cmdline.into(),
+            },
+            None,
+        )
+        .unwrap();
+        let Entry::LongMode {
+            rip, cr3, bundled, ..
+        } = plan.entry
+        else {
+            panic!("long mode expected")
+        };
+        assert_eq!(rip, KERNEL_START + 0x200);
+        assert_eq!(cr3, PML4_START);
+        assert!(!bundled);
+
+        // Kernel payload at 1 MiB.
+        let mut got = vec![0u8; payload.len()];
+        mem.read_slice(&mut got, GuestAddress(KERNEL_START))
+            .unwrap();
+        assert_eq!(got, payload);
+
+        let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!({ p.hdr.boot_flag }, 0xaa55);
+        assert_eq!({ p.hdr.header }, 0x5372_6448);
+        assert_eq!({ p.hdr.version }, 0x020f);
+        assert_eq!(p.hdr.type_of_loader, 0xff);
+        assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_START as u32);
+        assert_eq!({ p.hdr.cmdline_size }, cmdline.len() as u32 + 1);
+        assert_eq!({ p.hdr.code32_start }, KERNEL_START as u32);
+        assert_ne!(p.hdr.loadflags & 0x80, 0);
+
+        // Command line, NUL-terminated.
+        let mut c = vec![0u8; cmdline.len() + 1];
+        mem.read_slice(&mut c, GuestAddress(CMDLINE_START)).unwrap();
+        assert_eq!(&c[..cmdline.len()], cmdline.as_bytes());
+        assert_eq!(c[cmdline.len()], 0);
+
+        // Initrd: page aligned, at the top of RAM, contents intact.
+        let (ri, rs) = ({ p.hdr.ramdisk_image } as u64, { p.hdr.ramdisk_size }
+            as u64);
+        assert_eq!(rs, initrd_data.len() as u64);
+        assert_eq!(ri % PAGE_SIZE, 0);
+        assert!(ri + rs <= ram && ri + rs + PAGE_SIZE > ram);
+        let mut got = vec![0u8; initrd_data.len()];
+        mem.read_slice(&mut got, GuestAddress(ri)).unwrap();
+        assert_eq!(got, initrd_data);
+
+        // E820: RAM, reserved secret area, RAM to the EBDA, RAM from 1 MiB to the end.
+        assert_eq!(p.e820_entries, 4);
+        let t: Vec<(u64, u64, u32)> = p.e820_table[..4]
+            .iter()
+            .map(|e| ({ e.addr }, { e.size }, { e.r#type }))
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                (0, SECRET_AREA_START, E820_RAM),
+                (SECRET_AREA_START, SECRET_AREA_SIZE, E820_RESERVED),
+                (
+                    SECRET_AREA_START + SECRET_AREA_SIZE,
+                    EBDA_START - SECRET_AREA_START - SECRET_AREA_SIZE,
+                    E820_RAM
+                ),
+                (KERNEL_START, ram - KERNEL_START, E820_RAM),
+            ]
+        );
+
+        let kinds: Vec<RangeKind> = plan.measured.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                RangeKind::BootTables,
+                RangeKind::ZeroPage,
+                RangeKind::Cmdline,
+                RangeKind::Kernel,
+                RangeKind::Initrd
+            ]
+        );
+        assert!(plan
+            .measured
+            .iter()
+            .all(|r| r.gpa % PAGE_SIZE == 0 && r.len % PAGE_SIZE == 0));
+    }
+
+    #[test]
+    fn linux_errors_are_clear() {
+        let ram = 8u64 << 20;
+        let mem = create_guest_memory(ram, None).unwrap();
+        let linux = |k: &Path, i: Option<&Path>, c: &str| BootSource::Linux {
+            kernel: k.into(),
+            initrd: i.map(Into::into),
+            cmdline: c.into(),
+        };
+        // Unreadable.
+        let e = place(
+            &mem,
+            ram,
+            &linux(Path::new("/nonexistent/bzImage"), None, ""),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, BootError::Read { .. }));
+        assert!(e.to_string().contains("/nonexistent/bzImage"), "{e}");
+        // Malformed.
+        let junk = tmp(&[0x11u8; 4096]);
+        let e = place(&mem, ram, &linux(junk.path(), None, ""), None).unwrap_err();
+        assert!(matches!(e, BootError::Malformed { .. }), "{e}");
+        assert!(e.to_string().contains("malformed"));
+        // Too big for RAM.
+        let big = tmp(&synthetic_bzimage(&vec![0u8; 8 << 20]));
+        let e = place(&mem, ram, &linux(big.path(), None, ""), None).unwrap_err();
+        assert!(matches!(e, BootError::TooBig { what: "kernel", .. }), "{e}");
+        // Initrd too big.
+        let k = tmp(&synthetic_bzimage(&[1, 2, 3]));
+        let i = tmp(&vec![0u8; 8 << 20]);
+        let e = place(&mem, ram, &linux(k.path(), Some(i.path()), ""), None).unwrap_err();
+        assert!(matches!(e, BootError::TooBig { what: "initrd", .. }), "{e}");
+        // Command line with NUL / too long.
+        let e = place(&mem, ram, &linux(k.path(), None, "a\0b"), None).unwrap_err();
+        assert!(matches!(e, BootError::Cmdline(_)));
+        let long = "x".repeat(CMDLINE_MAX_SIZE as usize);
+        let e = place(&mem, ram, &linux(k.path(), None, &long), None).unwrap_err();
+        assert!(matches!(e, BootError::Cmdline(_)));
+    }
+
+    #[test]
+    fn bundled_and_firmware_placement() {
+        let ram = 8u64 << 20;
+        let mem = create_guest_memory(ram, Some(0x1000)).unwrap();
+        let plan = place(&mem, ram, &BootSource::Bundled("hello".into()), Some(47)).unwrap();
+        let g = guests::get("hello").unwrap();
+        let mut got = vec![0u8; g.bytes.len()];
+        mem.read_slice(&mut got, GuestAddress(BUNDLED_LOAD_ADDR))
+            .unwrap();
+        assert_eq!(got, g.bytes);
+        assert_eq!(
+            plan.entry,
+            Entry::LongMode {
+                rip: g.entry,
+                cr3: PML4_START | 1 << 47,
+                enc_mask: 1 << 47,
+                bundled: true
+            }
+        );
+        assert_eq!(plan.measured[0].gpa, GDT_START);
+        assert_eq!(plan.measured[1].gpa, BUNDLED_LOAD_ADDR);
+        let e = place(&mem, ram, &BootSource::Bundled("nope".into()), None).unwrap_err();
+        assert!(e.to_string().contains("hello"), "{e}");
+
+        let fw = tmp(&[0xf4u8; 0x1000]);
+        let plan = place(&mem, ram, &BootSource::Firmware(fw.path().into()), None).unwrap();
+        assert_eq!(plan.entry, Entry::ResetVector);
+        assert_eq!(
+            plan.measured,
+            vec![range(0xffff_f000, 0x1000, RangeKind::Firmware)]
+        );
+        let b: u8 = mem.read_obj(GuestAddress(RESET_VECTOR)).unwrap();
+        assert_eq!(b, 0xf4);
+        let empty = tmp(&[]);
+        assert!(matches!(
+            firmware_size(empty.path()),
+            Err(BootError::Malformed { .. })
+        ));
+        assert!(matches!(
+            firmware_size(Path::new("/nonexistent/fw.bin")),
+            Err(BootError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn opt_in_real_kernel() {
+        let Ok(k) = std::env::var("SEVM_LINUX_KERNEL") else {
+            eprintln!("SKIP: set SEVM_LINUX_KERNEL to a bzImage or vmlinux to run this test");
+            return;
+        };
+        let ram = 256u64 << 20;
+        let mem = create_guest_memory(ram, None).unwrap();
+        let plan = place(
+            &mem,
+            ram,
+            &BootSource::Linux {
+                kernel: k.into(),
+                initrd: None,
+                cmdline: "console=ttyS0".into(),
+            },
+            None,
+        )
+        .unwrap();
+        let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!({ p.hdr.header }, 0x5372_6448);
+        assert!(plan.measured.iter().any(|r| r.kind == RangeKind::Kernel));
+    }
+}

@@ -1,0 +1,422 @@
+//! vCPU setup: boot tables (GDT, TSS, identity page tables, with an optional encryption bit),
+//! special and general registers for long-mode and reset-vector entry, CPUID and MSRs.
+//!
+//! Writing tables goes through host access to guest RAM; register state goes to KVM through
+//! kvm-ioctls. CPUID must be set before SREGS (MAXPHYADDR decides whether a C-bit CR3 is valid).
+
+use crate::layout::*;
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs,
+};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Errors of CPU setup.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// Writing a boot table into guest memory failed.
+    #[error("cannot write {what} at guest-physical {gpa:#x}: {msg}")]
+    Table {
+        /// Which table.
+        what: &'static str,
+        /// Where.
+        gpa: u64,
+        /// Underlying error.
+        msg: String,
+    },
+    /// The encryption bit position is unusable.
+    #[error("page_table_cbit {0} is out of range (must be 32..=51)")]
+    BadCbit(u8),
+    /// A KVM ioctl failed.
+    #[error("KVM {op} failed on vCPU {cpu}: {source}")]
+    Kvm {
+        /// Ioctl name.
+        op: &'static str,
+        /// vCPU index.
+        cpu: usize,
+        /// errno.
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// One CPUID override: replaces (or adds) the leaf `function`/`index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidOverride {
+    /// Leaf (EAX input).
+    pub function: u32,
+    /// Sub-leaf (ECX input); 0 for leaves without sub-leaves.
+    pub index: u32,
+    /// Output EAX.
+    pub eax: u32,
+    /// Output EBX.
+    pub ebx: u32,
+    /// Output ECX.
+    pub ecx: u32,
+    /// Output EDX.
+    pub edx: u32,
+}
+
+/// CPUID leaves to force on top of KVM's supported set (the SEV layer fills 0x8000001F and
+/// 0x80000008 here). Leaves are matched by function and index; new leaves are appended and
+/// 0x80000000.EAX is raised to cover them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuidOverrides(pub Vec<CpuidOverride>);
+
+impl CpuidOverrides {
+    /// Applies the overrides to `cpuid` and sets the APIC ID of vCPU `cpu`.
+    pub fn apply(&self, cpuid: &mut CpuId, cpu: usize) -> Result<(), CpuError> {
+        for e in cpuid.as_mut_slice() {
+            match e.function {
+                1 => e.ebx = (e.ebx & 0x00ff_ffff) | ((cpu as u32) << 24),
+                0xb | 0x1f => e.edx = cpu as u32,
+                _ => {}
+            }
+        }
+        for o in &self.0 {
+            let found = cpuid
+                .as_mut_slice()
+                .iter_mut()
+                .find(|e| e.function == o.function && e.index == o.index);
+            match found {
+                Some(e) => {
+                    e.eax = o.eax;
+                    e.ebx = o.ebx;
+                    e.ecx = o.ecx;
+                    e.edx = o.edx;
+                }
+                None => {
+                    let entry = kvm_cpuid_entry2 {
+                        function: o.function,
+                        index: o.index,
+                        flags: if o.index != 0 { 1 } else { 0 },
+                        eax: o.eax,
+                        ebx: o.ebx,
+                        ecx: o.ecx,
+                        edx: o.edx,
+                        ..Default::default()
+                    };
+                    cpuid.push(entry).map_err(|_| CpuError::Table {
+                        what: "CPUID entry",
+                        gpa: 0,
+                        msg: "too many CPUID entries".into(),
+                    })?;
+                }
+            }
+            if o.function >= 0x8000_0000 {
+                if let Some(max) = cpuid
+                    .as_mut_slice()
+                    .iter_mut()
+                    .find(|e| e.function == 0x8000_0000)
+                {
+                    max.eax = max.eax.max(o.function);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write<T: vm_memory::ByteValued>(
+    mem: &GuestMemoryMmap,
+    what: &'static str,
+    gpa: u64,
+    v: T,
+) -> Result<(), CpuError> {
+    mem.write_obj(v, GuestAddress(gpa))
+        .map_err(|e| CpuError::Table {
+            what,
+            gpa,
+            msg: e.to_string(),
+        })
+}
+
+/// GDT descriptor values (see [`GDT_START`]).
+pub const GDT: [u64; 6] = [
+    0,
+    0x00af_9a00_0000_ffff, // 0x08 kernel code, 64-bit
+    0x00cf_9200_0000_ffff, // 0x10 kernel data
+    0x00cf_9a00_0000_ffff, // 0x18 kernel code, 32-bit
+    0x00af_fa00_0000_ffff, // 0x20 (0x23) user code, 64-bit
+    0x00cf_f200_0000_ffff, // 0x28 (0x2b) user data
+];
+/// Selector of the 64-bit TSS.
+pub const TSS_SELECTOR: u16 = 0x30;
+
+/// Writes GDT, TSS (RSP0 = top of vCPU 0's boot stack, all-zero I/O bitmap) and a zeroed IDT.
+pub fn write_descriptor_tables(mem: &GuestMemoryMmap) -> Result<(), CpuError> {
+    for (i, d) in GDT.iter().enumerate() {
+        write(mem, "GDT", GDT_START + i as u64 * 8, *d)?;
+    }
+    let base = TSS_START;
+    let limit = TSS_LIMIT;
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | (0x89u64 << 40) // present, type 9 (available 64-bit TSS)
+        | (((limit >> 16) & 0xf) << 48)
+        | (((base >> 24) & 0xff) << 56);
+    write(mem, "GDT", GDT_START + 6 * 8, low)?;
+    write(mem, "GDT", GDT_START + 7 * 8, base >> 32)?;
+    write(mem, "IDT", IDT_START, [0u64; 2])?;
+    // TSS: zero header, RSP0, I/O map base, zero bitmap, 0xFF terminator.
+    mem.write_slice(
+        &vec![0u8; (TSS_LIMIT + 1) as usize],
+        GuestAddress(TSS_START),
+    )
+    .map_err(|e| CpuError::Table {
+        what: "TSS",
+        gpa: TSS_START,
+        msg: e.to_string(),
+    })?;
+    write(mem, "TSS", TSS_START + 4, BOOT_STACK_TOP)?;
+    write(mem, "TSS", TSS_START + 0x66, TSS_IOMAP_OFFSET as u16)?;
+    write(mem, "TSS", TSS_START + TSS_LIMIT, 0xffu8)?;
+    Ok(())
+}
+
+/// Validates an encryption-bit position and returns its mask.
+pub fn cbit_mask(cbit: Option<u8>) -> Result<u64, CpuError> {
+    match cbit {
+        None => Ok(0),
+        Some(b) if (32..=51).contains(&b) => Ok(1u64 << b),
+        Some(b) => Err(CpuError::BadCbit(b)),
+    }
+}
+
+/// Writes identity page tables for 0..4 GiB with 2 MiB pages (user-accessible, writable).
+/// Every entry carries `enc_mask`. Returns the CR3 value (which carries it too).
+pub fn write_page_tables(mem: &GuestMemoryMmap, enc_mask: u64) -> Result<u64, CpuError> {
+    write(mem, "PML4", PML4_START, PDPT_START | enc_mask | 0x7)?;
+    for i in 1..512u64 {
+        write(mem, "PML4", PML4_START + i * 8, 0u64)?;
+    }
+    for i in 0..512u64 {
+        let v = if i < PD_COUNT {
+            (PD_START + i * PAGE_SIZE) | enc_mask | 0x7
+        } else {
+            0
+        };
+        write(mem, "PDPT", PDPT_START + i * 8, v)?;
+    }
+    for i in 0..PD_COUNT * 512 {
+        write(mem, "PD", PD_START + i * 8, (i << 21) | enc_mask | 0x87)?;
+    }
+    Ok(PML4_START | enc_mask)
+}
+
+fn seg(selector: u16, type_: u8, l: u8, db: u8, dpl: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        ..Default::default()
+    }
+}
+
+/// Special registers for 64-bit entry at CPL0 with the VMM's tables.
+pub fn long_mode_sregs(mut s: kvm_sregs, cr3: u64) -> kvm_sregs {
+    s.cs = seg(0x08, 0xb, 1, 0, 0);
+    let data = seg(0x10, 0x3, 0, 1, 0);
+    s.ds = data;
+    s.es = data;
+    s.fs = data;
+    s.gs = data;
+    s.ss = data;
+    s.tr = kvm_segment {
+        base: TSS_START,
+        limit: TSS_LIMIT as u32,
+        selector: TSS_SELECTOR,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    s.gdt.base = GDT_START;
+    s.gdt.limit = (GDT_ENTRIES * 8 - 1) as u16;
+    s.idt.base = IDT_START;
+    s.idt.limit = 0;
+    s.cr3 = cr3;
+    s.cr4 = 0x20; // PAE
+    s.cr0 = 0x8000_0031; // PG | NE | ET | PE
+    s.efer = 0x500; // LMA | LME
+    s
+}
+
+/// Special registers at the x86 reset vector (real mode, CS base 0xFFFF0000).
+pub fn reset_sregs(mut s: kvm_sregs) -> kvm_sregs {
+    let real = |selector: u16, base: u64, type_: u8| kvm_segment {
+        base,
+        limit: 0xffff,
+        selector,
+        type_,
+        present: 1,
+        s: 1,
+        ..Default::default()
+    };
+    s.cs = real(0xf000, 0xffff_0000, 0xb);
+    let d = real(0, 0, 0x3);
+    s.ds = d;
+    s.es = d;
+    s.fs = d;
+    s.gs = d;
+    s.ss = d;
+    s.tr = kvm_segment {
+        limit: 0xffff,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    s.gdt.base = 0;
+    s.gdt.limit = 0xffff;
+    s.idt.base = 0;
+    s.idt.limit = 0xffff;
+    s.cr0 = 0x6000_0010;
+    s.cr3 = 0;
+    s.cr4 = 0;
+    s.efer = 0;
+    s
+}
+
+/// General registers for long-mode entry.
+pub fn long_mode_regs(rip: u64, rsp: u64, rdi: u64, rsi: u64, rdx: u64) -> kvm_regs {
+    kvm_regs {
+        rip,
+        rsp,
+        rbp: rsp,
+        rdi,
+        rsi,
+        rdx,
+        rflags: 0x2,
+        ..Default::default()
+    }
+}
+
+/// General registers at the reset vector.
+pub fn reset_regs() -> kvm_regs {
+    kvm_regs {
+        rip: 0xfff0,
+        rflags: 0x2,
+        rdx: 0x600, // reset EDX signature (family 6)
+        ..Default::default()
+    }
+}
+
+/// MSRs every vCPU starts with: syscall/sysenter MSRs cleared, fast strings on, TSC 0.
+pub fn boot_msrs() -> Msrs {
+    let e = |index: u32, data: u64| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let list = [
+        e(0x174, 0),       // SYSENTER_CS
+        e(0x175, 0),       // SYSENTER_ESP
+        e(0x176, 0),       // SYSENTER_EIP
+        e(0xc000_0081, 0), // STAR
+        e(0xc000_0082, 0), // LSTAR
+        e(0xc000_0083, 0), // CSTAR
+        e(0xc000_0084, 0), // SYSCALL_MASK
+        e(0xc000_0102, 0), // KERNEL_GS_BASE
+        e(0x10, 0),        // TSC
+        e(0x1a0, 1),       // MISC_ENABLE: fast strings
+    ];
+    Msrs::from_entries(&list).expect("fixed MSR list fits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paging::{translate, PageSize};
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn page_tables_identity_map_with_and_without_cbit() {
+        for cbit in [None, Some(47u8)] {
+            let m = mem();
+            let mask = cbit_mask(cbit).unwrap();
+            let cr3 = write_page_tables(&m, mask).unwrap();
+            assert_eq!(cr3, PML4_START | mask);
+            for gva in [0u64, 0x1234, 0x20_1000, 0xffff_fff0, 0x3fff_ffff] {
+                let t = translate(&m, cr3, gva, mask).unwrap();
+                assert_eq!(t.gpa, gva);
+                assert_eq!(t.size, PageSize::Size2M);
+                assert_eq!(t.encrypted, cbit.is_some());
+            }
+            assert!(translate(&m, cr3, 0x1_0000_0000, mask).is_err());
+            let pde: u64 = m.read_obj(GuestAddress(PD_START + 8)).unwrap();
+            assert_eq!(pde, 0x20_0000 | mask | 0x87);
+        }
+        assert!(matches!(cbit_mask(Some(52)), Err(CpuError::BadCbit(52))));
+        assert!(matches!(cbit_mask(Some(12)), Err(CpuError::BadCbit(12))));
+    }
+
+    #[test]
+    fn tss_descriptor_and_iomap() {
+        let m = mem();
+        write_descriptor_tables(&m).unwrap();
+        let lo: u64 = m.read_obj(GuestAddress(GDT_START + 48)).unwrap();
+        assert_eq!(lo & 0xffff, TSS_LIMIT & 0xffff);
+        assert_eq!((lo >> 16) & 0xff_ffff, TSS_START);
+        assert_eq!((lo >> 40) & 0xff, 0x89);
+        let iomap: u16 = m.read_obj(GuestAddress(TSS_START + 0x66)).unwrap();
+        assert_eq!(iomap as u64, TSS_IOMAP_OFFSET);
+        let term: u8 = m.read_obj(GuestAddress(TSS_START + TSS_LIMIT)).unwrap();
+        assert_eq!(term, 0xff);
+        let rsp0: u64 = m.read_obj(GuestAddress(TSS_START + 4)).unwrap();
+        assert_eq!(rsp0, BOOT_STACK_TOP);
+    }
+
+    #[test]
+    fn cpuid_overrides_replace_and_append() {
+        let mut c = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 0x8000_0000,
+                eax: 0x8000_0008,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                eax: 0x3030,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0xff00_0800,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        let o = CpuidOverrides(vec![
+            CpuidOverride {
+                function: 0x8000_0008,
+                index: 0,
+                eax: 0x3030,
+                ebx: 0,
+                ecx: 0,
+                edx: 0x1234,
+            },
+            CpuidOverride {
+                function: 0x8000_001f,
+                index: 0,
+                eax: 2,
+                ebx: 0x16f,
+                ecx: 0,
+                edx: 0,
+            },
+        ]);
+        o.apply(&mut c, 1).unwrap();
+        let s = c.as_slice();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].eax, 0x8000_001f);
+        assert_eq!(s[1].edx, 0x1234);
+        assert_eq!(s[2].ebx, 0x0100_0800);
+        assert_eq!((s[3].function, s[3].eax, s[3].ebx), (0x8000_001f, 2, 0x16f));
+    }
+}

@@ -1,0 +1,126 @@
+//! Every guest-physical constant of the machine, in one place.
+//!
+//! This is ABI: an SEV launch measures what the VMM places at these addresses, so a change
+//! here changes launch digests. `docs/LAYOUT.md` mirrors this file; keep them in sync.
+//! This module only declares numbers; it never touches memory.
+
+/// Size of one 4 KiB page.
+pub const PAGE_SIZE: u64 = 0x1000;
+
+/// Start of the GDT (null, code64 0x08, data 0x10, code32 0x18, user code64 0x23,
+/// user data 0x2b, 64-bit TSS 0x30).
+pub const GDT_START: u64 = 0x0000_1000;
+/// Number of 8-byte GDT slots used (the TSS descriptor takes two).
+pub const GDT_ENTRIES: usize = 8;
+/// Start of the IDT. The VMM loads it with limit 0: any exception before the guest installs
+/// its own IDT is a triple fault (reported as [`crate::ExitStatus::TripleFault`]).
+pub const IDT_START: u64 = 0x0000_2000;
+/// Start of the 64-bit TSS.
+pub const TSS_START: u64 = 0x0000_3000;
+/// Offset of the I/O permission bitmap inside the TSS.
+pub const TSS_IOMAP_OFFSET: u64 = 0x68;
+/// TSS limit: header, 8 KiB all-zero I/O bitmap (every port allowed), 0xFF terminator byte.
+pub const TSS_LIMIT: u64 = TSS_IOMAP_OFFSET + 0x2000;
+/// Scratch page: never written by the VMM after the VM is created, so it survives resets.
+pub const SCRATCH: u64 = 0x0000_6000;
+/// Reset counter used by the bundled `reset` guest (u32).
+pub const RESET_COUNTER: u64 = SCRATCH;
+/// Count of application processors that checked in (u32, bundled guests).
+pub const AP_ONLINE: u64 = SCRATCH + 0x10;
+/// Linux zero page (`struct boot_params`).
+pub const ZERO_PAGE_START: u64 = 0x0000_7000;
+/// Top of the boot stack of vCPU 0 (grows down); vCPU n uses `BOOT_STACK_TOP - n * BOOT_STACK_SIZE`.
+pub const BOOT_STACK_TOP: u64 = 0x0008_0000;
+/// Boot stack size per vCPU.
+pub const BOOT_STACK_SIZE: u64 = 0x4000;
+/// PML4 of the identity map built by the VMM.
+pub const PML4_START: u64 = 0x0000_9000;
+/// PDPT of the identity map.
+pub const PDPT_START: u64 = 0x0000_a000;
+/// Four page directories (2 MiB pages) mapping 0..4 GiB.
+pub const PD_START: u64 = 0x0000_b000;
+/// Number of page directories.
+pub const PD_COUNT: u64 = 4;
+/// End (exclusive) of the boot tables region (GDT..PDs), measured as one range.
+pub const BOOT_TABLES_END: u64 = PD_START + PD_COUNT * PAGE_SIZE;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x0002_0000;
+/// Maximum command line size including the terminating NUL.
+pub const CMDLINE_MAX_SIZE: u64 = 0x1_0000;
+/// EFI secret area (SEV `LAUNCH_SECRET` target); reported as reserved in the E820 map.
+pub const SECRET_AREA_START: u64 = 0x0003_0000;
+/// Size of the EFI secret area. A secret packet larger than this is refused.
+pub const SECRET_AREA_SIZE: u64 = 0x4000;
+/// Start of the EBDA hole (not RAM for Linux).
+pub const EBDA_START: u64 = 0x0009_fc00;
+/// Where bundled guest images are loaded.
+pub const BUNDLED_LOAD_ADDR: u64 = 0x0010_0000;
+/// Where a Linux kernel is loaded (the "high memory" start of the boot protocol).
+pub const KERNEL_START: u64 = 0x0010_0000;
+/// Highest address (exclusive) an initrd may end at, whatever the RAM size.
+pub const INITRD_MAX_END: u64 = 0x3800_0000;
+/// Firmware images are mapped so that they end at 4 GiB.
+pub const FIRMWARE_END: u64 = 0x1_0000_0000;
+/// Largest firmware image accepted.
+pub const FIRMWARE_MAX_SIZE: u64 = 16 << 20;
+/// RAM ends at most here (below the firmware and MMIO hole).
+pub const RAM_MAX: u64 = 0xc000_0000;
+/// Smallest RAM size accepted.
+pub const RAM_MIN: u64 = 4 << 20;
+/// COM1 base port (16550).
+pub const COM1_PORT: u16 = 0x3f8;
+/// i8042 command port; writing 0xFE resets the machine.
+pub const I8042_CMD_PORT: u16 = 0x64;
+/// i8042 data port.
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// Exit port: a guest `out` of byte `v` stops the VM with [`crate::ExitStatus::Exited`]`(v)`.
+pub const EXIT_PORT: u16 = 0xf4;
+/// Real-mode reset vector (CS base 0xFFFF0000, IP 0xFFF0).
+pub const RESET_VECTOR: u64 = 0xffff_fff0;
+
+// Compile-time checks of the layout's invariants.
+const _: () = assert!(SECRET_AREA_SIZE >= 16 * 1024);
+const _: () = assert!(SECRET_AREA_START.is_multiple_of(PAGE_SIZE));
+const _: () = assert!(BOOT_STACK_TOP <= EBDA_START);
+const _: () = assert!(RAM_MAX <= FIRMWARE_END - FIRMWARE_MAX_SIZE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_bundled_guest_abi() {
+        use guests::abi;
+        assert_eq!(abi::LOAD_ADDR, BUNDLED_LOAD_ADDR);
+        assert_eq!(abi::SCRATCH, SCRATCH);
+        assert_eq!(abi::RESET_COUNTER, RESET_COUNTER);
+        assert_eq!(abi::AP_ONLINE, AP_ONLINE);
+        assert_eq!(abi::SECRET_AREA, SECRET_AREA_START);
+        assert_eq!(abi::SECRET_AREA_SIZE, SECRET_AREA_SIZE);
+        assert_eq!(abi::COM1, COM1_PORT);
+        assert_eq!(abi::EXIT_PORT, EXIT_PORT);
+        assert_eq!(abi::I8042_CMD, I8042_CMD_PORT);
+    }
+
+    #[test]
+    fn regions_do_not_overlap() {
+        let mut r = [
+            (GDT_START, GDT_START + GDT_ENTRIES as u64 * 8),
+            (IDT_START, IDT_START + PAGE_SIZE),
+            (TSS_START, TSS_START + TSS_LIMIT + 1),
+            (SCRATCH, SCRATCH + PAGE_SIZE),
+            (ZERO_PAGE_START, ZERO_PAGE_START + PAGE_SIZE),
+            (PML4_START, PML4_START + PAGE_SIZE),
+            (PDPT_START, PDPT_START + PAGE_SIZE),
+            (PD_START, BOOT_TABLES_END),
+            (CMDLINE_START, CMDLINE_START + CMDLINE_MAX_SIZE),
+            (SECRET_AREA_START, SECRET_AREA_START + SECRET_AREA_SIZE),
+            (BOOT_STACK_TOP - 2 * BOOT_STACK_SIZE, BOOT_STACK_TOP),
+            (BUNDLED_LOAD_ADDR, BUNDLED_LOAD_ADDR + 0x10_0000),
+        ];
+        r.sort();
+        for w in r.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:#x?} overlaps {:#x?}", w[0], w[1]);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Guest RAM: size parsing (`256M`, `1G`, ...) and the host mapping of guest memory.
+//!
+//! Guest RAM is one anonymous mapping at GPA 0 (`vm_memory::GuestMemoryMmap`); a firmware
+//! image, when present, is a second region ending at 4 GiB. Nothing here talks to KVM.
+
+use crate::layout;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+/// Errors about guest memory.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemoryError {
+    /// The size string is empty or not `<number>[K|M|G]`.
+    #[error("memory size {0:?} is malformed: expected a number with an optional K, M or G suffix (e.g. 256M)")]
+    Malformed(String),
+    /// The size is below the minimum.
+    #[error("memory size {size:#x} bytes is too small: at least {min} MiB is needed")]
+    TooSmall {
+        /// Requested size.
+        size: u64,
+        /// Minimum in MiB.
+        min: u64,
+    },
+    /// The size is above the maximum.
+    #[error("memory size {size:#x} bytes is too large: at most {max} MiB (RAM ends below the 3 GiB MMIO/firmware hole)")]
+    TooLarge {
+        /// Requested size.
+        size: u64,
+        /// Maximum in MiB.
+        max: u64,
+    },
+    /// The size is not a multiple of 4 KiB.
+    #[error("memory size {0:#x} bytes is not a multiple of 4 KiB")]
+    Unaligned(u64),
+    /// mmap of guest memory failed.
+    #[error("cannot map {size:#x} bytes of guest memory: {msg}")]
+    Map {
+        /// Size of the mapping.
+        size: u64,
+        /// Underlying error.
+        msg: String,
+    },
+}
+
+/// Parses a memory size such as `256M`, `1G`, `65536K`, `0x10000000` or a plain byte count,
+/// and checks it against [`layout::RAM_MIN`] and [`layout::RAM_MAX`].
+pub fn parse_memory_size(s: &str) -> Result<u64, MemoryError> {
+    let t = s.trim();
+    let bad = || MemoryError::Malformed(s.to_string());
+    if t.is_empty() {
+        return Err(bad());
+    }
+    // Accept "256M", "256MB", "256MiB".
+    let t = ["iB", "ib", "B", "b"]
+        .iter()
+        .find_map(|suf| {
+            t.strip_suffix(suf)
+                .filter(|r| r.ends_with(['K', 'M', 'G', 'k', 'm', 'g']))
+        })
+        .unwrap_or(t);
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let (num, mult) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
+        b'K' => (&t[..t.len() - 1], 1u64 << 10),
+        b'M' => (&t[..t.len() - 1], 1 << 20),
+        b'G' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n = if let Some(h) = num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        num.parse::<u64>()
+    }
+    .map_err(|_| bad())?;
+    let size = n.checked_mul(mult).ok_or_else(bad)?;
+    check_memory_size(size)?;
+    Ok(size)
+}
+
+/// Checks a RAM size in bytes against the machine's limits.
+pub fn check_memory_size(size: u64) -> Result<(), MemoryError> {
+    if size < layout::RAM_MIN {
+        return Err(MemoryError::TooSmall {
+            size,
+            min: layout::RAM_MIN >> 20,
+        });
+    }
+    if size > layout::RAM_MAX {
+        return Err(MemoryError::TooLarge {
+            size,
+            max: layout::RAM_MAX >> 20,
+        });
+    }
+    if !size.is_multiple_of(layout::PAGE_SIZE) {
+        return Err(MemoryError::Unaligned(size));
+    }
+    Ok(())
+}
+
+/// Maps guest RAM at GPA 0 and, if `firmware_size` is given, a firmware region ending at 4 GiB.
+pub fn create_guest_memory(
+    ram: u64,
+    firmware_size: Option<u64>,
+) -> Result<GuestMemoryMmap, MemoryError> {
+    check_memory_size(ram)?;
+    let mut ranges = vec![(GuestAddress(0), ram as usize)];
+    if let Some(fw) = firmware_size {
+        let fw = fw.next_multiple_of(layout::PAGE_SIZE);
+        ranges.push((GuestAddress(layout::FIRMWARE_END - fw), fw as usize));
+    }
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Map {
+        size: ram,
+        msg: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_memory_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_memory_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_memory_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_memory_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_memory_size("512MB"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("8192K"), Ok(8 << 20));
+        assert_eq!(parse_memory_size("0x1000000"), Ok(16 << 20));
+        assert_eq!(parse_memory_size(" 16777216 "), Ok(16 << 20));
+    }
+
+    #[test]
+    fn rejects_bad_sizes_with_clear_errors() {
+        for s in [
+            "",
+            "M",
+            "12X",
+            "abc",
+            "-1M",
+            "1.5G",
+            "99999999999999999999G",
+        ] {
+            let e = parse_memory_size(s).unwrap_err();
+            assert!(matches!(e, MemoryError::Malformed(_)), "{s}: {e}");
+            assert!(e.to_string().contains("malformed"));
+        }
+        let e = parse_memory_size("1M").unwrap_err();
+        assert!(matches!(e, MemoryError::TooSmall { .. }));
+        assert!(e.to_string().contains("too small"), "{e}");
+        assert!(matches!(
+            parse_memory_size("4G"),
+            Err(MemoryError::TooLarge { .. })
+        ));
+        assert_eq!(
+            parse_memory_size("4194305"),
+            Err(MemoryError::Unaligned(4194305))
+        );
+    }
+
+    #[test]
+    fn firmware_region_ends_at_4g() {
+        use vm_memory::GuestMemoryBackend;
+        let m = create_guest_memory(16 << 20, Some(0x1800)).unwrap();
+        assert_eq!(m.num_regions(), 2);
+        assert!(m.address_in_range(GuestAddress(0xffff_e000)));
+        assert!(m.address_in_range(GuestAddress(0xffff_ffff)));
+        assert!(!m.address_in_range(GuestAddress(0xffff_dfff)));
+    }
+}

@@ -1,0 +1,363 @@
+//! End-to-end: build and run each bundled guest under KVM through the library API, with COM1
+//! captured to a buffer. Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm_memory::{Bytes, GuestAddress};
+use vmm::{
+    BootSource, CpuidOverride, CpuidOverrides, ExitStatus, LaunchContext, LaunchHooks, MsrHandler,
+    OnReset, ResetAction, SerialOut, Vm, VmConfig,
+};
+
+fn kvm_available() -> bool {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("/dev/kvm is not usable and CI is set");
+    }
+    eprintln!("SKIP: /dev/kvm is not usable");
+    false
+}
+
+fn config(guest: &str) -> (VmConfig, Arc<Mutex<Vec<u8>>>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let cfg = VmConfig {
+        memory: 32 << 20,
+        boot: BootSource::Bundled(guest.into()),
+        serial: SerialOut::Buffer(buf.clone()),
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    (cfg, buf)
+}
+
+fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+#[test]
+fn hello_prints_and_exits_zero() {
+    if !kvm_available() {
+        return;
+    }
+    let (cfg, buf) = config("hello");
+    let mut vm = Vm::build(&cfg).unwrap();
+    let st = vm.run().unwrap();
+    assert_eq!(st, ExitStatus::Exited(0), "serial: {}", text(&buf));
+    assert_eq!(text(&buf), "hello from the sevm bundled guest\n");
+}
+
+#[test]
+fn hello_with_two_cpus_sees_the_ap() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut cfg, buf) = config("hello");
+    cfg.cpus = 2;
+    let mut vm = Vm::build(&cfg).unwrap();
+    let st = vm.run().unwrap();
+    assert_eq!(st, ExitStatus::Exited(0), "serial: {}", text(&buf));
+    assert_eq!(
+        text(&buf),
+        "hello from the sevm bundled guest\ncpus online: 02\n"
+    );
+}
+
+#[test]
+fn cpuid_guest_without_sev() {
+    if !kvm_available() {
+        return;
+    }
+    let (cfg, buf) = config("cpuid");
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let out = text(&buf);
+    assert!(out.contains("cpuid 80000008 eax="), "{out}");
+    assert!(out.contains("msr c0010131 not read"), "{out}");
+}
+
+#[derive(Debug)]
+struct SevStatus;
+impl MsrHandler for SevStatus {
+    fn rdmsr(&self, _cpu: usize, index: u32) -> Option<u64> {
+        (index == 0xc001_0131).then_some(1)
+    }
+}
+
+#[test]
+fn cpuid_guest_with_overrides_alias_cbit_and_msr_hook() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut cfg, buf) = config("cpuid");
+    let cbit = 47u8;
+    cfg.page_table_cbit = Some(cbit);
+    cfg.cpuid_overrides = CpuidOverrides(vec![
+        CpuidOverride {
+            function: 0x8000_001f,
+            index: 0,
+            eax: 0x2,
+            ebx: 0x40 | cbit as u32,
+            ecx: 0,
+            edx: 0,
+        },
+        CpuidOverride {
+            function: 0x8000_0008,
+            index: 0,
+            eax: 0x3030,
+            ebx: 0,
+            ecx: 0,
+            edx: 0x1234,
+        },
+    ]);
+    cfg.msr_handler = Some(Arc::new(SevStatus));
+    let mut vm = Vm::build(&cfg).unwrap();
+    vm.add_alias(1 << cbit).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let out = text(&buf);
+    assert!(
+        out.contains("cpuid 8000001f eax=00000002 ebx=0000006f ecx=00000000 edx=00000000"),
+        "{out}"
+    );
+    assert!(out.contains("cpuid 80000008 eax=00003030"), "{out}");
+    assert!(out.contains("edx=00001234"), "{out}");
+    assert!(out.contains("msr c0010131=0000000000000001"), "{out}");
+}
+
+#[test]
+fn cbit_without_alias_faults() {
+    if !kvm_available() {
+        return;
+    }
+    // With the C-bit in the page tables but no alias slot, the page walk cannot reach RAM.
+    let (mut cfg, _buf) = config("hello");
+    cfg.page_table_cbit = Some(47);
+    cfg.timeout = Some(Duration::from_secs(20));
+    let mut vm = Vm::build(&cfg).unwrap();
+    let st = vm.run().unwrap();
+    assert_ne!(st, ExitStatus::Exited(0));
+}
+
+#[test]
+fn reset_guest_reboots_three_times() {
+    if !kvm_available() {
+        return;
+    }
+    let (cfg, buf) = config("reset");
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    assert_eq!(vm.reset_count(), 3);
+    assert_eq!(
+        text(&buf),
+        "reset guest: boot 01\nreset guest: boot 02\nreset guest: boot 03\nreset guest: boot 04\nreset guest: done\n"
+    );
+}
+
+#[test]
+fn reset_with_shutdown_policy_stops() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut cfg, buf) = config("reset");
+    cfg.on_reset = OnReset::Shutdown;
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
+    assert_eq!(vm.reset_count(), 1);
+    assert_eq!(text(&buf), "reset guest: boot 01\n");
+}
+
+/// Records hook calls and relaunches on reset.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+impl LaunchHooks for Recorder {
+    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), vmm::HookError> {
+        let kinds: Vec<String> = ctx
+            .measured
+            .iter()
+            .map(|r| format!("{:?}", r.kind))
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("after_load {}", kinds.join(",")));
+        Ok(())
+    }
+    fn before_run(&mut self, _ctx: &LaunchContext<'_>) -> Result<(), vmm::HookError> {
+        self.0.lock().unwrap().push("before_run".into());
+        Ok(())
+    }
+    fn on_reset(&mut self, _ctx: &LaunchContext<'_>) -> Result<ResetAction, vmm::HookError> {
+        self.0.lock().unwrap().push("on_reset".into());
+        Ok(ResetAction::Relaunch)
+    }
+}
+
+#[test]
+fn hooks_are_called_in_order_and_relaunch_works() {
+    if !kvm_available() {
+        return;
+    }
+    let (cfg, buf) = config("reset");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(Recorder(log.clone()))).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let log = log.lock().unwrap().clone();
+    let load = "after_load BootTables,Bundled".to_string();
+    let mut want = vec![load.clone(), "before_run".into()];
+    for _ in 0..3 {
+        want.extend([
+            "on_reset".to_string(),
+            load.clone(),
+            "before_run".to_string(),
+        ]);
+    }
+    assert_eq!(log, want);
+}
+
+/// EFI secret table with the given entries (entry length includes its 20-byte header).
+fn secret_table(entries: &[([u8; 16], Vec<u8>)]) -> Vec<u8> {
+    let hdr_guid: [u8; 16] = [
+        0x42, 0xf5, 0x74, 0x1e, 0xdd, 0x71, 0x66, 0x4d, 0x96, 0x3e, 0xef, 0x42, 0x87, 0xff, 0x17,
+        0x3b,
+    ];
+    let mut body = Vec::new();
+    for (g, d) in entries {
+        body.extend_from_slice(g);
+        body.extend_from_slice(&(20 + d.len() as u32).to_le_bytes());
+        body.extend_from_slice(d);
+    }
+    let mut t = hdr_guid.to_vec();
+    t.extend_from_slice(&(20 + body.len() as u32).to_le_bytes());
+    t.extend_from_slice(&body);
+    while !t.len().is_multiple_of(16) {
+        t.push(0);
+    }
+    t
+}
+
+fn sha256_hex(d: &[u8]) -> String {
+    let h = openssl::sha::sha256(d);
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a secret table after images are placed, as the SEV layer's LAUNCH_SECRET would.
+struct InjectSecret(Vec<u8>);
+impl LaunchHooks for InjectSecret {
+    fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), vmm::HookError> {
+        ctx.memory
+            .write_slice(&self.0, GuestAddress(vmm::layout::SECRET_AREA_START))?;
+        Ok(())
+    }
+}
+
+#[test]
+fn secret_reader_without_secret() {
+    if !kvm_available() {
+        return;
+    }
+    let (cfg, buf) = config("secret-reader");
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    assert_eq!(text(&buf), "no secret\n");
+}
+
+#[test]
+fn secret_reader_hashes_entries_through_cbit_mapping() {
+    if !kvm_available() {
+        return;
+    }
+    // GUID 736869e5-84f0-4973-92ec-06879ce3da0b (the sev disk passphrase GUID) in bytes_le.
+    let g1: [u8; 16] = [
+        0xe5, 0x69, 0x68, 0x73, 0xf0, 0x84, 0x73, 0x49, 0x92, 0xec, 0x06, 0x87, 0x9c, 0xe3, 0xda,
+        0x0b,
+    ];
+    let g2: [u8; 16] = [
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+        0x10,
+    ];
+    let d1 = b"correct horse battery staple".to_vec();
+    let d2: Vec<u8> = (0..200u32).map(|i| (i * 13 + 1) as u8).collect(); // multi-block
+    let d3 = vec![0xabu8; 55]; // padding edge case: 55 bytes fits one block
+    let table = secret_table(&[(g1, d1.clone()), (g2, d2.clone()), (g1, d3.clone())]);
+
+    let (mut cfg, buf) = config("secret-reader");
+    let cbit = 47u8;
+    cfg.page_table_cbit = Some(cbit);
+    cfg.cpuid_overrides = CpuidOverrides(vec![CpuidOverride {
+        function: 0x8000_0008,
+        index: 0,
+        eax: 0x3030,
+        ebx: 0,
+        ecx: 0,
+        edx: 0,
+    }]);
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
+    vm.add_alias(1 << cbit).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let want = format!(
+        "secret entry 736869e5-84f0-4973-92ec-06879ce3da0b len=0000001c sha256={}\n\
+         secret entry 04030201-0605-0807-090a-0b0c0d0e0f10 len=000000c8 sha256={}\n\
+         secret entry 736869e5-84f0-4973-92ec-06879ce3da0b len=00000037 sha256={}\n\
+         secret entries: 03\n",
+        sha256_hex(&d1),
+        sha256_hex(&d2),
+        sha256_hex(&d3)
+    );
+    assert_eq!(text(&buf), want);
+}
+
+#[test]
+fn raw_firmware_at_reset_vector() {
+    if !kvm_available() {
+        return;
+    }
+    // Real-mode code at 0xFFFFFFF0: mov dx,0x3f8; mov al,'F'; out dx,al; mov dx,0xf4;
+    // mov al,5; out dx,al; hlt.
+    let code = [
+        0xba, 0xf8, 0x03, 0xb0, b'F', 0xee, 0xba, 0xf4, 0x00, 0xb0, 0x05, 0xee, 0xf4,
+    ];
+    let mut fw = vec![0xf4u8; 0x1000];
+    let at = fw.len() - 16;
+    fw[at..at + code.len()].copy_from_slice(&code);
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &fw).unwrap();
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let cfg = VmConfig {
+        memory: 16 << 20,
+        cpus: 2,
+        boot: BootSource::Firmware(f.path().into()),
+        serial: SerialOut::Buffer(buf.clone()),
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(5));
+    assert_eq!(text(&buf), "F");
+}
+
+#[test]
+fn timeout_stops_a_spinning_guest() {
+    if !kvm_available() {
+        return;
+    }
+    // Firmware that spins forever: jmp $ at the reset vector.
+    let mut fw = vec![0xf4u8; 0x1000];
+    let at = fw.len() - 16;
+    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]);
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &fw).unwrap();
+    let cfg = VmConfig {
+        memory: 16 << 20,
+        boot: BootSource::Firmware(f.path().into()),
+        serial: SerialOut::Sink,
+        timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Timeout);
+}
