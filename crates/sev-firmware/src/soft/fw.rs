@@ -148,12 +148,12 @@ impl PlatformStatus {
 type St<T> = Result<T, Status>;
 
 fn crypto_fail(_: openssl::error::ErrorStack) -> Status {
-    Status::HwErrorPlatform
+    Status::HwerrorPlatform
 }
 
 fn fw_fail(e: FwError) -> Status {
     tracing::error!("soft firmware internal error: {e}");
-    e.status().unwrap_or(Status::HwErrorPlatform)
+    e.status().unwrap_or(Status::HwerrorPlatform)
 }
 
 /// The soft firmware's volatile and cached persistent state.
@@ -285,7 +285,7 @@ impl Fw {
             return Err(Status::InvalidLength);
         }
         self.refresh()?;
-        let mut c = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?.cert;
+        let mut c = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?.cert;
         cert::clear_sigs(&mut c);
         *len = SEV_CERT_LEN as u32;
         Ok(c)
@@ -306,7 +306,7 @@ impl Fw {
         }
         cert::verify_ec_by(oca, oca).map_err(|_| Status::InvalidCertificate)?;
         cert::verify_ec_by(pek, oca).map_err(|_| Status::InvalidCertificate)?;
-        let cur = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?.cert;
+        let cur = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?.cert;
         if pek[..0x414] != cur[..0x414] {
             return Err(Status::InvalidCertificate);
         }
@@ -362,7 +362,7 @@ impl Fw {
         self.refresh()?;
         let id = &self.id;
         let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, &id.oca) else {
-            return Err(Status::HwErrorPlatform);
+            return Err(Status::HwerrorPlatform);
         };
         let mut cek = id.cek.cert;
         cert::clear_sigs(&mut cek);
@@ -425,7 +425,7 @@ impl Fw {
                 return Err(Status::InvalidCertificate);
             }
             let peer = cert::ec_public_key(godh).map_err(|_| Status::InvalidCertificate)?;
-            let pdh = self.id.pdh.as_ref().ok_or(Status::HwErrorPlatform)?;
+            let pdh = self.id.pdh.as_ref().ok_or(Status::HwerrorPlatform)?;
             let z = cert::ecdh(&pdh.key, &peer).map_err(crypto_fail)?;
             let nonce = &session[0..16];
             let wrap_tk = &session[0x10..0x30];
@@ -657,7 +657,7 @@ impl Fw {
         r[0x30..0x34].copy_from_slice(&g.policy.to_le_bytes());
         r[0x34..0x38].copy_from_slice(&usage::PEK.to_le_bytes());
         r[0x38..0x3C].copy_from_slice(&cert::algo::ECDSA_SHA256.to_le_bytes());
-        let pek = self.id.pek.as_ref().ok_or(Status::HwErrorPlatform)?;
+        let pek = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?;
         let digest =
             openssl::hash::hash(MessageDigest::sha256(), &r[..0x34]).map_err(crypto_fail)?;
         let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &pek.key).map_err(crypto_fail)?;

@@ -253,7 +253,7 @@ pub(crate) fn execute(
             Fw::measure_data(g, &data)?;
             g.key
                 .encrypt(pa, &mut data)
-                .map_err(|_| Status::HwErrorPlatform)?;
+                .map_err(|_| Status::HwerrorPlatform)?;
             mem.write(pa, &data)
         }
         LAUNCH_MEASURE => {
@@ -274,7 +274,7 @@ pub(crate) fn execute(
             let key = fw.guest(h)?.key.clone();
             let mut data = pt.to_vec();
             key.encrypt(gpa, &mut data)
-                .map_err(|_| Status::HwErrorPlatform)?;
+                .map_err(|_| Status::HwerrorPlatform)?;
             mem.write(gpa, &data)
         }
         LAUNCH_FINISH => {
@@ -299,7 +299,7 @@ pub(crate) fn execute(
             } else {
                 key.encrypt(dst, &mut data)
             };
-            r.map_err(|_| Status::HwErrorPlatform)?;
+            r.map_err(|_| Status::HwerrorPlatform)?;
             mem.write(dst, &data)
         }
         0x40..=0x44 => {
