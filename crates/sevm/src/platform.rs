@@ -4,13 +4,18 @@
 //! The platform state (keys, certificates, ownership) of the soft backend lives in
 //! `--platform-dir` (default: the user's data directory, `sevm/platform`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use sev_firmware::soft::SoftPlatform;
+use sev_firmware::SevPlatform;
+use sev_proto::cert::{SevCert, Usage};
 
 use crate::output::Output;
+use crate::owner::write_path;
 
 /// Which SEV firmware to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -70,7 +75,7 @@ enum PlatformCmd {
     Provision {
         /// The owner's OCA certificate (SEV format).
         oca_cert: PathBuf,
-        /// The owner's OCA private key (PEM).
+        /// The owner's OCA private key (PEM or DER, as `sevctl generate` writes it).
         oca_key: PathBuf,
     },
     /// GET_ID: the chip's unique ID.
@@ -87,16 +92,194 @@ pub fn default_platform_dir() -> Result<PathBuf> {
     Ok(base.join("sevm").join("platform"))
 }
 
+/// Reads a SEV certificate file (2084 bytes), naming the argument and file on error.
+fn read_sev_cert(arg: &str, path: &Path) -> Result<Vec<u8>> {
+    let b =
+        std::fs::read(path).with_context(|| format!("{arg}: cannot read {}", path.display()))?;
+    SevCert::parse(&b)
+        .with_context(|| format!("{arg}: {} is not a SEV certificate", path.display()))?;
+    Ok(b)
+}
+
+/// Parses an EC private key in PEM or DER (SEC1 as `sevctl generate` writes, or PKCS#8).
+fn load_ec_private_key(b: &[u8]) -> Result<openssl::ec::EcKey<openssl::pkey::Private>> {
+    use openssl::ec::EcKey;
+    use openssl::pkey::PKey;
+    EcKey::private_key_from_pem(b)
+        .or_else(|_| EcKey::private_key_from_der(b))
+        .or_else(|_| PKey::private_key_from_pem(b).and_then(|k| k.ec_key()))
+        .or_else(|_| PKey::private_key_from_der(b).and_then(|k| k.ec_key()))
+        .map_err(anyhow::Error::from)
+}
+
+/// Opens the selected backend.
+fn open(a: &PlatformArgs) -> Result<(Box<dyn SevPlatform>, Option<SoftPlatform>, String)> {
+    match a.sev_backend {
+        Backend::Soft => {
+            let dir = match &a.platform_dir {
+                Some(d) => d.clone(),
+                None => default_platform_dir()?,
+            };
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("--platform-dir: cannot create {}", dir.display()))?;
+            let p = SoftPlatform::open(&dir)
+                .with_context(|| format!("opening the soft platform in {}", dir.display()))?;
+            Ok((
+                Box::new(p.clone()),
+                Some(p),
+                format!("soft ({})", dir.display()),
+            ))
+        }
+        Backend::Hw => {
+            let p = sev_firmware::hw::HwPlatform::open()
+                .context("opening /dev/sev (--sev-backend hw)")?;
+            Ok((Box::new(p), None, "hw (/dev/sev)".to_string()))
+        }
+    }
+}
+
 /// Runs `sevm platform ...`.
-pub fn run(a: PlatformArgs, _out: &Output) -> Result<ExitCode> {
-    let dir = match &a.platform_dir {
-        Some(d) => d.clone(),
-        None => default_platform_dir()?,
-    };
-    bail!(
-        "sevm platform {:?} (backend {:?}, dir {}): not available in this build yet",
-        a.cmd,
-        a.sev_backend,
-        dir.display()
-    )
+pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
+    let (p, soft, backend) = open(&a)?;
+    match &a.cmd {
+        PlatformCmd::Status => {
+            let s = p.platform_status().context("PLATFORM_STATUS")?;
+            let cbit = p.cbit_pos().context("C-bit position")?;
+            let owner = if s.owner_external {
+                "external"
+            } else {
+                "self-owned"
+            };
+            out.emit(
+                &json!({
+                    "backend": backend,
+                    "api_major": s.api_major,
+                    "api_minor": s.api_minor,
+                    "build": s.build,
+                    "state": format!("{:?}", s.state),
+                    "owner": owner,
+                    "owner_external": s.owner_external,
+                    "config_es": s.config_es,
+                    "guest_count": s.guest_count,
+                    "cbit_pos": cbit,
+                }),
+                &format!(
+                    "backend:     {backend}\napi version: {}.{}\nbuild:       {}\nstate:       {:?}\nowner:       {owner}\nSEV-ES:      {}\nguests:      {}\nC-bit:       {cbit}",
+                    s.api_major, s.api_minor, s.build, s.state, s.config_es, s.guest_count
+                ),
+            );
+        }
+        PlatformCmd::Export { full, ca, file } => {
+            let (bytes, what) = match &soft {
+                Some(sp) => {
+                    let c = sp
+                        .export_chain()
+                        .context("exporting the certificate chain")?;
+                    if *ca {
+                        ([c.ask.clone(), c.ark.clone()].concat(), "ASK, ARK")
+                    } else if *full {
+                        (c.to_bytes(), "PDH, PEK, OCA, CEK, ASK, ARK")
+                    } else {
+                        (
+                            [c.pdh.clone(), c.pek.clone(), c.oca.clone(), c.cek.clone()].concat(),
+                            "PDH, PEK, OCA, CEK",
+                        )
+                    }
+                }
+                None => {
+                    if *ca || *full {
+                        bail!("export --full/--ca on the hw backend needs AMD's ASK/ARK: fetch them from AMD's KDS (`sevctl export --full`)");
+                    }
+                    let e = p.pdh_cert_export().context("PDH_CERT_EXPORT")?;
+                    ([e.pdh, e.chain].concat(), "PDH, PEK, OCA, CEK")
+                }
+            };
+            write_path(file, &bytes, false)?;
+            out.emit(
+                &json!({"ok": true, "file": file.display().to_string(), "certificates": what, "len": bytes.len()}),
+                &format!("wrote {what} ({} bytes) to {}", bytes.len(), file.display()),
+            );
+        }
+        PlatformCmd::PdhGen => {
+            p.pdh_gen().context("PDH_GEN")?;
+            out.emit(
+                &json!({"ok": true, "command": "PDH_GEN"}),
+                "PDH_GEN: new PDH",
+            );
+        }
+        PlatformCmd::PekGen => {
+            p.pek_gen().context("PEK_GEN")?;
+            out.emit(
+                &json!({"ok": true, "command": "PEK_GEN"}),
+                "PEK_GEN: new PEK and PDH (self-owned)",
+            );
+        }
+        PlatformCmd::PekCsr { file } => {
+            let csr = p.pek_csr().context("PEK_CSR")?;
+            write_path(file, &csr, false)?;
+            out.emit(
+                &json!({"ok": true, "file": file.display().to_string()}),
+                &format!("wrote the PEK CSR to {}", file.display()),
+            );
+        }
+        PlatformCmd::PekCertImport { pek_cert, oca_cert } => {
+            let pek = read_sev_cert("PEK_CERT", pek_cert)?;
+            let oca = read_sev_cert("OCA_CERT", oca_cert)?;
+            p.pek_cert_import(&pek, &oca).context("PEK_CERT_IMPORT")?;
+            out.emit(
+                &json!({"ok": true, "command": "PEK_CERT_IMPORT"}),
+                "PEK_CERT_IMPORT: platform is now externally owned",
+            );
+        }
+        PlatformCmd::Provision { oca_cert, oca_key } => {
+            let oca = read_sev_cert("OCA_CERT", oca_cert)?;
+            let oca_parsed = SevCert::parse(&oca)?;
+            let pem = std::fs::read(oca_key)
+                .with_context(|| format!("OCA_KEY: cannot read {}", oca_key.display()))?;
+            let key = load_ec_private_key(&pem).with_context(|| {
+                format!(
+                    "OCA_KEY: {} is not an EC private key (PEM or DER, SEC1 or PKCS#8)",
+                    oca_key.display()
+                )
+            })?;
+            let cert_pub = oca_parsed.ec_public_key().with_context(|| {
+                format!("OCA_CERT: {} has no EC public key", oca_cert.display())
+            })?;
+            let mut ctx = openssl::bn::BigNumContext::new()?;
+            let same = key
+                .public_key()
+                .eq(key.group(), cert_pub.public_key(), &mut ctx)
+                .unwrap_or(false);
+            if !same {
+                bail!(
+                    "OCA_KEY: {} does not match the public key of OCA_CERT {}",
+                    oca_key.display(),
+                    oca_cert.display()
+                );
+            }
+            let csr = p.pek_csr().context("PEK_CSR")?;
+            let mut pek =
+                SevCert::parse(&csr).context("PEK_CSR returned an invalid certificate")?;
+            pek.sign_with(&key, Usage::OCA)
+                .context("signing the PEK with the OCA key")?;
+            p.pek_cert_import(&pek.encode(), &oca)
+                .context("PEK_CERT_IMPORT")?;
+            out.emit(
+                &json!({"ok": true, "command": "provision"}),
+                "provisioned: PEK signed by the OCA and imported; platform is externally owned",
+            );
+        }
+        PlatformCmd::Id => {
+            let id = hex::encode(p.get_id().context("GET_ID")?);
+            out.emit(&json!({"id": id}), &id);
+        }
+        PlatformCmd::Reset => {
+            p.factory_reset().context("PLATFORM_RESET")?;
+            out.emit(
+                &json!({"ok": true, "command": "PLATFORM_RESET"}),
+                "PLATFORM_RESET: OCA, PEK, PDH and ownership wiped",
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
