@@ -120,7 +120,8 @@ fn each_link_failure_is_named() {
     let Some(td) = testdata() else { return };
     let good = FullChain::parse(&read(&td, "derived/naples_full_chain.bin")).unwrap();
     let flip_sev = |c: &mut SevCert| c.sigs[0].sig[5] ^= 0x40;
-    let cases: Vec<(Link, Box<dyn Fn(&mut FullChain)>)> = vec![
+    type Tamper = Box<dyn Fn(&mut FullChain)>;
+    let cases: Vec<(Link, Tamper)> = vec![
         (Link::ArkSelf, Box::new(|c| c.ca.ark.signature[3] ^= 1)),
         (Link::AskByArk, Box::new(|c| c.ca.ask.signature[3] ^= 1)),
         (Link::CekByAsk, Box::new(move |c| flip_sev(&mut c.sev.cek))),
