@@ -375,10 +375,10 @@ fn toml_errors_name_line_and_key() {
     // Unknown top-level key, duplicate key, bad syntax: line named.
     let e = from_toml_str("cpus = 4\nmemroy = 1\n", Path::new("vm.toml"), &d).unwrap_err();
     assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e}");
-    assert_eq!(toml_line_key(&e).0, 2, "{e}");
+    assert_eq!(toml_line_key(&e), (2, "memroy".into()), "{e}");
     let e = from_toml_str("[sev]\npolicy = 1\npolicy = 2\n", Path::new("vm.toml"), &d).unwrap_err();
     assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e}");
-    assert_eq!(toml_line_key(&e).0, 3, "{e}");
+    assert_eq!(toml_line_key(&e), (3, "policy".into()), "{e}");
     let e = from_toml_str("[sev\n", Path::new("vm.toml"), &d).unwrap_err();
     assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
 }
@@ -425,4 +425,34 @@ fn the_three_formats_agree() {
     };
     assert_eq!(strip(q.clone()), strip(t));
     assert_eq!(strip(q), strip(s));
+}
+
+#[test]
+fn toml_from_file() {
+    use vmm::config::tomlfile::from_toml_file;
+    let dir = tempfile::tempdir().unwrap();
+    let owner = make_owner();
+    write_owner_files(dir.path(), &owner);
+    let p = dir.path().join("vm.toml");
+    std::fs::write(
+        &p,
+        "[sev]\nreduced-phys-bits = 1\ndh-cert-file = \"godh.b64\"\nsession-file = \"session.b64\"\n",
+    )
+    .unwrap();
+    // Relative names resolve against the TOML file's directory, whatever the cwd.
+    let cfg = from_toml_file(&p, &ValidationInputs::default()).unwrap();
+    assert_eq!(
+        cfg.sev.unwrap().godh_cert.as_deref(),
+        Some(owner.cert.as_slice())
+    );
+    let e = from_toml_file(
+        &dir.path().join("missing.toml"),
+        &ValidationInputs::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::ReadConfig { .. }), "{e}");
+    assert!(e.to_string().contains("missing.toml"), "{e}");
+    std::fs::write(&p, [0xffu8, 0xfe, 0x00]).unwrap();
+    let e = from_toml_file(&p, &ValidationInputs::default()).unwrap_err();
+    assert!(e.to_string().contains("UTF-8"), "{e}");
 }

@@ -118,24 +118,29 @@ pub fn from_toml_str(
     let doc: Doc = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         let msg = e.message().to_string();
+        // toml names the key in backticks: "unknown field `x`", "duplicate key `x` in ...".
+        let key = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("unknown field") || msg.contains("duplicate key"))
+            .unwrap_or("")
+            .to_string();
         let where_ = Where::Line {
             file: path.to_path_buf(),
             line,
-            key: String::new(),
+            key,
         };
         if msg.contains("unknown field") {
             ConfigError::UnknownKey {
                 at: where_,
-                hint: format!(
-                    "; {} (top-level keys: memory, cpus, guest, firmware, kernel, initrd, \
-                     cmdline, and the [sev] table)",
-                    clip(&msg)
-                ),
+                hint: "; top-level keys: memory, cpus, guest, firmware, kernel, initrd, \
+                       cmdline, and the [sev] table"
+                    .to_string(),
             }
         } else if msg.contains("duplicate key") {
             ConfigError::DuplicateKey {
                 at: where_,
-                first: format!("earlier ({})", clip(&msg)),
+                first: "earlier in the same table".to_string(),
             }
         } else {
             ConfigError::Syntax { at: where_, msg }
