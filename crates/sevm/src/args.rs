@@ -346,4 +346,30 @@ mod tests {
             .parse::<SecretSpec>()
             .is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_round_trip(n: u32) {
+            proptest::prop_assert_eq!(parse_u32("--policy", &n.to_string()).unwrap(), n);
+            proptest::prop_assert_eq!(parse_u32("--policy", &format!("{n:#x}")).unwrap(), n);
+        }
+
+        #[test]
+        fn wide_numbers_are_refused(n in (1u64 << 32)..) {
+            let is_too_large = matches!(
+                parse_u32("--policy", &n.to_string()),
+                Err(ArgError::TooLarge { .. })
+            );
+            proptest::prop_assert!(is_too_large);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(s in ".*") {
+            let _ = parse_u32("x", &s);
+            let _ = parse_u8("x", &s);
+            let _ = decode_b64("x", &s);
+            let _ = digest32("x", &s);
+            let _ = s.parse::<SecretSpec>();
+        }
+    }
 }

@@ -230,7 +230,7 @@ struct MeasureArgs {
     #[command(flatten)]
     images: ImageArgs,
     /// Use this launch digest (64 hex digits or base64) instead of computing it from images.
-    #[arg(long, conflicts_with = "firmware")]
+    #[arg(long, conflicts_with_all = ["firmware", "kernel", "initrd", "cmdline", "num_cpus", "vmsa_cpu0", "vmsa_cpu1"])]
     launch_digest: Option<String>,
     #[command(flatten)]
     params: PlatformParams,
@@ -247,7 +247,7 @@ struct VerifyArgs {
     #[command(flatten)]
     images: ImageArgs,
     /// Expected launch digest (64 hex digits or base64) instead of --firmware ...
-    #[arg(long, conflicts_with = "firmware")]
+    #[arg(long, conflicts_with_all = ["firmware", "kernel", "initrd", "cmdline", "num_cpus", "vmsa_cpu0", "vmsa_cpu1"])]
     launch_digest: Option<String>,
     #[command(flatten)]
     params: PlatformParams,

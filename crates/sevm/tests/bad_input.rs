@@ -203,3 +203,81 @@ fn verify_explains_a_mismatch() {
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
     assert_eq!(v["ok"], false);
 }
+
+#[test]
+fn json_on_every_owner_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = samples().join("sample-ovmf.fd");
+    let j = |c: &mut std::process::Command| -> serde_json::Value {
+        let out = ok(c);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let v = j(sevm()
+        .args(["owner", "measure", "--json", "--firmware"])
+        .arg(&fw));
+    assert_eq!(v["launch_digest"].as_str().unwrap().len(), 64);
+    let digest = v["launch_digest"].as_str().unwrap().to_string();
+    let v = j(sevm().args(measure_args(TIK, "1", NONCE)).arg("--json"));
+    let blob = v["launch_measure_blob"].as_str().unwrap().to_string();
+    let v = j(sevm()
+        .args([
+            "owner",
+            "verify",
+            "--json",
+            "--tik",
+            TIK,
+            "--api-major",
+            "0",
+        ])
+        .args(["--api-minor", "24", "--build-id", "17", "--policy", "1"])
+        .args(["--launch-measure-blob", &blob])
+        .args([
+            "--launch-digest",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ]));
+    assert_eq!(v["ok"], true);
+    std::fs::write(dir.path().join("s.txt"), b"x").unwrap();
+    let v = j(sevm()
+        .args(["owner", "secret", "--json", "--tik", TIK, "--tek", TIK])
+        .args(["--launch-measure-blob", &blob, "--secret"])
+        .arg(format!(
+            "736869e5-84f0-4973-92ec-06879ce3da0b:{}",
+            dir.path().join("s.txt").display()
+        ))
+        .arg(dir.path().join("h"))
+        .arg(dir.path().join("p")));
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["payload_len"], 48);
+    assert_ne!(digest, "");
+    // Errors under --json are JSON too, with a non-zero exit.
+    let o = sevm()
+        .args(["owner", "measure", "--json", "--firmware"])
+        .arg(dir.path().join("missing.fd"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("missing.fd"));
+}
+
+#[test]
+fn es_policy_needs_vmsas() {
+    let e = fails(
+        sevm()
+            .args(["owner", "measure", "--firmware"])
+            .arg(samples().join("sample-ovmf.fd"))
+            .args([
+                "--tik",
+                TIK,
+                "--nonce",
+                NONCE,
+                "--api-major",
+                "0",
+                "--api-minor",
+                "24",
+            ])
+            .args(["--build-id", "1", "--policy", "0x5"]),
+    );
+    assert!(e.contains("ES") && e.contains("--vmsa-cpu0"), "{e}");
+}

@@ -254,3 +254,25 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
         .launch_start(0x3, Some(&godh), Some(&session), 0)
         .is_err());
 }
+
+#[test]
+fn default_platform_dir_is_under_the_data_dir() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let id = ok(sevm()
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", &data)
+        .args(["platform", "id"]));
+    assert_eq!(id.len(), 128);
+    assert!(data.join("sevm/platform/sev-state.json").is_file());
+}
+
+#[test]
+fn hw_backend_without_dev_sev_is_a_clear_error() {
+    if Path::new("/dev/sev").exists() {
+        eprintln!("SKIP: this machine has /dev/sev");
+        return;
+    }
+    let e = fails(sevm().args(["platform", "--sev-backend", "hw", "status"]));
+    assert!(e.contains("/dev/sev"), "{e}");
+}
