@@ -658,6 +658,19 @@ mod tests {
             firmware_size(empty.path()),
             Err(BootError::Malformed { .. })
         ));
+        let huge = tempfile::NamedTempFile::new().unwrap();
+        huge.as_file().set_len(FIRMWARE_MAX_SIZE + 1).unwrap();
+        let e = firmware_size(huge.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BootError::TooBig {
+                    what: "firmware",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(matches!(
             firmware_size(Path::new("/nonexistent/fw.bin")),
             Err(BootError::Read { .. })

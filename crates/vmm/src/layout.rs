@@ -33,6 +33,8 @@ pub const ZERO_PAGE_START: u64 = 0x0000_7000;
 pub const BOOT_STACK_TOP: u64 = 0x0008_0000;
 /// Boot stack size per vCPU.
 pub const BOOT_STACK_SIZE: u64 = 0x4000;
+/// Most vCPUs a VM may have (their boot stacks fill `0x6_0000..0x8_0000`).
+pub const MAX_CPUS: u8 = 8;
 /// PML4 of the identity map built by the VMM.
 pub const PML4_START: u64 = 0x0000_9000;
 /// PDPT of the identity map.
@@ -78,6 +80,30 @@ pub const EXIT_PORT: u16 = 0xf4;
 /// Real-mode reset vector (CS base 0xFFFF0000, IP 0xFFF0).
 pub const RESET_VECTOR: u64 = 0xffff_fff0;
 
+/// A secret that does not fit the EFI secret area.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("secret of {len} bytes at guest-physical {gpa:#x} is refused: it must lie inside the EFI secret area [{start:#x}, {end:#x})", start = SECRET_AREA_START, end = SECRET_AREA_START + SECRET_AREA_SIZE)]
+pub struct SecretOutsideArea {
+    /// Requested GPA.
+    pub gpa: u64,
+    /// Requested length.
+    pub len: u64,
+}
+
+/// Checks that a secret of `len` bytes injected at `gpa` lies inside the secret area
+/// (what the SEV layer must check before `LAUNCH_SECRET`).
+pub fn check_secret_range(gpa: u64, len: u64) -> Result<(), SecretOutsideArea> {
+    let end = gpa.checked_add(len);
+    let ok = gpa >= SECRET_AREA_START
+        && end.is_some_and(|e| e <= SECRET_AREA_START + SECRET_AREA_SIZE)
+        && len > 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(SecretOutsideArea { gpa, len })
+    }
+}
+
 // Compile-time checks of the layout's invariants.
 const _: () = assert!(SECRET_AREA_SIZE >= 16 * 1024);
 const _: () = assert!(SECRET_AREA_START.is_multiple_of(PAGE_SIZE));
@@ -103,6 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn secret_range_checks() {
+        assert_eq!(
+            check_secret_range(SECRET_AREA_START, SECRET_AREA_SIZE),
+            Ok(())
+        );
+        assert_eq!(check_secret_range(SECRET_AREA_START + 16, 64), Ok(()));
+        let e = check_secret_range(SECRET_AREA_START, SECRET_AREA_SIZE + 1).unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert!(check_secret_range(SECRET_AREA_START - 1, 16).is_err());
+        assert!(check_secret_range(SECRET_AREA_START, 0).is_err());
+        assert!(check_secret_range(u64::MAX - 1, 16).is_err());
+    }
+
+    #[test]
     fn regions_do_not_overlap() {
         let mut r = [
             (GDT_START, GDT_START + GDT_ENTRIES as u64 * 8),
@@ -115,7 +155,10 @@ mod tests {
             (PD_START, BOOT_TABLES_END),
             (CMDLINE_START, CMDLINE_START + CMDLINE_MAX_SIZE),
             (SECRET_AREA_START, SECRET_AREA_START + SECRET_AREA_SIZE),
-            (BOOT_STACK_TOP - 2 * BOOT_STACK_SIZE, BOOT_STACK_TOP),
+            (
+                BOOT_STACK_TOP - MAX_CPUS as u64 * BOOT_STACK_SIZE,
+                BOOT_STACK_TOP,
+            ),
             (BUNDLED_LOAD_ADDR, BUNDLED_LOAD_ADDR + 0x10_0000),
         ];
         r.sort();

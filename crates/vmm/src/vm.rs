@@ -339,7 +339,7 @@ impl Vm {
             }
         }
         let kvm = open_kvm(&config.kvm_path)?;
-        let max = kvm.get_nr_vcpus().min(255);
+        let max = kvm.get_nr_vcpus().min(layout::MAX_CPUS as usize);
         if config.cpus == 0 || config.cpus as usize > max {
             return Err(VmError::BadCpus {
                 cpus: config.cpus,
