@@ -157,7 +157,8 @@ fn extension_keys_and_defaults() {
     assert_eq!(cfg.vcpus, Some(4));
     assert!(cfg.godh_cert.is_none() && cfg.session.is_none());
     // An empty section: QEMU's default policy, nothing else.
-    let cfg = from_sev_launch_str("[sev-launch]\n", Path::new("e.conf"), &inputs()).unwrap();
+    let cfg =
+        from_sev_launch_str("\u{feff}[sev-launch]\r\n", Path::new("e.conf"), &inputs()).unwrap();
     assert_eq!(cfg.policy, 1);
     assert_eq!(cfg.vcpus, None);
 }

@@ -58,6 +58,7 @@ pub fn from_sev_launch_str(
     inputs: &ValidationInputs,
 ) -> Result<SevLaunchConfig, ConfigError> {
     let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // a UTF-8 byte order mark
     let mut raw = Raw::default();
     let mut seen: BTreeMap<Field, usize> = BTreeMap::new();
     let mut section_line: Option<usize> = None;
