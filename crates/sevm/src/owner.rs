@@ -482,6 +482,21 @@ fn check_chain(chain: &LoadedChain, ca: Option<&Path>, gen: Option<GenArg>) -> R
     // The CA pair to anchor the CEK: explicit --ca, else the chain's, else a built-in root.
     let (ask, ark, root) = if let Some(p) = ca {
         let (ask, ark) = load_ca(p)?;
+        if let Some((_, cark)) = &chain.ca {
+            // A full chain checked against --ca: its own ARK must be the trusted one.
+            ark_check = Some(link(
+                "ARK == --ca ARK",
+                if cark.fingerprint() == ark.fingerprint() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the chain's ARK ({}) is not the --ca ARK ({})",
+                        cark.fingerprint(),
+                        ark.fingerprint()
+                    ))
+                },
+            ));
+        }
         (ask, ark, format!("CA chain {}", p.display()))
     } else {
         let g = match gen {

@@ -276,3 +276,97 @@ fn hw_backend_without_dev_sev_is_a_clear_error() {
     let e = fails(sevm().args(["platform", "--sev-backend", "hw", "status"]));
     assert!(e.contains("/dev/sev"), "{e}");
 }
+
+#[test]
+fn our_session_against_our_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = dir.path().join("platform");
+    let f = |n: &str| dir.path().join(n);
+    ok(plat(&pd).args(["export", "--full"]).arg(f("full.bin")));
+    ok(plat(&pd).args(["export", "--ca"]).arg(f("ca.bin")));
+    // Without a trusted root the soft chain is refused (its ARK is not AMD's)...
+    let e = fails(
+        sevm()
+            .args(["owner", "session", "--out"])
+            .arg(dir.path())
+            .arg(f("full.bin"))
+            .arg("0x1"),
+    );
+    assert!(e.contains("full.bin") || e.contains("generation"), "{e}");
+    assert!(!f("vm_tek.bin").exists());
+    // ...and accepted with --ca.
+    let policy = 0x5u32; // NODBG | ES
+    ok(sevm()
+        .args(["owner", "session", "--name", "g", "--ca"])
+        .arg(f("ca.bin"))
+        .arg("--out")
+        .arg(dir.path())
+        .arg(f("full.bin"))
+        .arg(format!("{policy:#x}")));
+    use base64::Engine as _;
+    let b64 = |n: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(std::fs::read(f(n)).unwrap())
+            .unwrap()
+    };
+    let platform = SoftPlatform::open(&pd).unwrap();
+    let mut guest = platform.new_guest();
+    guest.init(true).unwrap();
+    guest
+        .launch_start(
+            policy,
+            Some(&b64("g_godh.b64")),
+            Some(&b64("g_session.b64")),
+            0,
+        )
+        .expect("LAUNCH_START must accept our session");
+    let blob = guest.launch_measure().unwrap();
+    let st = platform.platform_status().unwrap();
+    let blob_b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+    ok(sevm()
+        .args(["owner", "verify", "--tik"])
+        .arg(f("g_tik.bin"))
+        .args(["--launch-measure-blob", &blob_b64])
+        .args([
+            "--launch-digest",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ])
+        .args(["--api-major", &st.api_major.to_string()])
+        .args(["--api-minor", &st.api_minor.to_string()])
+        .args(["--build-id", &st.build.to_string(), "--policy", "5"]));
+    // A secret we build with our TEK/TIK lands in guest memory.
+    std::fs::write(f("secret.txt"), b"our-own-secret-bytes").unwrap();
+    ok(sevm()
+        .args(["owner", "secret", "--tik"])
+        .arg(f("g_tik.bin"))
+        .arg("--tek")
+        .arg(f("g_tek.bin"))
+        .args(["--launch-measure-blob", &blob_b64, "--secret"])
+        .arg(format!(
+            "1e74f542-71dd-4d66-963e-ef4287ff173c:{}",
+            f("secret.txt").display()
+        ))
+        .arg(f("h.bin"))
+        .arg(f("p.bin")));
+    let ct = std::fs::read(f("p.bin")).unwrap();
+    let mut dest = vec![0u8; ct.len()];
+    guest
+        .launch_secret(
+            &std::fs::read(f("h.bin")).unwrap(),
+            &ct,
+            0x30_0000,
+            &mut dest,
+        )
+        .expect("LAUNCH_SECRET must accept our packet");
+    assert!(dest.windows(20).any(|w| w == b"our-own-secret-bytes"));
+    // The full chain with a different --ca is refused, naming the ARK link.
+    let other = dir.path().join("other");
+    ok(plat(&other).args(["export", "--ca"]).arg(f("other-ca.bin")));
+    let e = fails(
+        sevm()
+            .args(["owner", "verify-chain", "--ca"])
+            .arg(f("other-ca.bin"))
+            .arg(f("full.bin")),
+    );
+    assert!(e.contains("ARK"), "{e}");
+}
