@@ -21,7 +21,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
@@ -192,6 +192,8 @@ pub struct VmConfig {
     pub msr_handler: Option<Arc<dyn MsrHandler>>,
     /// Stop the VM after this long ([`ExitStatus::Timeout`]).
     pub timeout: Option<Duration>,
+    /// Wait for [`VmControl::resume`] before `before_run` and the first vCPU run (QEMU `-S`).
+    pub start_paused: bool,
 }
 
 impl Default for VmConfig {
@@ -207,6 +209,7 @@ impl Default for VmConfig {
             cpuid_overrides: CpuidOverrides::default(),
             msr_handler: None,
             timeout: None,
+            start_paused: false,
         }
     }
 }
@@ -248,15 +251,17 @@ pub enum ExitStatus {
     },
     /// [`VmConfig::timeout`] elapsed.
     Timeout,
+    /// Stopped by [`VmControl::quit`].
+    Quit,
 }
 
 impl ExitStatus {
-    /// Process exit code: `Exited(v)` -> v; `Poweroff`/`Reset` -> 0; `Timeout` -> 124;
+    /// Process exit code: `Exited(v)` -> v; `Poweroff`/`Reset`/`Quit` -> 0; `Timeout` -> 124;
     /// `TripleFault` -> 125; `InternalError`/`FailEntry` -> 126; `Halted` -> 127.
     pub fn exit_code(&self) -> i32 {
         match self {
             ExitStatus::Exited(v) => *v as i32,
-            ExitStatus::Poweroff | ExitStatus::Reset => 0,
+            ExitStatus::Poweroff | ExitStatus::Reset | ExitStatus::Quit => 0,
             ExitStatus::Timeout => 124,
             ExitStatus::TripleFault { .. } => 125,
             ExitStatus::InternalError { .. } | ExitStatus::FailEntry { .. } => 126,
@@ -279,6 +284,9 @@ pub struct Vm {
     resets: u32,
     started: bool,
     started_vcpus: bool,
+    control_tx: mpsc::Sender<ControlRequest>,
+    control_rx: mpsc::Receiver<ControlRequest>,
+    state: Arc<AtomicU8>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -355,6 +363,7 @@ impl Vm {
         vm_fd
             .create_pit2(kvm_pit_config::default())
             .map_err(kvm_err("CREATE_PIT2"))?;
+        let (control_tx, control_rx) = mpsc::channel();
         let mut vm = Vm {
             vm_fd,
             vcpus: Vec::new(),
@@ -373,6 +382,9 @@ impl Vm {
             resets: 0,
             started: false,
             started_vcpus: false,
+            control_tx,
+            control_rx,
+            state: Arc::new(AtomicU8::new(RunState::Created as u8)),
         };
         vm.register_slots(0)?;
         if config.msr_handler.is_some() {
@@ -566,52 +578,128 @@ impl Vm {
         Ok(())
     }
 
-    /// Runs the guest until it stops; see [`ExitStatus`].
+    /// A handle to pause, resume, reset or stop this VM from another thread (the monitor).
+    pub fn control(&self) -> VmControl {
+        VmControl {
+            tx: self.control_tx.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    fn set_state(&self, s: RunState) {
+        self.state.store(s as u8, Ordering::SeqCst);
+    }
+
+    /// Waits while paused. Returns the request that ended the pause (never `Pause`).
+    fn wait_paused(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<ControlRequest>, VmError> {
+        self.set_state(RunState::Paused);
+        loop {
+            let r = match deadline {
+                Some(d) => match self
+                    .control_rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => ControlRequest::Resume,
+                },
+                // The Vm holds a sender itself, so this cannot disconnect.
+                None => self.control_rx.recv().unwrap_or(ControlRequest::Resume),
+            };
+            if r != ControlRequest::Pause {
+                self.set_state(RunState::Running);
+                return Ok(Some(r));
+            }
+        }
+    }
+
+    /// Handles a guest or host reset. Returns `Some(status)` if the VM must stop.
+    fn handle_reset(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        self.resets += 1;
+        tracing::info!(resets = self.resets, "reset");
+        let action = match self.hooks.as_mut() {
+            Some(h) => {
+                let ctx = LaunchContext {
+                    vm_fd: &self.vm_fd,
+                    memory: &self.memory,
+                    measured: &self.plan.measured,
+                    config: &self.config,
+                };
+                h.on_reset(&ctx).map_err(|source| VmError::Hook {
+                    stage: "on_reset",
+                    source,
+                })?
+            }
+            None => ResetAction::Default,
+        };
+        match (action, self.config.on_reset) {
+            (ResetAction::Shutdown, _) | (ResetAction::Default, OnReset::Shutdown) => {
+                return Ok(Some(ExitStatus::Reset))
+            }
+            (ResetAction::Relaunch, _) => {
+                self.place()?;
+                self.call_hook("before_run")?;
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Runs the guest until it stops; see [`ExitStatus`]. With [`VmConfig::start_paused`] it
+    /// first waits for [`VmControl::resume`] (the QEMU `-S` + `cont` flow), then calls the
+    /// `before_run` hook.
     pub fn run(&mut self) -> Result<ExitStatus, VmError> {
         install_kick_handler()?;
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        let result = self.run_inner(deadline);
+        self.set_state(RunState::Stopped);
+        result
+    }
+
+    fn run_inner(&mut self, deadline: Option<Instant>) -> Result<ExitStatus, VmError> {
         if !self.started {
+            if self.config.start_paused {
+                match self.wait_paused(deadline)? {
+                    None => return Ok(ExitStatus::Timeout),
+                    Some(ControlRequest::Quit) => return Ok(ExitStatus::Quit),
+                    Some(_) => {}
+                }
+            }
             self.call_hook("before_run")?;
             self.started = true;
         }
-        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        self.set_state(RunState::Running);
+        let mut setup = true;
         loop {
-            for i in 0..self.vcpus.len() {
-                self.setup_vcpu(i)?;
+            if setup {
+                for i in 0..self.vcpus.len() {
+                    self.setup_vcpu(i)?;
+                }
+                self.started_vcpus = true;
             }
-            self.started_vcpus = true;
-            let event = self.run_epoch(deadline)?;
+            setup = false;
+            let mut event = self.run_epoch(deadline)?;
+            if let Event::Control(ControlRequest::Pause) = event {
+                event = match self.wait_paused(deadline)? {
+                    None => Event::Stop(ExitStatus::Timeout),
+                    Some(r) => Event::Control(r),
+                };
+            }
             match event {
                 Event::Io(IoAction::Exit(v)) => return Ok(ExitStatus::Exited(v)),
-                Event::Io(IoAction::Reset) | Event::SystemReset => {
-                    self.resets += 1;
-                    tracing::info!(resets = self.resets, "guest reset");
-                    let action = match self.hooks.as_mut() {
-                        Some(h) => {
-                            let ctx = LaunchContext {
-                                vm_fd: &self.vm_fd,
-                                memory: &self.memory,
-                                measured: &self.plan.measured,
-                                config: &self.config,
-                            };
-                            h.on_reset(&ctx).map_err(|source| VmError::Hook {
-                                stage: "on_reset",
-                                source,
-                            })?
-                        }
-                        None => ResetAction::Default,
-                    };
-                    match (action, self.config.on_reset) {
-                        (ResetAction::Shutdown, _) | (ResetAction::Default, OnReset::Shutdown) => {
-                            return Ok(ExitStatus::Reset)
-                        }
-                        (ResetAction::Relaunch, _) => {
-                            self.place()?;
-                            self.call_hook("before_run")?;
-                        }
-                        _ => {}
+                Event::Io(IoAction::Reset)
+                | Event::SystemReset
+                | Event::Control(ControlRequest::Reset) => {
+                    if let Some(st) = self.handle_reset()? {
+                        return Ok(st);
                     }
+                    setup = true;
                 }
-                Event::Io(IoAction::Continue) => {}
+                Event::Control(ControlRequest::Quit) => return Ok(ExitStatus::Quit),
+                Event::Io(IoAction::Continue) | Event::Control(_) => {}
                 Event::Stop(status) => return Ok(status),
                 Event::Failed(msg, cpu) => return Err(VmError::Vcpu { cpu, msg }),
             }
@@ -641,15 +729,27 @@ impl Vm {
             handles.push(h);
         }
         drop(tx);
-        let event = match deadline {
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok((_, e)) => e,
-                Err(_) => Event::Stop(ExitStatus::Timeout),
-            },
-            None => rx
-                .recv()
-                .map(|(_, e)| e)
-                .unwrap_or(Event::Failed("all vCPU threads ended".into(), 0)),
+        // Wait for a vCPU event, a control request or the deadline.
+        let event = loop {
+            let mut wait = Duration::from_millis(20);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Event::Stop(ExitStatus::Timeout);
+                }
+                wait = wait.min(left);
+            }
+            match rx.recv_timeout(wait) {
+                Ok((_, e)) => break e,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Event::Failed("all vCPU threads ended".into(), 0)
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            match self.control_rx.try_recv() {
+                Ok(ControlRequest::Resume) | Err(_) => {}
+                Ok(r) => break Event::Control(r),
+            }
         };
         stop.store(true, Ordering::SeqCst);
         // Kick until every thread is out of KVM_RUN (a kick can race with entering it).
@@ -677,9 +777,76 @@ impl Vm {
     }
 }
 
+/// A request from another thread to a running VM (see [`VmControl`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// Stop the vCPUs, keeping their state.
+    Pause,
+    /// Continue after a pause (or start a VM built with `start_paused`).
+    Resume,
+    /// Reset the machine as if the guest had (hooks and [`OnReset`] apply).
+    Reset,
+    /// Stop the VM; `run` returns [`ExitStatus::Quit`].
+    Quit,
+}
+
+/// Run state of a VM as seen by [`VmControl::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunState {
+    /// Built, not yet running (or waiting for `resume` with `start_paused`).
+    Created = 0,
+    /// vCPUs are running.
+    Running = 1,
+    /// Paused by a control request.
+    Paused = 2,
+    /// `run` has returned.
+    Stopped = 3,
+}
+
+/// Thread-safe handle to a VM: pause, resume, reset, quit, and its run state.
+#[derive(Debug, Clone)]
+pub struct VmControl {
+    tx: mpsc::Sender<ControlRequest>,
+    state: Arc<AtomicU8>,
+}
+
+impl VmControl {
+    /// Sends a request; false if the VM is gone.
+    pub fn request(&self, r: ControlRequest) -> bool {
+        self.tx.send(r).is_ok()
+    }
+    /// Pauses the vCPUs.
+    pub fn pause(&self) -> bool {
+        self.request(ControlRequest::Pause)
+    }
+    /// Resumes (or starts a `start_paused` VM).
+    pub fn resume(&self) -> bool {
+        self.request(ControlRequest::Resume)
+    }
+    /// Resets the machine.
+    pub fn reset(&self) -> bool {
+        self.request(ControlRequest::Reset)
+    }
+    /// Stops the VM.
+    pub fn quit(&self) -> bool {
+        self.request(ControlRequest::Quit)
+    }
+    /// Current run state.
+    pub fn state(&self) -> RunState {
+        match self.state.load(Ordering::SeqCst) {
+            1 => RunState::Running,
+            2 => RunState::Paused,
+            3 => RunState::Stopped,
+            _ => RunState::Created,
+        }
+    }
+}
+
 /// What a vCPU thread reports.
 #[derive(Debug)]
 enum Event {
+    Control(ControlRequest),
     Io(IoAction),
     SystemReset,
     Stop(ExitStatus),

@@ -361,3 +361,99 @@ fn timeout_stops_a_spinning_guest() {
     let mut vm = Vm::build(&cfg).unwrap();
     assert_eq!(vm.run().unwrap(), ExitStatus::Timeout);
 }
+
+fn wait_state(c: &vmm::VmControl, s: vmm::RunState) {
+    let t0 = std::time::Instant::now();
+    while c.state() != s {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "state {s:?} not reached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn start_paused_waits_for_resume() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut cfg, buf) = config("hello");
+    cfg.start_paused = true;
+    let mut vm = Vm::build(&cfg).unwrap();
+    let c = vm.control();
+    assert_eq!(c.state(), vmm::RunState::Created);
+    let buf2 = buf.clone();
+    let t = std::thread::spawn(move || {
+        wait_state(&c, vmm::RunState::Paused);
+        std::thread::sleep(Duration::from_millis(100));
+        let before = buf2.lock().unwrap().len();
+        assert!(c.resume());
+        (before, c)
+    });
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
+    let (before, c) = t.join().unwrap();
+    assert_eq!(before, 0, "guest ran before resume");
+    assert_eq!(c.state(), vmm::RunState::Stopped);
+    assert_eq!(text(&buf), "hello from the sevm bundled guest\n");
+}
+
+#[test]
+fn pause_resume_and_quit_a_spinning_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let mut fw = vec![0xf4u8; 0x1000];
+    let at = fw.len() - 16;
+    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]); // jmp $
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &fw).unwrap();
+    let cfg = VmConfig {
+        memory: 16 << 20,
+        boot: BootSource::Firmware(f.path().into()),
+        serial: SerialOut::Sink,
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let mut vm = Vm::build(&cfg).unwrap();
+    let c = vm.control();
+    let t = std::thread::spawn(move || {
+        wait_state(&c, vmm::RunState::Running);
+        assert!(c.pause());
+        wait_state(&c, vmm::RunState::Paused);
+        assert!(c.resume());
+        wait_state(&c, vmm::RunState::Running);
+        assert!(c.quit());
+    });
+    assert_eq!(vm.run().unwrap(), ExitStatus::Quit);
+    t.join().unwrap();
+}
+
+#[test]
+fn host_reset_request_counts_as_reset() {
+    if !kvm_available() {
+        return;
+    }
+    let mut fw = vec![0xf4u8; 0x1000];
+    let at = fw.len() - 16;
+    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]);
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &fw).unwrap();
+    let cfg = VmConfig {
+        memory: 16 << 20,
+        boot: BootSource::Firmware(f.path().into()),
+        serial: SerialOut::Sink,
+        on_reset: OnReset::Shutdown,
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let mut vm = Vm::build(&cfg).unwrap();
+    let c = vm.control();
+    let t = std::thread::spawn(move || {
+        wait_state(&c, vmm::RunState::Running);
+        assert!(c.reset());
+    });
+    assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
+    assert_eq!(vm.reset_count(), 1);
+    t.join().unwrap();
+}
