@@ -664,6 +664,17 @@ fn session(a: SessionArgs, out: &Output) -> Result<ExitCode> {
         let mut sev = chain.sev;
         (sev.remove(0), Some(root))
     };
+    if pdh.usage != sev_proto::cert::Usage::PDH || !pdh.algo.is_ecdh() {
+        bail!(
+            "{}: the first certificate must be a PDH (usage PDH 0x1003, an ECDH algorithm), \
+             found usage {} ({:#x}), algo {} ({:#x})",
+            a.chain.display(),
+            pdh.usage,
+            pdh.usage.0,
+            pdh.algo,
+            pdh.algo.0
+        );
+    }
     let pdh_pub = pdh
         .ec_public_key()
         .with_context(|| format!("{}: PDH public key", a.chain.display()))?;

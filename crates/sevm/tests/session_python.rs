@@ -114,4 +114,26 @@ fn session_refuses_an_unverifiable_chain() {
             .arg("0x1ffffffff"),
     );
     assert!(e.contains("32 bits"), "{e}");
+    // --no-verify still insists that the first certificate is a PDH.
+    let pek = dir.path().join("pek-as-pdh.cert");
+    std::fs::write(&pek, &chain[2084..2 * 2084]).unwrap();
+    let e = fails(
+        sevm()
+            .args(["owner", "session", "--no-verify", "--out"])
+            .arg(dir.path())
+            .arg(&pek)
+            .arg("1"),
+    );
+    assert!(e.contains("pek-as-pdh.cert") && e.contains("usage"), "{e}");
+    // Garbage is an error naming the file and the field.
+    let junk = dir.path().join("junk.cert");
+    std::fs::write(&junk, [0x5au8; 2084]).unwrap();
+    let e = fails(
+        sevm()
+            .args(["owner", "session", "--no-verify", "--out"])
+            .arg(dir.path())
+            .arg(&junk)
+            .arg("1"),
+    );
+    assert!(e.contains("junk.cert") && e.contains("PDH"), "{e}");
 }
