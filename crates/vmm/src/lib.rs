@@ -25,7 +25,7 @@ pub use cpu::{CpuidOverride, CpuidOverrides};
 pub use devices::SerialOut;
 pub use memory::parse_memory_size;
 pub use vm::{
-    ControlRequest, ExitStatus, HookError, LaunchContext, LaunchHooks, MsrHandler, OnReset,
-    ResetAction, RunState, Vm, VmConfig, VmControl, VmError,
+    ControlRequest, CpuSnapshot, ExitStatus, HookError, LaunchContext, LaunchHooks, MsrHandler,
+    OnReset, ResetAction, RunState, Vm, VmConfig, VmControl, VmError,
 };
 pub use vm_memory::GuestMemoryMmap;

@@ -287,6 +287,7 @@ pub struct Vm {
     control_tx: mpsc::Sender<ControlRequest>,
     control_rx: mpsc::Receiver<ControlRequest>,
     state: Arc<AtomicU8>,
+    snapshots: Arc<Mutex<Vec<CpuSnapshot>>>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -385,6 +386,7 @@ impl Vm {
             control_tx,
             control_rx,
             state: Arc::new(AtomicU8::new(RunState::Created as u8)),
+            snapshots: Arc::new(Mutex::new(Vec::new())),
         };
         vm.register_slots(0)?;
         if config.msr_handler.is_some() {
@@ -583,6 +585,7 @@ impl Vm {
         VmControl {
             tx: self.control_tx.clone(),
             state: self.state.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -766,12 +769,26 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        let mut snaps = Vec::new();
         for (idx, h) in handles.into_iter().enumerate() {
             let v = h.join().map_err(|_| VmError::Vcpu {
                 cpu: idx,
                 msg: "vCPU thread panicked".into(),
             })?;
+            if let (Ok(r), Ok(s)) = (v.get_regs(), v.get_sregs()) {
+                snaps.push(CpuSnapshot {
+                    rip: r.rip,
+                    rsp: r.rsp,
+                    cr0: s.cr0,
+                    cr3: s.cr3,
+                    cr4: s.cr4,
+                    efer: s.efer,
+                });
+            }
             self.vcpus.push(v);
+        }
+        if let Ok(mut g) = self.snapshots.lock() {
+            *g = snaps;
         }
         Ok(event)
     }
@@ -804,11 +821,29 @@ pub enum RunState {
     Stopped = 3,
 }
 
-/// Thread-safe handle to a VM: pause, resume, reset, quit, and its run state.
+/// Registers of one vCPU, taken each time the vCPUs stop (pause, reset, exit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuSnapshot {
+    /// RIP.
+    pub rip: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3 (with the C-bit if the guest uses one; mask it for [`crate::paging::translate`]).
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+/// Thread-safe handle to a VM: pause, resume, reset, quit, run state, vCPU snapshots.
 #[derive(Debug, Clone)]
 pub struct VmControl {
     tx: mpsc::Sender<ControlRequest>,
     state: Arc<AtomicU8>,
+    snapshots: Arc<Mutex<Vec<CpuSnapshot>>>,
 }
 
 impl VmControl {
@@ -831,6 +866,11 @@ impl VmControl {
     /// Stops the VM.
     pub fn quit(&self) -> bool {
         self.request(ControlRequest::Quit)
+    }
+    /// Registers of vCPU `cpu` as of the last time the vCPUs stopped (e.g. while paused);
+    /// `None` before the first stop.
+    pub fn cpu_snapshot(&self, cpu: usize) -> Option<CpuSnapshot> {
+        self.snapshots.lock().ok()?.get(cpu).copied()
     }
     /// Current run state.
     pub fn state(&self) -> RunState {

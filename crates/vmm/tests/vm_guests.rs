@@ -51,6 +51,13 @@ fn hello_prints_and_exits_zero() {
     let st = vm.run().unwrap();
     assert_eq!(st, ExitStatus::Exited(0), "serial: {}", text(&buf));
     assert_eq!(text(&buf), "hello from the sevm bundled guest\n");
+    // After the exit the vCPU is in long mode with the VMM's page tables.
+    let snap = vm.control().cpu_snapshot(0).unwrap();
+    assert_eq!(snap.cr3, vmm::layout::PML4_START);
+    assert_eq!(snap.efer & 0x500, 0x500);
+    let t = vmm::paging::translate(vm.guest_memory(), snap.cr3, snap.rip, 0).unwrap();
+    assert_eq!(t.gpa, snap.rip);
+    assert!(snap.rip > vmm::layout::BUNDLED_LOAD_ADDR);
 }
 
 #[test]
@@ -421,6 +428,10 @@ fn pause_resume_and_quit_a_spinning_guest() {
         wait_state(&c, vmm::RunState::Running);
         assert!(c.pause());
         wait_state(&c, vmm::RunState::Paused);
+        // Real mode at the reset vector: CS base 0xffff0000, IP stays on the jmp at 0xfff0.
+        let snap = c.cpu_snapshot(0).expect("snapshot while paused");
+        assert_eq!(snap.rip, 0xfff0);
+        assert_eq!(snap.cr0 & 1, 0);
         assert!(c.resume());
         wait_state(&c, vmm::RunState::Running);
         assert!(c.quit());
