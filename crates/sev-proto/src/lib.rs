@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attestation;
 pub mod cert;
 pub mod kdf;
 pub mod kernel_hashes;

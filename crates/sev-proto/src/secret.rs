@@ -31,6 +31,17 @@ pub enum SecretError {
     BadMac,
 }
 
+impl SecretError {
+    /// The firmware status this error maps to at LAUNCH_SECRET.
+    pub fn status(&self) -> crate::status::Status {
+        use crate::status::Status;
+        match self {
+            SecretError::BadHeaderLength(_) | SecretError::BadLength(_) => Status::InvalidLength,
+            SecretError::BadMac => Status::BadMeasurement,
+        }
+    }
+}
+
 /// The 52-byte LAUNCH_SECRET packet header.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PacketHeader {

@@ -4,10 +4,13 @@
 //! The owner side builds a [`SessionBlob`] with [`owner_wrap`]; the firmware side opens it with
 //! [`platform_unwrap`]. MACs are compared in constant time. Keys are zeroized on drop.
 
+use crate::cert::{Algo, SevCert, Usage};
 use crate::kdf::{kdf16, LABEL_KEK, LABEL_KIK, LABEL_MASTER_SECRET};
+use crate::status::Status;
 use crate::util::{aes128_ctr, array_at, hmac_sha256};
 use openssl::derive::Deriver;
-use openssl::ec::EcKeyRef;
+use openssl::ec::{EcGroup, EcKey, EcKeyRef};
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private, Public};
 use std::fmt;
 use thiserror::Error;
@@ -28,6 +31,20 @@ pub enum SessionError {
     /// ECDH or the RNG failed (e.g. keys on different curves).
     #[error("OpenSSL (ECDH or RNG): {0}")]
     Crypto(String),
+    /// The GODH certificate fails the LAUNCH_START sanity check (firmware: INVALID_CERTIFICATE).
+    #[error("GODH certificate: {0}")]
+    BadGodh(String),
+}
+
+impl SessionError {
+    /// The firmware status this error maps to at LAUNCH_START.
+    pub fn status(&self) -> Status {
+        match self {
+            SessionError::BadLength(_) => Status::InvalidLength,
+            SessionError::BadWrapMac | SessionError::BadPolicyMac => Status::BadMeasurement,
+            SessionError::Crypto(_) | SessionError::BadGodh(_) => Status::InvalidCertificate,
+        }
+    }
 }
 
 /// The 128-byte LAUNCH_START session buffer.
@@ -217,6 +234,103 @@ pub fn platform_unwrap(
     Ok(keys)
 }
 
+/// What the guest owner keeps and sends after [`owner_session`].
+#[derive(Debug)]
+pub struct OwnerSession {
+    /// The GODH certificate to send (`godh.cert` / QEMU `dh-cert-file`), unsigned.
+    pub godh_cert: SevCert,
+    /// The session blob to send (`session.bin` / QEMU `session-file`).
+    pub session: SessionBlob,
+    /// The transport keys the owner keeps (TEK for secrets, TIK for measurement checks).
+    pub keys: TransportKeys,
+}
+
+/// Guest-owner side of a launch, deterministic: ECDH of `godh_key` with the PDH in `pdh`,
+/// then [`owner_wrap`] of `keys` under `nonce`/`iv` bound to `policy`.
+pub fn owner_session_with(
+    pdh: &SevCert,
+    godh_key: &EcKeyRef<Private>,
+    keys: TransportKeys,
+    nonce: &[u8; 16],
+    iv: &[u8; 16],
+    policy: impl Into<u32>,
+) -> Result<OwnerSession, SessionError> {
+    let peer = pdh
+        .ec_public_key()
+        .map_err(|e| SessionError::Crypto(format!("PDH certificate: {e}")))?;
+    let z = ecdh_shared_secret(godh_key, &peer)?;
+    let godh_cert = SevCert::new_ec(
+        Usage::PDH,
+        Algo::ECDH_SHA256,
+        pdh.api_major,
+        pdh.api_minor,
+        godh_key,
+    )
+    .map_err(|e| SessionError::Crypto(e.to_string()))?;
+    let session = owner_wrap(&z, nonce, iv, &keys, policy);
+    Ok(OwnerSession {
+        godh_cert,
+        session,
+        keys,
+    })
+}
+
+/// Guest-owner side of a launch with fresh randomness: a new P-384 GODH key, random TEK/TIK,
+/// nonce and IV. The GODH private key is dropped (it is not needed after wrapping).
+pub fn owner_session(pdh: &SevCert, policy: impl Into<u32>) -> Result<OwnerSession, SessionError> {
+    let e = |x: openssl::error::ErrorStack| SessionError::Crypto(x.to_string());
+    let group = EcGroup::from_curve_name(Nid::SECP384R1).map_err(e)?;
+    let godh = EcKey::generate(&group).map_err(e)?;
+    let mut nonce = [0u8; 16];
+    let mut iv = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(e)?;
+    openssl::rand::rand_bytes(&mut iv).map_err(e)?;
+    owner_session_with(pdh, &godh, TransportKeys::random()?, &nonce, &iv, policy)
+}
+
+/// The firmware's GODH sanity check at LAUNCH_START: version 1, usage PDH, algo ECDH_SHA256,
+/// a valid point on P-384. Returns the GODH public key.
+pub fn check_godh(godh: &SevCert) -> Result<EcKey<Public>, SessionError> {
+    if godh.version != 1 {
+        return Err(SessionError::BadGodh(format!("version {}", godh.version)));
+    }
+    if godh.usage != Usage::PDH || godh.algo != Algo::ECDH_SHA256 {
+        return Err(SessionError::BadGodh(format!(
+            "usage {} / algo {} (expected PDH / ECDH_SHA256)",
+            godh.usage, godh.algo
+        )));
+    }
+    let key = godh
+        .ec_public_key()
+        .map_err(|e| SessionError::BadGodh(e.to_string()))?;
+    if key.group().curve_name() != Some(Nid::SECP384R1) {
+        return Err(SessionError::BadGodh("curve is not P-384".into()));
+    }
+    Ok(key)
+}
+
+/// Firmware side of LAUNCH_START with a GODH certificate: parses and checks the GODH and the
+/// session buffer, does ECDH with the platform's PDH private key and unwraps the keys.
+pub fn platform_open_session(
+    pdh_key: &EcKeyRef<Private>,
+    godh_cert: &[u8],
+    session: &[u8],
+    policy: impl Into<u32>,
+) -> Result<TransportKeys, SessionError> {
+    if godh_cert.len() != SevCert::LEN {
+        return Err(SessionError::BadGodh(format!(
+            "length {} (expected {})",
+            godh_cert.len(),
+            SevCert::LEN
+        )));
+    }
+    let blob = SessionBlob::from_bytes(session)?;
+    let godh = SevCert::parse(godh_cert).map_err(|e| SessionError::BadGodh(e.to_string()))?;
+    let peer = check_godh(&godh)?;
+    let z = ecdh_shared_secret(pdh_key, &peer)?;
+    platform_unwrap(&z, &blob, policy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +381,43 @@ mod tests {
             SessionBlob::from_bytes(&[0; 127]),
             Err(SessionError::BadLength(127))
         );
+        assert_eq!(SessionError::BadWrapMac.status(), Status::BadMeasurement);
+    }
+
+    #[test]
+    fn owner_and_platform_agree() {
+        let g = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
+        let pdh_key = EcKey::generate(&g).unwrap();
+        let pdh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &pdh_key).unwrap();
+        let o = owner_session(&pdh, 0x5u32).unwrap();
+        let keys = platform_open_session(
+            &pdh_key,
+            &o.godh_cert.encode(),
+            &o.session.to_bytes(),
+            0x5u32,
+        )
+        .unwrap();
+        assert_eq!(keys, o.keys);
+        assert_eq!(
+            platform_open_session(&pdh_key, &o.godh_cert.encode(), &o.session.to_bytes(), 1u32),
+            Err(SessionError::BadPolicyMac)
+        );
+        // Another PDH gives another Z.
+        let other = EcKey::generate(&g).unwrap();
+        assert_eq!(
+            platform_open_session(&other, &o.godh_cert.encode(), &o.session.to_bytes(), 5u32),
+            Err(SessionError::BadWrapMac)
+        );
+        // A GODH with the wrong usage is rejected.
+        let mut bad = o.godh_cert.clone();
+        bad.usage = Usage::PEK;
+        let e = platform_open_session(&pdh_key, &bad.encode(), &o.session.to_bytes(), 5u32)
+            .unwrap_err();
+        assert!(matches!(e, SessionError::BadGodh(_)));
+        assert_eq!(e.status(), Status::InvalidCertificate);
+        assert!(matches!(
+            platform_open_session(&pdh_key, &[0; 10], &o.session.to_bytes(), 5u32),
+            Err(SessionError::BadGodh(_))
+        ));
     }
 }
