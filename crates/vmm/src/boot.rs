@@ -244,14 +244,11 @@ pub fn place(
                     enc_mask,
                     bundled: true,
                 },
-                measured: vec![
-                    range(
-                        GDT_START,
-                        BOOT_TABLES_END - GDT_START,
-                        RangeKind::BootTables,
-                    ),
-                    range(g.load_addr, g.bytes.len() as u64, RangeKind::Bundled),
-                ],
+                measured: {
+                    let mut m = boot_table_ranges().to_vec();
+                    m.push(range(g.load_addr, g.bytes.len() as u64, RangeKind::Bundled));
+                    m
+                },
             })
         }
         BootSource::Firmware(path) => {
@@ -278,6 +275,23 @@ pub fn place(
             cmdline,
         } => place_linux(mem, ram_size, kernel, initrd.as_deref(), cmdline, enc_mask),
     }
+}
+
+/// The two boot-table ranges: GDT, IDT and TSS `[0x1000, 0x6000)`, then the page tables
+/// `[0x9000, 0xf000)`. The scratch page and the zero page between them are not included.
+pub fn boot_table_ranges() -> [MeasuredRange; 2] {
+    [
+        range(
+            GDT_START,
+            TSS_START + TSS_LIMIT + 1 - GDT_START,
+            RangeKind::BootTables,
+        ),
+        range(
+            PML4_START,
+            BOOT_TABLES_END - PML4_START,
+            RangeKind::BootTables,
+        ),
+    ]
 }
 
 fn write_boot_tables(mem: &GuestMemoryMmap, enc_mask: u64) -> Result<u64, BootError> {
@@ -426,12 +440,8 @@ fn place_linux(
         })?;
 
     let cr3 = write_boot_tables(mem, enc_mask)?;
-    let mut measured = vec![
-        range(
-            GDT_START,
-            BOOT_TABLES_END - GDT_START,
-            RangeKind::BootTables,
-        ),
+    let mut measured = boot_table_ranges().to_vec();
+    measured.extend([
         range(ZERO_PAGE_START, PAGE_SIZE, RangeKind::ZeroPage),
         range(CMDLINE_START, cmdline.len() as u64 + 1, RangeKind::Cmdline),
         range(
@@ -439,7 +449,7 @@ fn place_linux(
             res.kernel_end - res.kernel_load.0,
             RangeKind::Kernel,
         ),
-    ];
+    ]);
     measured.extend(initrd_range);
     Ok(BootPlan {
         entry: Entry::LongMode {
@@ -567,6 +577,7 @@ mod tests {
             kinds,
             [
                 RangeKind::BootTables,
+                RangeKind::BootTables,
                 RangeKind::ZeroPage,
                 RangeKind::Cmdline,
                 RangeKind::Kernel,
@@ -639,8 +650,8 @@ mod tests {
                 bundled: true
             }
         );
-        assert_eq!(plan.measured[0].gpa, GDT_START);
-        assert_eq!(plan.measured[1].gpa, BUNDLED_LOAD_ADDR);
+        assert_eq!(plan.measured[..2], boot_table_ranges());
+        assert_eq!(plan.measured[2].gpa, BUNDLED_LOAD_ADDR);
         let e = place(&mem, ram, &BootSource::Bundled("nope".into()), None).unwrap_err();
         assert!(e.to_string().contains("hello"), "{e}");
 

@@ -310,14 +310,19 @@ pub fn open_kvm(path: &std::path::Path) -> Result<Kvm, VmError> {
         path: path.to_path_buf(),
         source: kvm_ioctls::Error::new(libc::EINVAL),
     })?;
-    Kvm::new_with_path(&c).map_err(|e| match e.errno() {
+    Kvm::new_with_path(&c).map_err(|e| open_error(path, e))
+}
+
+/// Maps an error opening the KVM device to a clear [`VmError`].
+fn open_error(path: &std::path::Path, e: kvm_ioctls::Error) -> VmError {
+    match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => VmError::KvmNotFound(path.to_path_buf()),
         libc::EACCES | libc::EPERM => VmError::KvmPermission(path.to_path_buf()),
         _ => VmError::KvmOpen {
             path: path.to_path_buf(),
             source: e,
         },
-    })
+    }
 }
 
 impl Vm {
@@ -1067,6 +1072,28 @@ mod tests {
         let e = Vm::build(&cfg).unwrap_err();
         assert!(matches!(e, VmError::KvmPermission(_)), "{e}");
         assert!(e.to_string().contains("permission denied"));
+    }
+
+    #[test]
+    fn open_errors_map_by_errno() {
+        let p = std::path::Path::new("/dev/kvm");
+        let e = open_error(p, kvm_ioctls::Error::new(libc::EACCES));
+        assert!(matches!(e, VmError::KvmPermission(_)));
+        assert!(e
+            .to_string()
+            .contains("permission denied opening KVM device /dev/kvm"));
+        assert!(matches!(
+            open_error(p, kvm_ioctls::Error::new(libc::EPERM)),
+            VmError::KvmPermission(_)
+        ));
+        assert!(matches!(
+            open_error(p, kvm_ioctls::Error::new(libc::ENOENT)),
+            VmError::KvmNotFound(_)
+        ));
+        assert!(matches!(
+            open_error(p, kvm_ioctls::Error::new(libc::EISDIR)),
+            VmError::KvmOpen { .. }
+        ));
     }
 
     #[test]

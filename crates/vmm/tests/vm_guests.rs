@@ -214,7 +214,7 @@ fn hooks_are_called_in_order_and_relaunch_works() {
     let mut vm = Vm::build_with_hooks(&cfg, Box::new(Recorder(log.clone()))).unwrap();
     assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
     let log = log.lock().unwrap().clone();
-    let load = "after_load BootTables,Bundled".to_string();
+    let load = "after_load BootTables,BootTables,Bundled".to_string();
     let mut want = vec![load.clone(), "before_run".into()];
     for _ in 0..3 {
         want.extend([
