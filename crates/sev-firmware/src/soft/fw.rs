@@ -318,27 +318,9 @@ impl Fw {
         let (id, _) = self
             .store
             .update(|id| {
-                let pek_key = id
-                    .pek
-                    .as_ref()
-                    .ok_or(FwError::InvalidArgument("no PEK"))?
-                    .key
-                    .clone();
-                // the OCA private key is not known when imported: keep the public cert only.
-                let oca_key = id
-                    .oca
-                    .as_ref()
-                    .ok_or(FwError::InvalidArgument("no OCA"))?
-                    .key
-                    .clone();
-                id.pek = Some(super::store::KeyCert {
-                    key: pek_key,
-                    cert: newpek,
-                });
-                id.oca = Some(super::store::KeyCert {
-                    key: oca_key,
-                    cert: oca,
-                });
+                let pek = id.pek.as_mut().ok_or(FwError::InvalidArgument("no PEK"))?;
+                pek.cert = newpek;
+                id.external_oca = Some(oca);
                 id.owner_external = true;
                 id.new_pdh()
             })
@@ -361,14 +343,14 @@ impl Fw {
         }
         self.refresh()?;
         let id = &self.id;
-        let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, &id.oca) else {
+        let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, id.oca_cert()) else {
             return Err(Status::HwerrorPlatform);
         };
         let mut cek = id.cek.cert;
         cert::clear_sigs(&mut cek);
         let mut chain = Vec::with_capacity(3 * SEV_CERT_LEN);
         chain.extend_from_slice(&pek.cert);
-        chain.extend_from_slice(&oca.cert);
+        chain.extend_from_slice(&oca);
         chain.extend_from_slice(&cek);
         *pdh_len = SEV_CERT_LEN as u32;
         *chain_len = 3 * SEV_CERT_LEN as u32;

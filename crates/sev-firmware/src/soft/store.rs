@@ -62,6 +62,8 @@ pub struct Identity {
     pub pdh: Option<KeyCert>,
     /// True when the OCA was imported (PEK_CERT_IMPORT).
     pub owner_external: bool,
+    /// The imported OCA certificate (its private key is the owner's, not ours).
+    pub external_oca: Option<[u8; SEV_CERT_LEN]>,
     /// Counter bumped on every write.
     pub generation: u64,
 }
@@ -87,6 +89,8 @@ struct StateFileV1 {
     pek: Option<KeyCertFile>,
     pdh: Option<KeyCertFile>,
     owner_external: bool,
+    #[serde(default)]
+    external_oca: Option<String>,
     generation: u64,
 }
 
@@ -139,6 +143,7 @@ impl Identity {
             pek: None,
             pdh: None,
             owner_external: false,
+            external_oca: None,
             generation: 0,
         };
         id.ensure_owner_keys()?;
@@ -155,6 +160,7 @@ impl Identity {
             self.oca = Some(oca);
             self.pek = None;
             self.owner_external = false;
+            self.external_oca = None;
             changed = true;
         }
         if self.pek.is_none() {
@@ -195,6 +201,7 @@ impl Identity {
 
     /// PEK_GEN: new self-signed OCA, new PEK, new PDH; owner back to self.
     pub fn pek_gen(&mut self) -> Result<()> {
+        self.external_oca = None;
         self.oca = None;
         self.pek = None;
         self.pdh = None;
@@ -208,6 +215,16 @@ impl Identity {
         self.pek = None;
         self.pdh = None;
         self.owner_external = false;
+        self.external_oca = None;
+    }
+
+    /// The OCA certificate in force: the imported one when externally owned.
+    pub fn oca_cert(&self) -> Option<[u8; SEV_CERT_LEN]> {
+        match (&self.external_oca, &self.oca) {
+            (Some(c), _) if self.owner_external => Some(*c),
+            (_, Some(o)) => Some(o.cert),
+            _ => None,
+        }
     }
 
     fn to_file(&self) -> Result<StateFileV1> {
@@ -226,6 +243,7 @@ impl Identity {
             pek: opt(&self.pek)?,
             pdh: opt(&self.pdh)?,
             owner_external: self.owner_external,
+            external_oca: self.external_oca.map(hex::encode),
             generation: self.generation,
         })
     }
@@ -274,6 +292,16 @@ impl Identity {
             pek: opt("pek", &f.pek)?,
             pdh: opt("pdh", &f.pdh)?,
             owner_external: f.owner_external,
+            external_oca: match &f.external_oca {
+                Some(h) => {
+                    let c: [u8; SEV_CERT_LEN] = unhex("external_oca", h)?
+                        .try_into()
+                        .map_err(|_| bad("field external_oca: wrong length".into()))?;
+                    cert::ec_public_key(&c).map_err(|e| bad(format!("field external_oca: {e}")))?;
+                    Some(c)
+                }
+                None => None,
+            },
             generation: f.generation,
         })
     }
@@ -368,9 +396,23 @@ impl Store {
         Ok(())
     }
 
+    /// Remove temp files left by writers killed mid-write. Only called under the
+    /// exclusive lock, so no live writer owns one.
+    fn remove_stale_temps(&self) {
+        let prefix = format!(".{STATE_FILE}.tmp.");
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
     /// Load the identity, creating a new one (with `cbit_pos`) only if no state file exists.
     pub fn load_or_create(&self, cbit_pos: u8) -> Result<Identity> {
         let _l = self.lock(true)?;
+        self.remove_stale_temps();
         if let Some(id) = self.read_unlocked()? {
             return Ok(id);
         }
