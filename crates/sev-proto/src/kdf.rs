@@ -69,6 +69,15 @@ mod tests {
     }
 
     #[test]
+    fn empty_key_is_fine() {
+        // HMAC with an empty key is well defined (the key is zero-padded); must not panic.
+        assert_eq!(
+            kdf(b"", b"l", b"", 16)[..],
+            kdf(&[0u8; 64], b"l", b"", 16)[..]
+        );
+    }
+
+    #[test]
     fn multi_block_prefix_property() {
         // Different lengths encode different L, so outputs are not prefixes of each other,
         // but the length is always exact.

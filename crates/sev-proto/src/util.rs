@@ -10,6 +10,9 @@ use openssl::symm::{Cipher, Crypter, Mode};
 /// OpenSSL only fails here on allocation failure; that is not an input error, so it aborts
 /// with a message instead of threading an impossible error through every caller.
 pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // OpenSSL 3 refuses empty HMAC keys; HMAC zero-pads short keys to the block size, so an
+    // empty key is the same as a single zero byte (RFC 2104).
+    let key = if key.is_empty() { &[0u8][..] } else { key };
     let pkey = PKey::hmac(key).expect("OpenSSL: creating an HMAC key failed (out of memory?)");
     let mut signer = Signer::new(MessageDigest::sha256(), &pkey)
         .expect("OpenSSL: creating an HMAC-SHA256 context failed");

@@ -177,6 +177,25 @@ proptest! {
     }
 
     #[test]
+    fn crypto_entry_points_never_panic(
+        z in prop::collection::vec(any::<u8>(), 0..100),
+        blob in prop::array::uniform32(any::<u8>()),
+        ct in prop::collection::vec(any::<u8>(), 0..80),
+        guest_len in any::<u32>(),
+        policy in any::<u32>(),
+    ) {
+        let mut raw = [0u8; 128];
+        for (i, b) in raw.iter_mut().enumerate() { *b = blob[i % 32] ^ (i as u8); }
+        let sb = SessionBlob::from_bytes(&raw).unwrap();
+        let _ = sev_proto::session::platform_unwrap(&z, &sb, policy);
+        let _ = sev_proto::kdf::kdf(&z, b"label", &ct, z.len());
+        let keys = sev_proto::session::TransportKeys { tek: [1; 16], tik: [2; 16] };
+        let hdr = PacketHeader::from_bytes(&raw[..52]).unwrap();
+        let _ = sev_proto::secret::open_packet(&keys, &blob, &hdr, &ct, guest_len);
+        let _ = sev_proto::secret::build_packet(&keys, &blob, [0; 16], 0, &ct);
+    }
+
+    #[test]
     fn policy_parse_any_string(s in ".{0,24}") {
         let _ = GuestPolicy::parse(&s);
     }
@@ -188,4 +207,15 @@ proptest! {
         let p = GuestPolicy(v);
         prop_assert_eq!(GuestPolicy::new(v & 0xFFFF, p.api_major(), p.api_minor()), p);
     }
+}
+
+#[test]
+fn ecdh_with_mismatched_curves_is_an_error() {
+    let a = EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
+    let b = EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+    let b_pub = EcKey::from_public_key(b.group(), b.public_key()).unwrap();
+    assert!(sev_proto::session::ecdh_shared_secret(&a, &b_pub).is_err());
+    // A P-256 PDH certificate is parsed but fails the GODH check.
+    let c = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &b).unwrap();
+    assert!(sev_proto::session::check_godh(&c).is_err());
 }
