@@ -5,6 +5,12 @@
 //!
 //! Unlike `sev::launch::sev::Policy::from(u32)`, this type keeps the API-version bits intact for
 //! every value, including values >= 0x10000.
+//!
+//! Interop note (tested in `tests/sevctl_interop.rs`): sevctl 0.6.2 goes through that `sev`
+//! crate conversion, so for a policy with API-version bits or reserved bits set, the policy MAC
+//! in a sevctl-made session binds a different value (flags & 0x3F, API byte pair read as one
+//! nibble-packed byte: 0x03010001 becomes 0x01000001) and a correct firmware rejects it with
+//! BAD_MEASUREMENT. Sessions made with this crate bind the policy as given.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
