@@ -5,9 +5,9 @@
 //!
 //! Never exposes the VEK or the derived keys.
 
-use crate::crypto::kdf;
 use openssl::error::ErrorStack;
 use openssl::symm::{Cipher, Crypter, Mode};
+use sev_proto::kdf::kdf;
 use zeroize::{Zeroize, Zeroizing};
 
 /// A guest's volume encryption key seed (16 bytes) and the derived XTS keys.
@@ -37,8 +37,8 @@ impl MemoryKey {
     /// Derive the engine keys from a VEK seed.
     pub fn from_vek(vek: [u8; 16]) -> Result<Self, ErrorStack> {
         Ok(MemoryKey {
-            k1: kdf(&vek, b"model-data", &[], 16)?,
-            k2: kdf(&vek, b"model-tweak", &[], 16)?,
+            k1: kdf(&vek, b"model-data", &[], 16),
+            k2: kdf(&vek, b"model-tweak", &[], 16),
             vek: Zeroizing::new(vek),
         })
     }

@@ -15,11 +15,12 @@
 
 use super::store::{Identity, Store, API, BUILD};
 use crate::cert::{self, usage, SEV_CERT_LEN};
-use crate::crypto::{aes128_ctr, ct_eq, hmac_sha256, kdf};
 use crate::engine::MemoryKey;
 use crate::error::FwError;
 use crate::status::Status;
 use openssl::hash::{Hasher, MessageDigest};
+use sev_proto::secret::{open_packet, PacketHeader, SecretError};
+use sev_proto::session::{platform_unwrap, SessionBlob, SessionError, TransportKeys};
 use zeroize::Zeroizing;
 
 /// Largest ASID of the model (CPUID 0x8000001F ECX).
@@ -83,8 +84,8 @@ pub(crate) struct Guest {
     pub asid_live: bool,
     ld: Option<Hasher>,
     pub ld_final: Option<[u8; 32]>,
-    tek: Zeroizing<[u8; 16]>,
-    tik: Zeroizing<[u8; 16]>,
+    /// TEK/TIK of the launch channel (zero without a GODH cert; zeroed at LAUNCH_FINISH).
+    keys: TransportKeys,
     pub measure: Option<[u8; 32]>,
 }
 
@@ -390,8 +391,7 @@ impl Fw {
     /// LAUNCH_START (0x30). Returns the new handle. Changes nothing on failure.
     pub fn launch_start(&mut self, a: &LaunchStartArgs<'_>) -> St<u32> {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
-        let mut tek = Zeroizing::new([0u8; 16]);
-        let mut tik = Zeroizing::new([0u8; 16]);
+        let mut keys = TransportKeys::zero();
         if let Some(godh) = a.godh {
             if godh.len() != SEV_CERT_LEN {
                 return Err(Status::InvalidLength);
@@ -409,25 +409,11 @@ impl Fw {
             let peer = cert::ec_public_key(godh).map_err(|_| Status::InvalidCertificate)?;
             let pdh = self.id.pdh.as_ref().ok_or(Status::HwerrorPlatform)?;
             let z = cert::ecdh(&pdh.key, &peer).map_err(crypto_fail)?;
-            let nonce = &session[0..16];
-            let wrap_tk = &session[0x10..0x30];
-            let wrap_iv: [u8; 16] = session[0x30..0x40]
-                .try_into()
-                .map_err(|_| Status::InvalidLength)?;
-            let master = kdf(&z, b"sev-master-secret", nonce, 16).map_err(crypto_fail)?;
-            let kek = kdf(&master, b"sev-kek", &[], 16).map_err(crypto_fail)?;
-            let kik = kdf(&master, b"sev-kik", &[], 16).map_err(crypto_fail)?;
-            let mac = hmac_sha256(&kik, &[wrap_tk]).map_err(crypto_fail)?;
-            if !ct_eq(&mac, &session[0x40..0x60]) {
-                return Err(Status::BadMeasurement);
-            }
-            let tk = aes128_ctr(&kek, &wrap_iv, wrap_tk).map_err(crypto_fail)?;
-            tek.copy_from_slice(&tk[..16]);
-            tik.copy_from_slice(&tk[16..32]);
-            let pmac = hmac_sha256(&tik[..], &[&a.policy.to_le_bytes()]).map_err(crypto_fail)?;
-            if !ct_eq(&pmac, &session[0x60..0x80]) {
-                return Err(Status::BadMeasurement);
-            }
+            let blob = SessionBlob::from_bytes(session).map_err(|_| Status::InvalidLength)?;
+            keys = platform_unwrap(&z, &blob, a.policy).map_err(|e| match e {
+                SessionError::BadWrapMac | SessionError::BadPolicyMac => Status::BadMeasurement,
+                _ => Status::HwerrorPlatform,
+            })?;
             let want = ((a.policy >> 16) as u8, (a.policy >> 24) as u8);
             if want > API || a.policy & 0xFFC0 != 0 {
                 return Err(Status::PolicyFailure);
@@ -460,8 +446,7 @@ impl Fw {
             asid_live: false,
             ld: Some(Hasher::new(MessageDigest::sha256()).map_err(crypto_fail)?),
             ld_final: None,
-            tek,
-            tik,
+            keys,
             measure: None,
         });
         self.state = PlatformState::Working;
@@ -530,7 +515,15 @@ impl Fw {
         );
         let mut mnonce = [0u8; 16];
         openssl::rand::rand_bytes(&mut mnonce).map_err(crypto_fail)?;
-        let measure = measurement(&g.tik[..], g.policy, &ld, &mnonce).map_err(crypto_fail)?;
+        let measure = sev_proto::measure::measurement(
+            &g.keys.tik,
+            API.0,
+            API.1,
+            BUILD,
+            g.policy,
+            &ld,
+            &mnonce,
+        );
         g.ld_final = Some(ld);
         g.measure = Some(measure);
         g.state = GuestState::LSecret;
@@ -556,7 +549,6 @@ impl Fw {
         if !guest_addr.is_multiple_of(16) {
             return Err(Status::InvalidAddress);
         }
-        let tl = trans.len() as u32;
         if hdr.len() != 52
             || !guest_len.is_multiple_of(16)
             || guest_len == 0
@@ -571,27 +563,13 @@ impl Fw {
         if g.asid == 0 {
             return Err(Status::Inactive);
         }
-        let flags = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let iv: [u8; 16] = hdr[4..20].try_into().map_err(|_| Status::InvalidLength)?;
+        let hdr = PacketHeader::from_bytes(hdr).map_err(|_| Status::InvalidLength)?;
         let measure = g.measure.ok_or(Status::InvalidGuestState)?;
-        let mac = hmac_sha256(
-            &g.tik[..],
-            &[
-                &[1u8],
-                &flags.to_le_bytes(),
-                &iv,
-                &guest_len.to_le_bytes(),
-                &tl.to_le_bytes(),
-                trans,
-                &measure,
-            ],
-        )
-        .map_err(crypto_fail)?;
-        if !ct_eq(&mac, &hdr[20..52]) {
-            return Err(Status::BadMeasurement);
-        }
-        let pt = aes128_ctr(&g.tek[..], &iv, trans).map_err(crypto_fail)?;
-        if flags & 1 != 0 {
+        let pt = open_packet(&g.keys, &measure, &hdr, trans, guest_len).map_err(|e| match e {
+            SecretError::BadMac => Status::BadMeasurement,
+            _ => Status::InvalidLength,
+        })?;
+        if hdr.flags & 1 != 0 {
             return Err(Status::Unsupported);
         }
         Ok(pt)
@@ -607,8 +585,7 @@ impl Fw {
         if g.asid != 0 {
             g.asid_live = true;
         }
-        *g.tek = [0; 16];
-        *g.tik = [0; 16];
+        g.keys = TransportKeys::zero();
         g.measure = None;
         g.state = GuestState::Running;
         Ok(())
@@ -766,22 +743,4 @@ impl Fw {
         }
         Err(Status::ResourceLimit)
     }
-}
-
-/// MEASURE = HMAC-SHA256(TIK, 0x04 ‖ api_major ‖ api_minor ‖ build ‖ LE32(policy) ‖ LD ‖ MNONCE).
-pub fn measurement(
-    tik: &[u8],
-    policy: u32,
-    ld: &[u8; 32],
-    mnonce: &[u8; 16],
-) -> Result<[u8; 32], openssl::error::ErrorStack> {
-    hmac_sha256(
-        tik,
-        &[
-            &[0x04, API.0, API.1, BUILD],
-            &policy.to_le_bytes(),
-            ld,
-            mnonce,
-        ],
-    )
 }

@@ -347,10 +347,12 @@ impl SevGuest for SoftGuest {
 
     fn launch_update_data(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()> {
         let h = self.need_handle("LAUNCH_UPDATE_DATA")?;
+        let len = u32::try_from(mem.len())
+            .map_err(|_| FwError::InvalidArgument("LAUNCH_UPDATE_DATA region over 4 GiB"))?;
         {
             let mut g = self.plat.lock();
             let guest =
-                g.fw.launch_update_check(h, gpa, mem.len() as u32, false)
+                g.fw.launch_update_check(h, gpa, len, false)
                     .map_err(st("LAUNCH_UPDATE_DATA"))?;
             Fw::measure_data(guest, mem).map_err(st("LAUNCH_UPDATE_DATA"))?;
         }
@@ -379,7 +381,7 @@ impl SevGuest for SoftGuest {
 
     fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], gpa: u64, dest: &mut [u8]) -> Result<()> {
         let h = self.need_handle("LAUNCH_SECRET")?;
-        if dest.len() != ct.len() {
+        if dest.len() != ct.len() || ct.len() > u32::MAX as usize {
             return Err(FwError::InvalidArgument(
                 "LAUNCH_SECRET destination length differs from ciphertext length",
             ));
