@@ -277,6 +277,23 @@ pub fn place(
     }
 }
 
+/// Lowest physical address of the ELF's loaded segments (PT_LOAD with file bytes).
+fn elf_load_start(img: &[u8]) -> Option<u64> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(img.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(img.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(img.get(o..o + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(32)?).ok()?;
+    let phentsize = u16_at(54)? as usize;
+    let phnum = u16_at(56)? as usize;
+    (0..phnum)
+        .filter_map(|i| {
+            let p = phoff.checked_add(i.checked_mul(phentsize)?)?;
+            let loaded = u32_at(p)? == 1 && u64_at(p + 32)? > 0; // PT_LOAD, p_filesz
+            loaded.then_some(u64_at(p + 24)?) // p_paddr
+        })
+        .min()
+}
+
 /// The two boot-table ranges: GDT, IDT and TSS `[0x1000, 0x6000)`, then the page tables
 /// `[0x9000, 0xf000)`. The scratch page and the zero page between them are not included.
 pub fn boot_table_ranges() -> [MeasuredRange; 2] {
@@ -440,13 +457,18 @@ fn place_linux(
         })?;
 
     let cr3 = write_boot_tables(mem, enc_mask)?;
+    let kernel_start = if is_elf {
+        elf_load_start(&img).unwrap_or(res.kernel_load.0)
+    } else {
+        res.kernel_load.0
+    };
     let mut measured = boot_table_ranges().to_vec();
     measured.extend([
         range(ZERO_PAGE_START, PAGE_SIZE, RangeKind::ZeroPage),
         range(CMDLINE_START, cmdline.len() as u64 + 1, RangeKind::Cmdline),
         range(
-            res.kernel_load.0,
-            res.kernel_end - res.kernel_load.0,
+            kernel_start,
+            res.kernel_end - kernel_start,
             RangeKind::Kernel,
         ),
     ]);
@@ -588,6 +610,86 @@ mod tests {
             .measured
             .iter()
             .all(|r| r.gpa % PAGE_SIZE == 0 && r.len % PAGE_SIZE == 0));
+    }
+
+    /// A minimal ELF64 vmlinux: one PT_LOAD segment at `paddr`, entry `entry`.
+    fn synthetic_elf(paddr: u64, entry: u64, payload: &[u8]) -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 56];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2; // ELFCLASS64
+        e[5] = 1; // little endian
+        e[6] = 1; // version
+        e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        e[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        e[20..24].copy_from_slice(&1u32.to_le_bytes());
+        e[24..32].copy_from_slice(&entry.to_le_bytes());
+        e[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        e[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        e[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        e[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let p = 64;
+        e[p..p + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        e[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes()); // RWX
+        e[p + 8..p + 16].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        e[p + 16..p + 24].copy_from_slice(&paddr.to_le_bytes()); // p_vaddr
+        e[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes()); // p_paddr
+        e[p + 32..p + 40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        e[p + 40..p + 48].copy_from_slice(&(payload.len() as u64 + 0x1000).to_le_bytes());
+        e.extend_from_slice(payload);
+        e
+    }
+
+    #[test]
+    fn linux_elf_vmlinux_layout() {
+        let ram = 32u64 << 20;
+        let mem = create_guest_memory(ram, None).unwrap();
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8 ^ 0x5a).collect();
+        let k = tmp(&synthetic_elf(0x20_0000, 0x20_0040, &payload));
+        let plan = place(
+            &mem,
+            ram,
+            &BootSource::Linux {
+                kernel: k.path().into(),
+                initrd: None,
+                cmdline: "console=ttyS0".into(),
+            },
+            Some(51),
+        )
+        .unwrap();
+        let Entry::LongMode { rip, cr3, .. } = plan.entry else {
+            panic!("long mode expected")
+        };
+        assert_eq!(rip, 0x20_0040, "ELF entry is used as is");
+        assert_eq!(cr3, PML4_START | 1 << 51);
+        let mut got = vec![0u8; payload.len()];
+        mem.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(got, payload);
+        let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
+        assert_eq!({ p.hdr.boot_flag }, 0xaa55);
+        assert_eq!({ p.hdr.header }, 0x5372_6448);
+        assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_START as u32);
+        assert_eq!(p.e820_entries, 4);
+        let kr = plan
+            .measured
+            .iter()
+            .find(|r| r.kind == RangeKind::Kernel)
+            .unwrap();
+        // From the segment start (not the entry) to the end of p_memsz, page-rounded.
+        assert_eq!((kr.gpa, kr.len), (0x20_0000, 0x2000));
+        // An ELF whose entry is below 1 MiB is refused with a clear message.
+        let low = tmp(&synthetic_elf(0x1000, 0x1000, &payload));
+        let e = place(
+            &mem,
+            ram,
+            &BootSource::Linux {
+                kernel: low.path().into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, BootError::Malformed { .. }), "{e}");
     }
 
     #[test]
