@@ -25,7 +25,7 @@ pub struct AttestationReport {
     pub sig_algo: Algo,
     /// Reserved word at 0x3C.
     pub reserved: u32,
-    /// r[72] LE ‖ s[72] LE.
+    /// `r[72]` LE ‖ `s[72]` LE.
     pub sig: [u8; 144],
 }
 

@@ -224,7 +224,7 @@ pub struct SigSlot {
     pub usage: Usage,
     /// Algorithm of the signing key (0 = empty).
     pub algo: Algo,
-    /// ECDSA: r[72] LE ‖ s[72] LE ‖ zeros; RSA: the signature integer, LE.
+    /// ECDSA: `r[72]` LE ‖ `s[72]` LE ‖ zeros; RSA: the signature integer, LE.
     pub sig: [u8; 512],
 }
 
@@ -389,8 +389,8 @@ pub struct SevCert {
     pub usage: Usage,
     /// 0x00C: algorithm of the certified key.
     pub algo: Algo,
-    /// 0x010: the raw 0x404-byte public key field (EC: curve, Qx[72], Qy[72], zeros;
-    /// RSA: modulus bits, pubexp[512], modulus[512]).
+    /// 0x010: the raw 0x404-byte public key field (EC: curve, `Qx[72]`, `Qy[72]`, zeros;
+    /// RSA: modulus bits, `pubexp[512]`, `modulus[512]`).
     pub pubkey: [u8; 0x404],
     /// 0x414 and 0x61C: the two signature slots.
     pub sigs: [SigSlot; 2],
