@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod devices;
 pub mod layout;
 pub mod memory;
+pub mod monitor;
 pub mod paging;
 pub mod vm;
 
