@@ -179,6 +179,19 @@ fn hello() -> R<Vec<u8>> {
     g.hex(2)?;
     g.puts("\n")?;
     g.a.set_label(&mut single)?;
+    // Leave through CPL3: iretq to the user code segment (0x23/0x2b of the VMM's GDT) and
+    // write the exit port from ring 3, which the TSS I/O bitmap allows. This checks the
+    // GDT, TSS and user-accessible page tables the VMM builds.
+    let mut user = g.a.create_label();
+    g.a.mov(rax, rsp)?;
+    g.a.push(0x2b)?;
+    g.a.push(rax)?;
+    g.a.push(0x2)?;
+    g.a.push(0x23)?;
+    g.a.lea(rax, ptr(user))?;
+    g.a.push(rax)?;
+    g.a.iretq()?;
+    g.a.set_label(&mut user)?;
     g.exit(0)?;
     g.finish()
 }

@@ -6,7 +6,8 @@
 //!   (the entries may carry an encryption bit), flat GDT, TSS with an all-zero I/O bitmap;
 //! * the image is loaded at [`abi::LOAD_ADDR`] and entered at [`Guest::entry`];
 //! * `rdi` = vCPU index, `rsi` = number of vCPUs, `rdx` = encryption mask (`1 << cbit` or 0);
-//! * serial output on COM1, exit through [`abi::EXIT_PORT`].
+//! * serial output on COM1, exit through [`abi::EXIT_PORT`]; `hello` exits from CPL3 (user
+//!   segments 0x23/0x2b and the TSS I/O bitmap of the VMM's GDT).
 //!
 //! At CPL0 the guests run under KVM's instruction emulator on our machines, so they use
 //! only plain integer instructions (no SSE/BMI/`int n`/`vmmcall`).

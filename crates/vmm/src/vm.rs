@@ -788,6 +788,7 @@ impl Vm {
                     cr3: s.cr3,
                     cr4: s.cr4,
                     efer: s.efer,
+                    cpl: s.cs.dpl,
                 });
             }
             self.vcpus.push(v);
@@ -841,6 +842,8 @@ pub struct CpuSnapshot {
     pub cr4: u64,
     /// EFER.
     pub efer: u64,
+    /// Current privilege level (CS.DPL).
+    pub cpl: u8,
 }
 
 /// Thread-safe handle to a VM: pause, resume, reset, quit, run state, vCPU snapshots.

@@ -58,6 +58,8 @@ fn hello_prints_and_exits_zero() {
     let t = vmm::paging::translate(vm.guest_memory(), snap.cr3, snap.rip, 0).unwrap();
     assert_eq!(t.gpa, snap.rip);
     assert!(snap.rip > vmm::layout::BUNDLED_LOAD_ADDR);
+    // hello leaves through ring 3 (iretq to the VMM's user segments, port I/O via the TSS).
+    assert_eq!(snap.cpl, 3);
 }
 
 #[test]
@@ -467,4 +469,38 @@ fn host_reset_request_counts_as_reset() {
     assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
     assert_eq!(vm.reset_count(), 1);
     t.join().unwrap();
+}
+
+#[test]
+fn hello_with_cbit_alias_runs_at_cpl0_and_cpl3() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut cfg, buf) = config("hello");
+    cfg.cpus = 2;
+    cfg.page_table_cbit = Some(47);
+    let mut vm = Vm::build(&cfg).unwrap();
+    vm.add_alias(1 << 47).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    assert_eq!(
+        text(&buf),
+        "hello from the sevm bundled guest\ncpus online: 02\n"
+    );
+    let snap = vm.control().cpu_snapshot(0).unwrap();
+    assert_eq!(snap.cr3, vmm::layout::PML4_START | 1 << 47);
+    assert_eq!(snap.cpl, 3);
+    let t = vmm::paging::translate(vm.guest_memory(), snap.cr3, snap.rip, 1 << 47).unwrap();
+    assert!(t.encrypted);
+    assert_eq!(t.gpa, snap.rip);
+    // Bad alias bases are refused with a reason.
+    assert!(vm
+        .add_alias(3 << 40)
+        .unwrap_err()
+        .to_string()
+        .contains("power of two"));
+    assert!(vm
+        .add_alias(1 << 52)
+        .unwrap_err()
+        .to_string()
+        .contains("2^52"));
 }
