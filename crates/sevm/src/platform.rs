@@ -143,6 +143,14 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
     let (p, soft, backend) = open(&a)?;
     match &a.cmd {
         PlatformCmd::Status => {
+            if let Some(sp) = &soft {
+                // Each sevm process starts the soft firmware in UNINIT, where PLATFORM_STATUS
+                // reports no owner and no ES. Show it as a host sees it: Linux INITs the
+                // firmware (with SEV-ES) when the ccp module loads.
+                sp.with_fw(|fw| fw.init(true))
+                    .map_err(|st| anyhow::anyhow!("INIT failed: {st}"))
+                    .context("initialising the soft platform for PLATFORM_STATUS")?;
+            }
             let s = p.platform_status().context("PLATFORM_STATUS")?;
             let cbit = p.cbit_pos().context("C-bit position")?;
             let owner = if s.owner_external {
