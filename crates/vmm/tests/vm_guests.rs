@@ -504,3 +504,26 @@ fn hello_with_cbit_alias_runs_at_cpl0_and_cpl3() {
         .to_string()
         .contains("2^52"));
 }
+
+#[test]
+fn serial_to_file() {
+    if !kvm_available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("com1.log");
+    let cfg = VmConfig {
+        memory: 16 << 20,
+        boot: BootSource::Bundled("hello".into()),
+        serial: SerialOut::File(p.clone()),
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let mut vm = Vm::build(&cfg).unwrap();
+    assert_eq!(vm.run().unwrap().exit_code(), 0);
+    drop(vm);
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "hello from the sevm bundled guest\n"
+    );
+}
