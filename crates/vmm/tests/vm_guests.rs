@@ -527,3 +527,40 @@ fn serial_to_file() {
         "hello from the sevm bundled guest\n"
     );
 }
+
+#[test]
+fn secret_reader_handles_a_full_area() {
+    if !kvm_available() {
+        return;
+    }
+    // One entry filling the whole 16 KiB area: 16384 - 20 (header) - 20 (entry header).
+    let data: Vec<u8> = (0..16384u32 - 40).map(|i| (i % 251) as u8).collect();
+    let g = [0x11u8; 16];
+    let table = secret_table(&[(g, data.clone())]);
+    assert_eq!(table.len() as u64, vmm::layout::SECRET_AREA_SIZE);
+    let (cfg, buf) = config("secret-reader");
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    eprintln!("16 KiB secret hashed at CPL0 in {:?}", t0.elapsed());
+    assert_eq!(
+        text(&buf),
+        format!(
+            "secret entry 11111111-1111-1111-1111-111111111111 len=00003fd8 sha256={}\nsecret entries: 01\n",
+            sha256_hex(&data)
+        )
+    );
+}
+
+#[test]
+fn secret_reader_rejects_overlong_table() {
+    if !kvm_available() {
+        return;
+    }
+    let mut table = secret_table(&[([0x22u8; 16], vec![1, 2, 3])]);
+    table[16..20].copy_from_slice(&(vmm::layout::SECRET_AREA_SIZE as u32 + 1).to_le_bytes());
+    let (cfg, buf) = config("secret-reader");
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(1));
+    assert_eq!(text(&buf), "bad secret table\n");
+}
