@@ -320,3 +320,27 @@ fn sev_crate_session_is_a_second_owner() {
     assert_eq!(dest, [0x42u8; 48]);
     g.launch_finish().unwrap();
 }
+
+#[test]
+fn a_guest_freed_by_shutdown_never_touches_the_handle_reuser() {
+    let dir = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(dir.path()).unwrap();
+    let mut old = plat.new_guest();
+    old.init(false).unwrap();
+    let h = old.launch_start(0, None, None, 0).unwrap();
+    plat.with_fw(|fw| fw.shutdown()).unwrap();
+    let mut new = plat.new_guest();
+    new.init(false).unwrap();
+    assert_eq!(
+        new.launch_start(0, None, None, 0).unwrap(),
+        h,
+        "handle reused"
+    );
+    assert_eq!(status_of(old.guest_status()), Status::InvalidGuest);
+    drop(old);
+    assert_eq!(
+        new.guest_status().unwrap().state,
+        GuestState::LUpdate,
+        "old guest's drop left the new one alone"
+    );
+}

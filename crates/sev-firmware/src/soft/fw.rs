@@ -75,6 +75,8 @@ enum Asid {
 }
 
 pub(crate) struct Guest {
+    /// Unique per LAUNCH_START on this platform instance (detects a reused handle).
+    pub launch_id: u64,
     pub state: GuestState,
     pub policy: u32,
     pub es: bool,
@@ -165,6 +167,7 @@ pub struct Fw {
     pub(crate) es: bool,
     guests: Vec<Option<Guest>>,
     asids: Vec<Asid>,
+    next_launch_id: u64,
 }
 
 impl Fw {
@@ -176,6 +179,7 @@ impl Fw {
             es: false,
             guests: (0..MAX_GUESTS).map(|_| None).collect(),
             asids: vec![Asid::Dirty; MAX_ASID as usize + 1],
+            next_launch_id: 1,
         }
     }
 
@@ -407,6 +411,8 @@ impl Fw {
                 return Err(Status::InvalidCertificate);
             }
             let peer = cert::ec_public_key(godh).map_err(|_| Status::InvalidCertificate)?;
+            // Another process sharing the directory may have run PDH_GEN.
+            self.refresh()?;
             let pdh = self.id.pdh.as_ref().ok_or(Status::HwerrorPlatform)?;
             let z = cert::ecdh(&pdh.key, &peer).map_err(crypto_fail)?;
             let blob = SessionBlob::from_bytes(session).map_err(|_| Status::InvalidLength)?;
@@ -437,7 +443,9 @@ impl Fw {
         if es && !self.es {
             return Err(Status::Unsupported);
         }
+        self.next_launch_id += 1;
         self.guests[slot] = Some(Guest {
+            launch_id: self.next_launch_id,
             state: GuestState::LUpdate,
             policy: a.policy,
             es,
@@ -610,10 +618,13 @@ impl Fw {
             *len = REPORT_LEN as u32;
             return Err(Status::InvalidLength);
         }
+        let ld_final = g.ld_final.ok_or(Status::InvalidGuestState)?;
+        let policy = g.policy;
+        self.refresh()?;
         let mut r = [0u8; REPORT_LEN];
         r[0..16].copy_from_slice(mnonce);
-        r[0x10..0x30].copy_from_slice(&g.ld_final.ok_or(Status::InvalidGuestState)?);
-        r[0x30..0x34].copy_from_slice(&g.policy.to_le_bytes());
+        r[0x10..0x30].copy_from_slice(&ld_final);
+        r[0x30..0x34].copy_from_slice(&policy.to_le_bytes());
         r[0x34..0x38].copy_from_slice(&usage::PEK.to_le_bytes());
         r[0x38..0x3C].copy_from_slice(&cert::algo::ECDSA_SHA256.to_le_bytes());
         let pek = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?;
@@ -720,6 +731,11 @@ impl Fw {
             self.state = PlatformState::Init;
         }
         Ok(())
+    }
+
+    /// The launch id of the guest at `handle`, if any.
+    pub fn launch_id(&self, handle: u32) -> Option<u64> {
+        self.guest(handle).ok().map(|g| g.launch_id)
     }
 
     /// The lowest clean ASID in the guest's range, flushing first if only dirty ones are

@@ -153,6 +153,7 @@ impl SoftPlatform {
         SoftGuest {
             plat: self.clone(),
             handle: 0,
+            launch_id: 0,
             es: false,
             initialised: false,
             pa_base: 0,
@@ -254,6 +255,9 @@ impl SevPlatform for SoftPlatform {
 pub struct SoftGuest {
     plat: SoftPlatform,
     handle: u32,
+    /// Which LAUNCH_START this guest owns, so a handle freed by SHUTDOWN and reused by
+    /// another guest is never touched (INVALID_GUEST instead).
+    launch_id: u64,
     es: bool,
     initialised: bool,
     pa_base: u64,
@@ -290,8 +294,12 @@ impl SoftGuest {
         self.private.iter().any(|&(s, e)| gpa >= s && gpa < e)
     }
 
+    fn owns(&self, fw: &Fw) -> bool {
+        self.handle != 0 && fw.launch_id(self.handle) == Some(self.launch_id)
+    }
+
     fn need_handle(&self, cmd: &'static str) -> Result<u32> {
-        if self.handle == 0 {
+        if !self.owns(&self.plat.lock().fw) {
             return Err(FwError::st(cmd, Status::InvalidGuest));
         }
         Ok(self.handle)
@@ -342,6 +350,7 @@ impl SevGuest for SoftGuest {
             return Err(FwError::st("ACTIVATE", s));
         }
         self.handle = h;
+        self.launch_id = fw.launch_id(h).unwrap_or(0);
         Ok(h)
     }
 
@@ -476,8 +485,8 @@ impl SevGuest for SoftGuest {
         let key = {
             let g = self.plat.lock();
             match g.fw.guest(self.handle) {
-                Ok(gu) => gu.key.clone(),
-                Err(_) => return Ok(out),
+                Ok(gu) if self.owns(&g.fw) => gu.key.clone(),
+                _ => return Ok(out),
             }
         };
         for (i, blk) in out.chunks_mut(16).enumerate() {
@@ -495,6 +504,11 @@ impl SevGuest for SoftGuest {
         }
         let mut g = self.plat.lock();
         let fw = &mut g.fw;
+        if !self.owns(fw) {
+            self.handle = 0;
+            self.private.clear();
+            return Ok(());
+        }
         if fw.guest(self.handle).map(|x| x.asid != 0).unwrap_or(false) {
             fw.deactivate(self.handle).map_err(st("DEACTIVATE"))?;
         }

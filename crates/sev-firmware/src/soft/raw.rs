@@ -34,11 +34,15 @@ impl PaMemory {
     pub fn read(&self, pa: u64, len: u64) -> Result<Vec<u8>, Status> {
         Self::check(pa, len)?;
         let mut out = vec![0u8; len as usize];
-        for (i, b) in out.iter_mut().enumerate() {
-            let a = pa + i as u64;
+        let mut done = 0usize;
+        while done < out.len() {
+            let a = pa + done as u64;
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(out.len() - done);
             if let Some(p) = self.pages.get(&(a / PAGE)) {
-                *b = p[(a % PAGE) as usize];
+                out[done..done + n].copy_from_slice(&p[off..off + n]);
             }
+            done += n;
         }
         Ok(out)
     }
@@ -46,13 +50,35 @@ impl PaMemory {
     /// Write `data` at `pa`.
     pub fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), Status> {
         Self::check(pa, data.len() as u64)?;
-        for (i, b) in data.iter().enumerate() {
-            let a = pa + i as u64;
-            self.pages
+        let mut done = 0usize;
+        while done < data.len() {
+            let a = pa + done as u64;
+            let off = (a % PAGE) as usize;
+            let n = (PAGE as usize - off).min(data.len() - done);
+            let p = self
+                .pages
                 .entry(a / PAGE)
-                .or_insert_with(|| Box::new([0u8; PAGE as usize]))[(a % PAGE) as usize] = *b;
+                .or_insert_with(|| Box::new([0u8; PAGE as usize]));
+            p[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pa_memory_round_trips_across_pages_and_reads_zero_elsewhere() {
+        let mut m = PaMemory::default();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        m.write(4090, &data).unwrap();
+        assert_eq!(m.read(4090, data.len() as u64).unwrap(), data);
+        assert_eq!(m.read(0, 16).unwrap(), vec![0u8; 16]);
+        assert_eq!(m.read(PA_LIMIT - 8, 16), Err(Status::InvalidAddress));
+        assert_eq!(m.read(0, MAX_XFER + 1), Err(Status::InvalidLength));
     }
 }
 
