@@ -70,7 +70,10 @@ fn malformed_requests_get_qemu_errors_and_the_session_continues() {
     assert_eq!(c.reply()["id"], 1);
     assert_err_prefix(&c.reply(), "GenericError", "JSON parse error, ");
     assert_eq!(c.reply()["id"], 3);
-    let r = c.cmd(json!({"execute": "query-status"}));
+    // QEMU's parser also takes single-quoted strings.
+    c.send_raw(b"{'execute': 'query-status', 'id': 'it\\'s'}");
+    let r = c.reply();
+    assert_eq!(r["id"], "it's");
     assert_eq!(r["return"]["status"], "prelaunch");
 }
 

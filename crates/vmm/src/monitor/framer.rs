@@ -4,6 +4,8 @@
 //! `qemu.qmp` send no newline). The framer tracks string/escape state and bracket depth and
 //! yields each complete top-level text; stray tokens outside any object are yielded on their
 //! own so the dispatcher can answer "JSON parse error" and carry on, as QEMU's streamer does.
+//! Like QEMU's parser it also accepts single-quoted strings (`{'execute': 'stop'}`), which old
+//! shell scripts use; they are rewritten to standard JSON strings on the way through.
 //! It never parses JSON itself and never logs content.
 
 /// Largest accepted message in bytes; a client sending more is answered and dropped.
@@ -27,7 +29,8 @@ pub enum Frame {
 pub struct Framer {
     buf: Vec<u8>,
     depth: usize,
-    in_string: bool,
+    /// The open string's quote byte (`"` or `'`), 0 outside strings.
+    quote: u8,
     escape: bool,
     bare: bool,
     dead: bool,
@@ -56,7 +59,7 @@ impl Framer {
                 return;
             }
             if self.bare {
-                if is_ws(b) || matches!(b, b'{' | b'[' | b'"' | b'}' | b']') {
+                if is_ws(b) || matches!(b, b'{' | b'[' | b'"' | b'\'' | b'}' | b']') {
                     self.bare = false;
                     out.push(Frame::Json(std::mem::take(&mut self.buf)));
                     // fall through: `b` starts the next token
@@ -73,9 +76,9 @@ impl Framer {
                         self.buf.push(b);
                         self.depth = 1;
                     }
-                    b'"' => {
-                        self.buf.push(b);
-                        self.in_string = true;
+                    b'"' | b'\'' => {
+                        self.buf.push(b'"');
+                        self.quote = b;
                         self.depth = 0;
                     }
                     b'}' | b']' => out.push(Frame::Json(vec![b])),
@@ -86,25 +89,26 @@ impl Framer {
                 }
                 continue;
             }
-            self.buf.push(b);
-            if self.check_size(out) {
-                return;
-            }
-            if self.in_string {
-                if self.escape {
-                    self.escape = false;
-                } else if b == b'\\' {
-                    self.escape = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                    if self.depth == 0 {
-                        out.push(Frame::Json(std::mem::take(&mut self.buf)));
-                    }
+            if self.quote != 0 {
+                self.push_string_byte(b);
+                if self.check_size(out) {
+                    return;
+                }
+                if self.quote == 0 && self.depth == 0 {
+                    out.push(Frame::Json(std::mem::take(&mut self.buf)));
                 }
                 continue;
             }
+            if b == b'\'' {
+                self.buf.push(b'"');
+            } else {
+                self.buf.push(b);
+            }
+            if self.check_size(out) {
+                return;
+            }
             match b {
-                b'"' => self.in_string = true,
+                b'"' | b'\'' => self.quote = b,
                 b'{' | b'[' => {
                     self.depth += 1;
                     if self.depth > MAX_NESTING {
@@ -122,6 +126,29 @@ impl Framer {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// One byte inside a string; single-quoted strings are rewritten to double-quoted JSON.
+    fn push_string_byte(&mut self, b: u8) {
+        let single = self.quote == b'\'';
+        if self.escape {
+            self.escape = false;
+            if single && b == b'\'' {
+                self.buf.push(b'\'');
+            } else {
+                self.buf.push(b'\\');
+                self.buf.push(b);
+            }
+        } else if b == b'\\' {
+            self.escape = true;
+        } else if b == self.quote {
+            self.quote = 0;
+            self.buf.push(b'"');
+        } else if single && b == b'"' {
+            self.buf.extend_from_slice(b"\\\"");
+        } else {
+            self.buf.push(b);
         }
     }
 
@@ -171,6 +198,20 @@ mod tests {
             out,
             vec![json(r#"{"a":"x\""}"#), json("}"), json(r#"{"c":2}"#)]
         );
+    }
+
+    #[test]
+    fn single_quoted_strings_become_json() {
+        let out = frames(&[br#"{'execute': 'x', 'arguments': {'s': 'it\'s "q" \n}'}}"#]);
+        assert_eq!(
+            out,
+            vec![json(
+                r#"{"execute": "x", "arguments": {"s": "it's \"q\" \n}"}}"#
+            )]
+        );
+        let Frame::Json(t) = &out[0] else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(t).unwrap();
+        assert_eq!(v["arguments"]["s"], "it's \"q\" \n}");
     }
 
     #[test]
