@@ -82,6 +82,15 @@ fn read_tail(path: &Path, what: &str, len: u64) -> Result<Vec<u8>> {
 
 /// Reads one 4096-byte VMSA page.
 fn read_vmsa(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{what}: cannot stat {}", path.display()))?;
+    if meta.len() != VMSA_LEN as u64 {
+        bail!(
+            "{what}: {} is {} bytes, a VMSA must be {VMSA_LEN}",
+            path.display(),
+            meta.len()
+        );
+    }
     let b =
         std::fs::read(path).with_context(|| format!("{what}: cannot read {}", path.display()))?;
     if b.len() != VMSA_LEN {

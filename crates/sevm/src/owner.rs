@@ -354,8 +354,26 @@ fn parse_ca_chain(path: &Path, bytes: &[u8], base: usize) -> Result<(CaCert, CaC
     Ok((ask, ark))
 }
 
+/// Largest certificate file we read: a full chain is 4 x 2084 + 2 x 1600 bytes.
+const MAX_CHAIN_FILE: u64 = 64 * 1024;
+
+/// Reads a certificate file, refusing absurd sizes before reading them. `what` prefixes
+/// messages (e.g. `"--ca: "`).
+fn read_cert_file(what: &str, path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{what}cannot read {}", path.display()))?
+        .len();
+    if len > MAX_CHAIN_FILE {
+        bail!(
+            "{what}{}: {len} bytes is too large for a certificate chain (at most {MAX_CHAIN_FILE})",
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("{what}cannot read {}", path.display()))
+}
+
 fn load_chain(path: &Path) -> Result<LoadedChain> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_cert_file("", path)?;
     let sev_len = 4 * SEV_CERT_LEN;
     if bytes.len() < sev_len {
         bail!(
@@ -374,8 +392,7 @@ fn load_chain(path: &Path) -> Result<LoadedChain> {
 }
 
 fn load_ca(path: &Path) -> Result<(CaCert, CaCert)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("--ca: cannot read {}", path.display()))?;
+    let bytes = read_cert_file("--ca: ", path)?;
     parse_ca_chain(path, &bytes, 0).context("--ca")
 }
 
@@ -644,8 +661,7 @@ fn random<const N: usize>(what: &str) -> Result<[u8; N]> {
 
 fn session(a: SessionArgs, out: &Output) -> Result<ExitCode> {
     let (pdh, verified) = if a.no_verify {
-        let bytes = std::fs::read(&a.chain)
-            .with_context(|| format!("cannot read {}", a.chain.display()))?;
+        let bytes = read_cert_file("", &a.chain)?;
         let mut v = load_sev_certs(&a.chain, &bytes, 1)?;
         (v.remove(0), None)
     } else {

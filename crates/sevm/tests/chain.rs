@@ -142,6 +142,17 @@ fn bad_chain_files_are_errors_naming_file_and_cert() {
     std::fs::write(&p, &big).unwrap();
     let e = fails(sevm().args(["owner", "verify-chain"]).arg(&p));
     assert!(e.contains("bad-chain.bin"), "{e}");
+    // Huge: refused before being read.
+    let huge = dir.path().join("huge-chain.bin");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let e = fails(sevm().args(["owner", "verify-chain"]).arg(&huge));
+    assert!(
+        e.contains("huge-chain.bin") && e.contains("too large"),
+        "{e}"
+    );
     // Garbage of the right size.
     let garbage: Vec<u8> = (0..full.len()).map(|i| (i * 7 + 3) as u8).collect();
     std::fs::write(&p, &garbage).unwrap();
