@@ -597,6 +597,8 @@ mod tests {
         let p = Path::new("/nonexistent-dir/sev");
         let e = HwPlatform::open_path(p).err().expect("must fail");
         assert!(e.to_string().contains("/nonexistent-dir/sev"), "{e}");
+        let e = HwGuest::new(-1, 0, p).err().expect("must fail");
+        assert!(e.to_string().contains("/nonexistent-dir/sev"), "{e}");
         if !Path::new(SEV_DEVICE).exists() {
             let e = HwPlatform::open().err().expect("no /dev/sev here");
             assert!(e.to_string().contains("/dev/sev"), "{e}");

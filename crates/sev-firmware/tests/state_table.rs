@@ -341,6 +341,16 @@ fn asid_rules_and_df_flush() {
     assert_eq!(launch_start(&p, 0, 0), (Success, 3));
     assert_eq!(ex(&p, ACTIVATE, &mut h_asid(3, 5)), AsidOwned);
     assert_eq!(ex(&p, ACTIVATE, &mut h_asid(2, 1)), Success);
+    assert_eq!(
+        ex(&p, ACTIVATE, &mut h_asid(1, 6)),
+        Active,
+        "already active, other ASID free"
+    );
+    assert_eq!(
+        ex(&p, ACTIVATE, &mut h_asid(1, 5)),
+        Active,
+        "already holds this ASID"
+    );
     // ES VMSA: exact 4096, ES only.
     assert_eq!(
         ex(&p, LAUNCH_UPDATE_VMSA, &mut h_addr_len(2, 0x20000, 4080)),

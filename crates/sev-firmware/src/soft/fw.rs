@@ -680,9 +680,8 @@ impl Fw {
         if gstate == GuestState::Sent {
             return Err(Status::InvalidGuestState);
         }
-        if gasid != 0 {
-            return Err(Status::Active);
-        }
+        // Spec notes §1.3 order: ASID range, held by another guest, this guest active,
+        // then cleanliness.
         let range_ok = if ges {
             (1..MIN_SEV_ASID).contains(&asid)
         } else {
@@ -691,10 +690,14 @@ impl Fw {
         if asid == 0 || asid > MAX_ASID || !range_ok {
             return Err(Status::InvalidAsid);
         }
-        match self.asids[asid as usize] {
-            Asid::Owned(_) => return Err(Status::AsidOwned),
-            Asid::Dirty => return Err(Status::DfFlushRequired),
-            Asid::Clean => {}
+        if matches!(self.asids[asid as usize], Asid::Owned(h) if h != handle) {
+            return Err(Status::AsidOwned);
+        }
+        if gasid != 0 {
+            return Err(Status::Active);
+        }
+        if self.asids[asid as usize] == Asid::Dirty {
+            return Err(Status::DfFlushRequired);
         }
         self.asids[asid as usize] = Asid::Owned(handle);
         let running = gstate == GuestState::Running;
