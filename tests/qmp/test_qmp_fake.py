@@ -243,5 +243,42 @@ class LegacySyncClient(unittest.TestCase):
             srv.close()
 
 
+class SocketPath(unittest.TestCase):
+    """`--qmp unix:PATH` never replaces a file that is not a stale socket."""
+
+    def test_refuses_regular_file_and_replaces_stale_socket(self):
+        global BINARY
+        if BINARY is None:
+            BINARY = fake_binary()
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "qmp.sock")
+            with open(path, "w") as f:
+                f.write("precious")
+            res = subprocess.run([BINARY, f"unix:{path}"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(res.returncode, 1)
+            self.assertIn("is not a socket", res.stderr)
+            with open(path) as f:
+                self.assertEqual(f.read(), "precious")
+            os.unlink(path)
+            stale = socket.socket(socket.AF_UNIX)
+            stale.bind(path)
+            stale.close()  # the file stays: a stale socket
+            proc = subprocess.Popen([BINARY, f"unix:{path}"], stdout=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual(proc.stdout.readline().strip(), "READY")
+                self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+                mon = QEMUMonitorProtocol(path)
+                mon.connect()
+                self.assertEqual(mon.cmd("query-status")["status"], "prelaunch")
+                mon.cmd("quit")
+                mon.close()
+                self.assertEqual(proc.wait(timeout=10), 0)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+
+
 if __name__ == "__main__":
     unittest.main()
