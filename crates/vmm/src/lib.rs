@@ -13,6 +13,7 @@
 
 pub mod boot;
 pub mod config;
+pub mod confidential;
 pub mod cpu;
 pub mod devices;
 pub mod layout;

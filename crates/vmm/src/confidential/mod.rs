@@ -1,0 +1,783 @@
+//! SEV guests: the launch lifecycle as [`LaunchHooks`] over a [`SevGuest`], the CPUID and
+//! MSR view an SEV guest gets, the C-bit alias, and one API for host-side guest-RAM access.
+//!
+//! Sequence (docs/LAUNCH.md): `after_load`: INIT/ES_INIT, LAUNCH_START (policy, owner GODH
+//! certificate and session if given), LAUNCH_UPDATE_DATA of every measured range in
+//! [`LaunchContext::measured`] order, LAUNCH_UPDATE_VMSA per vCPU when the policy asks for
+//! SEV-ES, LAUNCH_MEASURE. Between `after_load` and `before_run` (the `--paused` window) the
+//! owner reads the measurement and may inject a secret ([`LaunchHandle::inject_secret`]).
+//! `before_run`: LAUNCH_FINISH. A guest reset is a fresh launch ([`ResetMode::Relaunch`]:
+//! new context and key, everything re-measured, new MNONCE) or stops the VM.
+//!
+//! The soft backend has no #VC handling: for SEV-ES the register state (VMSA) is measured,
+//! but the guest runs as a plain SEV guest. It has no memory encryption either: the guest
+//! reaches its RAM through a second KVM slot at `1 << cbitpos` (see [`SevLaunch::prepare`]).
+
+pub mod recipe;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kvm_ioctls::VmFd;
+use serde_json::json;
+use sev_firmware::{FwError, GuestState, SevGuest, Status};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::config::SevLaunchConfig;
+use crate::cpu::{CpuidOverride, CpuidOverrides};
+use crate::layout;
+use crate::vm::{HookError, LaunchContext, LaunchHooks, MsrHandler, ResetAction, VmConfig};
+use crate::GuestMemoryMmap;
+
+pub use recipe::{MeasuredBlob, VMSA_CPU_SIG};
+
+/// The SEV status MSR.
+pub const MSR_SEV_STATUS: u32 = 0xC001_0131;
+/// CPUID leaf with the SEV capabilities.
+pub const CPUID_SEV_LEAF: u32 = 0x8000_001F;
+/// CPUID leaf with MAXPHYADDR.
+pub const CPUID_ADDR_LEAF: u32 = 0x8000_0008;
+/// Policy bit: no debugging (DBG_DECRYPT/ENCRYPT refused).
+pub const POLICY_NODBG: u32 = 1;
+/// Policy bit: SEV-ES.
+pub const POLICY_ES: u32 = 1 << 2;
+
+/// Errors of the SEV layer. Messages name the firmware command or the address at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfidentialError {
+    /// A firmware command failed.
+    #[error("{stage}: {source}{}", hint(.source))]
+    Firmware {
+        /// What we were doing (e.g. "LAUNCH_START").
+        stage: &'static str,
+        /// The firmware error.
+        #[source]
+        source: FwError,
+    },
+    /// The measurement recipe could not place the images.
+    #[error("measurement recipe: {0}")]
+    Recipe(String),
+    /// A guest-memory range that is not RAM.
+    #[error("guest memory [{gpa:#x}, +{len:#x}) is not guest RAM")]
+    BadRange {
+        /// Start.
+        gpa: u64,
+        /// Length.
+        len: u64,
+    },
+    /// A device-like (host) write into private guest memory was refused.
+    #[error(
+        "refused a host write of {len} bytes at {gpa:#x}: that memory is private to the SEV guest"
+    )]
+    PrivateWrite {
+        /// Start.
+        gpa: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Debug access under a NODBG policy.
+    #[error("debug access refused: the guest policy {policy:#x} has NODBG set")]
+    DebugDisabled {
+        /// The guest policy.
+        policy: u32,
+    },
+    /// The secret does not fit the EFI secret area.
+    #[error(transparent)]
+    SecretRange(#[from] layout::SecretOutsideArea),
+    /// An operation in the wrong launch phase.
+    #[error("{op} is not possible while the launch is {phase}")]
+    Phase {
+        /// The operation.
+        op: &'static str,
+        /// The current phase.
+        phase: Phase,
+    },
+    /// Writing the launch dump.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the launch timed out.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+fn hint(e: &FwError) -> &'static str {
+    match e.status() {
+        Some(Status::BadMeasurement) => {
+            " (the owner's session does not open on this platform: wrong session file, GODH \
+             certificate or policy for this PDH)"
+        }
+        Some(Status::PolicyFailure) => " (the guest policy forbids this)",
+        _ => "",
+    }
+}
+
+fn fw(stage: &'static str) -> impl Fn(FwError) -> ConfidentialError {
+    move |source| ConfidentialError::Firmware { stage, source }
+}
+
+/// Where the launch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No launch yet.
+    Uninit,
+    /// LAUNCH_START done, measuring.
+    LaunchUpdate,
+    /// LAUNCH_MEASURE done: the measurement is available and a secret may be injected.
+    LaunchSecret,
+    /// LAUNCH_FINISH done.
+    Running,
+    /// A launch step failed.
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Uninit => "uninit",
+            Phase::LaunchUpdate => "launch-update",
+            Phase::LaunchSecret => "launch-secret",
+            Phase::Running => "running",
+            Phase::Failed => "failed",
+        })
+    }
+}
+
+/// What a guest reset does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetMode {
+    /// A fresh launch: new context and key, re-measured, new MNONCE.
+    #[default]
+    Relaunch,
+    /// Stop the VM.
+    Shutdown,
+}
+
+/// Firmware identity shown by `query-sev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformInfo {
+    /// API major.
+    pub api_major: u8,
+    /// API minor.
+    pub api_minor: u8,
+    /// Build id.
+    pub build: u8,
+    /// C-bit position.
+    pub cbitpos: u8,
+}
+
+/// How guest memory is accessed from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    /// What the host (a device, the VMM) sees: ciphertext where the memory is private.
+    Host,
+    /// Through DBG_DECRYPT / DBG_ENCRYPT (refused under NODBG).
+    Debug,
+}
+
+/// Makes a fresh firmware guest context for a VM (called at every launch).
+pub type GuestFactory = Box<dyn FnMut(&VmFd) -> Result<Box<dyn SevGuest + Send>, FwError> + Send>;
+
+/// Launch parameters (from [`SevLaunchConfig`] plus the CLI).
+#[derive(Debug, Clone)]
+pub struct LaunchParams {
+    /// Guest policy.
+    pub policy: u32,
+    /// Owner's GODH certificate (2084 B), `None` for a launch without owner.
+    pub godh_cert: Option<Vec<u8>>,
+    /// Owner's session blob (128 B).
+    pub session: Option<Vec<u8>>,
+    /// Handle to share a key with (0 = new key).
+    pub handle: u32,
+    /// C-bit position.
+    pub cbitpos: u8,
+    /// Physical address bits lost to encryption.
+    pub reduced_phys_bits: u8,
+    /// Wait for [`LaunchHandle::release`] before LAUNCH_FINISH after a relaunch (the first
+    /// launch waits through [`VmConfig::start_paused`]).
+    pub paused: bool,
+    /// Reset behaviour.
+    pub on_reset: ResetMode,
+    /// Write the measured bytes and VMSAs here.
+    pub dump_dir: Option<PathBuf>,
+}
+
+impl LaunchParams {
+    /// From a validated config and the platform's C-bit.
+    pub fn from_config(cfg: &SevLaunchConfig, platform_cbitpos: u8) -> Self {
+        LaunchParams {
+            policy: cfg.policy,
+            godh_cert: cfg.godh_cert.clone(),
+            session: cfg.session.clone(),
+            handle: cfg.handle,
+            cbitpos: cfg.cbitpos.unwrap_or(platform_cbitpos),
+            reduced_phys_bits: cfg.reduced_phys_bits,
+            paused: false,
+            on_reset: ResetMode::Relaunch,
+            dump_dir: None,
+        }
+    }
+
+    /// SEV-ES?
+    pub fn es(&self) -> bool {
+        self.policy & POLICY_ES != 0
+    }
+}
+
+/// `query-sev` data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SevStatus {
+    /// Launch phase.
+    pub phase: Phase,
+    /// Firmware handle.
+    pub handle: u32,
+    /// Policy.
+    pub policy: u32,
+    /// Firmware.
+    pub platform: PlatformInfo,
+    /// SEV-ES?
+    pub es: bool,
+    /// Number of launches so far (1 + relaunches).
+    pub launches: u32,
+    /// ASID bound by the firmware (0 if unknown).
+    pub asid: u32,
+}
+
+impl SevStatus {
+    /// The reply of QEMU's `query-sev`.
+    pub fn to_query_sev(&self) -> serde_json::Value {
+        json!({
+            "enabled": true,
+            "api-major": self.platform.api_major,
+            "api-minor": self.platform.api_minor,
+            "build-id": self.platform.build,
+            "policy": self.policy,
+            "state": self.phase.to_string(),
+            "handle": self.handle,
+            "sev-type": if self.es { "sev-es" } else { "sev" },
+        })
+    }
+}
+
+struct State {
+    guest: Option<Box<dyn SevGuest + Send>>,
+    factory: GuestFactory,
+    params: LaunchParams,
+    platform: PlatformInfo,
+    phase: Phase,
+    handle: u32,
+    measure: Option<[u8; 48]>,
+    digest: Option<[u8; 32]>,
+    launches: u32,
+    memory: Option<GuestMemoryMmap>,
+    /// Ranges encrypted by the firmware (measured images, injected secrets): [start, end).
+    private: Vec<(u64, u64)>,
+    released: bool,
+    refused_writes: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+/// A cloneable handle on one VM's SEV launch, for the owner flow and the monitor
+/// (measurement, secret injection, status, memory access).
+#[derive(Clone)]
+pub struct LaunchHandle(Arc<Shared>);
+
+/// The [`LaunchHooks`] of an SEV VM. Build with [`SevLaunch::new`], adjust the [`VmConfig`]
+/// with [`SevLaunch::prepare`], pass `Box::new(launch)` to
+/// [`crate::Vm::build_with_hooks`], then call `vm.add_alias(1 << cbitpos)`.
+pub struct SevLaunch {
+    handle: LaunchHandle,
+}
+
+impl SevLaunch {
+    /// A launch that asks `factory` for a firmware guest context at every launch.
+    pub fn new(params: LaunchParams, platform: PlatformInfo, factory: GuestFactory) -> Self {
+        SevLaunch {
+            handle: LaunchHandle(Arc::new(Shared {
+                state: Mutex::new(State {
+                    guest: None,
+                    factory,
+                    params,
+                    platform,
+                    phase: Phase::Uninit,
+                    handle: 0,
+                    measure: None,
+                    digest: None,
+                    launches: 0,
+                    memory: None,
+                    private: Vec::new(),
+                    released: false,
+                    refused_writes: 0,
+                }),
+                cond: Condvar::new(),
+            })),
+        }
+    }
+
+    /// The handle for the owner / monitor.
+    pub fn handle(&self) -> LaunchHandle {
+        self.handle.clone()
+    }
+
+    /// Sets what an SEV guest needs in `cfg`: C-bit page tables, CPUID 0x8000001F and
+    /// 0x80000008, the SEV status MSR, `start_paused` when paused.
+    pub fn prepare(&self, cfg: &mut VmConfig) {
+        let st = self.handle.lock();
+        let p = &st.params;
+        cfg.page_table_cbit = Some(p.cbitpos);
+        let mut ov = sev_cpuid(p.cbitpos, p.reduced_phys_bits, p.es());
+        ov.0.extend(cfg.cpuid_overrides.0.iter().copied());
+        cfg.cpuid_overrides = ov;
+        cfg.msr_handler = Some(Arc::new(SevMsrs { es: p.es() }));
+        cfg.start_paused |= p.paused;
+    }
+}
+
+/// CPUID leaves for an SEV guest: 0x8000001F (EAX bit 1 SEV, bit 3 SEV-ES; EBX[5:0] C-bit,
+/// EBX[11:6] reduced physical bits; ECX number of encrypted guests; EDX minimum SEV ASID) and
+/// 0x80000008 with MAXPHYADDR above the C-bit.
+pub fn sev_cpuid(cbitpos: u8, reduced_phys_bits: u8, es: bool) -> CpuidOverrides {
+    let host = std::arch::x86_64::__cpuid(CPUID_ADDR_LEAF);
+    let maxphys = (host.eax & 0xff).max(cbitpos as u32 + 1);
+    CpuidOverrides(vec![
+        CpuidOverride {
+            function: CPUID_SEV_LEAF,
+            index: 0,
+            eax: (1 << 1) | if es { 1 << 3 } else { 0 },
+            ebx: (cbitpos as u32 & 0x3f) | ((reduced_phys_bits as u32 & 0x3f) << 6),
+            ecx: 15,
+            edx: 5,
+        },
+        CpuidOverride {
+            function: CPUID_ADDR_LEAF,
+            index: 0,
+            eax: (host.eax & !0xff) | maxphys,
+            ebx: host.ebx,
+            ecx: host.ecx,
+            edx: host.edx,
+        },
+    ])
+}
+
+/// Answers the SEV status MSR 0xC0010131 (bit 0 SEV, bit 1 SEV-ES); writes are refused.
+#[derive(Debug, Clone, Copy)]
+pub struct SevMsrs {
+    /// SEV-ES active.
+    pub es: bool,
+}
+
+impl MsrHandler for SevMsrs {
+    fn rdmsr(&self, _cpu: usize, index: u32) -> Option<u64> {
+        (index == MSR_SEV_STATUS).then_some(1 | if self.es { 2 } else { 0 })
+    }
+}
+
+/// The host mapping of guest RAM `[gpa, gpa+len)`; must lie in one region. Guest RAM is
+/// shared, interior-mutable memory (the guest writes it through `&`), hence `&mut` from `&`.
+#[allow(clippy::mut_from_ref)]
+fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], ConfidentialError> {
+    let bad = || ConfidentialError::BadRange {
+        gpa,
+        len: len as u64,
+    };
+    let region = mem.find_region(GuestAddress(gpa)).ok_or_else(bad)?;
+    let off = gpa - region.start_addr().0;
+    if off.checked_add(len as u64).is_none_or(|e| e > region.len()) {
+        return Err(bad());
+    }
+    let host = mem.get_host_address(GuestAddress(gpa)).map_err(|_| bad())?;
+    // SAFETY: `host` points into a live mmap of guest RAM owned by `mem` (a clone of the VM's
+    // mapping, kept alive by the reference), and `[host, host+len)` lies inside one region
+    // (checked above). The firmware calls that take this slice run while the vCPUs are
+    // stopped (launch) or treat it as device memory the guest may change concurrently
+    // (debug/host view copy it byte-wise), as a DMA engine would.
+    Ok(unsafe { std::slice::from_raw_parts_mut(host, len) })
+}
+
+impl LaunchHandle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// LAUNCH_MEASURE output (MEASURE ‖ MNONCE) of the current launch, once measured.
+    pub fn measurement(&self) -> Option<[u8; 48]> {
+        self.lock().measure
+    }
+
+    /// The launch digest sevm computed over exactly what it passed to the firmware.
+    pub fn launch_digest(&self) -> Option<[u8; 32]> {
+        self.lock().digest
+    }
+
+    /// Waits until launch number `launch` (1-based) is measured; returns its measurement.
+    pub fn wait_measured(
+        &self,
+        launch: u32,
+        timeout: Duration,
+    ) -> Result<[u8; 48], ConfidentialError> {
+        let st = self.lock();
+        let (st, _) = self
+            .0
+            .cond
+            .wait_timeout_while(st, timeout, |s| {
+                !(s.launches >= launch && s.phase == Phase::LaunchSecret)
+                    && s.phase != Phase::Failed
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        match st.measure {
+            Some(m) if st.launches >= launch && st.phase == Phase::LaunchSecret => Ok(m),
+            _ => Err(ConfidentialError::Timeout("the launch measurement")),
+        }
+    }
+
+    /// LAUNCH_SECRET: decrypts the packet (52-byte header, ciphertext) into guest memory at
+    /// `gpa` (default: the EFI secret area), which must lie inside the secret area.
+    pub fn inject_secret(
+        &self,
+        header: &[u8],
+        ct: &[u8],
+        gpa: Option<u64>,
+    ) -> Result<(), ConfidentialError> {
+        let mut st = self.lock();
+        if st.phase != Phase::LaunchSecret {
+            return Err(ConfidentialError::Phase {
+                op: "LAUNCH_SECRET",
+                phase: st.phase,
+            });
+        }
+        let gpa = gpa.unwrap_or(layout::SECRET_AREA_START);
+        layout::check_secret_range(gpa, ct.len() as u64)?;
+        let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
+            op: "LAUNCH_SECRET",
+            phase: st.phase,
+        })?;
+        let dest = host_slice(&mem, gpa, ct.len())?;
+        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "LAUNCH_SECRET",
+            phase: Phase::Uninit,
+        })?;
+        guest
+            .launch_secret(header, ct, gpa, dest)
+            .map_err(fw("LAUNCH_SECRET"))?;
+        st.private.push((gpa, gpa + ct.len() as u64));
+        tracing::info!(gpa, len = ct.len(), "secret injected");
+        Ok(())
+    }
+
+    /// Lets a paused relaunch continue to LAUNCH_FINISH (the first launch continues with
+    /// [`crate::VmControl::resume`]).
+    pub fn release(&self) {
+        self.lock().released = true;
+        self.0.cond.notify_all();
+    }
+
+    /// `query-sev` status.
+    pub fn status(&self) -> SevStatus {
+        let mut st = self.lock();
+        let asid = st
+            .guest
+            .as_mut()
+            .and_then(|g| g.guest_status().ok())
+            .map(|s| s.asid)
+            .unwrap_or(0);
+        SevStatus {
+            phase: st.phase,
+            handle: st.handle,
+            policy: st.params.policy,
+            platform: st.platform,
+            es: st.params.es(),
+            launches: st.launches,
+            asid,
+        }
+    }
+
+    /// The firmware's own view of the guest (GUEST_STATUS).
+    pub fn guest_state(&self) -> Option<GuestState> {
+        self.lock()
+            .guest
+            .as_mut()
+            .and_then(|g| g.guest_status().ok())
+            .map(|s| s.state)
+    }
+
+    /// Number of host writes refused because they targeted private memory.
+    pub fn refused_writes(&self) -> u64 {
+        self.lock().refused_writes
+    }
+
+    /// Reads guest memory: [`AccessKind::Host`] gives what the host sees (ciphertext where
+    /// private), [`AccessKind::Debug`] decrypts through DBG_DECRYPT (refused under NODBG).
+    pub fn read(
+        &self,
+        gpa: u64,
+        len: usize,
+        kind: AccessKind,
+    ) -> Result<Vec<u8>, ConfidentialError> {
+        let mut st = self.lock();
+        let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
+            op: "guest memory access",
+            phase: st.phase,
+        })?;
+        // Firmware access is 16-byte granular: widen, then trim.
+        let start = gpa & !15;
+        let end = gpa
+            .checked_add(len as u64)
+            .ok_or(ConfidentialError::BadRange {
+                gpa,
+                len: len as u64,
+            })?
+            .next_multiple_of(16);
+        let wide = (end - start) as usize;
+        let src = host_slice(&mem, start, wide)?;
+        let policy = st.params.policy;
+        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "guest memory access",
+            phase: Phase::Uninit,
+        })?;
+        let out = match kind {
+            AccessKind::Host => guest.host_view(start, src).map_err(fw("host view"))?,
+            AccessKind::Debug => {
+                if policy & POLICY_NODBG != 0 {
+                    return Err(ConfidentialError::DebugDisabled { policy });
+                }
+                let mut out = vec![0u8; wide];
+                guest
+                    .dbg_decrypt(start, src, &mut out)
+                    .map_err(fw("DBG_DECRYPT"))?;
+                out
+            }
+        };
+        let off = (gpa - start) as usize;
+        Ok(out[off..off + len].to_vec())
+    }
+
+    /// Writes guest memory through DBG_ENCRYPT (refused under NODBG). `gpa` and the length
+    /// must be 16-byte aligned.
+    pub fn write_debug(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
+        let mut st = self.lock();
+        let policy = st.params.policy;
+        if policy & POLICY_NODBG != 0 {
+            return Err(ConfidentialError::DebugDisabled { policy });
+        }
+        let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
+            op: "DBG_ENCRYPT",
+            phase: st.phase,
+        })?;
+        let dest = host_slice(&mem, gpa, data.len())?;
+        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "DBG_ENCRYPT",
+            phase: Phase::Uninit,
+        })?;
+        guest
+            .dbg_encrypt(gpa, data, dest)
+            .map_err(fw("DBG_ENCRYPT"))
+    }
+
+    /// A device-model write: allowed into shared memory only; a write touching memory the
+    /// firmware encrypted (measured images, injected secrets) is refused and logged.
+    pub fn write_shared(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
+        let mut st = self.lock();
+        let end = gpa.saturating_add(data.len() as u64);
+        if st.private.iter().any(|&(s, e)| gpa < e && end > s) {
+            st.refused_writes += 1;
+            tracing::warn!(
+                gpa,
+                len = data.len(),
+                "device write into private SEV memory refused"
+            );
+            return Err(ConfidentialError::PrivateWrite {
+                gpa,
+                len: data.len() as u64,
+            });
+        }
+        let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
+            op: "device write",
+            phase: st.phase,
+        })?;
+        host_slice(&mem, gpa, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl State {
+    fn launch(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
+        if let Some(mut old) = self.guest.take() {
+            // A relaunch: the old context (and its key) is gone.
+            if let Err(e) = old.decommission() {
+                tracing::warn!("decommissioning the previous SEV context: {e}");
+            }
+        }
+        self.phase = Phase::Uninit;
+        self.measure = None;
+        self.digest = None;
+        self.private.clear();
+        self.released = !self.params.paused;
+        self.memory = Some(ctx.memory.clone());
+        let es = self.params.es();
+        let mut guest = (self.factory)(ctx.vm_fd).map_err(fw("opening the SEV guest context"))?;
+        guest
+            .init(es)
+            .map_err(fw(if es { "ES_INIT" } else { "INIT" }))?;
+        self.handle = guest
+            .launch_start(
+                self.params.policy,
+                self.params.godh_cert.as_deref(),
+                self.params.session.as_deref(),
+                self.params.handle,
+            )
+            .map_err(fw("LAUNCH_START"))?;
+        self.launches += 1;
+        self.phase = Phase::LaunchUpdate;
+        for r in ctx.memory.iter() {
+            let s = host_slice(ctx.memory, r.start_addr().0, r.len() as usize)?;
+            guest
+                .register_region(r.start_addr().0, s)
+                .map_err(fw("MEMORY_ENCRYPT_REG_REGION"))?;
+        }
+        let mut dump: Vec<MeasuredBlob> = Vec::new();
+        let mut digest = sev_proto::measure::LaunchDigest::new();
+        for r in ctx.measured {
+            let s = host_slice(ctx.memory, r.gpa, r.len as usize)?;
+            digest.update(s);
+            if self.params.dump_dir.is_some() {
+                dump.push(MeasuredBlob {
+                    gpa: r.gpa,
+                    kind: r.kind,
+                    bytes: s.to_vec(),
+                });
+            }
+            guest
+                .launch_update_data(r.gpa, s)
+                .map_err(fw("LAUNCH_UPDATE_DATA"))?;
+            self.private.push((r.gpa, r.gpa + r.len));
+        }
+        let vmsas = if es {
+            recipe::es_vmsas(ctx.config.cpus)
+        } else {
+            Vec::new()
+        };
+        for v in &vmsas {
+            digest.update(v);
+            let mut v = *v;
+            guest
+                .launch_update_vmsa(&mut v)
+                .map_err(fw("LAUNCH_UPDATE_VMSA"))?;
+        }
+        let m = guest.launch_measure().map_err(fw("LAUNCH_MEASURE"))?;
+        let d = digest.finish();
+        if let Some(dir) = self.params.dump_dir.clone() {
+            write_dump(&dir, &dump, &vmsas, &d, &m, self.params.policy)?;
+        }
+        self.guest = Some(guest);
+        self.measure = Some(m);
+        self.digest = Some(d);
+        self.phase = Phase::LaunchSecret;
+        tracing::info!(
+            launch = self.launches,
+            handle = self.handle,
+            "SEV launch measured"
+        );
+        Ok(())
+    }
+}
+
+fn write_file(path: PathBuf, data: &[u8]) -> Result<(), ConfidentialError> {
+    fs::write(&path, data).map_err(|source| ConfidentialError::Io { path, source })
+}
+
+/// Writes the measured bytes: `NN-<kind>-<gpa>.bin` per range, `vmsa-cpuN.bin`, the
+/// concatenation `measured.bin` (ranges then VMSAs, i.e. the launch-digest input),
+/// `launch-digest.b64`, `launch-measure.bin` and `policy.txt`.
+fn write_dump(
+    dir: &Path,
+    blobs: &[MeasuredBlob],
+    vmsas: &[[u8; 4096]],
+    digest: &[u8; 32],
+    measure: &[u8; 48],
+    policy: u32,
+) -> Result<(), ConfidentialError> {
+    use base64::Engine;
+    fs::create_dir_all(dir).map_err(|source| ConfidentialError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut all = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let name = format!("{i:02}-{:?}-{:#x}.bin", b.kind, b.gpa).to_lowercase();
+        write_file(dir.join(name), &b.bytes)?;
+        all.extend_from_slice(&b.bytes);
+    }
+    for (i, v) in vmsas.iter().enumerate() {
+        write_file(dir.join(format!("vmsa-cpu{i}.bin")), v)?;
+        all.extend_from_slice(v);
+    }
+    write_file(dir.join("measured.bin"), &all)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    write_file(dir.join("launch-digest.b64"), b64.encode(digest).as_bytes())?;
+    write_file(dir.join("launch-measure.bin"), measure)?;
+    write_file(dir.join("policy.txt"), format!("{policy:#x}\n").as_bytes())
+}
+
+fn boxed(e: ConfidentialError) -> HookError {
+    Box::new(e)
+}
+
+impl LaunchHooks for SevLaunch {
+    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        let mut st = self.handle.lock();
+        let r = st.launch(ctx);
+        if r.is_err() {
+            st.phase = Phase::Failed;
+        }
+        drop(st);
+        self.handle.0.cond.notify_all();
+        r.map_err(boxed)
+    }
+
+    fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        let mut st = self.handle.lock();
+        // The first launch pauses in the VM (start_paused); a relaunch pauses here.
+        if st.launches > 1 && !st.released {
+            tracing::info!("relaunch measured; waiting for the owner to release it");
+            st = self
+                .handle
+                .0
+                .cond
+                .wait_while(st, |s| !s.released)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let _ = ctx;
+        let guest = st.guest.as_mut().ok_or_else(|| {
+            boxed(ConfidentialError::Phase {
+                op: "LAUNCH_FINISH",
+                phase: Phase::Uninit,
+            })
+        })?;
+        guest
+            .launch_finish()
+            .map_err(fw("LAUNCH_FINISH"))
+            .map_err(boxed)?;
+        st.phase = Phase::Running;
+        drop(st);
+        self.handle.0.cond.notify_all();
+        Ok(())
+    }
+
+    fn on_reset(&mut self, _ctx: &LaunchContext<'_>) -> Result<ResetAction, HookError> {
+        Ok(match self.handle.lock().params.on_reset {
+            ResetMode::Relaunch => ResetAction::Relaunch,
+            ResetMode::Shutdown => ResetAction::Shutdown,
+        })
+    }
+}
