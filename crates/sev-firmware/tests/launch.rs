@@ -344,3 +344,52 @@ fn a_guest_freed_by_shutdown_never_touches_the_handle_reuser() {
         "old guest's drop left the new one alone"
     );
 }
+
+#[test]
+fn sev_es_launch_measures_the_vmsa_and_uses_an_es_asid() {
+    let dir = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(dir.path()).unwrap();
+    let mut g = plat.new_guest();
+    g.init(true).unwrap();
+    assert!(
+        g.launch_start(0x1, None, None, 0).is_err(),
+        "non-ES policy on an ES VM is refused"
+    );
+    g.launch_start(0x5, None, None, 0).unwrap();
+    let st = g.guest_status().unwrap();
+    assert!(
+        st.asid >= 1 && st.asid < sev_firmware::soft::fw::MIN_SEV_ASID,
+        "ES ASID {}",
+        st.asid
+    );
+    let mut fw = vec![0x11u8; 4096];
+    let mut vmsa = sev_proto::vmsa::qemu_vmsa(true, 0x80B004, 0x800F12).to_vec();
+    assert_eq!(
+        status_of(g.launch_update_vmsa(&mut vmsa[..4080])),
+        Status::InvalidLength
+    );
+    g.launch_update_data(0xFFFF_F000, &mut fw).unwrap();
+    g.launch_update_vmsa(&mut vmsa).unwrap();
+    let m = g.launch_measure().unwrap();
+    let mut ld = LaunchDigest::new();
+    ld.update(&fw);
+    ld.update(&vmsa);
+    let want = measurement(
+        &[0u8; 16],
+        API.0,
+        API.1,
+        BUILD,
+        0x5u32,
+        &ld.finish(),
+        &m[32..].try_into().unwrap(),
+    );
+    assert_eq!(&m[..32], &want[..]);
+    let mut sev = plat.new_guest();
+    sev.init(false).unwrap();
+    sev.launch_start(0x1, None, None, 0).unwrap();
+    assert!(sev.guest_status().unwrap().asid >= sev_firmware::soft::fw::MIN_SEV_ASID);
+    assert_eq!(
+        status_of(sev.launch_update_vmsa(&mut vmsa)),
+        Status::Unsupported
+    );
+}
