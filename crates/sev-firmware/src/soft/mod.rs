@@ -28,6 +28,9 @@ pub(crate) struct Inner {
     pub(crate) mem: raw::PaMemory,
 }
 
+/// The raw-firmware view of a soft platform (same object; `execute` lives on it).
+pub type SoftFirmware = SoftPlatform;
+
 /// A soft SEV platform backed by a directory.
 #[derive(Clone)]
 pub struct SoftPlatform {
