@@ -94,6 +94,14 @@ fn secrets_never_reach_the_log() {
     );
     c.send_raw(b",]}");
     assert_err_prefix(&c.reply(), "GenericError", "JSON parse error");
+    // A secret smuggled in as a command name or an HMP line is not logged either.
+    let r = c.cmd(json!({"execute": B64.encode(&secret)}));
+    assert_err_prefix(&r, "CommandNotFound", "The command ");
+    let r = c.exec(
+        "human-monitor-command",
+        json!({"command-line": format!("info {}", B64.encode(&secret))}),
+    );
+    assert!(r["return"].as_str().unwrap().starts_with("unknown command"));
     c.cmd(json!({"execute": "cont"}));
     assert_err_prefix(
         &c.exec("sev-inject-launch-secret", args),

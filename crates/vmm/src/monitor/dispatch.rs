@@ -273,7 +273,13 @@ impl Dispatcher {
                 qemu_msg::EXPECTING_NEGOTIATION.into(),
             ));
         }
-        tracing::debug!(command = cmd, "qmp command");
+        // Log only names from our own table: a client-chosen string never reaches the log.
+        let logged = COMMANDS
+            .iter()
+            .find(|c| **c == cmd)
+            .copied()
+            .unwrap_or("<unknown>");
+        tracing::debug!(command = logged, "qmp command");
         let b = &self.backend;
         match cmd {
             "qmp_capabilities" => {

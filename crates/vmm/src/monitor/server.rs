@@ -288,10 +288,14 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 fn write_line(w: &Mutex<UnixStream>, line: &str) -> io::Result<()> {
+    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
+    write_line_to(&mut s, line)
+}
+
+fn write_line_to(s: &mut UnixStream, line: &str) -> io::Result<()> {
     let mut buf = Vec::with_capacity(line.len() + 2);
     buf.extend_from_slice(line.as_bytes());
     buf.extend_from_slice(b"\r\n");
-    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
     s.write_all(&buf)
 }
 
@@ -337,12 +341,20 @@ fn serve_client(shared: &Shared, stream: UnixStream) {
                 }
             };
             let reply = shared.dispatcher.handle_text(&mut session, &text);
-            if write_line(&writer, &reply.msg.to_string()).is_err() {
+            let line = reply.msg.to_string();
+            let written = if reply.negotiated_now {
+                // Subscribe while holding the writer: no event emitted after the client can
+                // see this reply is missed, and none is written before it (qemu.qmp expects
+                // the negotiation reply first).
+                let mut guard = writer.lock().unwrap_or_else(|p| p.into_inner());
+                sub = subscribe_events(shared, &writer, &reader);
+                write_line_to(&mut guard, &line)
+            } else {
+                write_line(&writer, &line)
+            };
+            if written.is_err() {
                 alive = false;
                 break;
-            }
-            if reply.negotiated_now {
-                sub = subscribe_events(shared, &writer, &reader);
             }
             if reply.quit {
                 if let Err(e) = shared.dispatcher.backend().quit() {
