@@ -6,10 +6,12 @@
 //! `sev-firmware`. Errors are `anyhow` with context naming the file or argument at fault.
 
 mod args;
+mod config_check;
 mod digest;
 mod output;
 mod owner;
 mod platform;
+mod run;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,10 @@ enum Command {
     Owner(owner::OwnerArgs),
     /// Manage the SEV platform (soft model or /dev/sev): status, keys, certificates.
     Platform(platform::PlatformArgs),
+    /// Boot a guest on KVM, under SEV when configured (docs/LAUNCH.md).
+    Run(run::RunArgs),
+    /// Validate VM and SEV configuration without launching.
+    Config(config_check::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Owner(a) => owner::run(a, &out),
         Command::Platform(a) => platform::run(a, &out),
+        Command::Run(a) => run::run(a, &out),
+        Command::Config(a) => config_check::run(a, &out),
     };
     match result {
         Ok(code) => code,

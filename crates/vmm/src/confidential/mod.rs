@@ -200,8 +200,9 @@ pub struct LaunchParams {
     pub cbitpos: u8,
     /// Physical address bits lost to encryption.
     pub reduced_phys_bits: u8,
-    /// Wait for [`LaunchHandle::release`] before LAUNCH_FINISH after a relaunch (the first
-    /// launch waits through [`VmConfig::start_paused`]).
+    /// Wait for [`LaunchHandle::release`] before LAUNCH_FINISH (every launch). When the VM
+    /// was built with [`VmConfig::start_paused`], the first launch instead continues with
+    /// [`crate::VmControl::resume`] (the monitor's `cont`).
     pub paused: bool,
     /// Reset behaviour.
     pub on_reset: ResetMode,
@@ -331,7 +332,7 @@ impl SevLaunch {
     }
 
     /// Sets what an SEV guest needs in `cfg`: C-bit page tables, CPUID 0x8000001F and
-    /// 0x80000008, the SEV status MSR, `start_paused` when paused.
+    /// 0x80000008 and the SEV status MSR.
     pub fn prepare(&self, cfg: &mut VmConfig) {
         let st = self.handle.lock();
         let p = &st.params;
@@ -340,7 +341,6 @@ impl SevLaunch {
         ov.0.extend(cfg.cpuid_overrides.0.iter().copied());
         cfg.cpuid_overrides = ov;
         cfg.msr_handler = Some(Arc::new(SevMsrs { es: p.es() }));
-        cfg.start_paused |= p.paused;
     }
 }
 
@@ -747,8 +747,10 @@ impl LaunchHooks for SevLaunch {
 
     fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         let mut st = self.handle.lock();
-        // The first launch pauses in the VM (start_paused); a relaunch pauses here.
-        if st.launches > 1 && !st.released {
+        // With start_paused the VM itself waited for `resume` before the first launch's
+        // before_run; otherwise (and on every relaunch) a paused launch waits for release.
+        let vm_paused_first = st.launches == 1 && ctx.config.start_paused;
+        if !st.released && !vm_paused_first {
             tracing::info!("relaunch measured; waiting for the owner to release it");
             st = self
                 .handle
@@ -757,7 +759,6 @@ impl LaunchHooks for SevLaunch {
                 .wait_while(st, |s| !s.released)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        let _ = ctx;
         let guest = st.guest.as_mut().ok_or_else(|| {
             boxed(ConfidentialError::Phase {
                 op: "LAUNCH_FINISH",

@@ -1,0 +1,98 @@
+//! `sevm config check`: validate a VM / SEV configuration without launching; print the
+//! effective configuration. Errors name the file, line and key (exit 1).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::output::Output;
+use crate::run::{resolve, GuestArgs, SevArgs};
+
+/// `sevm config` arguments.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    cmd: ConfigCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Validate the options and files `sevm run` would use; print the effective config.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    guest: GuestArgs,
+    #[command(flatten)]
+    sev: SevArgs,
+}
+
+/// Runs `sevm config ...`.
+pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
+    let ConfigCmd::Check(c) = a.cmd;
+    let r = resolve(&c.guest, &c.sev)?;
+    if let vmm::BootSource::Bundled(n) = &r.vm.boot {
+        if guests::get(n).is_none() {
+            anyhow::bail!(
+                "--guest {n}: unknown bundled guest (known: {})",
+                guests::NAMES.join(", ")
+            );
+        }
+    }
+    let boot = format!("{:?}", r.vm.boot);
+    let mut v = json!({
+        "ok": true,
+        "memory": r.vm.memory,
+        "cpus": r.vm.cpus,
+        "boot": boot,
+        "sev": null,
+    });
+    let mut text = format!(
+        "memory: {} MiB\ncpus: {}\nboot: {boot}\n",
+        r.vm.memory >> 20,
+        r.vm.cpus
+    );
+    match &r.sev {
+        None => text.push_str("sev: off\n"),
+        Some(s) => {
+            let cfg = &s.cfg;
+            let cbit = cfg.cbitpos.unwrap_or(s.info.cbitpos);
+            v["sev"] = json!({
+                "source": format!("{:?}", cfg.source),
+                "policy": cfg.policy,
+                "es": cfg.es(),
+                "cbitpos": cbit,
+                "reduced-phys-bits": cfg.reduced_phys_bits,
+                "owner": cfg.godh_cert.is_some(),
+                "handle": cfg.handle,
+                "kernel-hashes": cfg.kernel_hashes,
+                "backend": format!("{:?}", s.backend).to_lowercase(),
+                "platform-dir": s.platform_dir.display().to_string(),
+                "api": format!("{}.{}", s.info.api_major, s.info.api_minor),
+                "build": s.info.build,
+            });
+            text.push_str(&format!(
+                "sev: {}\n  source: {:?}\n  policy: {}\n  cbitpos: {cbit}\n  reduced-phys-bits: {}\n  owner certificate and session: {}\n  handle: {}\n  kernel-hashes: {}\n  backend: {:?} (API {}.{} build {}), platform dir {}\n",
+                if cfg.es() { "SEV-ES" } else { "SEV" },
+                cfg.source,
+                sev_proto::policy::GuestPolicy(cfg.policy),
+                cfg.reduced_phys_bits,
+                if cfg.godh_cert.is_some() { "yes" } else { "no (launch without owner)" },
+                cfg.handle,
+                if cfg.kernel_hashes { "on" } else { "off" },
+                s.backend,
+                s.info.api_major,
+                s.info.api_minor,
+                s.info.build,
+                s.platform_dir.display(),
+            ));
+        }
+    }
+    text.push_str("configuration OK");
+    out.emit(&v, &text);
+    Ok(ExitCode::SUCCESS)
+}
