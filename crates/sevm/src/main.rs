@@ -12,6 +12,7 @@ mod output;
 mod owner;
 mod platform;
 mod run;
+mod sevm_recipe;
 
 use std::process::ExitCode;
 

@@ -229,6 +229,8 @@ impl PlatformParams {
 struct MeasureArgs {
     #[command(flatten)]
     images: ImageArgs,
+    #[command(flatten)]
+    sevm: crate::sevm_recipe::SevmMeasureArgs,
     /// Use this launch digest (64 hex digits or base64) instead of computing it from images.
     #[arg(long, conflicts_with_all = ["firmware", "kernel", "initrd", "cmdline", "num_cpus", "vmsa_cpu0", "vmsa_cpu1"])]
     launch_digest: Option<String>,
@@ -788,15 +790,33 @@ fn measurement(p: &Params, digest: &[u8; 32], mnonce: &[u8; 16]) -> [u8; 32] {
 }
 
 fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
-    let digest = launch_digest(&a.images, a.launch_digest.as_deref())?;
-    let want_blob = a.params.any() || a.nonce.is_some() || a.launch_measure_blob.is_some();
+    let i = &a.images;
+    let sevm = crate::sevm_recipe::digest(
+        &a.sevm,
+        &i.kernel,
+        &i.initrd,
+        &i.cmdline,
+        i.num_cpus,
+        a.params.policy,
+    )?;
+    let digest = match sevm {
+        Some(d) => d,
+        None => launch_digest(&a.images, a.launch_digest.as_deref())?,
+    };
+    // With --vmm sevm, --policy alone only selects SEV-ES (VMSAs in the digest).
+    let params = a.params.any() && (sevm.is_none() || a.params.tik.is_some());
+    let want_blob = params || a.nonce.is_some() || a.launch_measure_blob.is_some();
     if !want_blob {
         let h = hex::encode(digest);
         out.emit(&json!({"launch_digest": h}), &h);
         return Ok(ExitCode::SUCCESS);
     }
     let p = a.params.require()?;
-    check_es(&a.images, a.launch_digest.is_some(), p.policy)?;
+    check_es(
+        &a.images,
+        a.launch_digest.is_some() || sevm.is_some(),
+        p.policy,
+    )?;
     let mnonce = match (&a.nonce, &a.launch_measure_blob) {
         (Some(n), _) => args::bytes16("--nonce", "MNONCE", n)?,
         (None, Some(b)) => args::measure_blob("--launch-measure-blob", b)?.1,
