@@ -7,10 +7,12 @@
 
 mod args;
 mod config_check;
+mod demo;
 mod digest;
 mod output;
 mod owner;
 mod platform;
+mod qmp_backend;
 mod run;
 mod sevm_recipe;
 
@@ -39,6 +41,8 @@ enum Command {
     Run(run::RunArgs),
     /// Validate VM and SEV configuration without launching.
     Config(config_check::ConfigArgs),
+    /// The SEV story end to end on the soft platform (owner, launch, measurement, secret).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Platform(a) => platform::run(a, &out),
         Command::Run(a) => run::run(a, &out),
         Command::Config(a) => config_check::run(a, &out),
+        Command::Demo(a) => demo::run(a, &out),
     };
     match result {
         Ok(code) => code,
