@@ -16,6 +16,7 @@ pub mod fake;
 mod framer;
 mod hmp;
 mod server;
+pub mod vm_backend;
 
 pub use dispatch::{Dispatcher, Reply, Session};
 pub use framer::{Frame, Framer, MAX_MESSAGE_BYTES, MAX_NESTING};

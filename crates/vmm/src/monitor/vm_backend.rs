@@ -1,0 +1,516 @@
+//! [`MonitorBackend`] for a real [`crate::Vm`] and its SEV launch ([`LaunchHandle`]).
+//!
+//! [`start`] binds the QMP socket, starts the server and a watcher thread that pushes SEV
+//! launch state changes (`SEV_LAUNCH_STATE`) and guest-initiated stops; [`QmpRuntime::finish`]
+//! is called after [`crate::Vm::run`] returns and emits the final SHUTDOWN.
+//!
+//! Mapping (docs/QMP.md): `status` from [`VmControl::state`] (`prelaunch` until the first
+//! `cont` of a VM built with [`crate::VmConfig::start_paused`]); `stop`/`cont`/`system_reset`/
+//! `quit` send [`VmControl`] requests and wait (bounded) for the VM to follow; `cont` of a
+//! prelaunch SEV guest lets the VM run the launch's `before_run` hook (LAUNCH_FINISH) and start
+//! the vCPUs. Memory reads go through [`AccessKind::Debug`] (DBG_DECRYPT) for SEV guests and
+//! straight to guest RAM otherwise; virtual reads walk the page tables with the C-bit masked.
+//! `system_powerdown`: sevm has no ACPI, so it emits POWERDOWN and then quits like `quit`.
+
+use super::{
+    qemu_msg, EventSink, KvmInfo, MonitorBackend, MonitorError, MonitorEvent, QmpServer,
+    QmpServerError, RunState, SevCapabilities, SevInfo, SevState,
+};
+use crate::confidential::{AccessKind, ConfidentialError, LaunchHandle, Phase};
+use crate::vm::{CpuSnapshot, ExitStatus, RunState as VmState, VmControl};
+use crate::{paging, GuestMemoryMmap, Vm};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress};
+
+/// How long `stop`/`cont` wait for the VM to reach the requested state.
+pub const STATE_WAIT: Duration = Duration::from_secs(5);
+/// Poll period of the event watcher thread.
+const WATCH_PERIOD: Duration = Duration::from_millis(10);
+
+/// Produces the `query-sev-capabilities` answer (PDH_CERT_EXPORT, GET_ID of the platform).
+pub type CapsSource = Box<dyn Fn() -> Result<SevCapabilities, MonitorError> + Send + Sync>;
+
+/// A capabilities source over an SEV platform (soft model or `/dev/sev`).
+pub fn caps_from_platform(
+    platform: Box<dyn sev_firmware::SevPlatform + Send + Sync>,
+    cbitpos: u8,
+    reduced_phys_bits: u8,
+) -> CapsSource {
+    Box::new(move || {
+        let exp = platform
+            .pdh_cert_export()
+            .map_err(|e| MonitorError::generic(format!("SEV: PDH_CERT_EXPORT failed: {e}")))?;
+        let id = platform
+            .get_id()
+            .map_err(|e| MonitorError::generic(format!("SEV: GET_ID failed: {e}")))?;
+        Ok(SevCapabilities {
+            pdh: exp.pdh,
+            cert_chain: exp.chain,
+            cpu0_id: id,
+            cbitpos: u32::from(cbitpos),
+            reduced_phys_bits: u32::from(reduced_phys_bits),
+        })
+    })
+}
+
+/// What [`start`] needs to know about the VM beyond the [`Vm`] itself.
+pub struct VmBackendConfig {
+    /// The SEV launch, for SEV guests.
+    pub launch: Option<LaunchHandle>,
+    /// `query-sev-capabilities` source (`None`: the host has no SEV).
+    pub caps: Option<CapsSource>,
+    /// C-bit position (masked out of page-table entries), for SEV guests.
+    pub cbitpos: Option<u8>,
+    /// The VM was built with [`crate::VmConfig::start_paused`] (QEMU `-S`).
+    pub start_paused: bool,
+    /// Number of vCPUs ([`crate::VmConfig::cpus`]).
+    pub vcpus: u8,
+}
+
+/// The VM side of the monitor.
+pub struct VmBackend {
+    control: VmControl,
+    launch: Option<LaunchHandle>,
+    memory: GuestMemoryMmap,
+    vcpus: u32,
+    enc_mask: u64,
+    start_paused: bool,
+    caps: Option<CapsSource>,
+    /// `cont` was called once (or the VM never waited): no longer `prelaunch`.
+    started: AtomicBool,
+    /// SHUTDOWN was already emitted (by `quit`/`system_powerdown`).
+    shutdown_sent: AtomicBool,
+    /// Serialises state transitions and their events; holds the last SEV state announced.
+    sev_seen: Mutex<Option<SevState>>,
+    events: OnceLock<EventSink>,
+}
+
+fn phase_state(p: Phase) -> SevState {
+    match p {
+        Phase::Uninit | Phase::Failed => SevState::Uninit,
+        Phase::LaunchUpdate => SevState::LaunchUpdate,
+        Phase::LaunchSecret => SevState::LaunchSecret,
+        Phase::Running => SevState::Running,
+    }
+}
+
+fn conf_err(e: ConfidentialError) -> MonitorError {
+    MonitorError::generic(format!("SEV: {e}"))
+}
+
+impl VmBackend {
+    /// A backend for `vm` pushing events into `events`.
+    pub fn new(vm: &Vm, cfg: VmBackendConfig) -> Self {
+        VmBackend {
+            control: vm.control(),
+            memory: vm.guest_memory().clone(),
+            vcpus: u32::from(cfg.vcpus),
+            enc_mask: cfg.cbitpos.map(|c| 1u64 << c).unwrap_or(0),
+            start_paused: cfg.start_paused,
+            started: AtomicBool::new(!cfg.start_paused),
+            shutdown_sent: AtomicBool::new(false),
+            sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| phase_state(l.status().phase))),
+            launch: cfg.launch,
+            caps: cfg.caps,
+            events: OnceLock::new(),
+        }
+    }
+
+    /// Sends events to `sink` from now on (set once, by [`start`]).
+    pub fn set_events(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
+    }
+
+    fn emit(&self, e: MonitorEvent) {
+        if let Some(s) = self.events.get() {
+            s.emit(e);
+        }
+    }
+
+    fn prelaunch(&self) -> bool {
+        self.start_paused
+            && !self.started.load(Ordering::SeqCst)
+            && self.control.state() != VmState::Stopped
+    }
+
+    /// Emits SEV_LAUNCH_STATE if the launch phase changed since the last call.
+    fn sync_sev(&self) {
+        let Some(l) = &self.launch else { return };
+        let now = phase_state(l.status().phase);
+        let mut seen = self.sev_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != Some(now) {
+            *seen = Some(now);
+            self.emit(MonitorEvent::SevLaunchState(now));
+        }
+    }
+
+    fn wait_state(&self, want: &[VmState]) -> Result<VmState, MonitorError> {
+        let end = Instant::now() + STATE_WAIT;
+        loop {
+            let s = self.control.state();
+            if want.contains(&s) {
+                return Ok(s);
+            }
+            if Instant::now() >= end {
+                return Err(MonitorError::generic(format!(
+                    "the VM did not reach the requested state within {}s (it is {s:?})",
+                    STATE_WAIT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn gone() -> MonitorError {
+        MonitorError::generic("the VM has stopped")
+    }
+
+    fn read_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
+        match &self.launch {
+            Some(l) => l.read(gpa, len, AccessKind::Debug).map_err(|e| match e {
+                ConfidentialError::DebugDisabled { policy } => MonitorError::generic(format!(
+                    "SEV: guest memory cannot be read: the guest policy {policy:#x} has NODBG \
+                     set (DBG_DECRYPT is refused)"
+                )),
+                e => conf_err(e),
+            }),
+            None => {
+                let mut buf = vec![0u8; len];
+                self.memory
+                    .read_slice(&mut buf, GuestAddress(gpa))
+                    .map_err(|_| {
+                        MonitorError::generic(format!(
+                            "Invalid addr 0x{gpa:x}/size {len} specified"
+                        ))
+                    })?;
+                Ok(buf)
+            }
+        }
+    }
+
+    fn snapshot(&self, cpu: u32) -> Result<CpuSnapshot, MonitorError> {
+        self.control.cpu_snapshot(cpu as usize).ok_or_else(|| {
+            MonitorError::generic(format!(
+                "no register state for CPU {cpu} yet: the vCPUs have not stopped since they \
+                 started (use 'stop' first)"
+            ))
+        })
+    }
+
+    /// Walks the guest page tables (4-level, C-bit masked) reading every entry through
+    /// [`Self::read_phys`], i.e. DBG_DECRYPT for SEV guests whose tables are private.
+    fn translate(&self, cr3: u64, gva: u64) -> Result<u64, MonitorError> {
+        if self.launch.is_none() {
+            return paging::translate(&self.memory, cr3, gva, self.enc_mask)
+                .map(|t| t.gpa)
+                .map_err(|e| MonitorError::generic(e.to_string()));
+        }
+        const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let sign = (gva as i64) >> 47;
+        if sign != 0 && sign != -1 {
+            return Err(MonitorError::generic(format!(
+                "virtual address {gva:#x} is not canonical"
+            )));
+        }
+        let mask = self.enc_mask;
+        let mut table = cr3 & ADDR & !mask;
+        for (depth, (level, shift)) in [("PML4", 39u32), ("PDPT", 30), ("PD", 21), ("PT", 12)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = table + ((gva >> shift) & 0x1ff) * 8;
+            let raw = self.read_phys(at, 8)?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw);
+            let e = u64::from_le_bytes(b);
+            if e & 1 == 0 {
+                return Err(MonitorError::generic(format!(
+                    "{level} entry for virtual address {gva:#x} is not present"
+                )));
+            }
+            let base = e & ADDR & !mask;
+            let leaf = match depth {
+                1 | 2 if e & (1 << 7) != 0 => Some(shift),
+                3 => Some(12),
+                _ => None,
+            };
+            if let Some(bits) = leaf {
+                let size = 1u64 << bits;
+                return Ok((base & !(size - 1)) | (gva & (size - 1)));
+            }
+            table = base;
+        }
+        Err(MonitorError::generic("page walk ended without a leaf"))
+    }
+}
+
+impl MonitorBackend for VmBackend {
+    fn status(&self) -> RunState {
+        if self.prelaunch() {
+            return RunState::Prelaunch;
+        }
+        match self.control.state() {
+            VmState::Created => RunState::Prelaunch,
+            VmState::Running => RunState::Running,
+            VmState::Paused => RunState::Paused,
+            VmState::Stopped => RunState::Shutdown,
+        }
+    }
+
+    fn stop(&self) -> Result<(), MonitorError> {
+        if self.prelaunch() {
+            return Ok(());
+        }
+        match self.control.state() {
+            VmState::Paused => return Ok(()),
+            VmState::Stopped => return Err(Self::gone()),
+            _ => {}
+        }
+        if !self.control.pause() {
+            return Err(Self::gone());
+        }
+        if self.wait_state(&[VmState::Paused, VmState::Stopped])? == VmState::Stopped {
+            return Err(Self::gone());
+        }
+        self.emit(MonitorEvent::Stop);
+        Ok(())
+    }
+
+    fn cont(&self) -> Result<(), MonitorError> {
+        let first = self.prelaunch();
+        if !first {
+            match self.control.state() {
+                VmState::Running => return Ok(()),
+                VmState::Stopped => return Err(Self::gone()),
+                _ => {}
+            }
+        }
+        if let Some(l) = &self.launch {
+            // Relaunches after a reset may wait for a release too.
+            l.release();
+        }
+        if !self.control.resume() {
+            return Err(Self::gone());
+        }
+        self.started.store(true, Ordering::SeqCst);
+        if self.wait_state(&[VmState::Running, VmState::Stopped])? == VmState::Stopped {
+            self.sync_sev();
+            return Err(MonitorError::generic(
+                "the VM stopped while starting (see the sevm log: LAUNCH_FINISH or the vCPU \
+                 setup failed)",
+            ));
+        }
+        self.sync_sev();
+        self.emit(MonitorEvent::Resume);
+        Ok(())
+    }
+
+    fn system_reset(&self) -> Result<(), MonitorError> {
+        if self.prelaunch() {
+            return Err(MonitorError::generic(
+                "the VM has not started yet (prelaunch): 'cont' starts it",
+            ));
+        }
+        if self.control.state() == VmState::Stopped || !self.control.reset() {
+            return Err(Self::gone());
+        }
+        self.emit(MonitorEvent::Reset {
+            guest: false,
+            reason: "host-qmp-system-reset".into(),
+        });
+        Ok(())
+    }
+
+    fn system_powerdown(&self) -> Result<(), MonitorError> {
+        // No ACPI in sevm: the powerdown request is honoured by stopping the VM.
+        self.emit(MonitorEvent::Powerdown);
+        self.quit()
+    }
+
+    fn quit(&self) -> Result<(), MonitorError> {
+        if !self.shutdown_sent.swap(true, Ordering::SeqCst) {
+            self.emit(MonitorEvent::Shutdown {
+                guest: false,
+                reason: "host-qmp-quit".into(),
+            });
+        }
+        // A VM that already stopped needs nothing more.
+        let _ = self.control.quit();
+        Ok(())
+    }
+
+    fn query_kvm(&self) -> KvmInfo {
+        KvmInfo {
+            enabled: true,
+            present: true,
+        }
+    }
+
+    fn sev_info(&self) -> Option<SevInfo> {
+        let st = self.launch.as_ref()?.status();
+        Some(SevInfo {
+            enabled: true,
+            api_major: st.platform.api_major,
+            api_minor: st.platform.api_minor,
+            build_id: st.platform.build,
+            policy: st.policy,
+            state: phase_state(st.phase),
+            handle: st.handle,
+        })
+    }
+
+    fn sev_launch_measure(&self) -> Result<Vec<u8>, MonitorError> {
+        self.launch
+            .as_ref()
+            .and_then(|l| l.measurement())
+            .map(|m| m.to_vec())
+            .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_MEASURE_UNAVAILABLE))
+    }
+
+    fn sev_capabilities(&self) -> Result<SevCapabilities, MonitorError> {
+        match &self.caps {
+            Some(c) => c(),
+            None => Err(MonitorError::generic(qemu_msg::SEV_NOT_ENABLED_IN_KVM)),
+        }
+    }
+
+    fn inject_launch_secret(
+        &self,
+        header: &[u8],
+        secret: &[u8],
+        gpa: Option<u64>,
+    ) -> Result<(), MonitorError> {
+        let l = self
+            .launch
+            .as_ref()
+            .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED_FOR_GUEST))?;
+        l.inject_secret(header, secret, gpa).map_err(conf_err)
+    }
+
+    fn attestation_report(&self, _mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError> {
+        // The launch handle does not expose GET_ATTESTATION_REPORT yet (sev-firmware has it).
+        Err(MonitorError::generic(
+            "SEV: attestation report is not available through sevm's launch yet",
+        ))
+    }
+
+    fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
+        self.read_phys(gpa, len)
+    }
+
+    fn read_guest_virt(&self, cpu: u32, gva: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
+        let snap = self.snapshot(cpu)?;
+        if snap.cr0 & (1 << 31) == 0 {
+            // Paging off: virtual = physical.
+            return self.read_phys(gva, len);
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut va = gva;
+        while out.len() < len {
+            let gpa = self.translate(snap.cr3, va)?;
+            let in_page = (0x1000 - (va & 0xfff)) as usize;
+            let n = in_page.min(len - out.len());
+            out.extend_from_slice(&self.read_phys(gpa, n)?);
+            va = va.wrapping_add(n as u64);
+        }
+        Ok(out)
+    }
+
+    fn vcpu_count(&self) -> u32 {
+        self.vcpus
+    }
+
+    fn registers(&self, cpu: u32) -> Result<String, MonitorError> {
+        let s = self.snapshot(cpu)?;
+        Ok(format!(
+            "RIP={:016x} RSP={:016x} CPL={}\nCR0={:08x} CR3={:016x} CR4={:08x}\nEFER={:016x}\n",
+            s.rip, s.rsp, s.cpl, s.cr0, s.cr3, s.cr4, s.efer
+        ))
+    }
+}
+
+/// A running QMP server attached to a VM. Keep it alive while the VM runs; call
+/// [`QmpRuntime::finish`] when [`Vm::run`] returns.
+pub struct QmpRuntime {
+    server: QmpServer,
+    backend: Arc<VmBackend>,
+    stop: Arc<AtomicBool>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for QmpRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QmpRuntime")
+            .field("path", &self.server.path())
+            .finish()
+    }
+}
+
+/// A binding/startup failure of [`start`].
+pub type StartError = QmpServerError;
+
+/// Binds `path`, attaches a [`VmBackend`] for `vm` and starts serving clients and events.
+pub fn start(path: &Path, vm: &Vm, cfg: VmBackendConfig) -> Result<QmpRuntime, StartError> {
+    let backend = Arc::new(VmBackend::new(vm, cfg));
+    let mut server = QmpServer::bind(path, backend.clone())?;
+    backend.set_events(server.events());
+    server.start()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (b, s) = (backend.clone(), stop.clone());
+    let watcher = std::thread::Builder::new()
+        .name("qmp-watch".into())
+        .spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                b.sync_sev();
+                std::thread::sleep(WATCH_PERIOD);
+            }
+        })
+        .ok();
+    Ok(QmpRuntime {
+        server,
+        backend,
+        stop,
+        watcher,
+    })
+}
+
+impl QmpRuntime {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        self.server.path()
+    }
+
+    /// Emits the final events for how the VM ended (`None`: `run` failed), gives clients a
+    /// moment to read them, then shuts the server down and removes the socket.
+    pub fn finish(mut self, status: Option<&ExitStatus>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        self.backend.sync_sev();
+        if !self.backend.shutdown_sent.swap(true, Ordering::SeqCst) {
+            let (guest, reason) = match status {
+                Some(ExitStatus::Exited(_)) | Some(ExitStatus::Poweroff) => {
+                    (true, "guest-shutdown")
+                }
+                Some(ExitStatus::Reset) => (true, "guest-reset"),
+                Some(ExitStatus::Quit) => (false, "host-qmp-quit"),
+                Some(ExitStatus::TripleFault { .. }) => (true, "guest-panic"),
+                Some(ExitStatus::Timeout) => (false, "host-signal"),
+                _ => (false, "host-error"),
+            };
+            self.backend.emit(MonitorEvent::Shutdown {
+                guest,
+                reason: reason.into(),
+            });
+        }
+        if self.server.client_count() > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.server.shutdown();
+    }
+}
