@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// Stop the guest after this many seconds (exit 124).
     #[arg(long)]
     timeout: Option<u64>,
+    /// QMP monitor socket, `unix:PATH` (docs/QMP.md). With `--paused`, `cont` starts the VM.
+    #[arg(long)]
+    qmp: Option<String>,
 }
 
 /// `--on-reset`.
@@ -367,9 +370,12 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         ResetArg::Relaunch => OnReset::Reboot,
         ResetArg::Shutdown => OnReset::Shutdown,
     };
+    // QMP: `--paused` is QEMU's -S (the VM waits for `cont`), not the stdin owner.
+    vm_cfg.start_paused = a.paused && a.qmp.is_some();
+    let cpus = vm_cfg.cpus;
     let sev = r.sev.as_ref().map(|s| {
         let mut p = LaunchParams::from_config(&s.cfg, s.info.cbitpos);
-        p.paused = a.paused;
+        p.paused = a.paused && a.qmp.is_none();
         p.dump_dir = a.dump_launch.clone();
         p.on_reset = match a.on_reset {
             ResetArg::Relaunch => ResetMode::Relaunch,
@@ -377,7 +383,7 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         };
         (s, p)
     });
-    if sev.is_none() && (a.paused || a.dump_launch.is_some()) {
+    if sev.is_none() && ((a.paused && a.qmp.is_none()) || a.dump_launch.is_some()) {
         bail!("--paused and --dump-launch need an SEV guest (--object sev-guest,..., --sev-config or a [sev] table)");
     }
     let (mut vm, handle) = build(vm_cfg, sev)?;
@@ -396,14 +402,29 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
             st.handle, st.policy
         );
         tracing::debug!(status = %st.to_query_sev(), "query-sev");
-        if a.paused {
+        if a.paused && a.qmp.is_none() {
             let h = h.clone();
             std::thread::spawn(move || paused_owner(h));
         } else {
             h.release();
         }
     }
-    let status = vm.run()?;
+    let qmp = match &a.qmp {
+        Some(q) => Some(crate::qmp_backend::start(
+            q,
+            &vm,
+            handle.clone(),
+            r.sev.as_ref(),
+            a.paused,
+            cpus,
+        )?),
+        None => None,
+    };
+    let status = vm.run();
+    if let Some(q) = qmp {
+        q.finish(status.as_ref().ok());
+    }
+    let status = status?;
     tracing::info!(?status, "guest stopped");
     let code = status.exit_code();
     if !matches!(
