@@ -1,0 +1,399 @@
+//! End-to-end SEV launches under KVM with the soft backend, through the `sevm` binary.
+
+#[path = "sev_common.rs"]
+mod common;
+
+use std::fs;
+
+use common::*;
+
+const MACHINE: &str = "confidential-guest-support=sev0";
+
+#[test]
+fn sev_guest_sees_cpuid_leaf_and_status_msr() {
+    if !kvm_or_skip("sev_guest_sees_cpuid_leaf_and_status_msr") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "cpuid",
+        "--object",
+        &object(0, ""),
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        plat.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    // EAX bit 1 (SEV), EBX = cbitpos 47 | reduced-phys-bits 1 << 6 = 0x6f.
+    assert!(
+        out.contains("cpuid 8000001f eax=00000002 ebx=0000006f"),
+        "{out}"
+    );
+    assert!(out.contains("msr c0010131=0000000000000001"), "{out}");
+    // MAXPHYADDR above the C-bit.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("cpuid 80000008"))
+        .unwrap();
+    let eax = u32::from_str_radix(&line[19..27], 16).unwrap();
+    assert!(eax & 0xff > 47, "{line}");
+    assert!(err.contains("launch digest"), "{err}");
+}
+
+#[test]
+fn plain_run_works_and_exit_status_is_the_guests() {
+    if !kvm_or_skip("plain_run_works_and_exit_status_is_the_guests") {
+        return;
+    }
+    let o = sevm(&["run", "--guest", "hello"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("hello from the sevm bundled guest"), "{out}");
+    // The cpuid guest without SEV says so.
+    let o = sevm(&["run", "--guest", "cpuid"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("msr c0010131 not read"), "{out}");
+}
+
+#[test]
+fn sev_es_measures_vmsas_and_dump_matches_owner_recipe() {
+    if !kvm_or_skip("sev_es_measures_vmsas_and_dump_matches_owner_recipe") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let dump = t.path().join("dump");
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "cpuid",
+        "--cpus",
+        "2",
+        "--object",
+        &object(0x5, ""),
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        plat.to_str().unwrap(),
+        "--dump-launch",
+        dump.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("cpuid 8000001f eax=0000000a"), "{out}");
+    assert!(out.contains("msr c0010131=0000000000000003"), "{out}");
+    // Two VMSAs measured, equal to sev-proto's QEMU VMSA.
+    let v0 = fs::read(dump.join("vmsa-cpu0.bin")).unwrap();
+    let v1 = fs::read(dump.join("vmsa-cpu1.bin")).unwrap();
+    assert_eq!(
+        v0,
+        sev_proto::vmsa::qemu_vmsa(true, 0xffff_fff0, 0x80_0f12).to_vec()
+    );
+    assert_eq!(
+        v1,
+        sev_proto::vmsa::qemu_vmsa(false, 0xffff_fff0, 0x80_0f12).to_vec()
+    );
+    // The concatenated bytes hash to the reported digest, which the owner recipe predicts.
+    let all = fs::read(dump.join("measured.bin")).unwrap();
+    let digest = hex::encode(openssl::sha::sha256(&all));
+    assert!(err.contains(&digest), "{err}");
+    let o = sevm(&[
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "cpuid",
+        "--num-cpus",
+        "2",
+        "--policy",
+        "5",
+    ]);
+    let (mout, merr) = text(&o);
+    assert!(o.status.success(), "{merr}");
+    assert_eq!(mout.trim(), digest);
+    // Without ES the digest has no VMSAs, so it differs.
+    let o = sevm(&[
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "cpuid",
+        "--num-cpus",
+        "2",
+    ]);
+    assert_ne!(text(&o).0.trim(), digest);
+    // Ranges are in LAYOUT order.
+    let mut names: Vec<String> = fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('0'))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00-boottables-0x1000.bin",
+            "01-boottables-0x9000.bin",
+            "02-bundled-0x100000.bin"
+        ]
+    );
+}
+
+#[test]
+fn demo_succeeds_and_tamper_fails_without_releasing_the_secret() {
+    if !kvm_or_skip("demo_succeeds_and_tamper_fails_without_releasing_the_secret") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let o = sevm(&["demo", "--platform-dir", plat.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("verify the launch measurement: OK"), "{out}");
+    assert!(out.contains("guest| secret entry"), "{out}");
+    assert!(out.contains("sevm demo: OK"), "{out}");
+    let o = sevm(&["demo", "--tamper", "--platform-dir", plat.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("MISMATCH"), "{out}");
+    assert!(out.contains("no secret released"), "{out}");
+    assert!(!out.contains("inject the secret"), "{out}");
+    assert!(!out.contains("guest|"), "{out}");
+}
+
+#[test]
+fn seed_sample_refused_and_real_owner_files_launch() {
+    if !kvm_or_skip("seed_sample_refused_and_real_owner_files_launch") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let seed = t.path().join("seed.conf");
+    fs::write(
+        &seed,
+        "[sev-launch]\nflags = \"00000000\"\npolicy = \"000000\"\n\
+         dh_pub_qx = \"0123456789abcdef0123456789abcdef\"\n\
+         dh_pub_qy = \"0123456789abcdef0123456789abcdef\"\nnonce = \"0123456789abcdef\"\n\
+         vcpu_count = \"1\"\nvcpu_length = \"30\"\nvcpu_mask = \"00ab\"\n",
+    )
+    .unwrap();
+    for verb in [&["config", "check"][..], &["run"][..]] {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(["--guest", "cpuid", "--sev-config", seed.to_str().unwrap()]);
+        args.extend(["--platform-dir", plat.to_str().unwrap()]);
+        let o = sevm(&args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+        assert!(err.contains("seed.conf:4"), "{err}");
+        assert!(err.contains("dh_pub_qx"), "{err}");
+        assert!(!out.contains("cpuid 8000001f"), "{out}");
+    }
+    // The same section with real owner files from `sevm owner session`.
+    let chain = export_chain(&plat, t.path());
+    let o = sevm(&[
+        "owner",
+        "session",
+        "--no-verify",
+        "--name",
+        "own",
+        "--out",
+        t.path().to_str().unwrap(),
+        chain.to_str().unwrap(),
+        "1",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let godh = b64
+        .decode(
+            fs::read_to_string(t.path().join("own_godh.b64"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let session = b64
+        .decode(
+            fs::read_to_string(t.path().join("own_session.b64"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+    let conf = t.path().join("real.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[sev-launch]\nflags = \"00000000\"\npolicy = \"00000001\"\n\
+             dh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\nnonce = \"{}\"\n\
+             vcpu_count = \"1\"\nvcpu_length = \"1\"\nvcpu_mask = \"01\"\n\
+             dh_cert_file = \"own_godh.b64\"\nsession_file = \"own_session.b64\"\n",
+            hex::encode(&godh[0x14..0x14 + 48]),
+            hex::encode(&godh[0x5c..0x5c + 48]),
+            hex::encode(&session[..16]),
+        ),
+    )
+    .unwrap();
+    let o = sevm(&[
+        "config",
+        "check",
+        "--guest",
+        "cpuid",
+        "--sev-config",
+        conf.to_str().unwrap(),
+        "--platform-dir",
+        plat.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("owner certificate and session: yes"), "{out}");
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "cpuid",
+        "--sev-config",
+        conf.to_str().unwrap(),
+        "--platform-dir",
+        plat.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("msr c0010131=0000000000000001"), "{out}");
+    assert!(err.contains("policy 0x1"), "{err}");
+}
+
+#[test]
+fn wrong_session_is_bad_measurement() {
+    if !kvm_or_skip("wrong_session_is_bad_measurement") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (p1, p2) = (t.path().join("p1"), t.path().join("p2"));
+    // Owner files made for platform p2, used on platform p1.
+    let chain = export_chain(&p2, t.path());
+    let o = sevm(&[
+        "owner",
+        "session",
+        "--no-verify",
+        "--name",
+        "x",
+        "--out",
+        t.path().to_str().unwrap(),
+        chain.to_str().unwrap(),
+        "0",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let extra = format!(
+        ",dh-cert-file={},session-file={}",
+        t.path().join("x_godh.b64").display(),
+        t.path().join("x_session.b64").display()
+    );
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "hello",
+        "--object",
+        &object(0, &extra),
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        p1.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("LAUNCH_START"), "{err}");
+    assert!(err.contains("BAD_MEASUREMENT"), "{err}");
+    assert!(!out.contains("hello from"), "{out}");
+}
+
+#[test]
+fn sevctl_session_launch_matches_sevctl_measurement() {
+    if !kvm_or_skip("sevctl_session_launch_matches_sevctl_measurement") {
+        return;
+    }
+    let Some(sevctl) = sevctl_or_skip("sevctl_session_launch_matches_sevctl_measurement") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let chain = export_chain(&plat, t.path());
+    let o = std::process::Command::new(&sevctl)
+        .current_dir(t.path())
+        .args(["session", "--name", "sc", chain.to_str().unwrap(), "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sevctl session: {:?}", text(&o));
+    let dump = t.path().join("dump");
+    let extra = format!(
+        ",dh-cert-file={},session-file={}",
+        t.path().join("sc_godh.b64").display(),
+        t.path().join("sc_session.b64").display()
+    );
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "secret-reader",
+        "--object",
+        &object(1, &extra),
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        plat.to_str().unwrap(),
+        "--dump-launch",
+        dump.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("no secret"), "{out}");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let blob = fs::read(dump.join("launch-measure.bin")).unwrap();
+    // Digest from the owner recipe and from the dumped bytes.
+    let o = sevm(&[
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "secret-reader",
+    ]);
+    let recipe = hex::decode(text(&o).0.trim()).unwrap();
+    let dumped = openssl::sha::sha256(&fs::read(dump.join("measured.bin")).unwrap());
+    assert_eq!(recipe, dumped.to_vec());
+    let o = std::process::Command::new(&sevctl)
+        .args([
+            "measurement",
+            "build",
+            "--api-major",
+            "0",
+            "--api-minor",
+            "24",
+            "--build-id",
+            "17",
+            "--policy",
+            "1",
+            "--tik",
+            t.path().join("sc_tik.bin").to_str().unwrap(),
+            "--launch-digest",
+            &b64.encode(&recipe),
+            "--launch-measure-blob",
+            &b64.encode(&blob),
+        ])
+        .output()
+        .unwrap();
+    let (sout, serr) = text(&o);
+    assert!(
+        o.status.success(),
+        "sevctl measurement build: {sout}\n{serr}"
+    );
+    let got = b64.decode(sout.trim()).expect("sevctl prints base64");
+    assert_eq!(
+        got, blob,
+        "sevctl's measurement differs from the firmware's"
+    );
+}

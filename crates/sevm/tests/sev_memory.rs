@@ -1,0 +1,182 @@
+//! SEV guest-memory access, reset-as-relaunch and device writes, through `vmm::confidential`
+//! on the soft backend under KVM.
+
+#[path = "sev_common.rs"]
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::kvm_or_skip;
+use sev_firmware::soft::SoftPlatform;
+use sev_firmware::{SevGuest, SevPlatform};
+use vmm::confidential::{
+    AccessKind, ConfidentialError, LaunchHandle, LaunchParams, Phase, PlatformInfo, ResetMode,
+    SevLaunch,
+};
+use vmm::{BootSource, ExitStatus, SerialOut, Vm, VmConfig};
+
+fn launch(
+    plat: &SoftPlatform,
+    guest: &str,
+    policy: u32,
+    on_reset: ResetMode,
+) -> (Vm, LaunchHandle, Arc<Mutex<Vec<u8>>>) {
+    let st = plat.platform_status().unwrap();
+    let cbit = plat.cbit_pos().unwrap();
+    let params = LaunchParams {
+        policy,
+        godh_cert: None,
+        session: None,
+        handle: 0,
+        cbitpos: cbit,
+        reduced_phys_bits: 1,
+        paused: false,
+        on_reset,
+        dump_dir: None,
+    };
+    let info = PlatformInfo {
+        api_major: st.api_major,
+        api_minor: st.api_minor,
+        build: st.build,
+        cbitpos: cbit,
+    };
+    let p = plat.clone();
+    let l = SevLaunch::new(
+        params,
+        info,
+        Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),
+    );
+    let serial = Arc::new(Mutex::new(Vec::new()));
+    let mut cfg = VmConfig {
+        memory: 32 << 20,
+        boot: BootSource::Bundled(guest.into()),
+        serial: SerialOut::Buffer(serial.clone()),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        ..VmConfig::default()
+    };
+    l.prepare(&mut cfg);
+    let h = l.handle();
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(l)).expect("SEV VM builds");
+    vm.add_alias(1 << cbit).unwrap();
+    (vm, h, serial)
+}
+
+#[test]
+fn debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext() {
+    if !kvm_or_skip("debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(t.path()).unwrap();
+    let image = guests::get("hello").unwrap().bytes;
+    let gpa = vmm::layout::BUNDLED_LOAD_ADDR;
+
+    let (_vm, h, _) = launch(&plat, "hello", 0, ResetMode::Relaunch);
+    assert_eq!(h.status().phase, Phase::LaunchSecret);
+    let dbg = h.read(gpa, 64, AccessKind::Debug).unwrap();
+    assert_eq!(&dbg[..], &image[..64], "debug read is the plaintext image");
+    let host = h.read(gpa, 64, AccessKind::Host).unwrap();
+    assert_ne!(
+        &host[..],
+        &image[..64],
+        "host view of private memory is ciphertext"
+    );
+    // Unaligned debug reads work too.
+    assert_eq!(
+        h.read(gpa + 3, 5, AccessKind::Debug).unwrap(),
+        image[3..8].to_vec()
+    );
+    // Debug write then read back.
+    h.write_debug(vmm::layout::SCRATCH + 0x100, &[0x5a; 16])
+        .unwrap();
+    assert_eq!(
+        h.read(vmm::layout::SCRATCH + 0x100, 16, AccessKind::Debug)
+            .unwrap(),
+        vec![0x5a; 16]
+    );
+
+    let (_vm2, h2, _) = launch(&plat, "hello", 0x1, ResetMode::Relaunch);
+    let e = h2.read(gpa, 64, AccessKind::Debug).unwrap_err();
+    assert!(
+        matches!(e, ConfidentialError::DebugDisabled { policy: 1 }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("NODBG"), "{e}");
+    assert!(h2.write_debug(gpa, &[0; 16]).is_err());
+    // The host view still works under NODBG (it is not a debug access).
+    assert_ne!(
+        h2.read(gpa, 64, AccessKind::Host).unwrap(),
+        image[..64].to_vec()
+    );
+}
+
+#[test]
+fn device_writes_into_private_memory_are_refused() {
+    if !kvm_or_skip("device_writes_into_private_memory_are_refused") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(t.path()).unwrap();
+    let (_vm, h, _) = launch(&plat, "hello", 0, ResetMode::Relaunch);
+    let e = h
+        .write_shared(vmm::layout::BUNDLED_LOAD_ADDR, b"evil")
+        .unwrap_err();
+    assert!(matches!(e, ConfidentialError::PrivateWrite { .. }), "{e}");
+    // Page tables are measured (private) too.
+    assert!(h.write_shared(vmm::layout::PML4_START + 8, &[1]).is_err());
+    assert_eq!(h.refused_writes(), 2);
+    // Memory outside the launched ranges is shared.
+    h.write_shared(0x20_0000, b"dma buffer").unwrap();
+    assert_eq!(
+        h.read(0x20_0000, 10, AccessKind::Host).unwrap(),
+        b"dma buffer".to_vec()
+    );
+    // A secret outside the EFI secret area is refused before the firmware sees it.
+    let e = h
+        .inject_secret(&[0; 52], &[0; 32], Some(0x40000))
+        .unwrap_err();
+    assert!(matches!(e, ConfidentialError::SecretRange(_)), "{e}");
+}
+
+#[test]
+fn reset_is_a_fresh_launch_with_a_new_measurement() {
+    if !kvm_or_skip("reset_is_a_fresh_launch_with_a_new_measurement") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(t.path()).unwrap();
+    let (mut vm, h, serial) = launch(&plat, "reset", 0, ResetMode::Relaunch);
+    let first = h.measurement().unwrap();
+    let digest = h.launch_digest().unwrap();
+    let handle1 = h.status().handle;
+    let st = vm.run().unwrap();
+    let out = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
+    assert_eq!(st, ExitStatus::Exited(0), "{out}");
+    assert!(out.contains("reset guest: done"), "{out}");
+    let s = h.status();
+    assert_eq!(s.launches, 4, "1 launch + 3 relaunches");
+    assert_eq!(s.phase, Phase::Running);
+    let last = h.measurement().unwrap();
+    assert_ne!(
+        first, last,
+        "a relaunch has a new MNONCE, hence a new measurement"
+    );
+    assert_ne!(first[32..], last[32..]);
+    assert_eq!(
+        h.launch_digest().unwrap(),
+        digest,
+        "same images, same digest"
+    );
+    assert_ne!(s.handle, 0);
+    let _ = handle1;
+    let q = s.to_query_sev();
+    assert_eq!(q["state"], "running");
+    assert_eq!(q["api-major"], 0);
+    assert_eq!(q["api-minor"], 24);
+    assert_eq!(q["sev-type"], "sev");
+
+    // --on-reset shutdown: the first reset stops the VM.
+    let (mut vm, h, _) = launch(&plat, "reset", 0, ResetMode::Shutdown);
+    assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
+    assert_eq!(h.status().launches, 1);
+}
