@@ -1,0 +1,226 @@
+"""End-to-end attested launch of a real `sevm run --qmp` VM, driven by `qemu.qmp`, with the
+real sevctl 0.6.2 as the guest owner.
+
+Flow: `sevm platform export --full` -> `sevctl session` -> `sevm run --paused --qmp` ->
+`query-sev` (launch-secret) -> `query-sev-launch-measure` -> `sevctl measurement build` with
+`sevm owner measure --vmm sevm` must give the same measurement -> `sevctl secret build` ->
+`sev-inject-launch-secret` -> `cont` -> the `secret-reader` guest prints the secret's SHA-256
+and the VM exits 0. A second injection after `cont` must fail with GenericError.
+
+Run: .venv/bin/python -m unittest tests.qmp.test_qmp_sevm -v  (or discover -s tests/qmp)
+Environment: SEVM_BIN (default: cargo build -p sevm), SEVCTL (default: sevctl on PATH or
+~/.cargo/bin/sevctl). Missing sevctl or /dev/kvm: the test is skipped with the reason, or
+fails when CI is set.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+import uuid
+from pathlib import Path
+
+from qemu.qmp import ExecuteError, QMPClient
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = 0x1  # NODBG: DBG_DECRYPT reads must be refused
+SECRET_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
+
+
+def _missing(reason: str):
+    if os.environ.get("CI"):
+        raise AssertionError(f"CI: {reason}")
+    raise unittest.SkipTest(reason)
+
+
+def sevm_binary() -> str:
+    env = os.environ.get("SEVM_BIN")
+    if env:
+        return env
+    subprocess.run(["cargo", "build", "-q", "-p", "sevm"], cwd=REPO, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return str(target / "debug" / "sevm")
+
+
+def sevctl_binary() -> str:
+    env = os.environ.get("SEVCTL")
+    if env:
+        return env
+    found = shutil.which("sevctl") or str(Path.home() / ".cargo/bin/sevctl")
+    if not os.access(found, os.X_OK):
+        _missing("sevctl 0.6.2 is not installed (cargo install sevctl --version 0.6.2)")
+    return found
+
+
+def run(*cmd, cwd=None) -> str:
+    p = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}): {p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
+    def setUp(self):
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            _missing("/dev/kvm is not usable")
+        self.sevctl = sevctl_binary()
+        self.sevm = sevm_binary()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.d = Path(self.tmp.name)
+        self.proc = None
+
+    def tearDown(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.tmp.cleanup()
+
+    async def _wait_socket(self, path: Path):
+        for _ in range(500):
+            if path.exists():
+                return
+            if self.proc.poll() is not None:
+                out = self.proc.stderr.read()
+                self.fail(f"sevm exited early ({self.proc.returncode}): {out}")
+            await asyncio.sleep(0.02)
+        self.fail("sevm did not create the QMP socket")
+
+    async def test_attested_launch_with_sevctl(self):
+        d, plat = self.d, self.d / "plat"
+        # 1. Platform chain and the owner's session (sevctl).
+        run(self.sevm, "platform", "--platform-dir", plat, "export", "--full", d / "chain.cert")
+        run(self.sevctl, "session", "--name", "t", d / "chain.cert", str(POLICY), cwd=d)
+        for f in ("t_godh.b64", "t_session.b64", "t_tek.bin", "t_tik.bin"):
+            self.assertTrue((d / f).is_file(), f)
+        # The digest the owner expects for the bundled guest, computed without KVM.
+        digest_hex = json.loads(
+            run(self.sevm, "--json", "owner", "measure", "--vmm", "sevm",
+                "--guest", "secret-reader")
+        )["launch_digest"]
+
+        # 2. The paused VM with a QMP monitor.
+        sock, out = d / "qmp.sock", d / "serial.txt"
+        obj = (f"sev-guest,id=sev0,policy={POLICY:#x},cbitpos=47,reduced-phys-bits=1,"
+               f"dh-cert-file={d / 't_godh.b64'},session-file={d / 't_session.b64'}")
+        self.proc = subprocess.Popen(
+            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(plat),
+             "--object", obj, "--machine", "confidential-guest-support=sev0", "--paused",
+             "--qmp", f"unix:{sock}", "--serial", f"file:{out}", "--timeout", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        await self._wait_socket(sock)
+        self.assertEqual(sock.stat().st_mode & 0o777, 0o600)
+        qmp = QMPClient("e2e")
+        await qmp.connect(str(sock))
+        events = []
+
+        async def collect():
+            async for ev in qmp.events:
+                events.append(ev)
+
+        collector = asyncio.ensure_future(collect())
+        try:
+            st = await qmp.execute("query-status")
+            self.assertEqual(st["status"], "prelaunch")
+            self.assertFalse(st["running"])
+            sev = await qmp.execute("query-sev")
+            self.assertEqual(sev["state"], "launch-secret")
+            self.assertEqual(sev["policy"], POLICY)
+            self.assertTrue(sev["enabled"])
+            kvm = await qmp.execute("query-kvm")
+            self.assertEqual(kvm, {"enabled": True, "present": True})
+            caps = await qmp.execute("query-sev-capabilities")
+            self.assertEqual(len(base64.b64decode(caps["pdh"])), 2084)
+            self.assertEqual(len(base64.b64decode(caps["cert-chain"])), 3 * 2084)
+            chain = (d / "chain.cert").read_bytes()
+            self.assertEqual(base64.b64decode(caps["pdh"]), chain[:2084])
+            self.assertEqual(caps["cbitpos"], 47)
+            self.assertEqual(caps["reduced-phys-bits"], 1)
+
+            # 3. The measurement, checked by sevctl against the expected digest.
+            blob_b64 = (await qmp.execute("query-sev-launch-measure"))["data"]
+            blob = base64.b64decode(blob_b64)
+            self.assertEqual(len(blob), 48)
+            expect = run(
+                self.sevctl, "measurement", "build",
+                "--api-major", str(sev["api-major"]), "--api-minor", str(sev["api-minor"]),
+                "--build-id", str(sev["build-id"]), "--policy", str(POLICY),
+                "--tik", d / "t_tik.bin", "--launch-measure-blob", blob_b64,
+                "--launch-digest", b64(bytes.fromhex(digest_hex)),
+                "--outfile", d / "expected.bin",
+            )
+            self.assertEqual((d / "expected.bin").read_bytes(), blob,
+                             f"sevctl's measurement differs: {expect}")
+
+            # NODBG: guest memory cannot be read through the debug path; HMP prints the
+            # reason on the line it could not read.
+            hmp = await qmp.execute("human-monitor-command",
+                                    {"command-line": "xp /4xb 0x1000"})
+            self.assertIn("Cannot access memory", hmp)
+            self.assertIn("NODBG", hmp)
+        except BaseException:
+            collector.cancel()
+            raise
+
+        # 4. The secret, built by sevctl and injected over QMP.
+        secret = os.urandom(37)
+        (d / "secret.bin").write_bytes(secret)
+        run(self.sevctl, "secret", "build", "--tik", d / "t_tik.bin", "--tek", d / "t_tek.bin",
+            "--launch-measure-blob", blob_b64, "--secret", f"{SECRET_GUID}:{d / 'secret.bin'}",
+            d / "hdr.bin", d / "payload.bin")
+        await qmp.execute("sev-inject-launch-secret", {
+            "packet-header": b64((d / "hdr.bin").read_bytes()),
+            "secret": b64((d / "payload.bin").read_bytes()),
+        })
+        self.assertEqual((await qmp.execute("query-sev"))["state"], "launch-secret")
+
+        # 5. cont: LAUNCH_FINISH, vCPUs start.
+        await qmp.execute("cont")
+        self.assertEqual((await qmp.execute("query-sev"))["state"], "running")
+        # Wrong state: the launch is finished; the VM keeps going.
+        with self.assertRaises(ExecuteError) as ctx:
+            await qmp.execute("sev-inject-launch-secret", {
+                "packet-header": b64((d / "hdr.bin").read_bytes()),
+                "secret": b64((d / "payload.bin").read_bytes()),
+            })
+        self.assertEqual(ctx.exception.error_class, "GenericError")
+        self.assertIn("Not in correct state", str(ctx.exception))
+
+        rc = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.proc.wait(timeout=60))
+        stderr = self.proc.stderr.read()
+        self.assertEqual(rc, 0, stderr)
+        await asyncio.sleep(0.05)
+        collector.cancel()
+        try:
+            await qmp.disconnect()
+        except Exception:  # the server went away with the VM
+            pass
+        serial = out.read_text()
+        want = (f"secret entry {SECRET_GUID} len={len(secret):08x} "
+                f"sha256={hashlib.sha256(secret).hexdigest()}\n")
+        self.assertIn(want, serial)
+        self.assertIn("secret entries: 01\n", serial)
+        names = [e["event"] for e in events]
+        self.assertIn("RESUME", names)
+        self.assertIn("SHUTDOWN", names)
+        sev_states = [e["data"]["state"] for e in events if e["event"] == "SEV_LAUNCH_STATE"]
+        self.assertIn("running", sev_states)
+        # The secret never reaches sevm's output.
+        self.assertNotIn(b64(secret), stderr)
+        self.assertNotIn(secret.hex(), stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
