@@ -45,7 +45,8 @@ impl MemoryKey {
 
     /// True when both keys derive from the same VEK (key sharing).
     pub fn same_key(&self, other: &MemoryKey) -> bool {
-        crate::crypto::ct_eq(&self.vek[..], &other.vek[..])
+        // Both VEKs are 16 bytes; compare in constant time.
+        openssl::memcmp::eq(&self.vek[..], &other.vek[..])
     }
 
     fn tweaks(&self, pa: u64, nblocks: usize) -> Result<Vec<u8>, ErrorStack> {

@@ -1,7 +1,7 @@
 //! The crate's error type: a firmware status, or a failure around the firmware
 //! (state file, device, crypto library).
 
-use crate::status::Status;
+use sev_proto::status::Status;
 use std::path::PathBuf;
 
 /// Any failure of a firmware operation.
@@ -44,6 +44,9 @@ pub enum FwError {
     /// The crypto library failed.
     #[error("openssl: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    /// Building, signing or parsing a SEV or AMD CA certificate failed (`sev-proto`).
+    #[error("certificate: {0}")]
+    Cert(#[from] sev_proto::cert::CertError),
     /// A caller-supplied argument was malformed (not a firmware status).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

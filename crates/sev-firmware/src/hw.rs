@@ -3,9 +3,9 @@
 //! does not depend on the VMM. `unsafe` lives only at the ioctl boundary.
 
 use crate::error::{FwError, Result};
-use crate::status::Status;
 use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
 use kvm_bindings as kb;
+use sev_proto::status::Status;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -191,7 +191,7 @@ impl SevPlatform for HwPlatform {
     }
 
     fn pek_csr(&self) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; crate::cert::SEV_CERT_LEN];
+        let mut buf = vec![0u8; sev_proto::cert::SevCert::LEN];
         let mut d = SevUserDataAddrLen {
             address: buf.as_mut_ptr() as u64,
             length: buf.len() as u32,
@@ -212,8 +212,8 @@ impl SevPlatform for HwPlatform {
     }
 
     fn pdh_cert_export(&self) -> Result<CertExport> {
-        let mut pdh = vec![0u8; crate::cert::SEV_CERT_LEN];
-        let mut chain = vec![0u8; 3 * crate::cert::SEV_CERT_LEN];
+        let mut pdh = vec![0u8; sev_proto::cert::SevCert::LEN];
+        let mut chain = vec![0u8; 3 * sev_proto::cert::SevCert::LEN];
         let mut d = SevUserDataTwoBufs {
             addr1: pdh.as_mut_ptr() as u64,
             len1: pdh.len() as u32,

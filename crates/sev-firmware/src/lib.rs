@@ -7,17 +7,14 @@
 //! The soft model answers every command with the status code the firmware would give,
 //! checked in the firmware's order; see `soft::fw` for the chosen behaviours.
 
-pub mod cert;
-pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod hw;
 pub mod soft;
-pub mod status;
 
 pub use error::{FwError, Result};
+pub use sev_proto::status::Status;
 pub use soft::fw::{GuestState, GuestStatus, PlatformState, PlatformStatus};
-pub use status::Status;
 
 /// The platform's certificate export: PDH and the chain PEK ‖ OCA ‖ CEK (CEK unsigned).
 #[derive(Debug, Clone, PartialEq, Eq)]

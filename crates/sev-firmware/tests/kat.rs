@@ -5,7 +5,6 @@
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
-use sev_firmware::cert::{sev_cert_ec, sign_ec, usage};
 use sev_firmware::soft::store::{KeyCert, Store, API, BUILD};
 use sev_firmware::soft::SoftPlatform;
 use sev_firmware::SevGuest;
@@ -34,12 +33,13 @@ fn spec_section_11_vector() {
     Store::new(dir.path())
         .unwrap()
         .update(|id| {
-            let mut c = sev_cert_ec(usage::PDH, 3, API, &pdh_key).unwrap();
+            let mut c =
+                SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, API.0, API.1, &pdh_key).unwrap();
             let pek = id.pek.as_ref().unwrap().key.clone();
-            sign_ec(&mut c, &pek, usage::PEK).unwrap();
+            c.sign_with(&pek, Usage::PEK).unwrap();
             id.pdh = Some(KeyCert {
                 key: pdh_key.clone(),
-                cert: c,
+                cert: c.encode().try_into().unwrap(),
             });
             Ok(())
         })

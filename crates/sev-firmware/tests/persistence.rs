@@ -135,18 +135,20 @@ fn corrupt_or_partial_state_is_an_error_naming_the_file() {
 
 #[test]
 fn factory_reset_keeps_identity_and_ownership_round_trip() {
-    use sev_firmware::cert::{sev_cert_ec, sign_ec, usage};
+    use sev_proto::cert::{Algo, SevCert, Usage};
     let d = tempfile::tempdir().unwrap();
     let p = SoftPlatform::open_with(d.path(), 51).unwrap();
     assert_eq!(p.cbit_pos().unwrap(), 51);
     let before = p.export_chain().unwrap();
     // Take ownership: sign the PEK CSR with our own OCA.
-    let oca_key = sev_firmware::cert::gen_p384().unwrap();
-    let mut oca = sev_cert_ec(usage::OCA, 2, (0, 24), &oca_key).unwrap();
-    sign_ec(&mut oca, &oca_key, usage::OCA).unwrap();
-    let csr: [u8; 2084] = p.pek_csr().unwrap().try_into().unwrap();
-    let mut pek = csr;
-    sign_ec(&mut pek, &oca_key, usage::OCA).unwrap();
+    let p384 = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
+    let oca_key = openssl::ec::EcKey::generate(&p384).unwrap();
+    let mut oca_c = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, 0, 24, &oca_key).unwrap();
+    oca_c.sign_with(&oca_key, Usage::OCA).unwrap();
+    let oca: [u8; 2084] = oca_c.encode().try_into().unwrap();
+    let mut pek_c = SevCert::parse(&p.pek_csr().unwrap()).unwrap();
+    pek_c.sign_with(&oca_key, Usage::OCA).unwrap();
+    let pek: [u8; 2084] = pek_c.encode().try_into().unwrap();
     let mut wrong = pek;
     wrong[0x20] ^= 1;
     assert_eq!(

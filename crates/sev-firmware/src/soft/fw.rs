@@ -13,14 +13,16 @@
 //! - Migration (SEND_*/RECEIVE_*), COPY, SWAP, ACTIVATE_EX, INIT_EX, DOWNLOAD_FIRMWARE and
 //!   RING_BUFFER pass their platform-state check, then answer UNSUPPORTED.
 
-use super::store::{Identity, Store, API, BUILD};
-use crate::cert::{self, usage, SEV_CERT_LEN};
+use super::store::{cert_bytes, edit_cert, Identity, Store, API, BUILD};
 use crate::engine::MemoryKey;
 use crate::error::FwError;
-use crate::status::Status;
 use openssl::hash::{Hasher, MessageDigest};
+use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::secret::{open_packet, PacketHeader, SecretError};
-use sev_proto::session::{platform_unwrap, SessionBlob, SessionError, TransportKeys};
+use sev_proto::session::{
+    check_godh, ecdh_shared_secret, platform_unwrap, SessionBlob, SessionError, TransportKeys,
+};
+use sev_proto::status::Status;
 use zeroize::Zeroizing;
 
 /// Largest ASID of the model (CPUID 0x8000001F ECX).
@@ -154,6 +156,12 @@ fn crypto_fail(_: openssl::error::ErrorStack) -> Status {
     Status::HwerrorPlatform
 }
 
+/// The encoded certificate with both signature slots emptied (PEK CSR, exported CEK).
+fn unsigned(c: &[u8; SevCert::LEN]) -> St<[u8; SevCert::LEN]> {
+    let parsed = SevCert::parse(c).map_err(|_| Status::HwerrorPlatform)?;
+    cert_bytes(&parsed.unsigned()).map_err(fw_fail)
+}
+
 fn fw_fail(e: FwError) -> Status {
     tracing::error!("soft firmware internal error: {e}");
     e.status().unwrap_or(Status::HwerrorPlatform)
@@ -283,16 +291,16 @@ impl Fw {
     }
 
     /// PEK_CSR (0x06): INIT or WORKING; `len` < 2084 gives INVALID_LENGTH and `len` = 2084.
-    pub fn pek_csr(&mut self, len: &mut u32) -> St<[u8; SEV_CERT_LEN]> {
+    pub fn pek_csr(&mut self, len: &mut u32) -> St<[u8; SevCert::LEN]> {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
-        if (*len as usize) < SEV_CERT_LEN {
-            *len = SEV_CERT_LEN as u32;
+        if (*len as usize) < SevCert::LEN {
+            *len = SevCert::LEN as u32;
             return Err(Status::InvalidLength);
         }
         self.refresh()?;
-        let mut c = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?.cert;
-        cert::clear_sigs(&mut c);
-        *len = SEV_CERT_LEN as u32;
+        let pek = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?;
+        let c = unsigned(&pek.cert)?;
+        *len = SevCert::LEN as u32;
         Ok(c)
     }
 
@@ -303,23 +311,31 @@ impl Fw {
         if self.id.owner_external {
             return Err(Status::AlreadyOwned);
         }
-        if pek.len() != SEV_CERT_LEN || oca.len() != SEV_CERT_LEN {
+        if pek.len() != SevCert::LEN || oca.len() != SevCert::LEN {
             return Err(Status::InvalidLength);
         }
-        if cert::cert_usage(oca) != usage::OCA || cert::cert_usage(pek) != usage::PEK {
+        let invalid = |_| Status::InvalidCertificate;
+        let (oca_c, pek_c) = (
+            SevCert::parse(oca).map_err(invalid)?,
+            SevCert::parse(pek).map_err(invalid)?,
+        );
+        if oca_c.usage != Usage::OCA || pek_c.usage != Usage::PEK {
             return Err(Status::InvalidCertificate);
         }
-        cert::verify_ec_by(oca, oca).map_err(|_| Status::InvalidCertificate)?;
-        cert::verify_ec_by(pek, oca).map_err(|_| Status::InvalidCertificate)?;
+        // The model keeps EC owners only (the state file stores the OCA as a P-384 key).
+        oca_c.ec_public_key().map_err(invalid)?;
+        oca_c.verify_self_signed().map_err(invalid)?;
+        pek_c.verify_signed_by(&oca_c).map_err(invalid)?;
         let cur = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?.cert;
         if pek[..0x414] != cur[..0x414] {
             return Err(Status::InvalidCertificate);
         }
         // The imported PEK must have one free slot for our CEK signature.
-        let mut newpek: [u8; SEV_CERT_LEN] = pek.try_into().map_err(|_| Status::InvalidLength)?;
-        let oca: [u8; SEV_CERT_LEN] = oca.try_into().map_err(|_| Status::InvalidLength)?;
+        let mut newpek: [u8; SevCert::LEN] = pek.try_into().map_err(|_| Status::InvalidLength)?;
+        let oca: [u8; SevCert::LEN] = oca.try_into().map_err(|_| Status::InvalidLength)?;
         let cek_key = self.id.cek.key.clone();
-        cert::sign_ec(&mut newpek, &cek_key, usage::CEK).map_err(|_| Status::InvalidCertificate)?;
+        edit_cert(&mut newpek, |c| c.sign_with(&cek_key, Usage::CEK))
+            .map_err(|_| Status::InvalidCertificate)?;
         let (id, _) = self
             .store
             .update(|id| {
@@ -341,9 +357,9 @@ impl Fw {
         chain_len: &mut u32,
     ) -> St<(Vec<u8>, Vec<u8>)> {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
-        if (*pdh_len as usize) < SEV_CERT_LEN || (*chain_len as usize) < 3 * SEV_CERT_LEN {
-            *pdh_len = SEV_CERT_LEN as u32;
-            *chain_len = 3 * SEV_CERT_LEN as u32;
+        if (*pdh_len as usize) < SevCert::LEN || (*chain_len as usize) < 3 * SevCert::LEN {
+            *pdh_len = SevCert::LEN as u32;
+            *chain_len = 3 * SevCert::LEN as u32;
             return Err(Status::InvalidLength);
         }
         self.refresh()?;
@@ -351,14 +367,13 @@ impl Fw {
         let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, id.oca_cert()) else {
             return Err(Status::HwerrorPlatform);
         };
-        let mut cek = id.cek.cert;
-        cert::clear_sigs(&mut cek);
-        let mut chain = Vec::with_capacity(3 * SEV_CERT_LEN);
+        let cek = unsigned(&id.cek.cert)?;
+        let mut chain = Vec::with_capacity(3 * SevCert::LEN);
         chain.extend_from_slice(&pek.cert);
         chain.extend_from_slice(&oca);
         chain.extend_from_slice(&cek);
-        *pdh_len = SEV_CERT_LEN as u32;
-        *chain_len = 3 * SEV_CERT_LEN as u32;
+        *pdh_len = SevCert::LEN as u32;
+        *chain_len = 3 * SevCert::LEN as u32;
         Ok((pdh.cert.to_vec(), chain))
     }
 
@@ -397,24 +412,19 @@ impl Fw {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
         let mut keys = TransportKeys::zero();
         if let Some(godh) = a.godh {
-            if godh.len() != SEV_CERT_LEN {
+            if godh.len() != SevCert::LEN {
                 return Err(Status::InvalidLength);
             }
             let session = a.session.ok_or(Status::InvalidLength)?;
             if session.len() != 128 {
                 return Err(Status::InvalidLength);
             }
-            if cert::cert_usage(godh) != usage::PDH
-                || u32::from_le_bytes([godh[12], godh[13], godh[14], godh[15]])
-                    != cert::algo::ECDH_SHA256
-            {
-                return Err(Status::InvalidCertificate);
-            }
-            let peer = cert::ec_public_key(godh).map_err(|_| Status::InvalidCertificate)?;
+            let godh = SevCert::parse(godh).map_err(|_| Status::InvalidCertificate)?;
+            let peer = check_godh(&godh).map_err(|_| Status::InvalidCertificate)?;
             // Another process sharing the directory may have run PDH_GEN.
             self.refresh()?;
             let pdh = self.id.pdh.as_ref().ok_or(Status::HwerrorPlatform)?;
-            let z = cert::ecdh(&pdh.key, &peer).map_err(crypto_fail)?;
+            let z = ecdh_shared_secret(&pdh.key, &peer).map_err(|_| Status::HwerrorPlatform)?;
             let blob = SessionBlob::from_bytes(session).map_err(|_| Status::InvalidLength)?;
             keys = platform_unwrap(&z, &blob, a.policy).map_err(|e| match e {
                 SessionError::BadWrapMac | SessionError::BadPolicyMac => Status::BadMeasurement,
@@ -625,8 +635,8 @@ impl Fw {
         r[0..16].copy_from_slice(mnonce);
         r[0x10..0x30].copy_from_slice(&ld_final);
         r[0x30..0x34].copy_from_slice(&policy.to_le_bytes());
-        r[0x34..0x38].copy_from_slice(&usage::PEK.to_le_bytes());
-        r[0x38..0x3C].copy_from_slice(&cert::algo::ECDSA_SHA256.to_le_bytes());
+        r[0x34..0x38].copy_from_slice(&Usage::PEK.0.to_le_bytes());
+        r[0x38..0x3C].copy_from_slice(&Algo::ECDSA_SHA256.0.to_le_bytes());
         let pek = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?;
         let digest =
             openssl::hash::hash(MessageDigest::sha256(), &r[..0x34]).map_err(crypto_fail)?;

@@ -11,11 +11,11 @@ pub mod fw;
 pub mod raw;
 pub mod store;
 
-use crate::cert::SEV_CERT_LEN;
 use crate::error::{FwError, Result};
-use crate::status::Status;
 use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
 use fw::{Fw, LaunchStartArgs};
+use sev_proto::cert::SevCert;
+use sev_proto::status::Status;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use store::Store;
@@ -143,8 +143,8 @@ impl SoftPlatform {
         let id = &g.fw.id;
         Ok(FullChain {
             pdh: exp.pdh,
-            pek: exp.chain[..SEV_CERT_LEN].to_vec(),
-            oca: exp.chain[SEV_CERT_LEN..2 * SEV_CERT_LEN].to_vec(),
+            pek: exp.chain[..SevCert::LEN].to_vec(),
+            oca: exp.chain[SevCert::LEN..2 * SevCert::LEN].to_vec(),
             cek: id.cek.cert.to_vec(),
             ask: id.ask_cert.clone(),
             ark: id.ark_cert.clone(),
@@ -209,7 +209,7 @@ impl SevPlatform for SoftPlatform {
 
     fn pek_csr(&self) -> Result<Vec<u8>> {
         self.with_init("PEK_CSR", |fw| {
-            fw.pek_csr(&mut (SEV_CERT_LEN as u32)).map(|c| c.to_vec())
+            fw.pek_csr(&mut (SevCert::LEN as u32)).map(|c| c.to_vec())
         })
     }
 
@@ -219,7 +219,7 @@ impl SevPlatform for SoftPlatform {
 
     fn pdh_cert_export(&self) -> Result<CertExport> {
         self.with_init("PDH_CERT_EXPORT", |fw| {
-            let (mut a, mut b) = (SEV_CERT_LEN as u32, 3 * SEV_CERT_LEN as u32);
+            let (mut a, mut b) = (SevCert::LEN as u32, 3 * SevCert::LEN as u32);
             fw.pdh_cert_export(&mut a, &mut b)
                 .map(|(pdh, chain)| CertExport { pdh, chain })
         })

@@ -3,8 +3,8 @@
 //! PA space. Lets a fuzzer drive random command sequences.
 
 use super::fw::{Fw, LaunchStartArgs};
-use crate::cert::SEV_CERT_LEN;
-use crate::status::Status;
+use sev_proto::cert::SevCert;
+use sev_proto::status::Status;
 use std::collections::HashMap;
 
 /// Largest model PA (exclusive).
@@ -193,7 +193,7 @@ pub(crate) fn execute(
             // Lengths are checked by the state machine after the ownership check; read at
             // most one cert's worth plus one byte so a wrong length stays wrong.
             let rd = |mem: &PaMemory, pa, len: u32| {
-                mem.read(pa, (len as u64).min(SEV_CERT_LEN as u64 + 1))
+                mem.read(pa, (len as u64).min(SevCert::LEN as u64 + 1))
             };
             let pek = rd(mem, r64(b, 0), r32(b, 8))?;
             let oca = rd(mem, r64(b, 0x10), r32(b, 0x18))?;
@@ -256,7 +256,7 @@ pub(crate) fn execute(
             let gpa = r64(b, 8);
             let (godh, session);
             let (g, s) = if gpa != 0 {
-                godh = mem.read(gpa, (r32(b, 0x10) as u64).min(SEV_CERT_LEN as u64 + 1))?;
+                godh = mem.read(gpa, (r32(b, 0x10) as u64).min(SevCert::LEN as u64 + 1))?;
                 session = mem.read(r64(b, 0x18), (r32(b, 0x20) as u64).min(129))?;
                 (Some(&godh[..]), Some(&session[..]))
             } else {

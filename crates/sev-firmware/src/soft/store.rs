@@ -7,12 +7,13 @@
 //! processes sharing a directory never tear it. A corrupt or partial file is an error
 //! naming the file; it is never replaced by a new identity.
 
-use crate::cert::{self, algo, usage, SEV_CERT_LEN};
 use crate::error::{FwError, Result};
-use openssl::ec::EcKey;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
 use openssl::pkey::Private;
 use openssl::rsa::Rsa;
 use serde::{Deserialize, Serialize};
+use sev_proto::cert::{Algo, CaCert, CertError, SevCert, Usage};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub struct KeyCert {
     /// The private key.
     pub key: EcKey<Private>,
     /// Its SEV certificate.
-    pub cert: [u8; SEV_CERT_LEN],
+    pub cert: [u8; SevCert::LEN],
 }
 
 /// The platform's persistent identity, in memory.
@@ -63,7 +64,7 @@ pub struct Identity {
     /// True when the OCA was imported (PEK_CERT_IMPORT).
     pub owner_external: bool,
     /// The imported OCA certificate (its private key is the owner's, not ours).
-    pub external_oca: Option<[u8; SEV_CERT_LEN]>,
+    pub external_oca: Option<[u8; SevCert::LEN]>,
     /// Counter bumped on every write.
     pub generation: u64,
 }
@@ -101,17 +102,39 @@ fn kc_out(k: &KeyCert) -> Result<KeyCertFile> {
     })
 }
 
-fn gen_keycert(key_usage: u32, key_algo: u32) -> Result<KeyCert> {
-    let key = cert::gen_p384()?;
-    let c = cert::sev_cert_ec(key_usage, key_algo, API, &key).map_err(cert_err)?;
-    Ok(KeyCert { key, cert: c })
+fn gen_keycert(usage: Usage, algo: Algo) -> Result<KeyCert> {
+    let group = EcGroup::from_curve_name(Nid::SECP384R1)?;
+    let key = EcKey::generate(&group)?;
+    let c = SevCert::new_ec(usage, algo, API.0, API.1, &key)?;
+    Ok(KeyCert {
+        key,
+        cert: cert_bytes(&c)?,
+    })
 }
 
-pub(crate) fn cert_err(e: cert::CertError) -> FwError {
-    match e {
-        cert::CertError::Crypto(c) => FwError::Crypto(c),
-        _ => FwError::InvalidArgument("certificate"),
-    }
+/// The 2084 encoded bytes of a certificate.
+pub(crate) fn cert_bytes(c: &SevCert) -> Result<[u8; SevCert::LEN]> {
+    c.encode()
+        .try_into()
+        .map_err(|_| FwError::InvalidArgument("certificate length"))
+}
+
+/// Parse `c`, apply `f` (e.g. a signing step) and store the re-encoded bytes back.
+pub(crate) fn edit_cert(
+    c: &mut [u8; SevCert::LEN],
+    f: impl FnOnce(&mut SevCert) -> std::result::Result<(), CertError>,
+) -> Result<()> {
+    let mut parsed = SevCert::parse(c)?;
+    f(&mut parsed)?;
+    *c = cert_bytes(&parsed)?;
+    Ok(())
+}
+
+/// The P-384 public key of an encoded SEV certificate (parsed and checked by `sev-proto`).
+pub(crate) fn cert_ec_key(
+    c: &[u8],
+) -> std::result::Result<EcKey<openssl::pkey::Public>, CertError> {
+    SevCert::parse(c)?.ec_public_key()
 }
 
 impl Identity {
@@ -119,16 +142,14 @@ impl Identity {
     pub fn generate(cbit_pos: u8) -> Result<Identity> {
         let ark = Rsa::generate(4096)?;
         let ask = Rsa::generate(4096)?;
-        let mut ark_id = [0u8; 16];
-        let mut ask_id = [0u8; 16];
-        openssl::rand::rand_bytes(&mut ark_id)?;
-        openssl::rand::rand_bytes(&mut ask_id)?;
-        let ark_cert = cert::ca_cert(&ark, ark_id, ark_id, usage::ARK, &ark).map_err(cert_err)?;
-        let ask_cert = cert::ca_cert(&ask, ask_id, ark_id, usage::ASK, &ark).map_err(cert_err)?;
-        let mut cek = gen_keycert(usage::CEK, algo::ECDSA_SHA256)?;
-        cek.cert[4] = 0;
-        cek.cert[5] = 14; // real CEKs are made by API 0.14
-        cert::sign_rsa(&mut cek.cert, &ask, usage::ASK).map_err(cert_err)?;
+        let ark_ca = CaCert::new_self_signed_rsa(&ark, Usage::ARK)?;
+        let ask_ca = CaCert::new_signed(&ask, &ark, ark_ca.key_id)?;
+        let (ark_cert, ask_cert) = (ark_ca.encode(), ask_ca.encode());
+        let mut cek = gen_keycert(Usage::CEK, Algo::ECDSA_SHA256)?;
+        edit_cert(&mut cek.cert, |c| {
+            (c.api_major, c.api_minor) = (0, 14); // real CEKs are made by API 0.14
+            c.sign_with_rsa(&ask, Usage::ASK)
+        })?;
         let mut chip_id = [0u8; 64];
         openssl::rand::rand_bytes(&mut chip_id)?;
         let mut id = Identity {
@@ -155,8 +176,9 @@ impl Identity {
     pub fn ensure_owner_keys(&mut self) -> Result<bool> {
         let mut changed = false;
         if self.oca.is_none() {
-            let mut oca = gen_keycert(usage::OCA, algo::ECDSA_SHA256)?;
-            cert::sign_ec(&mut oca.cert, &oca.key.clone(), usage::OCA).map_err(cert_err)?;
+            let mut oca = gen_keycert(Usage::OCA, Algo::ECDSA_SHA256)?;
+            let key = oca.key.clone();
+            edit_cert(&mut oca.cert, |c| c.sign_with(&key, Usage::OCA))?;
             self.oca = Some(oca);
             self.pek = None;
             self.owner_external = false;
@@ -179,9 +201,11 @@ impl Identity {
             .oca
             .as_ref()
             .ok_or(FwError::InvalidArgument("no OCA"))?;
-        let mut pek = gen_keycert(usage::PEK, algo::ECDSA_SHA256)?;
-        cert::sign_ec(&mut pek.cert, &oca.key, usage::OCA).map_err(cert_err)?;
-        cert::sign_ec(&mut pek.cert, &self.cek.key, usage::CEK).map_err(cert_err)?;
+        let mut pek = gen_keycert(Usage::PEK, Algo::ECDSA_SHA256)?;
+        edit_cert(&mut pek.cert, |c| {
+            c.sign_with(&oca.key, Usage::OCA)?;
+            c.sign_with(&self.cek.key, Usage::CEK)
+        })?;
         self.pek = Some(pek);
         self.pdh = None;
         Ok(())
@@ -193,8 +217,8 @@ impl Identity {
             .pek
             .as_ref()
             .ok_or(FwError::InvalidArgument("no PEK"))?;
-        let mut pdh = gen_keycert(usage::PDH, algo::ECDH_SHA256)?;
-        cert::sign_ec(&mut pdh.cert, &pek.key, usage::PEK).map_err(cert_err)?;
+        let mut pdh = gen_keycert(Usage::PDH, Algo::ECDH_SHA256)?;
+        edit_cert(&mut pdh.cert, |c| c.sign_with(&pek.key, Usage::PEK))?;
         self.pdh = Some(pdh);
         Ok(())
     }
@@ -219,7 +243,7 @@ impl Identity {
     }
 
     /// The OCA certificate in force: the imported one when externally owned.
-    pub fn oca_cert(&self) -> Option<[u8; SEV_CERT_LEN]> {
+    pub fn oca_cert(&self) -> Option<[u8; SevCert::LEN]> {
         match (&self.external_oca, &self.oca) {
             (Some(c), _) if self.owner_external => Some(*c),
             (_, Some(o)) => Some(o.cert),
@@ -261,11 +285,10 @@ impl Identity {
         let kc = |field: &str, k: &KeyCertFile| -> Result<KeyCert> {
             let key = EcKey::private_key_from_der(&unhex(field, &k.key)?)
                 .map_err(|e| bad(format!("field {field}.key: {e}")))?;
-            let c: [u8; SEV_CERT_LEN] = unhex(field, &k.cert)?
+            let c: [u8; SevCert::LEN] = unhex(field, &k.cert)?
                 .try_into()
                 .map_err(|_| bad(format!("field {field}.cert: wrong length")))?;
-            let pubk =
-                cert::ec_public_key(&c).map_err(|e| bad(format!("field {field}.cert: {e}")))?;
+            let pubk = cert_ec_key(&c).map_err(|e| bad(format!("field {field}.cert: {e}")))?;
             if pubk.public_key_to_der()? != key.public_key_to_der()? {
                 return Err(bad(format!("field {field}: key does not match cert")));
             }
@@ -294,10 +317,10 @@ impl Identity {
             owner_external: f.owner_external,
             external_oca: match &f.external_oca {
                 Some(h) => {
-                    let c: [u8; SEV_CERT_LEN] = unhex("external_oca", h)?
+                    let c: [u8; SevCert::LEN] = unhex("external_oca", h)?
                         .try_into()
                         .map_err(|_| bad("field external_oca: wrong length".into()))?;
-                    cert::ec_public_key(&c).map_err(|e| bad(format!("field external_oca: {e}")))?;
+                    cert_ec_key(&c).map_err(|e| bad(format!("field external_oca: {e}")))?;
                     Some(c)
                 }
                 None => None,
