@@ -397,3 +397,112 @@ fn sevctl_session_launch_matches_sevctl_measurement() {
         "sevctl's measurement differs from the firmware's"
     );
 }
+
+/// A minimal ELF64 vmlinux: one PT_LOAD at 0x100000 whose code writes 7 to the exit port.
+fn tiny_vmlinux() -> Vec<u8> {
+    let code: &[u8] = &[0xb0, 0x07, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe]; // mov al,7; out 0xf4,al; hlt; jmp $
+    let mut f = vec![0u8; 0x1000];
+    f[..16].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let put = |f: &mut Vec<u8>, off: usize, v: &[u8]| f[off..off + v.len()].copy_from_slice(v);
+    put(&mut f, 16, &2u16.to_le_bytes()); // ET_EXEC
+    put(&mut f, 18, &0x3eu16.to_le_bytes()); // x86-64
+    put(&mut f, 20, &1u32.to_le_bytes());
+    put(&mut f, 24, &0x10_0000u64.to_le_bytes()); // entry
+    put(&mut f, 32, &64u64.to_le_bytes()); // phoff
+    put(&mut f, 52, &64u16.to_le_bytes()); // ehsize
+    put(&mut f, 54, &56u16.to_le_bytes()); // phentsize
+    put(&mut f, 56, &1u16.to_le_bytes()); // phnum
+    put(&mut f, 58, &64u16.to_le_bytes()); // shentsize
+    let ph = 64;
+    put(&mut f, ph, &1u32.to_le_bytes()); // PT_LOAD
+    put(&mut f, ph + 4, &5u32.to_le_bytes()); // R+X
+    put(&mut f, ph + 8, &0x1000u64.to_le_bytes()); // offset
+    put(&mut f, ph + 16, &0x10_0000u64.to_le_bytes()); // vaddr
+    put(&mut f, ph + 24, &0x10_0000u64.to_le_bytes()); // paddr
+    put(&mut f, ph + 32, &(code.len() as u64).to_le_bytes()); // filesz
+    put(&mut f, ph + 40, &(code.len() as u64).to_le_bytes()); // memsz
+    put(&mut f, ph + 48, &0x1000u64.to_le_bytes()); // align
+    f.extend_from_slice(code);
+    f
+}
+
+#[test]
+fn linux_boot_under_sev_matches_owner_recipe() {
+    if !kvm_or_skip("linux_boot_under_sev_matches_owner_recipe") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let kernel = t.path().join("vmlinux");
+    let initrd = t.path().join("initrd");
+    fs::write(&kernel, tiny_vmlinux()).unwrap();
+    fs::write(&initrd, vec![0xa5u8; 5000]).unwrap();
+    let dump = t.path().join("dump");
+    let o = sevm(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet",
+        "--memory",
+        "64M",
+        "--object",
+        &object(0, ""),
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        plat.to_str().unwrap(),
+        "--dump-launch",
+        dump.to_str().unwrap(),
+        "--serial",
+        "none",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "the kernel's exit value\n{out}\n{err}"
+    );
+    let digest = hex::encode(openssl::sha::sha256(
+        &fs::read(dump.join("measured.bin")).unwrap(),
+    ));
+    let o = sevm(&[
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet",
+        "--memory",
+        "64M",
+    ]);
+    let (mout, merr) = text(&o);
+    assert!(o.status.success(), "{merr}");
+    assert_eq!(mout.trim(), digest);
+    // The zero page (E820) depends on the RAM size, so the digest does too.
+    let o = sevm(&[
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet",
+    ]);
+    assert_ne!(text(&o).0.trim(), digest);
+    let kinds: Vec<String> = fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('0'))
+        .collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+}
