@@ -1,0 +1,356 @@
+//! Secrets never reach any output: the end-to-end flows run with every log at TRACE and
+//! their output is searched for the TEK, TIK, the injected secret and the platform's private
+//! keys, as raw bytes, lower/upper hex, base64 and Rust's `{:?}` byte-array form.
+//!
+//! * library flow (in-process, a tracing subscriber at TRACE captures every event): soft
+//!   platform, owner session, soft SEV launch (LAUNCH_START with the owner's GODH/session,
+//!   UPDATE_DATA, MEASURE, SECRET, FINISH), a refused secret (bad MAC), platform commands;
+//! * CLI flow (`sevm` with RUST_LOG=trace, stdout and stderr captured): `platform export`,
+//!   `owner session`, `owner secret`, `platform status/pdh-gen`, `--json` variants, and
+//!   `sevm demo` when KVM is usable.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use sev_firmware::soft::SoftPlatform;
+use sev_firmware::{SevGuest, SevPlatform};
+use sev_proto::cert::SevCert;
+use sev_proto::measure::LaunchMeasure;
+
+const SEVM: &str = env!("CARGO_BIN_EXE_sevm");
+
+/// Every encoding of `secret` a careless log line could contain.
+fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64u = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    vec![
+        secret.to_vec(),
+        hex::encode(secret).into_bytes(),
+        hex::encode_upper(secret).into_bytes(),
+        b64.encode(secret).trim_end_matches('=').as_bytes().to_vec(),
+        b64u.encode(secret).into_bytes(),
+        format!("{secret:?}")
+            .trim_end_matches(']')
+            .as_bytes()
+            .to_vec(),
+        format!("{secret:02x?}")
+            .trim_end_matches(']')
+            .as_bytes()
+            .to_vec(),
+    ]
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    needle.len() >= 8 && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Panics if any encoding of any named secret occurs in `out`.
+fn assert_clean(what: &str, out: &[u8], secrets: &[(&str, Vec<u8>)]) {
+    for (name, s) in secrets {
+        for (i, enc) in encodings(s).iter().enumerate() {
+            assert!(
+                !find(out, enc),
+                "{what}: the {name} appears in the output (encoding #{i}: {})",
+                String::from_utf8_lossy(enc)
+            );
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The platform's private keys (DER) from its state file, and the raw scalars.
+fn platform_private_keys(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sev-state.json")).unwrap()).unwrap();
+    let mut v = Vec::new();
+    for (name, field) in [
+        ("PDH key", "pdh"),
+        ("PEK key", "pek"),
+        ("OCA key", "oca"),
+        ("CEK key", "cek"),
+    ] {
+        if let Some(h) = j[field]["key"].as_str() {
+            let der = hex::decode(h).unwrap();
+            let k = openssl::ec::EcKey::private_key_from_der(&der).unwrap();
+            v.push((name, k.private_key().to_vec()));
+            v.push((name, der));
+        }
+    }
+    for (name, field) in [("ASK key", "ask_key"), ("ARK key", "ark_key")] {
+        let der = hex::decode(j[field].as_str().unwrap()).unwrap();
+        let k = openssl::rsa::Rsa::private_key_from_der(&der).unwrap();
+        v.push((name, k.d().to_vec()));
+        v.push((name, der[der.len() - 64..].to_vec()));
+    }
+    v
+}
+
+#[test]
+fn library_flows_at_trace_level_log_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("platform");
+    let cap = Arc::new(Mutex::new(Vec::new()));
+    let w = Capture(cap.clone());
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let secret_pt: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let (tek, tik) = tracing::subscriber::with_default(sub, || {
+        tracing::info!("secrets test: capture works");
+        let p = SoftPlatform::open(&dir).unwrap();
+        p.pdh_gen().unwrap();
+        let chain = p.export_chain().unwrap();
+        let _ = p.platform_status().unwrap();
+        let pdh = SevCert::parse(&chain.pdh).unwrap();
+        let policy = 0x1u32;
+        let sess = sev_proto::session::owner_session(&pdh, policy).unwrap();
+        // A careless developer's log line: Debug of the keys must be redacted.
+        tracing::trace!(keys = ?sess.keys, "owner session keys");
+        let mut g = p.new_guest();
+        g.init(false).unwrap();
+        g.launch_start(
+            policy,
+            Some(&sess.godh_cert.encode()),
+            Some(&sess.session.to_bytes()),
+            0,
+        )
+        .unwrap();
+        let gpa = 0x10_0000u64;
+        let mut mem = vec![0x5au8; 0x2000];
+        g.launch_update_data(gpa, &mut mem).unwrap();
+        let lm = LaunchMeasure::from_bytes(&g.launch_measure().unwrap()).unwrap();
+        let iv = [7u8; 16];
+        // A packet with a bad MAC first: the refusal must not print keys either.
+        let (mut bad_hdr, bad_ct) =
+            sev_proto::secret::build_packet(&sess.keys, &lm.measure, iv, 0, &secret_pt).unwrap();
+        bad_hdr.mac[0] ^= 1;
+        let e = g
+            .launch_secret(&bad_hdr.to_bytes(), &bad_ct, gpa, &mut mem[..64])
+            .unwrap_err();
+        tracing::error!("refused as expected: {e} / {e:?}");
+        let (hdr, ct) =
+            sev_proto::secret::build_packet(&sess.keys, &lm.measure, iv, 0, &secret_pt).unwrap();
+        g.launch_secret(&hdr.to_bytes(), &ct, gpa, &mut mem[..64])
+            .unwrap();
+        g.launch_finish().unwrap();
+        let _ = g.guest_status().unwrap();
+        let _ = g.attestation_report([1u8; 16]).unwrap();
+        g.decommission().unwrap();
+        (sess.keys.tek, sess.keys.tik)
+    });
+    let out = cap.lock().unwrap().clone();
+    assert!(
+        find(&out, b"secrets test: capture works"),
+        "the subscriber captured nothing"
+    );
+    let mut secrets = vec![
+        ("TEK", tek.to_vec()),
+        ("TIK", tik.to_vec()),
+        ("secret", secret_pt.clone()),
+    ];
+    secrets.extend(platform_private_keys(&dir));
+    assert_clean("library flows at TRACE", &out, &secrets);
+    eprintln!(
+        "library flows: {} bytes of TRACE output, {} secrets x {} encodings absent",
+        out.len(),
+        secrets.len(),
+        encodings(&tek).len()
+    );
+}
+
+fn run_sevm<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &mut Vec<u8>) -> std::process::Output {
+    let o = Command::new(SEVM)
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    log.extend_from_slice(&o.stdout);
+    log.extend_from_slice(&o.stderr);
+    o
+}
+
+fn run_ok(args: &[String], log: &mut Vec<u8>) {
+    let o = run_sevm(args, log);
+    assert!(
+        o.status.success(),
+        "sevm {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn cli_flows_with_rust_log_trace_print_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let dir = t("platform");
+    let mut log = Vec::new();
+    for json in [false, true] {
+        let j: &[&str] = if json { &["--json"] } else { &[] };
+        let a = |rest: &[&str]| -> Vec<String> {
+            j.iter().chain(rest).map(|s| s.to_string()).collect()
+        };
+        run_ok(
+            &a(&["platform", "--platform-dir", &dir, "status"]),
+            &mut log,
+        );
+        run_ok(
+            &a(&["platform", "--platform-dir", &dir, "pdh-gen"]),
+            &mut log,
+        );
+        run_ok(
+            &a(&[
+                "platform",
+                "--platform-dir",
+                &dir,
+                "export",
+                &t("chain.bin"),
+            ]),
+            &mut log,
+        );
+        run_ok(
+            &a(&[
+                "platform",
+                "--platform-dir",
+                &dir,
+                "export",
+                "--ca",
+                &t("ca.bin"),
+            ]),
+            &mut log,
+        );
+        run_ok(
+            &a(&[
+                "owner",
+                "session",
+                "--name",
+                "vm",
+                "--out",
+                &t(""),
+                "--ca",
+                &t("ca.bin"),
+                &t("chain.bin"),
+                "0x1",
+            ]),
+            &mut log,
+        );
+        let secret = tmp.path().join("secret.bin");
+        std::fs::write(
+            &secret,
+            b"passphrase: correct horse battery staple 0123456789",
+        )
+        .unwrap();
+        // A made-up LAUNCH_MEASURE blob: `owner secret` only needs its MEASURE field.
+        std::fs::write(tmp.path().join("lm.bin"), [0x3cu8; 48]).unwrap();
+        let spec = format!("736869e5-84f0-4973-92ec-06879ce3da0b:{}", secret.display());
+        run_ok(
+            &a(&[
+                "owner",
+                "secret",
+                "--tik",
+                &t("vm_tik.bin"),
+                "--tek",
+                &t("vm_tek.bin"),
+                "--launch-measure-blob",
+                &t("lm.bin"),
+                "--secret",
+                &spec,
+                &t("hdr.bin"),
+                &t("payload.bin"),
+            ]),
+            &mut log,
+        );
+        // Error paths: a wrong-length TEK, a missing file.
+        std::fs::write(tmp.path().join("short.bin"), [1u8; 15]).unwrap();
+        let bad = run_sevm(
+            &a(&[
+                "owner",
+                "secret",
+                "--tik",
+                &t("vm_tik.bin"),
+                "--tek",
+                &t("short.bin"),
+                "--launch-measure-blob",
+                &t("lm.bin"),
+                "--secret",
+                &spec,
+                &t("hdr.bin"),
+                &t("payload.bin"),
+            ]),
+            &mut log,
+        );
+        assert!(!bad.status.success());
+    }
+    let mut secrets = vec![
+        ("TEK", std::fs::read(tmp.path().join("vm_tek.bin")).unwrap()),
+        ("TIK", std::fs::read(tmp.path().join("vm_tik.bin")).unwrap()),
+        (
+            "secret",
+            std::fs::read(tmp.path().join("secret.bin")).unwrap(),
+        ),
+    ];
+    assert_eq!(secrets[0].1.len(), 16);
+    secrets.extend(platform_private_keys(Path::new(&dir)));
+    // The demo generates its own keys internally; its output must still carry no private
+    // key of its platform directory.
+    let demo_dir = t("demo-platform");
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        let mut demo_log = Vec::new();
+        let o = run_sevm(&["demo", "--platform-dir", &demo_dir], &mut demo_log);
+        assert!(
+            o.status.success(),
+            "sevm demo: {}",
+            String::from_utf8_lossy(&demo_log)
+        );
+        assert_clean(
+            "sevm demo",
+            &demo_log,
+            &platform_private_keys(Path::new(&demo_dir)),
+        );
+        log.extend_from_slice(&demo_log);
+    } else {
+        eprintln!("SKIP sevm demo: /dev/kvm is not usable");
+    }
+    assert_clean("sevm CLI with RUST_LOG=trace", &log, &secrets);
+    eprintln!(
+        "CLI flows: {} bytes of output, {} secrets x {} encodings absent",
+        log.len(),
+        secrets.len(),
+        encodings(&secrets[0].1).len()
+    );
+}
+
+/// The checker itself finds a secret in each encoding it claims to search for.
+#[test]
+fn the_checker_finds_each_encoding() {
+    let s: Vec<u8> = (1..=16).collect();
+    for enc in encodings(&s) {
+        let mut out = b"log line: ".to_vec();
+        out.extend_from_slice(&enc);
+        out.extend_from_slice(b" end\n");
+        let r = std::panic::catch_unwind(|| assert_clean("self-test", &out, &[("TEK", s.clone())]));
+        assert!(r.is_err(), "missed {}", String::from_utf8_lossy(&enc));
+    }
+}

@@ -1,0 +1,249 @@
+//! Misbehaving guests under KVM, through the library: a guest that triple-faults, one that
+//! resets in a loop, one that floods the serial port. Each is a tiny raw firmware image
+//! assembled here by hand (real mode at the reset vector, docs/LAYOUT.md).
+//! Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vmm::{BootSource, ExitStatus, OnReset, SerialOut, Vm, VmConfig};
+
+fn kvm_available() -> bool {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("/dev/kvm is not usable and CI is set");
+    }
+    eprintln!("SKIP: /dev/kvm is not usable");
+    false
+}
+
+/// A 4 KiB firmware image (filled with `hlt`) whose last 16 bytes (the reset vector at
+/// 0xFFFF_FFF0, CS base 0xFFFF_0000, IP 0xFFF0) are `reset`, with `extra` placed at
+/// segment offset `at` (image offset `at - 0xF000`).
+fn firmware(dir: &Path, reset: &[u8], extra: &[(u16, &[u8])]) -> std::path::PathBuf {
+    let mut fw = vec![0xf4u8; 0x1000];
+    fw[0xff0..0xff0 + reset.len()].copy_from_slice(reset);
+    for (at, bytes) in extra {
+        let o = (*at as usize) - 0xf000;
+        fw[o..o + bytes.len()].copy_from_slice(bytes);
+    }
+    let p = dir.join("fw.bin");
+    std::fs::write(&p, &fw).unwrap();
+    p
+}
+
+fn cfg(fw: &Path, serial: SerialOut, timeout: Duration) -> VmConfig {
+    VmConfig {
+        memory: 16 << 20,
+        boot: BootSource::Firmware(fw.into()),
+        serial,
+        timeout: Some(timeout),
+        ..Default::default()
+    }
+}
+
+/// Peak resident set (VmHWM) of this process in KiB.
+fn vm_hwm_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A minimal ELF64 "vmlinux": one PT_LOAD segment of `code` at physical `paddr`, entered
+/// there in 64-bit mode (Linux 64-bit boot protocol, IDT loaded with limit 0).
+fn elf64(paddr: u64, code: &[u8]) -> Vec<u8> {
+    let mut e = vec![0u8; 120];
+    e[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1]); // ELF64, LE, v1
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    e[20..24].copy_from_slice(&1u32.to_le_bytes());
+    e[24..32].copy_from_slice(&paddr.to_le_bytes()); // entry
+    e[32..40].copy_from_slice(&64u64.to_le_bytes()); // program headers at 64
+    e[52..54].copy_from_slice(&64u16.to_le_bytes());
+    e[54..56].copy_from_slice(&56u16.to_le_bytes());
+    e[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = &mut e[64..120];
+    ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    ph[8..16].copy_from_slice(&120u64.to_le_bytes()); // file offset
+    ph[16..24].copy_from_slice(&paddr.to_le_bytes());
+    ph[24..32].copy_from_slice(&paddr.to_le_bytes());
+    ph[32..40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    ph[40..48].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    e.extend_from_slice(code);
+    e
+}
+
+#[test]
+fn triple_fault_stops_the_vm_with_exit_code_125() {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // 64-bit `ud2` with the IDT limit 0 (docs/LAYOUT.md): #UD -> #GP -> #DF -> shutdown.
+    // (Real-mode variants at the reset vector end in KVM emulation failures on this nested
+    // KVM instead: InternalError, exit 126.)
+    let k = tmp.path().join("vmlinux");
+    std::fs::write(&k, elf64(0x20_0000, &[0x0f, 0x0b])).unwrap();
+    let c = VmConfig {
+        memory: 32 << 20,
+        boot: BootSource::Linux {
+            kernel: k,
+            initrd: None,
+            cmdline: String::new(),
+        },
+        serial: SerialOut::Sink,
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut vm = Vm::build(&c).unwrap();
+    let st = vm.run().unwrap();
+    assert_eq!(st, ExitStatus::TripleFault { cpu: 0 });
+    assert_eq!(
+        st.exit_code(),
+        125,
+        "docs/LAYOUT.md: triple fault exits 125"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    eprintln!("triple fault detected in {:?}", t0.elapsed());
+}
+
+/// `mov al,0xfe; out 0x64,al; jmp $`: an i8042 reset, forever.
+const RESET_LOOP: [u8; 6] = [0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe];
+
+#[test]
+fn reset_loop_with_reboot_is_stopped_by_the_timeout() {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fw = firmware(tmp.path(), &RESET_LOOP, &[]);
+    let mut c = cfg(&fw, SerialOut::Sink, Duration::from_secs(2));
+    c.on_reset = OnReset::Reboot;
+    let mut vm = Vm::build(&c).unwrap();
+    let t0 = Instant::now();
+    let st = vm.run().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(st, ExitStatus::Timeout);
+    assert_eq!(st.exit_code(), 124);
+    assert!(
+        took < Duration::from_secs(10),
+        "timeout of 2 s took {took:?}"
+    );
+    assert!(vm.reset_count() >= 10, "only {} resets", vm.reset_count());
+    eprintln!("{} resets in {took:?}, then Timeout", vm.reset_count());
+}
+
+/// Open bug (docs/RELIABILITY.md): `Vm::run_epoch` (crates/vmm/src/vm.rs, the wait loop)
+/// reads control requests only after 20 ms without a vCPU event, so a guest that resets
+/// every few ms starves `quit`/`pause` (11 s measured here). Run with `--ignored`.
+#[test]
+#[ignore = "open bug: control requests starved by a fast reset loop (vm.rs run_epoch)"]
+fn reset_loop_with_reboot_obeys_quit() {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fw = firmware(tmp.path(), &RESET_LOOP, &[]);
+    let mut c = cfg(&fw, SerialOut::Sink, Duration::from_secs(60));
+    c.on_reset = OnReset::Reboot;
+    let mut vm = Vm::build(&c).unwrap();
+    let ctl = vm.control();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        // The monitor stays responsive while the guest resets: state and pause work too.
+        let s = ctl.state();
+        let t_quit = Instant::now();
+        assert!(ctl.quit(), "quit refused while resetting (state {s:?})");
+        t_quit
+    });
+    let st = vm.run().unwrap();
+    let t_quit = t.join().unwrap();
+    assert_eq!(st, ExitStatus::Quit);
+    let lag = t_quit.elapsed();
+    assert!(lag < Duration::from_secs(5), "quit took {lag:?}");
+    assert!(vm.reset_count() >= 10, "only {} resets", vm.reset_count());
+    eprintln!("{} resets, quit honoured within {lag:?}", vm.reset_count());
+}
+
+/// Real-mode code at 0xFF00 that writes `n` bytes ('x') to COM1 one `out` at a time, then
+/// exits with 0 via port 0xF4. The reset vector jumps there.
+fn flood_firmware(dir: &Path, n: u32) -> std::path::PathBuf {
+    let mut code = vec![0xba, 0xf8, 0x03]; // mov dx,0x3f8
+    code.extend_from_slice(&[0x66, 0xb9]); // mov ecx,n
+    code.extend_from_slice(&n.to_le_bytes());
+    code.extend_from_slice(&[0xb0, b'x']); // mov al,'x'
+    code.extend_from_slice(&[0xee, 0x66, 0x49, 0x75, 0xfb]); // 1: out dx,al; dec ecx; jnz 1b
+    code.extend_from_slice(&[0xba, 0xf4, 0x00, 0xb0, 0x00, 0xee, 0xf4]); // exit 0; hlt
+                                                                         // jmp near 0xff00 from 0xfff0: rel16 = 0xff00 - 0xfff3.
+    let jmp = [0xe9, 0x0d, 0xff];
+    firmware(dir, &jmp, &[(0xff00, &code)])
+}
+
+#[test]
+fn serial_flood_to_a_file_completes_with_bounded_memory() {
+    if !kvm_available() {
+        return;
+    }
+    let n: u32 = std::env::var("SEVM_FLOOD_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256 << 10);
+    let tmp = tempfile::tempdir().unwrap();
+    let fw = flood_firmware(tmp.path(), n);
+    let out = tmp.path().join("serial.log");
+    let hwm0 = vm_hwm_kib();
+    let mut vm = Vm::build(&cfg(
+        &fw,
+        SerialOut::File(out.clone()),
+        Duration::from_secs(240),
+    ))
+    .unwrap();
+    let t0 = Instant::now();
+    let st = vm.run().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(
+        st,
+        ExitStatus::Exited(0),
+        "flood of {n} bytes did not finish"
+    );
+    drop(vm);
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(len, n as u64, "serial file has {len} of {n} bytes");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.iter().all(|&b| b == b'x'), "serial file corrupted");
+    let grew = vm_hwm_kib().saturating_sub(hwm0);
+    // Guest RAM is 16 MiB; the output must not be held in memory.
+    assert!(
+        grew < 48 * 1024,
+        "peak RSS grew by {grew} KiB while writing {n} bytes"
+    );
+    eprintln!(
+        "serial flood: {n} bytes in {took:?} ({:.2} MB/s), peak RSS growth {grew} KiB",
+        n as f64 / took.as_secs_f64() / 1e6
+    );
+}
+
+/// The flood to a Sink (no file I/O): the VMM side alone.
+#[test]
+fn serial_flood_to_a_sink_completes() {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 64 << 10;
+    let fw = flood_firmware(tmp.path(), n);
+    let mut vm = Vm::build(&cfg(&fw, SerialOut::Sink, Duration::from_secs(240))).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
+    eprintln!("serial flood to sink: {n} bytes in {:?}", t0.elapsed());
+}
