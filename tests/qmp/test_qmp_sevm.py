@@ -222,5 +222,67 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         self.assertNotIn(secret.hex(), stderr)
 
 
+    async def test_debug_reads_and_quit(self):
+        """Policy 0 (debug allowed): `pmemsave` of the first measured range reads, through
+        DBG_DECRYPT, exactly the bytes sevm measured (`--dump-launch`); prelaunch `stop`
+        is a no-op, `system_reset` is refused, `quit` ends the VM with SHUTDOWN."""
+        d = self.d
+        sock, dump = d / "q.sock", d / "dump"
+        self.proc = subprocess.Popen(
+            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(d / "plat"),
+             "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
+             "--machine", "confidential-guest-support=sev0", "--paused",
+             "--dump-launch", str(dump), "--qmp", f"unix:{sock}", "--serial", "none",
+             "--timeout", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        await self._wait_socket(sock)
+        qmp = QMPClient("dbg")
+        await qmp.connect(str(sock))
+        events = []
+
+        async def collect():
+            async for ev in qmp.events:
+                events.append(ev)
+
+        collector = asyncio.ensure_future(collect())
+        try:
+            ranges = sorted(p for p in dump.iterdir() if p.name[:2].isdigit())
+            self.assertTrue(ranges, "no measured range dumped")
+            first = ranges[0]
+            gpa = int(first.stem.rsplit("-", 1)[1], 16)
+            want = first.read_bytes()[:4096]
+            await qmp.execute("pmemsave", {"val": gpa, "size": len(want),
+                                           "filename": str(d / "mem.bin")})
+            self.assertEqual((d / "mem.bin").read_bytes(), want)
+            hmp = await qmp.execute("human-monitor-command",
+                                    {"command-line": f"xp /2xb {gpa:#x}"})
+            self.assertIn(f"0x{want[0]:02x} 0x{want[1]:02x}", hmp)
+            info = await qmp.execute("human-monitor-command", {"command-line": "info sev"})
+            self.assertIn("launch-secret", info)
+
+            await qmp.execute("stop")
+            self.assertEqual((await qmp.execute("query-status"))["status"], "prelaunch")
+            with self.assertRaises(ExecuteError) as ctx:
+                await qmp.execute("system_reset")
+            self.assertEqual(ctx.exception.error_class, "GenericError")
+            await qmp.execute("quit")
+            rc = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.proc.wait(timeout=30))
+            self.assertEqual(rc, 0, self.proc.stderr.read())
+            await asyncio.sleep(0.05)
+        finally:
+            collector.cancel()
+            try:
+                await qmp.disconnect()
+            except Exception:  # the server went away with the VM
+                pass
+        shut = [e for e in events if e["event"] == "SHUTDOWN"]
+        self.assertEqual(len(shut), 1, events)
+        self.assertEqual(shut[0]["data"], {"guest": False, "reason": "host-qmp-quit"})
+        self.assertFalse(sock.exists(), "the socket is removed when sevm exits")
+
+
 if __name__ == "__main__":
     unittest.main()
