@@ -180,3 +180,71 @@ fn reset_is_a_fresh_launch_with_a_new_measurement() {
     assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
     assert_eq!(h.status().launches, 1);
 }
+
+#[test]
+fn paused_relaunch_waits_for_the_owner_each_time() {
+    if !kvm_or_skip("paused_relaunch_waits_for_the_owner_each_time") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(t.path()).unwrap();
+    let st = plat.platform_status().unwrap();
+    let cbit = plat.cbit_pos().unwrap();
+    let p = plat.clone();
+    let l = SevLaunch::new(
+        LaunchParams {
+            policy: 0,
+            godh_cert: None,
+            session: None,
+            handle: 0,
+            cbitpos: cbit,
+            reduced_phys_bits: 1,
+            paused: true,
+            on_reset: ResetMode::Relaunch,
+            dump_dir: None,
+        },
+        PlatformInfo {
+            api_major: st.api_major,
+            api_minor: st.api_minor,
+            build: st.build,
+            cbitpos: cbit,
+        },
+        Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),
+    );
+    let mut cfg = VmConfig {
+        memory: 32 << 20,
+        boot: BootSource::Bundled("reset".into()),
+        serial: SerialOut::Sink,
+        timeout: Some(std::time::Duration::from_secs(60)),
+        ..VmConfig::default()
+    };
+    l.prepare(&mut cfg);
+    let h = l.handle();
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(l)).unwrap();
+    vm.add_alias(1 << cbit).unwrap();
+    let owner = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for n in 1..=4 {
+                let m = h
+                    .wait_measured(n, std::time::Duration::from_secs(30))
+                    .expect("each launch is measured and waits");
+                // Still paused: the launch is not finished until we release it.
+                assert_eq!(h.status().phase, Phase::LaunchSecret);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert_eq!(h.status().phase, Phase::LaunchSecret);
+                seen.push(m);
+                h.release();
+            }
+            seen
+        })
+    };
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
+    let seen = owner.join().unwrap();
+    for i in 0..seen.len() {
+        for j in i + 1..seen.len() {
+            assert_ne!(seen[i], seen[j], "launch {i} and {j} share a measurement");
+        }
+    }
+}
