@@ -284,5 +284,64 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         self.assertFalse(sock.exists(), "the socket is removed when sevm exits")
 
 
+    async def test_plain_vm_stop_cont_reset_powerdown(self):
+        """A plain (non-SEV) VM whose firmware spins at the reset vector: stop/cont with
+        STOP/RESUME, registers and `x` while paused, system_reset with RESET, SEV commands
+        refused, system_powerdown ends the VM (POWERDOWN, SHUTDOWN)."""
+        d = self.d
+        fw = bytearray(b"\xf4" * 4096)
+        fw[4096 - 16:4096 - 14] = b"\xeb\xfe"  # jmp $ at 0xfffffff0
+        (d / "spin.bin").write_bytes(bytes(fw))
+        sock = d / "p.sock"
+        self.proc = subprocess.Popen(
+            [self.sevm, "run", "--firmware", str(d / "spin.bin"), "--qmp", f"unix:{sock}",
+             "--serial", "none", "--timeout", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        await self._wait_socket(sock)
+        qmp = QMPClient("plain")
+        await qmp.connect(str(sock))
+        events = []
+
+        async def collect():
+            async for ev in qmp.events:
+                events.append(ev)
+
+        collector = asyncio.ensure_future(collect())
+        try:
+            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            await qmp.execute("stop")
+            st = await qmp.execute("query-status")
+            self.assertEqual((st["status"], st["running"]), ("paused", False))
+            regs = await qmp.execute("human-monitor-command",
+                                     {"command-line": "info registers"})
+            self.assertIn("RIP=000000000000fff0", regs)
+            mem = await qmp.execute("human-monitor-command",
+                                    {"command-line": "x /2xb 0xfffffff0"})
+            self.assertIn("0xeb 0xfe", mem)
+            await qmp.execute("cont")
+            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            with self.assertRaises(ExecuteError) as ctx:
+                await qmp.execute("query-sev")
+            self.assertIn("SEV feature is not available", str(ctx.exception))
+            await qmp.execute("system_reset")
+            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            await qmp.execute("system_powerdown")
+            rc = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.proc.wait(timeout=30))
+            self.assertEqual(rc, 0, self.proc.stderr.read())
+            await asyncio.sleep(0.05)
+        finally:
+            collector.cancel()
+            try:
+                await qmp.disconnect()
+            except Exception:  # the server went away with the VM
+                pass
+        names = [e["event"] for e in events]
+        self.assertEqual(names, ["STOP", "RESUME", "RESET", "POWERDOWN", "SHUTDOWN"])
+        self.assertEqual(events[2]["data"], {"guest": False, "reason": "host-qmp-system-reset"})
+
+
 if __name__ == "__main__":
     unittest.main()
