@@ -782,3 +782,128 @@ impl LaunchHooks for SevLaunch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::{BootSource, RangeKind};
+
+    #[test]
+    fn cpuid_leaf_encodes_sev_es_cbit_and_reduced_bits() {
+        let ov = sev_cpuid(47, 1, false);
+        let f = ov.0.iter().find(|o| o.function == CPUID_SEV_LEAF).unwrap();
+        assert_eq!(f.eax, 0x2);
+        assert_eq!(f.ebx, 47 | (1 << 6));
+        let es = sev_cpuid(51, 5, true);
+        let f = es.0.iter().find(|o| o.function == CPUID_SEV_LEAF).unwrap();
+        assert_eq!(f.eax, 0xa);
+        assert_eq!(f.ebx, 51 | (5 << 6));
+        let a = es.0.iter().find(|o| o.function == CPUID_ADDR_LEAF).unwrap();
+        assert!(
+            a.eax & 0xff > 51,
+            "MAXPHYADDR {:#x} must exceed the C-bit",
+            a.eax
+        );
+    }
+
+    #[test]
+    fn status_msr_bits() {
+        assert_eq!(SevMsrs { es: false }.rdmsr(0, MSR_SEV_STATUS), Some(1));
+        assert_eq!(SevMsrs { es: true }.rdmsr(1, MSR_SEV_STATUS), Some(3));
+        assert_eq!(SevMsrs { es: true }.rdmsr(0, 0xC000_0080), None);
+        assert!(!SevMsrs { es: true }.wrmsr(0, MSR_SEV_STATUS, 0));
+    }
+
+    #[test]
+    fn recipe_is_the_layout_order_with_the_image_bytes() {
+        let boot = BootSource::Bundled("hello".into());
+        let blobs = recipe::measured_blobs(16 << 20, &boot, Some(47)).unwrap();
+        let kinds: Vec<_> = blobs.iter().map(|b| (b.gpa, b.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (0x1000, RangeKind::BootTables),
+                (0x9000, RangeKind::BootTables),
+                (0x10_0000, RangeKind::Bundled)
+            ]
+        );
+        let img = guests::get("hello").unwrap().bytes;
+        assert_eq!(&blobs[2].bytes[..img.len()], img);
+        assert_eq!(blobs[2].bytes.len() % 4096, 0);
+        // PML4[0] carries the C-bit.
+        let pml4e = u64::from_le_bytes(blobs[1].bytes[..8].try_into().unwrap());
+        assert_ne!(pml4e & (1 << 47), 0);
+        let d47 = recipe::expected_digest(16 << 20, &boot, Some(47), 1, false).unwrap();
+        let d51 = recipe::expected_digest(16 << 20, &boot, Some(51), 1, false).unwrap();
+        assert_ne!(d47, d51, "the C-bit is in the measured page tables");
+        let es1 = recipe::expected_digest(16 << 20, &boot, Some(47), 1, true).unwrap();
+        let es2 = recipe::expected_digest(16 << 20, &boot, Some(47), 2, true).unwrap();
+        assert_ne!(d47, es1);
+        assert_ne!(es1, es2, "one VMSA per vCPU");
+        let mut d = sev_proto::measure::LaunchDigest::new();
+        for b in &blobs {
+            d.update(&b.bytes);
+        }
+        assert_eq!(d.finish(), d47);
+    }
+
+    #[test]
+    fn recipe_errors_name_the_input() {
+        let e = recipe::measured_blobs(16 << 20, &BootSource::Bundled("nope".into()), Some(47))
+            .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = recipe::measured_blobs(
+            16 << 20,
+            &BootSource::Linux {
+                kernel: "/nonexistent/vmlinux".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            Some(47),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");
+    }
+
+    #[test]
+    fn query_sev_json_has_qemus_keys() {
+        let s = SevStatus {
+            phase: Phase::LaunchSecret,
+            handle: 3,
+            policy: 5,
+            platform: PlatformInfo {
+                api_major: 0,
+                api_minor: 24,
+                build: 17,
+                cbitpos: 47,
+            },
+            es: true,
+            launches: 1,
+            asid: 1,
+        };
+        let q = s.to_query_sev();
+        assert_eq!(q["enabled"], true);
+        assert_eq!(q["state"], "launch-secret");
+        assert_eq!(q["handle"], 3);
+        assert_eq!(q["policy"], 5);
+        assert_eq!(q["build-id"], 17);
+        assert_eq!(q["api-minor"], 24);
+        assert_eq!(q["sev-type"], "sev-es");
+    }
+
+    #[test]
+    fn bad_measurement_error_explains_the_session() {
+        let e = ConfidentialError::Firmware {
+            stage: "LAUNCH_START",
+            source: FwError::Status {
+                cmd: "LAUNCH_START",
+                status: Status::BadMeasurement,
+            },
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("BAD_MEASUREMENT") && s.contains("session"),
+            "{s}"
+        );
+    }
+}
