@@ -247,3 +247,30 @@ fn serial_flood_to_a_sink_completes() {
     assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
     eprintln!("serial flood to sink: {n} bytes in {:?}", t0.elapsed());
 }
+
+/// `rep outsb` of "ABCD" to COM1. `Devices::io_out` (crates/vmm/src/devices.rs) uses only
+/// `data[0]` of an OUT exit; this holds because KVM here exits once per byte of a string OUT.
+/// A guard in case a KVM ever batches string PIO to user space (kvm-ioctls would then pass
+/// `size * count` bytes).
+#[test]
+fn rep_outsb_to_the_serial_port_keeps_every_byte() {
+    if !kvm_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // mov si,0xff80; mov cx,4; mov dx,0x3f8; cs rep outsb; mov al,0; out 0xf4,al
+    let code = [
+        0xbe, 0x80, 0xff, 0xb9, 0x04, 0x00, 0xba, 0xf8, 0x03, 0x2e, 0xf3, 0x6e, 0xb0, 0x00, 0xe6,
+        0xf4,
+    ];
+    let fw = firmware(tmp.path(), &code, &[(0xff80, b"ABCD")]);
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut vm = Vm::build(&cfg(
+        &fw,
+        SerialOut::Buffer(buf.clone()),
+        Duration::from_secs(30),
+    ))
+    .unwrap();
+    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(String::from_utf8_lossy(&buf.lock().unwrap()), "ABCD");
+}
