@@ -65,6 +65,11 @@ def run(*cmd, cwd=None) -> str:
     return p.stdout
 
 
+async def arun(*cmd, cwd=None) -> str:
+    """`run` off the event loop (the QMP client keeps reading events meanwhile)."""
+    return await asyncio.to_thread(run, *cmd, cwd=cwd)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -98,13 +103,13 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
     async def test_attested_launch_with_sevctl(self):
         d, plat = self.d, self.d / "plat"
         # 1. Platform chain and the owner's session (sevctl).
-        run(self.sevm, "platform", "--platform-dir", plat, "export", "--full", d / "chain.cert")
-        run(self.sevctl, "session", "--name", "t", d / "chain.cert", str(POLICY), cwd=d)
+        await arun(self.sevm, "platform", "--platform-dir", plat, "export", "--full", d / "chain.cert")
+        await arun(self.sevctl, "session", "--name", "t", d / "chain.cert", str(POLICY), cwd=d)
         for f in ("t_godh.b64", "t_session.b64", "t_tek.bin", "t_tik.bin"):
             self.assertTrue((d / f).is_file(), f)
         # The digest the owner expects for the bundled guest, computed without KVM.
         digest_hex = json.loads(
-            run(self.sevm, "--json", "owner", "measure", "--vmm", "sevm",
+            await arun(self.sevm, "--json", "owner", "measure", "--vmm", "sevm",
                 "--guest", "secret-reader")
         )["launch_digest"]
 
@@ -152,7 +157,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             blob_b64 = (await qmp.execute("query-sev-launch-measure"))["data"]
             blob = base64.b64decode(blob_b64)
             self.assertEqual(len(blob), 48)
-            expect = run(
+            expect = await arun(
                 self.sevctl, "measurement", "build",
                 "--api-major", str(sev["api-major"]), "--api-minor", str(sev["api-minor"]),
                 "--build-id", str(sev["build-id"]), "--policy", str(POLICY),
@@ -176,7 +181,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         # 4. The secret, built by sevctl and injected over QMP.
         secret = os.urandom(37)
         (d / "secret.bin").write_bytes(secret)
-        run(self.sevctl, "secret", "build", "--tik", d / "t_tik.bin", "--tek", d / "t_tek.bin",
+        await arun(self.sevctl, "secret", "build", "--tik", d / "t_tik.bin", "--tek", d / "t_tek.bin",
             "--launch-measure-blob", blob_b64, "--secret", f"{SECRET_GUID}:{d / 'secret.bin'}",
             d / "hdr.bin", d / "payload.bin")
         await qmp.execute("sev-inject-launch-secret", {
@@ -341,6 +346,70 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         names = [e["event"] for e in events]
         self.assertEqual(names, ["STOP", "RESUME", "RESET", "POWERDOWN", "SHUTDOWN"])
         self.assertEqual(events[2]["data"], {"guest": False, "reason": "host-qmp-system-reset"})
+
+
+    async def test_running_sev_guest_wrong_state_and_debug(self):
+        """An SEV guest (policy 0) whose firmware spins: after `cont` a secret injection gets
+        GenericError and the VM keeps running; while stopped, `info registers` and `x`
+        (paging off: through DBG_DECRYPT) show the spin loop; `quit` ends it."""
+        d = self.d
+        fw = bytearray(b"\xf4" * 4096)
+        fw[4096 - 16:4096 - 14] = b"\xeb\xfe"
+        (d / "spin.bin").write_bytes(bytes(fw))
+        sock = d / "s.sock"
+        self.proc = subprocess.Popen(
+            [self.sevm, "run", "--firmware", str(d / "spin.bin"),
+             "--platform-dir", str(d / "plat"),
+             "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
+             "--machine", "confidential-guest-support=sev0", "--paused",
+             "--qmp", f"unix:{sock}", "--serial", "none", "--timeout", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        await self._wait_socket(sock)
+        qmp = QMPClient("sev-running")
+        await qmp.connect(str(sock))
+        events = []
+
+        async def collect():
+            async for ev in qmp.events:
+                events.append(ev)
+
+        collector = asyncio.ensure_future(collect())
+        try:
+            await qmp.execute("cont")
+            self.assertEqual((await qmp.execute("query-sev"))["state"], "running")
+            with self.assertRaises(ExecuteError) as ctx:
+                await qmp.execute("sev-inject-launch-secret", {
+                    "packet-header": b64(bytes(52)), "secret": b64(bytes(16))})
+            self.assertEqual(ctx.exception.error_class, "GenericError")
+            self.assertIn("SEV: Not in correct state. (LSECRET) 3", str(ctx.exception))
+            await asyncio.sleep(0.2)
+            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            self.assertIsNone(self.proc.poll())
+            await qmp.execute("stop")
+            regs = await qmp.execute("human-monitor-command",
+                                     {"command-line": "info registers"})
+            self.assertIn("RIP=000000000000fff0", regs)
+            mem = await qmp.execute("human-monitor-command",
+                                    {"command-line": "x /2xb 0xfffffff0"})
+            self.assertIn("0xeb 0xfe", mem)
+            await qmp.execute("cont")
+            await qmp.execute("quit")
+            rc = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.proc.wait(timeout=30))
+            self.assertEqual(rc, 0, self.proc.stderr.read())
+            await asyncio.sleep(0.05)
+        finally:
+            collector.cancel()
+            try:
+                await qmp.disconnect()
+            except Exception:  # the server went away with the VM
+                pass
+        names = [e["event"] for e in events]
+        self.assertEqual(names, ["SEV_LAUNCH_STATE", "RESUME", "STOP", "RESUME", "SHUTDOWN"],
+                         events)
+        self.assertEqual(events[0]["data"], {"state": "running"})
 
 
 if __name__ == "__main__":
