@@ -354,3 +354,174 @@ fn the_checker_finds_each_encoding() {
         assert!(r.is_err(), "missed {}", String::from_utf8_lossy(&enc));
     }
 }
+
+/// `sevm run --paused` on the soft backend with the owner's session, the secret built by
+/// `sevm owner secret` and injected over stdin; the guest (secret-reader) proves it got the
+/// secret by printing its SHA-256. Nothing of TEK, TIK or the secret appears in any output.
+#[test]
+fn sevm_run_with_an_injected_secret_prints_no_secret() {
+    use std::io::{BufRead, BufReader};
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        if std::env::var_os("CI").is_some() {
+            panic!("/dev/kvm is not usable and CI is set");
+        }
+        eprintln!("SKIP: /dev/kvm is not usable");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let dir = t("platform");
+    let mut log = Vec::new();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    run_ok(
+        &s(&[
+            "platform",
+            "--platform-dir",
+            &dir,
+            "export",
+            &t("chain.bin"),
+        ]),
+        &mut log,
+    );
+    run_ok(
+        &s(&[
+            "platform",
+            "--platform-dir",
+            &dir,
+            "export",
+            "--ca",
+            &t("ca.bin"),
+        ]),
+        &mut log,
+    );
+    run_ok(
+        &s(&[
+            "owner",
+            "session",
+            "--name",
+            "vm",
+            "--out",
+            &t(""),
+            "--ca",
+            &t("ca.bin"),
+            &t("chain.bin"),
+            "0x1",
+        ]),
+        &mut log,
+    );
+    let secret: Vec<u8> = b"disk passphrase: tr0ub4dor&3 / 9f8e7d6c5b4a".to_vec();
+    std::fs::write(t("secret.bin"), &secret).unwrap();
+    let object = format!(
+        "sev-guest,id=sev0,policy=0x1,cbitpos=47,reduced-phys-bits=1,dh-cert-file={},session-file={}",
+        t("vm_godh.b64"),
+        t("vm_session.b64")
+    );
+    let mut child = Command::new(SEVM)
+        .args([
+            "run",
+            "--guest",
+            "secret-reader",
+            "--memory",
+            "64M",
+            "--object",
+            &object,
+            "--machine",
+            "confidential-guest-support=sev0",
+            "--platform-dir",
+            &dir,
+            "--paused",
+            "--on-reset",
+            "shutdown",
+            "--timeout",
+            "120",
+            "--serial",
+            "stdout",
+        ])
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
+        v
+    });
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut err_log = Vec::new();
+    let measure = loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "sevm run ended before measuring: {}",
+            String::from_utf8_lossy(&err_log)
+        );
+        err_log.extend_from_slice(line.as_bytes());
+        if let Some(rest) = line.split("measured: ").nth(1) {
+            let b64 = rest.split_whitespace().next().unwrap().to_string();
+            break base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+        }
+    };
+    assert_eq!(measure.len(), 48);
+    std::fs::write(t("lm.bin"), &measure).unwrap();
+    let spec = format!("736869e5-84f0-4973-92ec-06879ce3da0b:{}", t("secret.bin"));
+    run_ok(
+        &s(&[
+            "owner",
+            "secret",
+            "--tik",
+            &t("vm_tik.bin"),
+            "--tek",
+            &t("vm_tek.bin"),
+            "--launch-measure-blob",
+            &t("lm.bin"),
+            "--secret",
+            &spec,
+            &t("hdr.bin"),
+            &t("payload.bin"),
+        ]),
+        &mut log,
+    );
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{} {}", t("hdr.bin"), t("payload.bin")).unwrap();
+    }
+    std::io::Read::read_to_end(&mut err, &mut err_log).unwrap();
+    let st = child.wait().unwrap();
+    let out = out_thread.join().unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        st.success(),
+        "sevm run: {st:?}\n{text}\n{}",
+        String::from_utf8_lossy(&err_log)
+    );
+    let sha = hex::encode(openssl::sha::sha256(&secret));
+    assert!(
+        text.contains(&format!("sha256={sha}")),
+        "the guest did not receive the secret: {text}\n{}",
+        String::from_utf8_lossy(&err_log)
+    );
+    log.extend_from_slice(&out);
+    log.extend_from_slice(&err_log);
+    let mut secrets = vec![
+        ("TEK", std::fs::read(t("vm_tek.bin")).unwrap()),
+        ("TIK", std::fs::read(t("vm_tik.bin")).unwrap()),
+        ("secret", secret),
+    ];
+    secrets.extend(platform_private_keys(Path::new(&dir)));
+    assert_clean("sevm run --paused with a secret", &log, &secrets);
+    eprintln!(
+        "sevm run with an injected secret: {} bytes of output, {} secrets absent",
+        log.len(),
+        secrets.len()
+    );
+}
