@@ -2,8 +2,8 @@
 """Run several commands side by side, alternating, and report medians as ratios to a reference.
 
 Each round runs every command once, rotating the start position so that no command always runs
-first. Wall time is measured around fork+exec+wait (time.perf_counter); peak RSS is GNU time's %M
-(KiB) for that one process. Output: a Markdown table on stdout and,
+first. Wall time is measured around fork+exec+wait (time.perf_counter); CPU time (user + sys) from
+wait4(); peak RSS is GNU time's %M (KiB) for that one process. Output: a Markdown table on stdout and,
 with --json FILE, the raw samples. The first command is the reference (ratio 1.00).
 
 Usage: alternate.py [--runs N] [--warmup N] [--json FILE] [--expect-rc RC ...] -- NAME=CMD ...
@@ -27,13 +27,17 @@ def run_once(argv):
     # Python's RSS high-water mark across exec (Linux keeps the old mm's hiwater), so wait4
     # would report at least ~15 MiB for /bin/true. GNU time is a small C process (~2 MiB floor,
     # the same for every command); its fork+exec adds well under 1 ms to every wall time alike.
+    # CPU time (user + sys, µs resolution) comes from wait4() on GNU time, whose rusage includes
+    # the command it waited for; it is less sensitive than wall time to waiting for a CPU.
     t0 = time.perf_counter()
-    rc = subprocess.call(["/usr/bin/time", "-f", "%M", "-o", RSS_FILE] + argv,
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", RSS_FILE] + argv,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
     with open(RSS_FILE) as f:
         last = f.read().strip().splitlines()[-1]
-    return dt, int(last), rc
+    return dt, int(last), rc, ru.ru_utime + ru.ru_stime
 
 
 def pct(xs, q):
@@ -58,25 +62,28 @@ def main():
     for r in range(a.warmup + a.runs):
         k = r % len(cmds)
         for i, (name, argv) in enumerate(cmds[k:] + cmds[:k]):
-            dt, rss, rc = run_once(argv)
+            dt, rss, rc, cpu = run_once(argv)
             j = [n for n, _ in cmds].index(name)
             if a.expect_rc is not None and rc != a.expect_rc[j]:
                 sys.exit(f"{name}: exit code {rc}, expected {a.expect_rc[j]}: {argv}")
             if r >= a.warmup:
-                samples[name].append((dt, rss, rc))
+                samples[name].append((dt, rss, rc, cpu))
     ref = cmds[0][0]
     ref_t = statistics.median(s[0] for s in samples[ref])
     ref_m = statistics.median(s[1] for s in samples[ref])
-    print(f"| command | median wall (ms) | p10–p90 (ms) | median peak RSS (KiB) | time / {ref} | RSS / {ref} |")
-    print("|---|---|---|---|---|---|")
+    ref_c = statistics.median(s[3] for s in samples[ref])
+    print(f"| command | median wall (ms) | p10–p90 (ms) | median CPU user+sys (ms) | median peak RSS (KiB) "
+          f"| wall / {ref} | CPU / {ref} | RSS / {ref} |")
+    print("|---|---|---|---|---|---|---|---|")
     out = {}
     for name, argv in cmds:
         ts = [s[0] * 1000 for s in samples[name]]
         ms = [s[1] for s in samples[name]]
-        mt, mm = statistics.median(ts), statistics.median(ms)
-        print(f"| `{name}` | {mt:.1f} | {pct(ts, .1):.1f}–{pct(ts, .9):.1f} | {mm:,.0f} | "
-              f"{mt / (ref_t * 1000):.2f} | {mm / ref_m:.2f} |")
-        out[name] = {"argv": argv, "wall_ms": ts, "rss_kib": ms,
+        cs = [s[3] * 1000 for s in samples[name]]
+        mt, mm, mc = statistics.median(ts), statistics.median(ms), statistics.median(cs)
+        print(f"| `{name}` | {mt:.1f} | {pct(ts, .1):.1f}–{pct(ts, .9):.1f} | {mc:.1f} | {mm:,.0f} | "
+              f"{mt / (ref_t * 1000):.2f} | {mc / (ref_c * 1000):.2f} | {mm / ref_m:.2f} |")
+        out[name] = {"argv": argv, "wall_ms": ts, "cpu_ms": cs, "rss_kib": ms,
                      "rc": [s[2] for s in samples[name]]}
     print(f"\n{a.runs} alternating runs each (after {a.warmup} warm-up rounds), "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """QMP `query-status` round-trip latency, the same Python client against several QMP servers
-side by side: the calls alternate between servers in blocks of 100, so load spikes on this
+side by side: the calls alternate between servers in blocks of 10, so load spikes on this
 shared machine hit all of them alike. Each call = write one command line + read one reply line
 on a Unix socket. Prints p50/p90/p99/max per server (µs) and the p50/p99 ratios to the first.
 
@@ -16,14 +16,14 @@ class Client:
     def __init__(self, path):
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.connect(path)
-        self.f = self.s.makefile("rwb", buffering=0)
+        self.f = self.s.makefile("rb")  # buffered: readline does not read byte by byte
         greeting = json.loads(self.f.readline())
         if "QMP" not in greeting:
             raise SystemExit(f"{path}: no QMP greeting: {greeting}")
         self.call(b'{"execute":"qmp_capabilities"}\n')
 
     def call(self, req):
-        self.f.write(req)
+        self.s.sendall(req)
         while True:
             line = self.f.readline()
             if not line:
@@ -51,7 +51,7 @@ def main():
         for _ in range(200):
             c.call(req)  # warm-up
     lat = [[] for _ in clients]
-    block = 100
+    block = 10
     for b in range(0, a.calls, block):
         for i, c in enumerate(clients):
             for _ in range(min(block, a.calls - b)):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# QMP query-status round trips from one Python client, alternating in blocks of 100 calls,
+# QMP query-status round trips from one Python client, alternating in blocks of 10 calls,
 # against sevm's QMP server (crates/vmm/examples/qmp_fake: the real monitor code over the fake
 # backend) and QEMU's QMP (microvm, paused with -S). Usage: qmp_side_by_side.sh [CALLS]
 set -euo pipefail
