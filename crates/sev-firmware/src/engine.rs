@@ -101,6 +101,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn same_key_compares_the_vek() {
+        let a = MemoryKey::from_vek([7u8; 16]).unwrap();
+        assert!(a.same_key(&MemoryKey::from_vek([7u8; 16]).unwrap()));
+        let mut v = [7u8; 16];
+        v[15] = 8;
+        assert!(!a.same_key(&MemoryKey::from_vek(v).unwrap()));
+    }
+
+    #[test]
     fn equals_openssl_xts_per_block_and_is_deterministic() {
         let k = MemoryKey::from_vek([7u8; 16]).unwrap();
         let pt: Vec<u8> = (0..64u8).collect();

@@ -68,3 +68,23 @@ impl FwError {
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, FwError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_carry_sev_proto_codes() {
+        let e = FwError::st("LAUNCH_START", Status::BadMeasurement);
+        assert_eq!(e.status(), Some(Status::BadMeasurement));
+        assert_eq!(Status::BadMeasurement.code(), 0x0B);
+        assert_eq!(Status::from_u32(0x10), Some(Status::InvalidGuest));
+        assert_eq!(
+            e.to_string(),
+            "SEV command LAUNCH_START failed: BAD_MEASUREMENT (0x0b)"
+        );
+        let c = FwError::from(sev_proto::cert::CertError::NoFreeSlot);
+        assert_eq!(c.status(), None);
+        assert!(c.to_string().starts_with("certificate: "), "{c}");
+    }
+}

@@ -466,3 +466,53 @@ impl Store {
         Ok((id, r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new identity is a complete chain that `sev-proto` verifies link by link, and the
+    /// stored bytes are exactly the certificates' encodings.
+    #[test]
+    fn generated_identity_verifies_with_sev_proto() {
+        let id = Identity::generate(47).unwrap();
+        let parse = |k: &Option<KeyCert>| SevCert::parse(&k.as_ref().unwrap().cert).unwrap();
+        let (oca, pek, pdh) = (parse(&id.oca), parse(&id.pek), parse(&id.pdh));
+        let cek = SevCert::parse(&id.cek.cert).unwrap();
+        let ark = CaCert::parse(&id.ark_cert).unwrap();
+        let ask = CaCert::parse(&id.ask_cert).unwrap();
+        ark.verify_self_signed().unwrap();
+        ask.verify_signed_by(&ark).unwrap();
+        cek.verify_signed_by_ca(&ask).unwrap();
+        oca.verify_self_signed().unwrap();
+        pek.verify_signed_by(&oca).unwrap();
+        pek.verify_signed_by(&cek).unwrap();
+        pdh.verify_signed_by(&pek).unwrap();
+        assert!(pdh.verify_signed_by(&oca).is_err(), "PDH is not OCA-signed");
+        assert_eq!((cek.api_major, cek.api_minor), (0, 14));
+        assert_eq!((pek.api_major, pek.api_minor), API);
+        assert_eq!((pdh.usage, pdh.algo), (Usage::PDH, Algo::ECDH_SHA256));
+        assert_eq!(cek.sigs[0].algo, Algo::RSA_SHA384);
+        assert_eq!(pek.encode(), id.pek.as_ref().unwrap().cert.to_vec());
+        // Each stored key is the private half of its certificate's public key.
+        let pdh_key = cert_ec_key(&id.pdh.as_ref().unwrap().cert).unwrap();
+        assert_eq!(
+            pdh_key.public_key_to_der().unwrap(),
+            id.pdh.as_ref().unwrap().key.public_key_to_der().unwrap()
+        );
+    }
+
+    /// Signing through `edit_cert` fills the free slot and refuses a third signature.
+    #[test]
+    fn edit_cert_signs_into_free_slots_only() {
+        let mut k = gen_keycert(Usage::PEK, Algo::ECDSA_SHA256).unwrap();
+        let signer = k.key.clone();
+        for _ in 0..2 {
+            edit_cert(&mut k.cert, |c| c.sign_with(&signer, Usage::OCA)).unwrap();
+        }
+        let before = k.cert;
+        let err = edit_cert(&mut k.cert, |c| c.sign_with(&signer, Usage::OCA)).unwrap_err();
+        assert!(matches!(err, FwError::Cert(CertError::NoFreeSlot)), "{err}");
+        assert_eq!(k.cert, before, "a failed edit leaves the bytes alone");
+    }
+}
