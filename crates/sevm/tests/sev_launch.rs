@@ -506,3 +506,79 @@ fn linux_boot_under_sev_matches_owner_recipe() {
         .collect();
     assert_eq!(kinds.len(), 6, "{kinds:?}");
 }
+
+#[test]
+fn toml_config_launches_and_bad_values_name_file_line_key() {
+    if !kvm_or_skip("toml_config_launches_and_bad_values_name_file_line_key") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    let good = t.path().join("vm.toml");
+    fs::write(
+        &good,
+        format!(
+            "guest = \"cpuid\"\ncpus = 2\n\n[sev]\npolicy = 0x4\ncbitpos = 47\n\
+             reduced-phys-bits = 1\nplatform-dir = \"{}\"\n",
+            plat.display()
+        ),
+    )
+    .unwrap();
+    let o = sevm(&["config", "check", "--config", good.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("sev: SEV-ES") && out.contains("cpus: 2"),
+        "{out}"
+    );
+    let o = sevm(&["run", "--config", good.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("msr c0010131=0000000000000003"), "{out}");
+    // A C-bit that does not match the platform (47) names the file, line and key.
+    let bad = t.path().join("bad.toml");
+    fs::write(
+        &bad,
+        format!(
+            "guest = \"cpuid\"\n[sev]\npolicy = 0x1\ncbitpos = 51\nreduced-phys-bits = 1\n\
+             platform-dir = \"{}\"\n",
+            plat.display()
+        ),
+    )
+    .unwrap();
+    for verb in [&["config", "check"][..], &["run"][..]] {
+        let mut args = verb.to_vec();
+        args.extend(["--config", bad.to_str().unwrap()]);
+        let o = sevm(&args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+        assert!(
+            err.contains("bad.toml:4") && err.contains("cbitpos"),
+            "{err}"
+        );
+        assert!(!out.contains("cpuid 8000001f"), "{out}");
+    }
+}
+
+#[test]
+fn hw_backend_without_dev_sev_is_a_clear_error() {
+    if std::path::Path::new("/dev/sev").exists() {
+        eprintln!("SKIP hw_backend_without_dev_sev_is_a_clear_error: this host has /dev/sev");
+        return;
+    }
+    let o = sevm(&[
+        "run",
+        "--guest",
+        "hello",
+        "--object",
+        &object(0, ""),
+        "--machine",
+        MACHINE,
+        "--sev-backend",
+        "hw",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("/dev/sev") && err.contains("hw"), "{err}");
+    assert!(!out.contains("hello from"), "{out}");
+}
