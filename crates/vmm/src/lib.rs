@@ -12,8 +12,8 @@
 //! `vmm` never parses SEV byte formats itself (that is `sev-proto`'s job).
 
 pub mod boot;
-pub mod config;
 pub mod confidential;
+pub mod config;
 pub mod cpu;
 pub mod devices;
 pub mod layout;
