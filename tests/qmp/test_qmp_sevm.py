@@ -75,6 +75,16 @@ def b64(data: bytes) -> str:
 
 
 class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
+    @classmethod
+    def setUpClass(cls):
+        # One soft platform for every test (its key generation is the slow part).
+        cls.plat_tmp = tempfile.TemporaryDirectory()
+        cls.plat = Path(cls.plat_tmp.name) / "plat"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.plat_tmp.cleanup()
+
     def setUp(self):
         if not os.access("/dev/kvm", os.R_OK | os.W_OK):
             _missing("/dev/kvm is not usable")
@@ -91,7 +101,8 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         self.tmp.cleanup()
 
     async def _wait_socket(self, path: Path):
-        for _ in range(500):
+        # A fresh soft platform generates its identity keys first: slow on a loaded host.
+        for _ in range(6000):
             if path.exists():
                 return
             if self.proc.poll() is not None:
@@ -101,7 +112,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         self.fail("sevm did not create the QMP socket")
 
     async def test_attested_launch_with_sevctl(self):
-        d, plat = self.d, self.d / "plat"
+        d, plat = self.d, self.plat
         # 1. Platform chain and the owner's session (sevctl).
         await arun(self.sevm, "platform", "--platform-dir", plat, "export", "--full", d / "chain.cert")
         await arun(self.sevctl, "session", "--name", "t", d / "chain.cert", str(POLICY), cwd=d)
@@ -234,7 +245,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         d = self.d
         sock, dump = d / "q.sock", d / "dump"
         self.proc = subprocess.Popen(
-            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(d / "plat"),
+            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(self.plat),
              "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
              "--machine", "confidential-guest-support=sev0", "--paused",
              "--dump-launch", str(dump), "--qmp", f"unix:{sock}", "--serial", "none",
@@ -359,7 +370,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         sock = d / "s.sock"
         self.proc = subprocess.Popen(
             [self.sevm, "run", "--firmware", str(d / "spin.bin"),
-             "--platform-dir", str(d / "plat"),
+             "--platform-dir", str(self.plat),
              "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
              "--machine", "confidential-guest-support=sev0", "--paused",
              "--qmp", f"unix:{sock}", "--serial", "none", "--timeout", "60"],
