@@ -514,3 +514,89 @@ impl QmpRuntime {
         self.server.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BootSource, SerialOut, VmConfig};
+
+    /// A firmware that spins at the reset vector (`jmp $` at 0xfffffff0).
+    fn spin_firmware(dir: &Path) -> std::path::PathBuf {
+        let mut fw = vec![0xf4u8; 4096];
+        fw[4096 - 16] = 0xeb;
+        fw[4096 - 15] = 0xfe;
+        let p = dir.join("spin.bin");
+        std::fs::write(&p, fw).unwrap();
+        p
+    }
+
+    #[test]
+    fn plain_vm_prelaunch_cont_stop_read_quit() {
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI: /dev/kvm is needed");
+            eprintln!("SKIP: /dev/kvm is not usable");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = VmConfig {
+            boot: BootSource::Firmware(spin_firmware(dir.path())),
+            serial: SerialOut::Sink,
+            start_paused: true,
+            timeout: Some(Duration::from_secs(60)),
+            ..VmConfig::default()
+        };
+        let mut vm = Vm::build(&cfg).unwrap();
+        let sock = dir.path().join("q.sock");
+        let rt = start(
+            &sock,
+            &vm,
+            VmBackendConfig {
+                launch: None,
+                caps: None,
+                cbitpos: None,
+                start_paused: true,
+                vcpus: 1,
+            },
+        )
+        .unwrap();
+        let b = rt.backend.clone();
+        assert!(sock.exists());
+        let runner = std::thread::spawn(move || {
+            let st = vm.run();
+            (vm, st)
+        });
+        assert_eq!(b.status(), RunState::Prelaunch);
+        assert!(b.sev_info().is_none());
+        assert_eq!(
+            b.sev_launch_measure().unwrap_err().desc(),
+            qemu_msg::SEV_MEASURE_UNAVAILABLE
+        );
+        // Stop in prelaunch is a no-op; reset is refused until `cont`.
+        b.stop().unwrap();
+        assert_eq!(b.status(), RunState::Prelaunch);
+        assert!(b.system_reset().is_err());
+        assert!(b.registers(0).is_err(), "no snapshot before the first stop");
+        b.cont().unwrap();
+        assert_eq!(b.status(), RunState::Running);
+        b.stop().unwrap();
+        assert_eq!(b.status(), RunState::Paused);
+        let regs = b.registers(0).unwrap();
+        assert!(regs.contains("RIP=000000000000fff0"), "{regs}");
+        // Paging is off: virtual = physical.
+        assert_eq!(b.read_guest_virt(0, 0xffff_fff0, 2).unwrap(), [0xeb, 0xfe]);
+        assert_eq!(b.read_guest_phys(0xffff_fff0, 2).unwrap(), [0xeb, 0xfe]);
+        assert!(b.read_guest_phys(u64::MAX - 4, 2).is_err());
+        b.cont().unwrap();
+        assert_eq!(b.status(), RunState::Running);
+        b.quit().unwrap();
+        let (_vm, st) = runner.join().unwrap();
+        assert_eq!(st.unwrap(), ExitStatus::Quit);
+        rt.finish(Some(&ExitStatus::Quit));
+        assert!(!sock.exists(), "finish removes the socket");
+    }
+}
