@@ -46,6 +46,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Library errors (e.g. a failed firmware state write) are logged with `tracing`: show them
+    // on stderr, filtered by RUST_LOG (default `warn`), without colours when not a terminal.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let cli = Cli::parse();
     let out = output::Output::new(cli.json);
     let result = match cli.command {
