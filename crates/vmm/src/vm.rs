@@ -682,14 +682,22 @@ impl Vm {
         self.set_state(RunState::Running);
         let mut setup = true;
         loop {
-            if setup {
-                for i in 0..self.vcpus.len() {
-                    self.setup_vcpu(i)?;
+            // A request that arrived while the last epoch was ending is served before the
+            // vCPUs run again: a guest that resets every few ms ends each epoch with a vCPU
+            // event before `run_epoch` gets to its own control check.
+            let mut event = match self.poll_control() {
+                Some(r) => Event::Control(r),
+                None => {
+                    if setup {
+                        for i in 0..self.vcpus.len() {
+                            self.setup_vcpu(i)?;
+                        }
+                        self.started_vcpus = true;
+                        setup = false;
+                    }
+                    self.run_epoch(deadline)?
                 }
-                self.started_vcpus = true;
-            }
-            setup = false;
-            let mut event = self.run_epoch(deadline)?;
+            };
             if let Event::Control(ControlRequest::Pause) = event {
                 event = match self.wait_paused(deadline)? {
                     None => Event::Stop(ExitStatus::Timeout),
@@ -710,6 +718,17 @@ impl Vm {
                 Event::Io(IoAction::Continue) | Event::Control(_) => {}
                 Event::Stop(status) => return Ok(status),
                 Event::Failed(msg, cpu) => return Err(VmError::Vcpu { cpu, msg }),
+            }
+        }
+    }
+
+    /// A pending control request, without waiting (`Resume` while running is a no-op).
+    fn poll_control(&mut self) -> Option<ControlRequest> {
+        loop {
+            match self.control_rx.try_recv() {
+                Ok(ControlRequest::Resume) => continue,
+                Ok(r) => return Some(r),
+                Err(_) => return None,
             }
         }
     }
@@ -754,9 +773,8 @@ impl Vm {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            match self.control_rx.try_recv() {
-                Ok(ControlRequest::Resume) | Err(_) => {}
-                Ok(r) => break Event::Control(r),
+            if let Some(r) = self.poll_control() {
+                break Event::Control(r);
             }
         };
         stop.store(true, Ordering::SeqCst);
