@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every figure in docs/PERFORMANCE.md. Writes Markdown tables and raw samples to
-# benches/results/ (OUT) and the plot to docs/launch-scaling.svg. Needs: cargo, python3,
+# benches/results/ (OUT) and the plot to docs/launch-scaling.svg (SVG). Needs: cargo, python3,
 # qemu-system-x86_64 (Debian), valgrind, openssl, bc, GNU time (/usr/bin/time), /dev/kvm;
 # sevctl optional. Usage: benches/run-all.sh [RUNS] (default 21 alternating runs per command).
 # Nothing here asserts a time: these are measurements, not tests.
@@ -9,6 +9,7 @@ RUNS=${1:-21}
 B=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$B")
 OUT=${OUT:-$B/results}
+SVG=${SVG:-$ROOT/docs/launch-scaling.svg}
 mkdir -p "$OUT"
 cd "$ROOT"
 {
@@ -36,7 +37,7 @@ echo "== 1. sevm owner measure vs openssl dgst vs sevctl"
 echo "== 2. LAUNCH_UPDATE_DATA vs one-core SHA-256 (alternating, then criterion) + openssl speed"
 "$ROOT/target/release/launch-alt" 15 64 | tee "$OUT/launch-alt.jsonl"
 cargo bench -p sev-firmware --bench launch_update 2>&1 | tee "$OUT/launch-criterion.txt"
-python3 "$B/launch_report.py" "$OUT/launch-alt.jsonl" "$ROOT/target" "$ROOT/docs/launch-scaling.svg" | tee "$OUT/launch.md"
+python3 "$B/launch_report.py" "$OUT/launch-alt.jsonl" "$ROOT/target" "$SVG" | tee "$OUT/launch.md"
 openssl speed -seconds 2 -evp sha256 2>/dev/null | tail -2 | tee "$OUT/openssl-speed.txt"
 
 echo "== 3. sevm run vs QEMU microvm"
@@ -46,10 +47,10 @@ echo "== 4. QMP query-status latency"
 "$ROOT/target/release/examples/qmp_bench" 10000 | tee "$OUT/qmp-bench.txt"
 "$B/qmp_side_by_side.sh" 10000 | tee "$OUT/qmp.md"
 
-echo "== 5. sevm demo"
+echo "== 5. sevm demo by step"
 if "$ROOT/target/release/sevm" demo --help >/dev/null 2>&1; then
-    "$ROOT/target/release/sevm" demo 2>&1 | tee "$OUT/demo.txt"
+    python3 "$B/demo.py" "$ROOT/target/release/sevm" "$RUNS" | tee "$OUT/demo.md"
 else
-    echo "sevm demo: not available in this build" | tee "$OUT/demo.txt"
+    echo "sevm demo: not available in this build" | tee "$OUT/demo.md"
 fi
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
