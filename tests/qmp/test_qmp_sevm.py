@@ -111,6 +111,60 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             await asyncio.sleep(0.02)
         self.fail("sevm did not create the QMP socket")
 
+    async def _check_attestation(self, qmp, d: Path, digest_hex: str):
+        """`query-sev-attestation-report`: mnonce at 0x00, launch digest at 0x10, policy at
+        0x30, usage PEK / ECDSA-SHA256, and an ECDSA P-384 signature over SHA-256 of bytes
+        [0, 0x34) that verifies with the PEK of `sevm platform export --full`."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        mnonce = os.urandom(16)
+        rep = base64.b64decode(
+            (await qmp.execute("query-sev-attestation-report", {"mnonce": b64(mnonce)}))["data"])
+        self.assertEqual(len(rep), 0xD0)
+        self.assertEqual(rep[0x00:0x10], mnonce)
+        self.assertEqual(rep[0x10:0x30].hex(), digest_hex)
+        self.assertEqual(int.from_bytes(rep[0x30:0x34], "little"), POLICY)
+        self.assertEqual(int.from_bytes(rep[0x34:0x38], "little"), 0x1002)  # PEK
+        self.assertEqual(int.from_bytes(rep[0x38:0x3C], "little"), 2)  # ECDSA_SHA256
+        # The PEK is the second 2084-byte certificate of the exported chain.
+        pek = (d / "chain.cert").read_bytes()[2084:2 * 2084]
+        self.assertEqual(int.from_bytes(pek[8:12], "little"), 0x1002)
+        self.assertEqual(int.from_bytes(pek[0x10:0x14], "little"), 2)  # curve P-384
+        qx = int.from_bytes(pek[0x14:0x14 + 72], "little")
+        qy = int.from_bytes(pek[0x5C:0x5C + 72], "little")
+        key = ec.EllipticCurvePublicNumbers(qx, qy, ec.SECP384R1()).public_key()
+        sig = encode_dss_signature(int.from_bytes(rep[0x40:0x88], "little"),
+                                   int.from_bytes(rep[0x88:0xD0], "little"))
+        key.verify(sig, rep[:0x34], ec.ECDSA(hashes.SHA256()))
+        # Any change to the signed bytes breaks the signature.
+        forged = bytes([rep[0] ^ 1]) + rep[1:0x34]
+        with self.assertRaises(InvalidSignature):
+            key.verify(sig, forged, ec.ECDSA(hashes.SHA256()))
+        # A second nonce gives a second, fresh report.
+        rep2 = base64.b64decode((await qmp.execute(
+            "query-sev-attestation-report", {"mnonce": b64(bytes(16))}))["data"])
+        self.assertEqual(rep2[:0x10], bytes(16))
+        self.assertEqual(rep2[0x10:0x34], rep[0x10:0x34])
+        # QEMU's argument errors.
+        for bad, msg in ((b64(bytes(15)), "SEV: mnonce must be 16 bytes (got 15)"),
+                         ("not base64!", "SEV: failed to decode mnonce input")):
+            with self.assertRaises(ExecuteError) as ctx:
+                await qmp.execute("query-sev-attestation-report", {"mnonce": bad})
+            self.assertEqual(ctx.exception.error_class, "GenericError")
+            self.assertIn(msg, str(ctx.exception))
+        # sevctl 0.6.2 accepts the report against the exported chain, and rejects a forgery.
+        (d / "report.bin").write_bytes(rep)
+        await arun(self.sevctl, "validate", d / "chain.cert", d / "report.bin")
+        (d / "forged.bin").write_bytes(rep[:0x10] + bytes([rep[0x10] ^ 1]) + rep[0x11:])
+        p = await asyncio.to_thread(
+            subprocess.run, [self.sevctl, "validate", str(d / "chain.cert"), str(d / "forged.bin")],
+            capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0, f"sevctl validate accepted a forged report: {p}")
+        return rep
+
     async def test_attested_launch_with_sevctl(self):
         d, plat = self.d, self.plat
         # 1. Platform chain and the owner's session (sevctl).
@@ -178,6 +232,10 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             )
             self.assertEqual((d / "expected.bin").read_bytes(), blob,
                              f"sevctl's measurement differs: {expect}")
+
+            # 3b. The attestation report (legal in launch-secret): the owner's nonce, the
+            # launch digest and the policy, signed by the platform's PEK.
+            await self._check_attestation(qmp, d, digest_hex)
 
             # NODBG: guest memory cannot be read through the debug path; HMP prints the
             # reason on the line it could not read.

@@ -475,6 +475,30 @@ impl LaunchHandle {
         Ok(())
     }
 
+    /// ATTESTATION (KVM_SEV_GET_ATTESTATION_REPORT): the firmware's 0xD0-byte report
+    /// `mnonce ‖ launch digest ‖ policy ‖ PEK signature`, for the owner's nonce `mnonce`.
+    /// Possible once the launch is measured (LAUNCH_SECRET) and while the guest runs; any
+    /// other phase is a [`ConfidentialError::Phase`].
+    pub fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, ConfidentialError> {
+        let mut st = self.lock();
+        let phase = st.phase;
+        if !matches!(phase, Phase::LaunchSecret | Phase::Running) {
+            return Err(ConfidentialError::Phase {
+                op: "ATTESTATION",
+                phase,
+            });
+        }
+        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "ATTESTATION",
+            phase: Phase::Uninit,
+        })?;
+        let report = guest
+            .attestation_report(*mnonce)
+            .map_err(fw("ATTESTATION"))?;
+        tracing::info!(len = report.len(), "attestation report produced");
+        Ok(report)
+    }
+
     /// Lets a paused relaunch continue to LAUNCH_FINISH (the first launch continues with
     /// [`crate::VmControl::resume`]).
     pub fn release(&self) {

@@ -391,11 +391,15 @@ impl MonitorBackend for VmBackend {
         l.inject_secret(header, secret, gpa).map_err(conf_err)
     }
 
-    fn attestation_report(&self, _mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError> {
-        // The launch handle does not expose GET_ATTESTATION_REPORT yet (sev-firmware has it).
-        Err(MonitorError::generic(
-            "SEV: attestation report is not available through sevm's launch yet",
-        ))
+    fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError> {
+        let l = self
+            .launch
+            .as_ref()
+            .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED))?;
+        // QEMU: "SEV: Failed to get attestation report ret=%d fw_err=%d (%s)".
+        l.attestation_report(mnonce).map_err(|e| {
+            MonitorError::generic(format!("SEV: Failed to get attestation report: {e}"))
+        })
     }
 
     fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
