@@ -399,6 +399,10 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             with self.assertRaises(ExecuteError) as ctx:
                 await qmp.execute("query-sev")
             self.assertIn("SEV feature is not available", str(ctx.exception))
+            with self.assertRaises(ExecuteError) as ctx:
+                await qmp.execute("query-sev-attestation-report", {"mnonce": b64(bytes(16))})
+            self.assertEqual(ctx.exception.error_class, "GenericError")
+            self.assertIn("SEV is not enabled", str(ctx.exception))
             await qmp.execute("system_reset")
             self.assertEqual((await qmp.execute("query-status"))["status"], "running")
             await qmp.execute("system_powerdown")
@@ -453,6 +457,14 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
                     "packet-header": b64(bytes(52)), "secret": b64(bytes(16))})
             self.assertEqual(ctx.exception.error_class, "GenericError")
             self.assertIn("SEV: Not in correct state. (LSECRET) 3", str(ctx.exception))
+            # The attestation report is also legal while the guest runs (firmware RUNNING).
+            nonce = os.urandom(16)
+            rep = base64.b64decode((await qmp.execute(
+                "query-sev-attestation-report", {"mnonce": b64(nonce)}))["data"])
+            self.assertEqual(len(rep), 0xD0)
+            self.assertEqual(rep[:0x10], nonce)
+            self.assertEqual(int.from_bytes(rep[0x30:0x34], "little"), 0)
+            self.assertEqual(int.from_bytes(rep[0x34:0x38], "little"), 0x1002)
             await asyncio.sleep(0.2)
             self.assertEqual((await qmp.execute("query-status"))["status"], "running")
             self.assertIsNone(self.proc.poll())

@@ -916,6 +916,44 @@ mod tests {
     }
 
     #[test]
+    fn attestation_before_the_measurement_is_a_phase_error() {
+        let params = LaunchParams {
+            policy: POLICY_NODBG,
+            godh_cert: None,
+            session: None,
+            handle: 0,
+            cbitpos: 47,
+            reduced_phys_bits: 1,
+            paused: false,
+            on_reset: ResetMode::Relaunch,
+            dump_dir: None,
+        };
+        let platform = PlatformInfo {
+            api_major: 0,
+            api_minor: 24,
+            build: 0,
+            cbitpos: 47,
+        };
+        let factory: GuestFactory = Box::new(|_| panic!("no launch in this test"));
+        let h = SevLaunch::new(params, platform, factory).handle();
+        let e = h.attestation_report(&[7; 16]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfidentialError::Phase {
+                    op: "ATTESTATION",
+                    phase: Phase::Uninit
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "ATTESTATION is not possible while the launch is uninit"
+        );
+    }
+
+    #[test]
     fn bad_measurement_error_explains_the_session() {
         let e = ConfidentialError::Firmware {
             stage: "LAUNCH_START",
