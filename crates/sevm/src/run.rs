@@ -26,8 +26,10 @@ pub struct GuestArgs {
     /// A bundled guest (hello, cpuid, reset, secret-reader).
     #[arg(long, conflicts_with_all = ["firmware", "kernel"])]
     pub guest: Option<String>,
-    /// A raw firmware image, mapped to end at 4 GiB.
-    #[arg(long, conflicts_with = "kernel")]
+    /// A raw firmware image, mapped to end at 4 GiB. With `--kernel` only under SEV with
+    /// `kernel-hashes=on` (measured direct boot: the kernel-hashes table is placed where the
+    /// firmware's OVMF table says; the kernel is hashed, not loaded).
+    #[arg(long)]
     pub firmware: Option<PathBuf>,
     /// A Linux kernel (bzImage or ELF vmlinux).
     #[arg(long)]
@@ -131,7 +133,13 @@ pub struct SevSetup {
     pub soft: Option<sev_firmware::soft::SoftPlatform>,
 }
 
-fn boot_source(g: &GuestArgs, toml: Option<&config::tomlfile::VmSettings>) -> Result<BootSource> {
+/// The boot source. `kernel_hashes` (SEV `kernel-hashes=on`) allows `--firmware` with
+/// `--kernel`: measured direct boot, the kernel-hashes table placed where the firmware says.
+fn boot_source(
+    g: &GuestArgs,
+    toml: Option<&config::tomlfile::VmSettings>,
+    kernel_hashes: bool,
+) -> Result<BootSource> {
     let pick = |a: &Option<PathBuf>, b: Option<&Option<PathBuf>>| {
         a.clone().or_else(|| b.and_then(|x| x.clone()))
     };
@@ -149,6 +157,16 @@ fn boot_source(g: &GuestArgs, toml: Option<&config::tomlfile::VmSettings>) -> Re
     Ok(match (guest, firmware, kernel) {
         (Some(n), None, None) => BootSource::Bundled(n),
         (None, Some(f), None) => BootSource::Firmware(f),
+        (None, Some(firmware), Some(kernel)) if kernel_hashes => BootSource::FirmwareKernelHashes {
+            firmware,
+            kernel,
+            initrd,
+            cmdline: cmdline.unwrap_or_default(),
+        },
+        (None, Some(_), Some(_)) => bail!(
+            "--firmware with --kernel needs SEV with kernel-hashes=on (measured direct boot); \
+             sevm has no fw_cfg to hand a kernel to a firmware otherwise"
+        ),
         (None, None, Some(k)) => BootSource::Linux {
             kernel: k,
             initrd,
@@ -206,10 +224,11 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         (None, Some(c)) => u8::try_from(c).context("config: cpus is too large")?,
         (None, None) => 1,
     };
+    let kernel_hashes = first.as_ref().is_some_and(|c| c.kernel_hashes);
     let vm = VmConfig {
         memory,
         cpus,
-        boot: boot_source(g, toml.as_ref())?,
+        boot: boot_source(g, toml.as_ref(), kernel_hashes)?,
         ..VmConfig::default()
     };
     let Some(first) = first else {

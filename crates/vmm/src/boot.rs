@@ -61,6 +61,9 @@ pub enum BootError {
     /// Writing boot structures failed.
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    /// The firmware cannot take the kernel-hashes table (QEMU's messages).
+    #[error("{0}")]
+    KernelHashes(String),
     /// Writing into guest memory failed.
     #[error("cannot write {what} into guest memory at {gpa:#x}: {msg}")]
     Memory {
@@ -89,6 +92,33 @@ pub enum BootSource {
         /// Kernel command line.
         cmdline: String,
     },
+    /// SEV measured direct boot (`kernel-hashes=on`): a firmware with OVMF's footer table,
+    /// started at the reset vector, plus the kernel-hashes table (SHA-256 of the whole
+    /// kernel file, of the initrd (empty if none) and of the command line with its NUL) at
+    /// the GPA the firmware's hashes-area entry names. The kernel itself is not loaded:
+    /// sevm has no fw_cfg, so the firmware would have to fetch it (and check its hash).
+    FirmwareKernelHashes {
+        /// Firmware image (mapped to end at 4 GiB).
+        firmware: PathBuf,
+        /// Kernel image (hashed only).
+        kernel: PathBuf,
+        /// Initial ramdisk (hashed only).
+        initrd: Option<PathBuf>,
+        /// Kernel command line (hashed with its NUL).
+        cmdline: String,
+    },
+}
+
+impl BootSource {
+    /// The firmware image mapped below 4 GiB, if this source has one.
+    pub fn firmware(&self) -> Option<&Path> {
+        match self {
+            BootSource::Firmware(p) | BootSource::FirmwareKernelHashes { firmware: p, .. } => {
+                Some(p)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Kind of a measured range.
@@ -108,14 +138,17 @@ pub enum RangeKind {
     Kernel,
     /// Initial ramdisk.
     Initrd,
+    /// The 176-byte padded kernel-hashes table (SEV measured direct boot).
+    KernelHashes,
 }
 
 /// A guest-physical range written by the VMM before the guest runs, in measurement order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeasuredRange {
-    /// Start GPA (4 KiB aligned).
+    /// Start GPA (4 KiB aligned, except the kernel-hashes table, which is measured exactly
+    /// where the firmware says, as QEMU does).
     pub gpa: u64,
-    /// Length in bytes (a multiple of 4 KiB).
+    /// Length in bytes (a multiple of 4 KiB, except the kernel-hashes table: 176).
     pub len: u64,
     /// What it holds.
     pub kind: RangeKind,
@@ -252,29 +285,118 @@ pub fn place(
             })
         }
         BootSource::Firmware(path) => {
-            let img = read_file("firmware", path)?;
-            let size = img.len() as u64;
-            if size == 0 || size > FIRMWARE_MAX_SIZE {
-                firmware_size(path)?;
-            }
-            let gpa = FIRMWARE_END - size;
-            mem_write(mem, "firmware", gpa, &img).map_err(|_| BootError::TooBig {
-                what: "firmware",
-                path: path.clone(),
-                size,
-                room: "the firmware region was sized for a different file".into(),
-            })?;
+            let (_, fw) = place_firmware(mem, path)?;
             Ok(BootPlan {
                 entry: Entry::ResetVector,
-                measured: vec![range(gpa, size, RangeKind::Firmware)],
+                measured: vec![fw],
             })
         }
+        BootSource::FirmwareKernelHashes {
+            firmware,
+            kernel,
+            initrd,
+            cmdline,
+        } => place_kernel_hashes(mem, firmware, kernel, initrd.as_deref(), cmdline),
         BootSource::Linux {
             kernel,
             initrd,
             cmdline,
         } => place_linux(mem, ram_size, kernel, initrd.as_deref(), cmdline, enc_mask),
     }
+}
+
+/// Maps the firmware image to end at 4 GiB; returns the image and its measured range.
+fn place_firmware(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+) -> Result<(Vec<u8>, MeasuredRange), BootError> {
+    let img = read_file("firmware", path)?;
+    let size = img.len() as u64;
+    if size == 0 || size > FIRMWARE_MAX_SIZE {
+        firmware_size(path)?;
+    }
+    let gpa = FIRMWARE_END - size;
+    mem_write(mem, "firmware", gpa, &img).map_err(|_| BootError::TooBig {
+        what: "firmware",
+        path: path.to_path_buf(),
+        size,
+        room: "the firmware region was sized for a different file".into(),
+    })?;
+    Ok((img, range(gpa, size, RangeKind::Firmware)))
+}
+
+/// QEMU's measured direct boot: the firmware, then the padded kernel-hashes table written
+/// and measured (exactly 176 bytes) at the firmware's hashes-area GPA. The table must lie in
+/// guest RAM: inside the firmware range it would change bytes already measured as the
+/// firmware, and the digest would no longer be `SHA-256(firmware file ‖ table)`.
+fn place_kernel_hashes(
+    mem: &GuestMemoryMmap,
+    firmware: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+) -> Result<BootPlan, BootError> {
+    use sev_proto::kernel_hashes as kh;
+    let (img, fw) = place_firmware(mem, firmware)?;
+    let no_guid = || {
+        BootError::KernelHashes(format!(
+            "SEV: kernel specified but guest firmware has no hashes table GUID ({})",
+            firmware.display()
+        ))
+    };
+    let table = sev_proto::ovmf::FooterTable::parse(&img).map_err(|_| no_guid())?;
+    let Some(d) = table.entry(&sev_proto::ovmf::SEV_HASH_TABLE_RV_GUID) else {
+        return Err(no_guid());
+    };
+    let le = |o: usize| {
+        d.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (base, size) = (le(0).unwrap_or(0), le(4).unwrap_or(0));
+    let invalid = || {
+        BootError::KernelHashes(format!(
+            "SEV: guest firmware hashes table area is invalid (base={base:#x} size={size:#x})"
+        ))
+    };
+    if d.len() < 8 || base == 0 || (size as usize) < kh::PADDED_LEN {
+        return Err(invalid());
+    }
+    let gpa = u64::from(base);
+    let end = gpa + kh::PADDED_LEN as u64;
+    if end > fw.gpa && gpa < fw.gpa + fw.len {
+        return Err(BootError::KernelHashes(format!(
+            "SEV: guest firmware hashes table area (base={base:#x} size={size:#x}) lies inside \
+             the measured firmware image; sevm needs it in guest RAM"
+        )));
+    }
+    let k = kh::file_hash(&read_file("kernel", kernel)?);
+    let i = kh::file_hash(&match initrd {
+        Some(p) => read_file("initrd", p)?,
+        None => Vec::new(),
+    });
+    if cmdline.contains('\0') {
+        return Err(BootError::Cmdline("it contains a NUL byte".into()));
+    }
+    let c = kh::cmdline_hash(cmdline);
+    // The write fails unless all 176 bytes lie in mapped guest RAM.
+    mem.write_slice(&kh::padded_table(&k, &i, &c), GuestAddress(gpa))
+        .map_err(|_| {
+            BootError::KernelHashes(format!(
+                "SEV: guest firmware hashes table area (base={base:#x} size={size:#x}) is \
+                 outside guest RAM; give the VM more memory"
+            ))
+        })?;
+    Ok(BootPlan {
+        entry: Entry::ResetVector,
+        measured: vec![
+            fw,
+            MeasuredRange {
+                gpa,
+                len: kh::PADDED_LEN as u64,
+                kind: RangeKind::KernelHashes,
+            },
+        ],
+    })
 }
 
 /// Lowest physical address of the ELF's loaded segments (PT_LOAD with file bytes).

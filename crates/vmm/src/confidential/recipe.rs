@@ -33,9 +33,9 @@ pub fn measured_blobs(
     boot_src: &BootSource,
     cbitpos: Option<u8>,
 ) -> Result<Vec<MeasuredBlob>, ConfidentialError> {
-    let fw_size = match boot_src {
-        BootSource::Firmware(p) => Some(boot::firmware_size(p).map_err(recipe_err)?),
-        _ => None,
+    let fw_size = match boot_src.firmware() {
+        Some(p) => Some(boot::firmware_size(p).map_err(recipe_err)?),
+        None => None,
     };
     let mem = memory::create_guest_memory(memory_size, fw_size).map_err(recipe_err)?;
     let plan = boot::place(&mem, memory_size, boot_src, cbitpos).map_err(recipe_err)?;
@@ -89,4 +89,65 @@ pub fn expected_digest(
     let blobs = measured_blobs(memory_size, boot_src, cbitpos)?;
     let vmsas = if es { es_vmsas(cpus) } else { Vec::new() };
     Ok(launch_digest(&blobs, &vmsas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sev_proto::kernel_hashes as kh;
+    use std::path::PathBuf;
+
+    fn sample(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../sevm/samples")
+            .join(name)
+    }
+
+    #[test]
+    fn kernel_hashes_recipe_is_firmware_then_the_padded_table() {
+        let boot = BootSource::FirmwareKernelHashes {
+            firmware: sample("sample-ovmf.fd"),
+            kernel: sample("sample-kernel"),
+            initrd: None,
+            cmdline: "quiet".into(),
+        };
+        let blobs = measured_blobs(64 << 20, &boot, Some(47)).unwrap();
+        let fw = std::fs::read(sample("sample-ovmf.fd")).unwrap();
+        let table = kh::padded_table(
+            &kh::file_hash(&std::fs::read(sample("sample-kernel")).unwrap()),
+            &kh::file_hash(&[]),
+            &kh::cmdline_hash("quiet"),
+        );
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(
+            (blobs[0].gpa, blobs[0].kind),
+            ((1 << 32) - fw.len() as u64, RangeKind::Firmware)
+        );
+        assert_eq!(blobs[0].bytes, fw);
+        assert_eq!(
+            (blobs[1].gpa, blobs[1].kind),
+            (0x81_0C00, RangeKind::KernelHashes)
+        );
+        assert_eq!(blobs[1].bytes, table.to_vec());
+        let expected = openssl::sha::sha256(&[fw.as_slice(), &table].concat());
+        assert_eq!(launch_digest(&blobs, &[]), expected);
+    }
+
+    #[test]
+    fn kernel_hashes_table_outside_ram_is_refused() {
+        // 8 MiB of RAM: the sample's hashes area at 0x810c00 is not mapped.
+        let boot = BootSource::FirmwareKernelHashes {
+            firmware: sample("sample-ovmf.fd"),
+            kernel: sample("sample-kernel"),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let e = measured_blobs(8 << 20, &boot, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("base=0x810c00 size=0x400) is outside guest RAM"),
+            "{e}"
+        );
+    }
 }
