@@ -366,16 +366,9 @@ impl Vm {
             .set_tss_address(0xfffb_d000)
             .map_err(kvm_err("SET_TSS_ADDR"))?;
         vm_fd.create_irq_chip().map_err(kvm_err("CREATE_IRQCHIP"))?;
-        // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
-        // and stopped when the VM closes; on a loaded host the two scheduling waits were about
-        // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
-        // touch only COM1, the i8042 and the exit port, so they run without one; firmware and
-        // Linux may program the PIT and keep it.
-        if needs_pit(&config.boot) {
-            vm_fd
-                .create_pit2(kvm_pit_config::default())
-                .map_err(kvm_err("CREATE_PIT2"))?;
-        }
+        vm_fd
+            .create_pit2(kvm_pit_config::default())
+            .map_err(kvm_err("CREATE_PIT2"))?;
         let (control_tx, control_rx) = mpsc::channel();
         let mut vm = Vm {
             vm_fd,
