@@ -49,12 +49,13 @@ impl MemoryKey {
         openssl::memcmp::eq(&self.vek[..], &other.vek[..])
     }
 
-    fn tweaks(&self, pa: u64, nblocks: usize) -> Result<Vec<u8>, ErrorStack> {
+    /// The per-block tweaks (AES of each block's address under K2), wiped on drop.
+    fn tweaks(&self, pa: u64, nblocks: usize) -> Result<Zeroizing<Vec<u8>>, ErrorStack> {
         let mut addrs = Vec::with_capacity(nblocks * 16);
         for i in 0..nblocks as u64 {
             addrs.extend_from_slice(&((pa + 16 * i) as u128).to_le_bytes());
         }
-        ecb(&self.k2, Mode::Encrypt, &addrs)
+        ecb(&self.k2, Mode::Encrypt, &addrs).map(Zeroizing::new)
     }
 
     fn xex(&self, mode: Mode, pa: u64, data: &mut [u8]) -> Result<(), ErrorStack> {
@@ -63,11 +64,11 @@ impl MemoryKey {
             "engine needs 16-byte aligned ranges"
         );
         let t = self.tweaks(pa, data.len() / 16)?;
-        for (d, t) in data.iter_mut().zip(&t) {
+        for (d, t) in data.iter_mut().zip(t.iter()) {
             *d ^= t;
         }
         let mut out = ecb(&self.k1, mode, data)?;
-        for ((d, o), t) in data.iter_mut().zip(&out).zip(&t) {
+        for ((d, o), t) in data.iter_mut().zip(&out).zip(t.iter()) {
             *d = o ^ t;
         }
         out.zeroize();

@@ -15,6 +15,26 @@ pub enum FwError {
         /// The firmware's answer.
         status: Status,
     },
+    /// The firmware returned a status because of a failure around it (e.g. the soft
+    /// firmware could not write its state file); `cause` says what failed.
+    #[error("SEV command {cmd} failed: {status}: {cause}")]
+    StatusCause {
+        /// The command's spec name, e.g. `"PDH_GEN"`.
+        cmd: &'static str,
+        /// The firmware's answer.
+        status: Status,
+        /// What made the firmware fail (not a `#[source]`: it is already in the message).
+        cause: Box<FwError>,
+    },
+    /// Writing a state file failed (the named file, the OS error).
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file being replaced.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The soft firmware's persistent state file is unreadable, corrupt or partial.
     #[error("SEV state file {path}: {reason}")]
     StateFile {
@@ -56,7 +76,7 @@ impl FwError {
     /// The firmware status, if this error is one.
     pub fn status(&self) -> Option<Status> {
         match self {
-            FwError::Status { status, .. } => Some(*status),
+            FwError::Status { status, .. } | FwError::StatusCause { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -82,6 +102,20 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "SEV command LAUNCH_START failed: BAD_MEASUREMENT (0x0b)"
+        );
+        let w = FwError::StatusCause {
+            cmd: "PDH_GEN",
+            status: Status::HwerrorPlatform,
+            cause: Box::new(FwError::Write {
+                path: "/d/sev-state.json".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            }),
+        };
+        assert_eq!(w.status(), Some(Status::HwerrorPlatform));
+        assert_eq!(
+            w.to_string(),
+            "SEV command PDH_GEN failed: HWERROR_PLATFORM (0x13): writing /d/sev-state.json: \
+             No space left on device (os error 28)"
         );
         let c = FwError::from(sev_proto::cert::CertError::NoFreeSlot);
         assert_eq!(c.status(), None);

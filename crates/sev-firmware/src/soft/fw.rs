@@ -162,9 +162,25 @@ fn unsigned(c: &[u8; SevCert::LEN]) -> St<[u8; SevCert::LEN]> {
     cert_bytes(&parsed.unsigned()).map_err(fw_fail)
 }
 
+thread_local! {
+    /// The internal error behind the last `HWERROR_PLATFORM` on this thread (e.g. a failed
+    /// state-file write), so the command's `FwError` can name its cause. Commands run on the
+    /// caller's thread under the platform mutex; `SoftPlatform` clears it before each command.
+    static LAST_CAUSE: std::cell::RefCell<Option<FwError>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Take (and clear) the cause recorded by the last internal error on this thread.
+pub(crate) fn take_cause() -> Option<FwError> {
+    LAST_CAUSE.with(|c| c.borrow_mut().take())
+}
+
 fn fw_fail(e: FwError) -> Status {
     tracing::error!("soft firmware internal error: {e}");
-    e.status().unwrap_or(Status::HwerrorPlatform)
+    let status = e.status().unwrap_or(Status::HwerrorPlatform);
+    if e.status().is_none() {
+        LAST_CAUSE.with(|c| *c.borrow_mut() = Some(e));
+    }
+    status
 }
 
 /// The soft firmware's volatile and cached persistent state.
@@ -221,8 +237,20 @@ impl Fw {
             .ok_or(Status::InvalidGuest)
     }
 
+    /// Re-read the persistent state (another process may have changed it). In INIT or
+    /// WORKING, a state without OCA/PEK/PDH means another process ran PLATFORM_RESET; this
+    /// platform is INIT, so INIT's key generation is redone (under the store's exclusive
+    /// lock, persisted; a concurrent repairer's keys are kept, not replaced).
     fn refresh(&mut self) -> St<()> {
         self.id = self.store.load().map_err(fw_fail)?;
+        let missing = self.id.oca.is_none() || self.id.pek.is_none() || self.id.pdh.is_none();
+        if missing && self.state != PlatformState::Uninit {
+            let (id, _) = self
+                .store
+                .update_if(|id| id.ensure_owner_keys())
+                .map_err(fw_fail)?;
+            self.id = id;
+        }
         Ok(())
     }
 
@@ -231,9 +259,11 @@ impl Fw {
     /// INIT (0x01).
     pub fn init(&mut self, es: bool) -> St<()> {
         self.need(&[PlatformState::Uninit])?;
+        // Only a state that lacks keys is written: INIT on an initialised platform is
+        // read-only (so it works on a full disk).
         let (id, _) = self
             .store
-            .update(|id| id.ensure_owner_keys())
+            .update_if(|id| id.ensure_owner_keys())
             .map_err(fw_fail)?;
         self.id = id;
         self.es = es;
@@ -380,7 +410,14 @@ impl Fw {
     /// PDH_GEN (0x09): INIT or WORKING.
     pub fn pdh_gen(&mut self) -> St<()> {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
-        let (id, _) = self.store.update(|id| id.new_pdh()).map_err(fw_fail)?;
+        // A platform reset by another process has no PEK: redo INIT's step first.
+        let (id, _) = self
+            .store
+            .update(|id| {
+                id.ensure_owner_keys()?;
+                id.new_pdh()
+            })
+            .map_err(fw_fail)?;
         self.id = id;
         Ok(())
     }

@@ -67,8 +67,17 @@ impl FullChain {
     }
 }
 
+/// The command's status as an error, carrying the internal cause (e.g. a failed state-file
+/// write) the firmware recorded for it on this thread, if any.
 fn st(cmd: &'static str) -> impl Fn(Status) -> FwError {
-    move |s| FwError::st(cmd, s)
+    move |status| match fw::take_cause() {
+        Some(cause) if status == Status::HwerrorPlatform => FwError::StatusCause {
+            cmd,
+            status,
+            cause: Box::new(cause),
+        },
+        _ => FwError::st(cmd, status),
+    }
 }
 
 impl SoftPlatform {
@@ -99,7 +108,10 @@ impl SoftPlatform {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock means a panic in the model; its state is still consistent
         // because every command validates before mutating.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // No stale cause from an earlier command on this thread.
+        let _ = fw::take_cause();
+        g
     }
 
     /// Firmware-level access (no Linux auto-INIT): run `f` on the state machine.

@@ -17,6 +17,7 @@ use sev_proto::cert::{Algo, CaCert, CertError, SevCert, Usage};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// State file name inside the platform directory.
 pub const STATE_FILE: &str = "sev-state.json";
@@ -69,13 +70,15 @@ pub struct Identity {
     pub generation: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A key and cert as stored (hex); the private key is wiped on drop.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct KeyCertFile {
     key: String,
     cert: String,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The state file's JSON form; its hex private keys are wiped on drop.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct StateFileV1 {
     format: u32,
     ark_name: String,
@@ -97,7 +100,7 @@ struct StateFileV1 {
 
 fn kc_out(k: &KeyCert) -> Result<KeyCertFile> {
     Ok(KeyCertFile {
-        key: hex::encode(k.key.private_key_to_der()?),
+        key: hex::encode(Zeroizing::new(k.key.private_key_to_der()?).as_slice()),
         cert: hex::encode(k.cert),
     })
 }
@@ -258,9 +261,9 @@ impl Identity {
             ark_name: SOFT_ARK_NAME.to_string(),
             chip_id: hex::encode(self.chip_id),
             cbit_pos: self.cbit_pos,
-            ark_key: hex::encode(self.ark.private_key_to_der()?),
+            ark_key: hex::encode(Zeroizing::new(self.ark.private_key_to_der()?).as_slice()),
             ark_cert: hex::encode(&self.ark_cert),
-            ask_key: hex::encode(self.ask.private_key_to_der()?),
+            ask_key: hex::encode(Zeroizing::new(self.ask.private_key_to_der()?).as_slice()),
             ask_cert: hex::encode(&self.ask_cert),
             cek: kc_out(&self.cek)?,
             oca: opt(&self.oca)?,
@@ -282,8 +285,10 @@ impl Identity {
         }
         let unhex =
             |field: &str, s: &str| hex::decode(s).map_err(|e| bad(format!("field {field}: {e}")));
+        // Private key DER, wiped on drop.
+        let unhex_key = |field: &str, s: &str| unhex(field, s).map(Zeroizing::new);
         let kc = |field: &str, k: &KeyCertFile| -> Result<KeyCert> {
-            let key = EcKey::private_key_from_der(&unhex(field, &k.key)?)
+            let key = EcKey::private_key_from_der(&unhex_key(field, &k.key)?)
                 .map_err(|e| bad(format!("field {field}.key: {e}")))?;
             let c: [u8; SevCert::LEN] = unhex(field, &k.cert)?
                 .try_into()
@@ -300,7 +305,7 @@ impl Identity {
             .try_into()
             .map_err(|_| bad("field chip_id: wrong length".into()))?;
         let rsa = |field: &str, s: &str| {
-            Rsa::private_key_from_der(&unhex(field, s)?)
+            Rsa::private_key_from_der(&unhex_key(field, s)?)
                 .map_err(|e| bad(format!("field {field}: {e}")))
         };
         Ok(Identity {
@@ -334,6 +339,13 @@ impl Identity {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
+    move |source| FwError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
@@ -376,8 +388,9 @@ impl Store {
 
     fn read_unlocked(&self) -> Result<Option<Identity>> {
         let p = self.state_path();
+        // The whole file holds private keys: wiped on drop.
         let bytes = match fs::read(&p) {
-            Ok(b) => b,
+            Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&p)(e)),
         };
@@ -408,14 +421,14 @@ impl Store {
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)
-                .map_err(io(&tmp))?;
-            f.write_all(&json).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
+                .map_err(write_err(&p))?;
+            f.write_all(&json).map_err(write_err(&p))?;
+            f.sync_all().map_err(write_err(&p))?;
         }
-        fs::rename(&tmp, &p).map_err(io(&p))?;
+        fs::rename(&tmp, &p).map_err(write_err(&p))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+            .map_err(write_err(&p))?;
         Ok(())
     }
 
@@ -464,6 +477,25 @@ impl Store {
         id.generation += 1;
         self.write_unlocked(&id)?;
         Ok((id, r))
+    }
+
+    /// Like [`update`](Self::update), but `f` says whether it changed anything; the file is
+    /// written (and `generation` bumped) only then. Returns the identity and that flag.
+    pub fn update_if(
+        &self,
+        f: impl FnOnce(&mut Identity) -> Result<bool>,
+    ) -> Result<(Identity, bool)> {
+        let _l = self.lock(true)?;
+        let mut id = self.read_unlocked()?.ok_or_else(|| FwError::StateFile {
+            path: self.state_path(),
+            reason: "missing".into(),
+        })?;
+        let changed = f(&mut id)?;
+        if changed {
+            id.generation += 1;
+            self.write_unlocked(&id)?;
+        }
+        Ok((id, changed))
     }
 }
 
