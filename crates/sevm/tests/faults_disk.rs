@@ -136,12 +136,19 @@ fn child_full_and_read_only_disk() {
     // --- Full disk ---
     let filler = fill(&mnt);
     let enospc = ["No space left on device", "os error 28"];
-    for verb in [&["pdh-gen"][..], &["pek-gen"], &["reset"], &["status"]] {
+    for verb in [&["pdh-gen"][..], &["pek-gen"], &["reset"]] {
         let mut a = vec!["platform", "--platform-dir", d];
         a.extend_from_slice(verb);
         let e = must_fail(&a, &dir, &enospc);
         eprintln!("full disk, sevm platform {verb:?}: {}", e.trim());
     }
+    // Read-only verbs need no write (INIT does not rewrite an unchanged state, bug 2 fix).
+    ok(&["platform", "--platform-dir", d, "status"]);
+    let (full_during, _) = snapshot(d, &scratch);
+    assert!(
+        full_during == full0,
+        "export on a full disk changed the identity"
+    );
     // An output file on the full disk: the error names that file.
     let out_on_full = mnt.join("chain.bin");
     let e = must_fail(

@@ -156,17 +156,12 @@ fn parallel_sevm_processes_share_one_platform_dir() {
     let mut seed_rng = Rng::seeded();
     // Phase 1: no PLATFORM_RESET: every command must succeed.
     let p1 = run_phase(&d, tmp.path(), "a", false, &mut seed_rng);
-    // Phase 2: with PLATFORM_RESET in the mix. Known open bug (docs/RELIABILITY.md): a
-    // reset by another process between this process's INIT and its PDH_CERT_EXPORT/PDH_GEN
-    // leaves it without a PDH, and the command fails with HWERROR_PLATFORM. Such refusals
-    // are counted and tolerated; anything else fails the test.
+    // Phase 2: with PLATFORM_RESET in the mix. Every command must succeed too: a reset by
+    // another process between this process's INIT and its PDH_CERT_EXPORT/PDH_GEN used to
+    // fail with HWERROR_PLATFORM (bug 1 in docs/RELIABILITY.md, fixed).
     let p2 = run_phase(&d, tmp.path(), "b", true, &mut seed_rng);
     for (name, p) in [("no reset", &p1), ("with reset", &p2)] {
-        let bad: Vec<&String> = p
-            .failures
-            .iter()
-            .filter(|f| !(p.with_reset && f.contains("HWERROR_PLATFORM")))
-            .collect();
+        let bad: Vec<&String> = p.failures.iter().collect();
         assert!(bad.is_empty(), "phase {name}: commands failed: {bad:#?}");
         assert!(p.exports.len() >= 4, "too few exports: {}", p.exports.len());
         for id in &p.ids {
@@ -391,13 +386,13 @@ fn sigkill_of_the_cli_at_random_points_keeps_the_identity() {
     );
 }
 
-/// Reproducer of the open bug seen in phase 2 above (docs/RELIABILITY.md): process A INITs
+/// Regression test for bug 1 (docs/RELIABILITY.md; fixed: `refresh` redoes INIT's key
+/// generation), once seen in phase 2 above: process A INITs
 /// (Linux does, for PDH_CERT_EXPORT), process B runs PLATFORM_RESET (allowed: B is UNINIT),
 /// then A's PDH_CERT_EXPORT re-reads the state file, finds no PDH and answers
 /// HWERROR_PLATFORM (crates/sev-firmware/src/soft/fw.rs `pdh_cert_export` after `refresh`;
 /// `pdh_gen` likewise fails with "no PEK"). A firmware that is INIT always has a PDH.
 #[test]
-#[ignore = "open bug: a reset by another process empties an INIT platform (soft/fw.rs refresh)"]
 fn export_after_a_reset_by_another_process_still_works() {
     let tmp = tempfile::tempdir().unwrap();
     let a = SoftPlatform::open(tmp.path()).unwrap();
