@@ -104,6 +104,25 @@ pub(crate) enum Field {
     VcpuMask,
 }
 
+impl Field {
+    /// Maps a QEMU `sev-guest` property name to its field.
+    pub(crate) fn from_qemu_property(key: &str) -> Option<Field> {
+        Some(match key {
+            "policy" => Field::Policy,
+            "cbitpos" => Field::Cbitpos,
+            "reduced-phys-bits" => Field::ReducedPhysBits,
+            "dh-cert-file" => Field::DhCertFile,
+            "session-file" => Field::SessionFile,
+            "handle" => Field::Handle,
+            "kernel-hashes" => Field::KernelHashes,
+            "sev-device" => Field::SevDevice,
+            "legacy-vm-type" => Field::LegacyVmType,
+            "debug-swap" => Field::DebugSwap,
+            _ => return None,
+        })
+    }
+}
+
 /// The record the three parsers fill; `finish` turns it into a [`SevLaunchConfig`].
 #[derive(Debug, Default)]
 pub(crate) struct Raw {

@@ -63,23 +63,6 @@ pub fn parse_options(text: &str, implied: &str) -> Result<Vec<(String, String)>,
     Ok(out)
 }
 
-/// Maps a `sev-guest` property to its field.
-fn field_of(key: &str) -> Option<Field> {
-    Some(match key {
-        "policy" => Field::Policy,
-        "cbitpos" => Field::Cbitpos,
-        "reduced-phys-bits" => Field::ReducedPhysBits,
-        "dh-cert-file" => Field::DhCertFile,
-        "session-file" => Field::SessionFile,
-        "handle" => Field::Handle,
-        "kernel-hashes" => Field::KernelHashes,
-        "sev-device" => Field::SevDevice,
-        "legacy-vm-type" => Field::LegacyVmType,
-        "debug-swap" => Field::DebugSwap,
-        _ => return None,
-    })
-}
-
 /// A QEMU object id: a letter, then letters, digits, `-`, `.`, `_`.
 fn valid_id(id: &str) -> bool {
     let mut b = id.bytes();
@@ -215,9 +198,9 @@ pub fn from_qemu_args<S: AsRef<str>>(
             if k == "qom-type" || k == "id" {
                 continue;
             }
-            let Some(field) = field_of(k) else {
+            let Some(field) = Field::from_qemu_property(k) else {
                 let alt = k.replace('_', "-");
-                let hint = if field_of(&alt).is_some() {
+                let hint = if Field::from_qemu_property(&alt).is_some() {
                     format!("; did you mean `{alt}`?")
                 } else {
                     "; sev-guest properties: policy, cbitpos, reduced-phys-bits, dh-cert-file, \

@@ -66,21 +66,12 @@ struct Doc {
     sev: Option<BTreeMap<Spanned<String>, SpVal>>,
 }
 
+/// The `[sev]` table takes QEMU's `sev-guest` property names plus sevm's two backend keys.
 fn field_of(key: &str) -> Option<Field> {
-    Some(match key {
-        "policy" => Field::Policy,
-        "cbitpos" => Field::Cbitpos,
-        "reduced-phys-bits" => Field::ReducedPhysBits,
-        "dh-cert-file" => Field::DhCertFile,
-        "session-file" => Field::SessionFile,
-        "handle" => Field::Handle,
-        "kernel-hashes" => Field::KernelHashes,
-        "sev-device" => Field::SevDevice,
-        "legacy-vm-type" => Field::LegacyVmType,
-        "debug-swap" => Field::DebugSwap,
-        "backend" => Field::Backend,
-        "platform-dir" => Field::PlatformDir,
-        _ => return None,
+    Field::from_qemu_property(key).or(match key {
+        "backend" => Some(Field::Backend),
+        "platform-dir" => Some(Field::PlatformDir),
+        _ => None,
     })
 }
 
