@@ -6,6 +6,7 @@
 use crate::util::{array_at, le_u32};
 use thiserror::Error;
 use uuid::Uuid;
+use zeroize::Zeroize;
 
 /// The header GUID.
 pub const HEADER_GUID: Uuid = Uuid::from_u128(0x1e74f542_71dd_4d66_963e_ef4287ff173b);
@@ -33,10 +34,33 @@ pub enum SecretTableError {
 }
 
 /// The secret table: a list of (GUID, data) entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The data are the guest owner's secrets: they are wiped when the table is dropped, and
+/// `Debug` shows only GUIDs and lengths.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretTable {
     /// The entries, in order.
     pub entries: Vec<(Uuid, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for SecretTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|(g, d)| format!("{g}: {} bytes (redacted)", d.len())),
+            )
+            .finish()
+    }
+}
+
+impl Drop for SecretTable {
+    fn drop(&mut self) {
+        for (_, d) in &mut self.entries {
+            d.zeroize();
+        }
+    }
 }
 
 impl SecretTable {
@@ -156,5 +180,14 @@ mod tests {
             })
         ));
         assert_eq!(SecretTable::new().encode().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn debug_redacts_the_data() {
+        let mut t = SecretTable::new();
+        t.push(Uuid::from_u128(7), b"hunter2-secret".to_vec());
+        let d = format!("{t:?}");
+        assert!(d.contains("14 bytes"), "{d}");
+        assert!(!d.contains("hunter2") && !d.contains("104"), "{d}");
     }
 }

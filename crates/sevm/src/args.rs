@@ -10,6 +10,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use thiserror::Error;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// Errors from parsing command-line values.
 #[derive(Debug, Error)]
@@ -175,23 +176,31 @@ pub fn read_file(arg: &str, path: &Path) -> Result<Vec<u8>, ArgError> {
 /// Reads a "path or base64" value as sevctl does: an existing file is read, anything else is
 /// decoded as base64. If the file holds base64 text of the right length it is decoded too
 /// (QEMU and libvirt hand out base64).
-pub fn path_or_b64(arg: &str, value: &str) -> Result<Vec<u8>, ArgError> {
+///
+/// The bytes may be key material (TEK, TIK), so they come back in a buffer that is wiped on
+/// drop.
+pub fn path_or_b64(arg: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ArgError> {
     let p = Path::new(value);
     if p.is_file() {
-        return read_file(arg, p);
+        return read_file(arg, p).map(Zeroizing::new);
     }
-    decode_b64(arg, value)
+    decode_b64(arg, value).map(Zeroizing::new)
 }
 
-/// Reads a 16-byte key (TEK or TIK) from a path or base64 value.
-pub fn key16(arg: &str, what: &str, value: &str) -> Result<[u8; 16], ArgError> {
+/// Reads a 16-byte key (TEK or TIK) from a path or base64 value; wiped on drop.
+pub fn key16(arg: &str, what: &str, value: &str) -> Result<Zeroizing<[u8; 16]>, ArgError> {
     let bytes = path_or_b64(arg, value)?;
-    <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| ArgError::Length {
-        arg: arg.to_string(),
-        what: what.to_string(),
-        expected: "16".into(),
-        got: bytes.len(),
-    })
+    let mut key = Zeroizing::new([0u8; 16]);
+    if bytes.len() != 16 {
+        return Err(ArgError::Length {
+            arg: arg.to_string(),
+            what: what.to_string(),
+            expected: "16".into(),
+            got: bytes.len(),
+        });
+    }
+    key.copy_from_slice(&bytes);
+    Ok(key)
 }
 
 /// Reads a LAUNCH_MEASURE blob (48 bytes: measure[32] || mnonce[16]) from path or base64.
@@ -214,7 +223,7 @@ pub fn measure_blob(arg: &str, value: &str) -> Result<([u8; 32], [u8; 16]), ArgE
 
 /// Reads a 16-byte nonce / IV from path or base64.
 pub fn bytes16(arg: &str, what: &str, value: &str) -> Result<[u8; 16], ArgError> {
-    key16(arg, what, value)
+    key16(arg, what, value).map(|k| *k)
 }
 
 /// Parses a 32-byte digest given as 64 hex digits or base64.

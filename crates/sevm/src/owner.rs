@@ -196,7 +196,7 @@ struct PlatformParams {
 }
 
 struct Params {
-    tik: [u8; 16],
+    tik: zeroize::Zeroizing<[u8; 16]>,
     api_major: u8,
     api_minor: u8,
     build_id: u8,
@@ -889,15 +889,18 @@ fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
         Some(v) => args::bytes16("--iv", "IV", v)?,
         None => random::<16>("IV")?,
     };
-    let mut entries = Vec::with_capacity(a.secret.len());
+    // SecretTable wipes its entries on drop; a failed read leaves the ones read so far to it.
+    let mut table = sev_proto::secret_table::SecretTable::default();
     for s in &a.secret {
         let bytes = std::fs::read(&s.path)
             .with_context(|| format!("--secret {}: cannot read {}", s.guid, s.path.display()))?;
-        entries.push((s.guid, bytes));
+        table.entries.push((s.guid, bytes));
     }
-    let table = sev_proto::secret_table::SecretTable { entries };
     let plaintext = zeroize::Zeroizing::new(table.encode().context("--secret: secret table")?);
-    let keys = sev_proto::session::TransportKeys { tek, tik };
+    let keys = sev_proto::session::TransportKeys {
+        tek: *tek,
+        tik: *tik,
+    };
     let (hdr, payload) = sev_proto::secret::build_packet(&keys, &measure, iv, 0, &plaintext)
         .context("building the secret packet")?;
     let h = write_path(&a.header_out, &hdr.to_bytes(), false)?;
