@@ -3,8 +3,7 @@
 # firmware (random bytes ending in the real OVMF footer table of crates/sevm/samples/sample-ovmf.fd),
 # a 16 MiB kernel and a 64 MiB initrd, side by side (alternating) with `openssl dgst -sha256` over
 # the same three files (the limit: one SHA-256 pass) and `sevctl measurement build` (same inputs).
-# Adapted from crates/sevm/scripts/bench-measure.sh (same inputs), timed by alternate.py (ms
-# resolution instead of /usr/bin/time's 10 ms). Usage: measure.sh [RUNS] [JSON]; needs
+# Timed by alternate.py (ms resolution, where /usr/bin/time has 10 ms). Usage: measure.sh [RUNS] [JSON]; needs
 # `cargo build --release -p sevm`.
 set -euo pipefail
 RUNS=${1:-21}
