@@ -3,50 +3,12 @@
 //! assembled here by hand (real mode at the reset vector, docs/LAYOUT.md).
 //! Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
 
+mod guest_common;
+
+use guest_common::{firmware, firmware_config, require_kvm, run_expect, Serial};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use vmm::{BootSource, ExitStatus, OnReset, SerialOut, Vm, VmConfig};
-
-fn kvm_available() -> bool {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("/dev/kvm is not usable and CI is set");
-    }
-    eprintln!("SKIP: /dev/kvm is not usable");
-    false
-}
-
-/// A 4 KiB firmware image (filled with `hlt`) whose last 16 bytes (the reset vector at
-/// 0xFFFF_FFF0, CS base 0xFFFF_0000, IP 0xFFF0) are `reset`, with `extra` placed at
-/// segment offset `at` (image offset `at - 0xF000`).
-fn firmware(dir: &Path, reset: &[u8], extra: &[(u16, &[u8])]) -> std::path::PathBuf {
-    let mut fw = vec![0xf4u8; 0x1000];
-    fw[0xff0..0xff0 + reset.len()].copy_from_slice(reset);
-    for (at, bytes) in extra {
-        let o = (*at as usize) - 0xf000;
-        fw[o..o + bytes.len()].copy_from_slice(bytes);
-    }
-    let p = dir.join("fw.bin");
-    std::fs::write(&p, &fw).unwrap();
-    p
-}
-
-fn cfg(fw: &Path, serial: SerialOut, timeout: Duration) -> VmConfig {
-    VmConfig {
-        memory: 16 << 20,
-        boot: BootSource::Firmware(fw.into()),
-        serial,
-        timeout: Some(timeout),
-        ..Default::default()
-    }
-}
 
 /// Peak resident set (VmHWM) of this process in KiB.
 fn vm_hwm_kib() -> u64 {
@@ -84,9 +46,7 @@ fn elf64(paddr: u64, code: &[u8]) -> Vec<u8> {
 
 #[test]
 fn triple_fault_stops_the_vm_with_exit_code_125() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let tmp = tempfile::tempdir().unwrap();
     // 64-bit `ud2` with the IDT limit 0 (docs/LAYOUT.md): #UD -> #GP -> #DF -> shutdown.
     // (Real-mode variants at the reset vector end in KVM emulation failures on this nested
@@ -120,16 +80,25 @@ fn triple_fault_stops_the_vm_with_exit_code_125() {
 /// `mov al,0xfe; out 0x64,al; jmp $`: an i8042 reset, forever.
 const RESET_LOOP: [u8; 6] = [0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe];
 
+/// A VM whose firmware (written to `dir`) resets in a loop, rebooting on each reset.
+fn reset_loop_vm(dir: &Path, timeout: Duration) -> Vm {
+    let fw = firmware(dir, &RESET_LOOP, &[]);
+    let mut c = firmware_config(&fw, SerialOut::Sink, timeout);
+    c.on_reset = OnReset::Reboot;
+    Vm::build(&c).unwrap()
+}
+
+/// Asserts the reset loop went round at least ten times.
+#[track_caller]
+fn assert_many_resets(vm: &Vm) {
+    assert!(vm.reset_count() >= 10, "only {} resets", vm.reset_count());
+}
+
 #[test]
 fn reset_loop_with_reboot_is_stopped_by_the_timeout() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let tmp = tempfile::tempdir().unwrap();
-    let fw = firmware(tmp.path(), &RESET_LOOP, &[]);
-    let mut c = cfg(&fw, SerialOut::Sink, Duration::from_secs(2));
-    c.on_reset = OnReset::Reboot;
-    let mut vm = Vm::build(&c).unwrap();
+    let mut vm = reset_loop_vm(tmp.path(), Duration::from_secs(2));
     let t0 = Instant::now();
     let st = vm.run().unwrap();
     let took = t0.elapsed();
@@ -139,7 +108,7 @@ fn reset_loop_with_reboot_is_stopped_by_the_timeout() {
         took < Duration::from_secs(10),
         "timeout of 2 s took {took:?}"
     );
-    assert!(vm.reset_count() >= 10, "only {} resets", vm.reset_count());
+    assert_many_resets(&vm);
     eprintln!("{} resets in {took:?}, then Timeout", vm.reset_count());
 }
 
@@ -147,14 +116,9 @@ fn reset_loop_with_reboot_is_stopped_by_the_timeout() {
 /// not starve `quit` (`Vm::run_inner` checks the control channel before every epoch).
 #[test]
 fn reset_loop_with_reboot_obeys_quit() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let tmp = tempfile::tempdir().unwrap();
-    let fw = firmware(tmp.path(), &RESET_LOOP, &[]);
-    let mut c = cfg(&fw, SerialOut::Sink, Duration::from_secs(60));
-    c.on_reset = OnReset::Reboot;
-    let mut vm = Vm::build(&c).unwrap();
+    let mut vm = reset_loop_vm(tmp.path(), Duration::from_secs(60));
     let ctl = vm.control();
     let t = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
@@ -169,7 +133,7 @@ fn reset_loop_with_reboot_obeys_quit() {
     assert_eq!(st, ExitStatus::Quit);
     let lag = t_quit.elapsed();
     assert!(lag < Duration::from_secs(5), "quit took {lag:?}");
-    assert!(vm.reset_count() >= 10, "only {} resets", vm.reset_count());
+    assert_many_resets(&vm);
     eprintln!("{} resets, quit honoured within {lag:?}", vm.reset_count());
 }
 
@@ -189,9 +153,7 @@ fn flood_firmware(dir: &Path, n: u32) -> std::path::PathBuf {
 
 #[test]
 fn serial_flood_to_a_file_completes_with_bounded_memory() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let n: u32 = std::env::var("SEVM_FLOOD_BYTES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -200,7 +162,7 @@ fn serial_flood_to_a_file_completes_with_bounded_memory() {
     let fw = flood_firmware(tmp.path(), n);
     let out = tmp.path().join("serial.log");
     let hwm0 = vm_hwm_kib();
-    let mut vm = Vm::build(&cfg(
+    let mut vm = Vm::build(&firmware_config(
         &fw,
         SerialOut::File(out.clone()),
         Duration::from_secs(240),
@@ -234,13 +196,16 @@ fn serial_flood_to_a_file_completes_with_bounded_memory() {
 /// The flood to a Sink (no file I/O): the VMM side alone.
 #[test]
 fn serial_flood_to_a_sink_completes() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let tmp = tempfile::tempdir().unwrap();
     let n = 64 << 10;
     let fw = flood_firmware(tmp.path(), n);
-    let mut vm = Vm::build(&cfg(&fw, SerialOut::Sink, Duration::from_secs(240))).unwrap();
+    let mut vm = Vm::build(&firmware_config(
+        &fw,
+        SerialOut::Sink,
+        Duration::from_secs(240),
+    ))
+    .unwrap();
     let t0 = Instant::now();
     assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
     eprintln!("serial flood to sink: {n} bytes in {:?}", t0.elapsed());
@@ -252,9 +217,7 @@ fn serial_flood_to_a_sink_completes() {
 /// `size * count` bytes).
 #[test]
 fn rep_outsb_to_the_serial_port_keeps_every_byte() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let tmp = tempfile::tempdir().unwrap();
     // mov si,0xff80; mov cx,4; mov dx,0x3f8; cs rep outsb; mov al,0; out 0xf4,al
     let code = [
@@ -262,13 +225,8 @@ fn rep_outsb_to_the_serial_port_keeps_every_byte() {
         0xf4,
     ];
     let fw = firmware(tmp.path(), &code, &[(0xff80, b"ABCD")]);
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut vm = Vm::build(&cfg(
-        &fw,
-        SerialOut::Buffer(buf.clone()),
-        Duration::from_secs(30),
-    ))
-    .unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
-    assert_eq!(String::from_utf8_lossy(&buf.lock().unwrap()), "ABCD");
+    let serial = Serial::default();
+    let mut vm = Vm::build(&firmware_config(&fw, serial.out(), Duration::from_secs(30))).unwrap();
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    assert_eq!(out, "ABCD");
 }

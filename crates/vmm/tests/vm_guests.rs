@@ -1,6 +1,12 @@
 //! End-to-end: build and run each bundled guest under KVM through the library API, with COM1
 //! captured to a buffer. Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
 
+mod guest_common;
+
+use guest_common::{
+    bundled_config, firmware, firmware_config, require_kvm, run_expect, spinning_firmware_config,
+    Serial,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress};
@@ -9,48 +15,31 @@ use vmm::{
     OnReset, ResetAction, SerialOut, Vm, VmConfig,
 };
 
-fn kvm_available() -> bool {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("/dev/kvm is not usable and CI is set");
-    }
-    eprintln!("SKIP: /dev/kvm is not usable");
-    false
-}
+/// What the `hello` guest prints with one vCPU.
+const HELLO: &str = "hello from the sevm bundled guest\n";
+/// What the `hello` guest prints with two vCPUs.
+const HELLO_TWO_CPUS: &str = "hello from the sevm bundled guest\ncpus online: 02\n";
 
-fn config(guest: &str) -> (VmConfig, Arc<Mutex<Vec<u8>>>) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let cfg = VmConfig {
-        memory: 32 << 20,
-        boot: BootSource::Bundled(guest.into()),
-        serial: SerialOut::Buffer(buf.clone()),
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    (cfg, buf)
-}
-
-fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+/// CPUID 0x8000_0008 (address sizes) reporting 48 physical and linear address bits, `edx`
+/// as given.
+fn phys_bits_override(edx: u32) -> CpuidOverride {
+    CpuidOverride {
+        function: 0x8000_0008,
+        index: 0,
+        eax: 0x3030,
+        ebx: 0,
+        ecx: 0,
+        edx,
+    }
 }
 
 #[test]
 fn hello_prints_and_exits_zero() {
-    if !kvm_available() {
-        return;
-    }
-    let (cfg, buf) = config("hello");
+    require_kvm!();
+    let (cfg, serial) = bundled_config("hello");
     let mut vm = Vm::build(&cfg).unwrap();
-    let st = vm.run().unwrap();
-    assert_eq!(st, ExitStatus::Exited(0), "serial: {}", text(&buf));
-    assert_eq!(text(&buf), "hello from the sevm bundled guest\n");
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    assert_eq!(out, HELLO);
     // After the exit the vCPU is in long mode with the VMM's page tables.
     let snap = vm.control().cpu_snapshot(0).unwrap();
     assert_eq!(snap.cr3, vmm::layout::PML4_START);
@@ -64,29 +53,20 @@ fn hello_prints_and_exits_zero() {
 
 #[test]
 fn hello_with_two_cpus_sees_the_ap() {
-    if !kvm_available() {
-        return;
-    }
-    let (mut cfg, buf) = config("hello");
+    require_kvm!();
+    let (mut cfg, serial) = bundled_config("hello");
     cfg.cpus = 2;
     let mut vm = Vm::build(&cfg).unwrap();
-    let st = vm.run().unwrap();
-    assert_eq!(st, ExitStatus::Exited(0), "serial: {}", text(&buf));
-    assert_eq!(
-        text(&buf),
-        "hello from the sevm bundled guest\ncpus online: 02\n"
-    );
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    assert_eq!(out, HELLO_TWO_CPUS);
 }
 
 #[test]
 fn cpuid_guest_without_sev() {
-    if !kvm_available() {
-        return;
-    }
-    let (cfg, buf) = config("cpuid");
+    require_kvm!();
+    let (cfg, serial) = bundled_config("cpuid");
     let mut vm = Vm::build(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
-    let out = text(&buf);
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     assert!(out.contains("cpuid 80000008 eax="), "{out}");
     assert!(out.contains("msr c0010131 not read"), "{out}");
 }
@@ -101,10 +81,8 @@ impl MsrHandler for SevStatus {
 
 #[test]
 fn cpuid_guest_with_overrides_alias_cbit_and_msr_hook() {
-    if !kvm_available() {
-        return;
-    }
-    let (mut cfg, buf) = config("cpuid");
+    require_kvm!();
+    let (mut cfg, serial) = bundled_config("cpuid");
     let cbit = 47u8;
     cfg.page_table_cbit = Some(cbit);
     cfg.cpuid_overrides = CpuidOverrides(vec![
@@ -116,20 +94,12 @@ fn cpuid_guest_with_overrides_alias_cbit_and_msr_hook() {
             ecx: 0,
             edx: 0,
         },
-        CpuidOverride {
-            function: 0x8000_0008,
-            index: 0,
-            eax: 0x3030,
-            ebx: 0,
-            ecx: 0,
-            edx: 0x1234,
-        },
+        phys_bits_override(0x1234),
     ]);
     cfg.msr_handler = Some(Arc::new(SevStatus));
     let mut vm = Vm::build(&cfg).unwrap();
     vm.add_alias(1 << cbit).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
-    let out = text(&buf);
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     assert!(
         out.contains("cpuid 8000001f eax=00000002 ebx=0000006f ecx=00000000 edx=00000000"),
         "{out}"
@@ -141,11 +111,9 @@ fn cpuid_guest_with_overrides_alias_cbit_and_msr_hook() {
 
 #[test]
 fn cbit_without_alias_faults() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     // With the C-bit in the page tables but no alias slot, the page walk cannot reach RAM.
-    let (mut cfg, _buf) = config("hello");
+    let (mut cfg, _serial) = bundled_config("hello");
     cfg.page_table_cbit = Some(47);
     cfg.timeout = Some(Duration::from_secs(20));
     let mut vm = Vm::build(&cfg).unwrap();
@@ -155,30 +123,26 @@ fn cbit_without_alias_faults() {
 
 #[test]
 fn reset_guest_reboots_three_times() {
-    if !kvm_available() {
-        return;
-    }
-    let (cfg, buf) = config("reset");
+    require_kvm!();
+    let (cfg, serial) = bundled_config("reset");
     let mut vm = Vm::build(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     assert_eq!(vm.reset_count(), 3);
     assert_eq!(
-        text(&buf),
+        out,
         "reset guest: boot 01\nreset guest: boot 02\nreset guest: boot 03\nreset guest: boot 04\nreset guest: done\n"
     );
 }
 
 #[test]
 fn reset_with_shutdown_policy_stops() {
-    if !kvm_available() {
-        return;
-    }
-    let (mut cfg, buf) = config("reset");
+    require_kvm!();
+    let (mut cfg, serial) = bundled_config("reset");
     cfg.on_reset = OnReset::Shutdown;
     let mut vm = Vm::build(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Reset);
+    let out = run_expect(&mut vm, ExitStatus::Reset, &serial);
     assert_eq!(vm.reset_count(), 1);
-    assert_eq!(text(&buf), "reset guest: boot 01\n");
+    assert_eq!(out, "reset guest: boot 01\n");
 }
 
 /// Records hook calls and relaunches on reset.
@@ -208,13 +172,11 @@ impl LaunchHooks for Recorder {
 
 #[test]
 fn hooks_are_called_in_order_and_relaunch_works() {
-    if !kvm_available() {
-        return;
-    }
-    let (cfg, buf) = config("reset");
+    require_kvm!();
+    let (cfg, serial) = bundled_config("reset");
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut vm = Vm::build_with_hooks(&cfg, Box::new(Recorder(log.clone()))).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     let log = log.lock().unwrap().clone();
     let load = "after_load BootTables,BootTables,Bundled".to_string();
     let mut want = vec![load.clone(), "before_run".into()];
@@ -264,22 +226,23 @@ impl LaunchHooks for InjectSecret {
     }
 }
 
+/// A VM built from `cfg` whose secret area holds `table` when the guest starts.
+fn secret_reader_vm(cfg: &VmConfig, table: Vec<u8>) -> Vm {
+    Vm::build_with_hooks(cfg, Box::new(InjectSecret(table))).unwrap()
+}
+
 #[test]
 fn secret_reader_without_secret() {
-    if !kvm_available() {
-        return;
-    }
-    let (cfg, buf) = config("secret-reader");
+    require_kvm!();
+    let (cfg, serial) = bundled_config("secret-reader");
     let mut vm = Vm::build(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
-    assert_eq!(text(&buf), "no secret\n");
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    assert_eq!(out, "no secret\n");
 }
 
 #[test]
 fn secret_reader_hashes_entries_through_cbit_mapping() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     // GUID 736869e5-84f0-4973-92ec-06879ce3da0b (the sev disk passphrase GUID) in bytes_le.
     let g1: [u8; 16] = [
         0xe5, 0x69, 0x68, 0x73, 0xf0, 0x84, 0x73, 0x49, 0x92, 0xec, 0x06, 0x87, 0x9c, 0xe3, 0xda,
@@ -294,20 +257,13 @@ fn secret_reader_hashes_entries_through_cbit_mapping() {
     let d3 = vec![0xabu8; 55]; // padding edge case: 55 bytes fits one block
     let table = secret_table(&[(g1, d1.clone()), (g2, d2.clone()), (g1, d3.clone())]);
 
-    let (mut cfg, buf) = config("secret-reader");
+    let (mut cfg, serial) = bundled_config("secret-reader");
     let cbit = 47u8;
     cfg.page_table_cbit = Some(cbit);
-    cfg.cpuid_overrides = CpuidOverrides(vec![CpuidOverride {
-        function: 0x8000_0008,
-        index: 0,
-        eax: 0x3030,
-        ebx: 0,
-        ecx: 0,
-        edx: 0,
-    }]);
-    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
+    cfg.cpuid_overrides = CpuidOverrides(vec![phys_bits_override(0)]);
+    let mut vm = secret_reader_vm(&cfg, table);
     vm.add_alias(1 << cbit).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     let want = format!(
         "secret entry 736869e5-84f0-4973-92ec-06879ce3da0b len=0000001c sha256={}\n\
          secret entry 04030201-0605-0807-090a-0b0c0d0e0f10 len=000000c8 sha256={}\n\
@@ -317,56 +273,36 @@ fn secret_reader_hashes_entries_through_cbit_mapping() {
         sha256_hex(&d2),
         sha256_hex(&d3)
     );
-    assert_eq!(text(&buf), want);
+    assert_eq!(out, want);
 }
 
 #[test]
 fn raw_firmware_at_reset_vector() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     // Real-mode code at 0xFFFFFFF0: mov dx,0x3f8; mov al,'F'; out dx,al; mov dx,0xf4;
     // mov al,5; out dx,al; hlt.
     let code = [
         0xba, 0xf8, 0x03, 0xb0, b'F', 0xee, 0xba, 0xf4, 0x00, 0xb0, 0x05, 0xee, 0xf4,
     ];
-    let mut fw = vec![0xf4u8; 0x1000];
-    let at = fw.len() - 16;
-    fw[at..at + code.len()].copy_from_slice(&code);
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), &fw).unwrap();
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let cfg = VmConfig {
-        memory: 16 << 20,
-        cpus: 2,
-        boot: BootSource::Firmware(f.path().into()),
-        serial: SerialOut::Buffer(buf.clone()),
-        timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
+    let tmp = tempfile::tempdir().unwrap();
+    let serial = Serial::default();
+    let mut cfg = firmware_config(
+        &firmware(tmp.path(), &code, &[]),
+        serial.out(),
+        Duration::from_secs(30),
+    );
+    cfg.cpus = 2;
     let mut vm = Vm::build(&cfg).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(5));
-    assert_eq!(text(&buf), "F");
+    let out = run_expect(&mut vm, ExitStatus::Exited(5), &serial);
+    assert_eq!(out, "F");
 }
 
 #[test]
 fn timeout_stops_a_spinning_guest() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     // Firmware that spins forever: jmp $ at the reset vector.
-    let mut fw = vec![0xf4u8; 0x1000];
-    let at = fw.len() - 16;
-    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]);
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), &fw).unwrap();
-    let cfg = VmConfig {
-        memory: 16 << 20,
-        boot: BootSource::Firmware(f.path().into()),
-        serial: SerialOut::Sink,
-        timeout: Some(Duration::from_millis(300)),
-        ..Default::default()
-    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = spinning_firmware_config(tmp.path(), Duration::from_millis(300));
     let mut vm = Vm::build(&cfg).unwrap();
     assert_eq!(vm.run().unwrap(), ExitStatus::Timeout);
 }
@@ -384,46 +320,32 @@ fn wait_state(c: &vmm::VmControl, s: vmm::RunState) {
 
 #[test]
 fn start_paused_waits_for_resume() {
-    if !kvm_available() {
-        return;
-    }
-    let (mut cfg, buf) = config("hello");
+    require_kvm!();
+    let (mut cfg, serial) = bundled_config("hello");
     cfg.start_paused = true;
     let mut vm = Vm::build(&cfg).unwrap();
     let c = vm.control();
     assert_eq!(c.state(), vmm::RunState::Created);
-    let buf2 = buf.clone();
+    let serial2 = serial.clone();
     let t = std::thread::spawn(move || {
         wait_state(&c, vmm::RunState::Paused);
         std::thread::sleep(Duration::from_millis(100));
-        let before = buf2.lock().unwrap().len();
+        let before = serial2.len();
         assert!(c.resume());
         (before, c)
     });
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0));
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     let (before, c) = t.join().unwrap();
     assert_eq!(before, 0, "guest ran before resume");
     assert_eq!(c.state(), vmm::RunState::Stopped);
-    assert_eq!(text(&buf), "hello from the sevm bundled guest\n");
+    assert_eq!(out, HELLO);
 }
 
 #[test]
 fn pause_resume_and_quit_a_spinning_guest() {
-    if !kvm_available() {
-        return;
-    }
-    let mut fw = vec![0xf4u8; 0x1000];
-    let at = fw.len() - 16;
-    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]); // jmp $
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), &fw).unwrap();
-    let cfg = VmConfig {
-        memory: 16 << 20,
-        boot: BootSource::Firmware(f.path().into()),
-        serial: SerialOut::Sink,
-        timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
+    require_kvm!();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = spinning_firmware_config(tmp.path(), Duration::from_secs(30));
     let mut vm = Vm::build(&cfg).unwrap();
     let c = vm.control();
     let t = std::thread::spawn(move || {
@@ -444,22 +366,10 @@ fn pause_resume_and_quit_a_spinning_guest() {
 
 #[test]
 fn host_reset_request_counts_as_reset() {
-    if !kvm_available() {
-        return;
-    }
-    let mut fw = vec![0xf4u8; 0x1000];
-    let at = fw.len() - 16;
-    fw[at..at + 2].copy_from_slice(&[0xeb, 0xfe]);
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), &fw).unwrap();
-    let cfg = VmConfig {
-        memory: 16 << 20,
-        boot: BootSource::Firmware(f.path().into()),
-        serial: SerialOut::Sink,
-        on_reset: OnReset::Shutdown,
-        timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
+    require_kvm!();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = spinning_firmware_config(tmp.path(), Duration::from_secs(30));
+    cfg.on_reset = OnReset::Shutdown;
     let mut vm = Vm::build(&cfg).unwrap();
     let c = vm.control();
     let t = std::thread::spawn(move || {
@@ -473,19 +383,14 @@ fn host_reset_request_counts_as_reset() {
 
 #[test]
 fn hello_with_cbit_alias_runs_at_cpl0_and_cpl3() {
-    if !kvm_available() {
-        return;
-    }
-    let (mut cfg, buf) = config("hello");
+    require_kvm!();
+    let (mut cfg, serial) = bundled_config("hello");
     cfg.cpus = 2;
     cfg.page_table_cbit = Some(47);
     let mut vm = Vm::build(&cfg).unwrap();
     vm.add_alias(1 << 47).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
-    assert_eq!(
-        text(&buf),
-        "hello from the sevm bundled guest\ncpus online: 02\n"
-    );
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    assert_eq!(out, HELLO_TWO_CPUS);
     let snap = vm.control().cpu_snapshot(0).unwrap();
     assert_eq!(snap.cr3, vmm::layout::PML4_START | 1 << 47);
     assert_eq!(snap.cpl, 3);
@@ -507,9 +412,7 @@ fn hello_with_cbit_alias_runs_at_cpl0_and_cpl3() {
 
 #[test]
 fn serial_to_file() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("com1.log");
     let cfg = VmConfig {
@@ -522,29 +425,24 @@ fn serial_to_file() {
     let mut vm = Vm::build(&cfg).unwrap();
     assert_eq!(vm.run().unwrap().exit_code(), 0);
     drop(vm);
-    assert_eq!(
-        std::fs::read_to_string(&p).unwrap(),
-        "hello from the sevm bundled guest\n"
-    );
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), HELLO);
 }
 
 #[test]
 fn secret_reader_handles_a_full_area() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     // One entry filling the whole 16 KiB area: 16384 - 20 (header) - 20 (entry header).
     let data: Vec<u8> = (0..16384u32 - 40).map(|i| (i % 251) as u8).collect();
     let g = [0x11u8; 16];
     let table = secret_table(&[(g, data.clone())]);
     assert_eq!(table.len() as u64, vmm::layout::SECRET_AREA_SIZE);
-    let (cfg, buf) = config("secret-reader");
-    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
+    let (cfg, serial) = bundled_config("secret-reader");
+    let mut vm = secret_reader_vm(&cfg, table);
     let t0 = std::time::Instant::now();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(0), "{}", text(&buf));
+    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
     eprintln!("16 KiB secret hashed at CPL0 in {:?}", t0.elapsed());
     assert_eq!(
-        text(&buf),
+        out,
         format!(
             "secret entry 11111111-1111-1111-1111-111111111111 len=00003fd8 sha256={}\nsecret entries: 01\n",
             sha256_hex(&data)
@@ -554,13 +452,11 @@ fn secret_reader_handles_a_full_area() {
 
 #[test]
 fn secret_reader_rejects_overlong_table() {
-    if !kvm_available() {
-        return;
-    }
+    require_kvm!();
     let mut table = secret_table(&[([0x22u8; 16], vec![1, 2, 3])]);
     table[16..20].copy_from_slice(&(vmm::layout::SECRET_AREA_SIZE as u32 + 1).to_le_bytes());
-    let (cfg, buf) = config("secret-reader");
-    let mut vm = Vm::build_with_hooks(&cfg, Box::new(InjectSecret(table))).unwrap();
-    assert_eq!(vm.run().unwrap(), ExitStatus::Exited(1));
-    assert_eq!(text(&buf), "bad secret table\n");
+    let (cfg, serial) = bundled_config("secret-reader");
+    let mut vm = secret_reader_vm(&cfg, table);
+    let out = run_expect(&mut vm, ExitStatus::Exited(1), &serial);
+    assert_eq!(out, "bad secret table\n");
 }
