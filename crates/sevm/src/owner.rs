@@ -793,6 +793,7 @@ fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
     let i = &a.images;
     let sevm = crate::sevm_recipe::digest(
         &a.sevm,
+        &i.firmware,
         &i.kernel,
         &i.initrd,
         &i.cmdline,
