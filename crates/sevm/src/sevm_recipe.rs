@@ -110,7 +110,10 @@ mod tests {
         let kernel = dir.path().join("bzImage");
         std::fs::write(&kernel, b"not really a kernel, only hashed").unwrap();
         let fw = Some(sample());
-        for (k, cmdline) in [(None, None), (Some(kernel), Some("console=ttyS0".to_string()))] {
+        for (k, cmdline) in [
+            (None, None),
+            (Some(kernel), Some("console=ttyS0".to_string())),
+        ] {
             let ours = digest(&args(None), &fw, &k, &None, &cmdline, None, None)
                 .unwrap()
                 .unwrap();
