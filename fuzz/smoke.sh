@@ -1,6 +1,7 @@
 #!/bin/sh
 # Smoke pass of every fuzz target: build them, then run each for a few seconds from its
-# committed corpus (fuzz/corpus/<target>, copied so the repo is not modified).
+# committed corpus and past findings (fuzz/corpus/<target>, fuzz/regressions/<target>, copied
+# so the repo is not modified).
 # Usage: fuzz/smoke.sh [SECONDS]   (default 10). Needs cargo-fuzz; works on stable
 # (--sanitizer none). Exits non-zero on a build failure or any crash.
 set -eu
@@ -20,6 +21,11 @@ for t in $(cargo fuzz list); do
     mkdir -p "$work/$t"
     if [ -d "corpus/$t" ]; then
         cp -r "corpus/$t/." "$work/$t/"
+    fi
+    # Past findings are replayed first, with the corpus (libFuzzer runs every input of the
+    # corpus directory before it mutates anything).
+    if [ -d "regressions/$t" ]; then
+        cp -r "regressions/$t/." "$work/$t/"
     fi
     echo "== $t (${secs}s)"
     # Run the binary built above directly: `cargo fuzz run` would rebuild first.
