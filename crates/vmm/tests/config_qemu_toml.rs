@@ -4,11 +4,13 @@ mod config_common;
 
 use std::path::Path;
 
-use config_common::{hex, make_owner, write_owner_files};
+use config_common::{assert_kind, line_key, make_owner, owner_in, owner_key_lines};
 use vmm::config::qemu::{from_qemu_args, from_qemu_object, parse_options};
 use vmm::config::sevlaunch::from_sev_launch_str;
 use vmm::config::tomlfile::from_toml_str;
-use vmm::config::{ConfigError, ConfigSource, OnOffAuto, SevBackend, ValidationInputs, Where};
+use vmm::config::{
+    ConfigError, ConfigSource, OnOffAuto, SevBackend, SevLaunchConfig, ValidationInputs, Where,
+};
 
 fn inputs_in(dir: &Path) -> ValidationInputs {
     ValidationInputs {
@@ -18,6 +20,13 @@ fn inputs_in(dir: &Path) -> ValidationInputs {
     }
 }
 
+/// `--object obj --machine machine` with default validation inputs; when it parses, it must
+/// describe an SEV guest.
+fn qemu_object(obj: &str, machine: &str) -> Result<SevLaunchConfig, ConfigError> {
+    from_qemu_object(obj, machine, &ValidationInputs::default())
+        .map(|cfg| cfg.expect("an SEV guest"))
+}
+
 fn option_key(e: &ConfigError) -> (String, Option<String>) {
     match e.location() {
         Some(Where::Option { option, key }) => (option.clone(), key.clone()),
@@ -25,18 +34,10 @@ fn option_key(e: &ConfigError) -> (String, Option<String>) {
     }
 }
 
-fn toml_line_key(e: &ConfigError) -> (usize, String) {
-    match e.location() {
-        Some(Where::Line { line, key, .. }) => (*line, key.clone()),
-        other => panic!("expected a line, got {other:?} for {e}"),
-    }
-}
-
 #[test]
 fn qemu_full_object() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = make_owner();
-    write_owner_files(dir.path(), &owner);
+    let owner = owner_in(dir.path());
     let obj = "sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,\
                dh-cert-file=godh.b64,session-file=session.b64,handle=7,kernel-hashes=on,\
                sev-device=/dev/sev,legacy-vm-type=auto,debug-swap=yes";
@@ -62,32 +63,20 @@ fn qemu_full_object() {
 
 #[test]
 fn qemu_minimal_defaults_and_alias() {
-    let cfg = from_qemu_object(
+    let cfg = qemu_object(
         "sev-guest,id=s,reduced-phys-bits=1",
         "pc,memory-encryption=s",
-        &ValidationInputs::default(),
     )
-    .unwrap()
     .unwrap();
     assert_eq!(cfg.policy, 1, "QEMU's default policy is NODBG");
     assert_eq!(cfg.cbitpos, None);
     assert_eq!(cfg.handle, 0);
     assert!(!cfg.kernel_hashes && !cfg.debug_swap);
     // Explicit qom-type, and both machine spellings naming the same object.
-    let cfg = from_qemu_object(
-        "qom-type=sev-guest,id=s,reduced-phys-bits=2,kernel-hashes=false,legacy-vm-type=on",
-        "memory-encryption=s,confidential-guest-support=s",
-        &ValidationInputs::default(),
-    );
-    let e = cfg.unwrap_err();
-    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e}");
-    let cfg = from_qemu_object(
-        "qom-type=sev-guest,id=s,reduced-phys-bits=2,kernel-hashes=false,legacy-vm-type=on",
-        "confidential-guest-support=s",
-        &ValidationInputs::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let obj = "qom-type=sev-guest,id=s,reduced-phys-bits=2,kernel-hashes=false,legacy-vm-type=on";
+    let e = qemu_object(obj, "memory-encryption=s,confidential-guest-support=s").unwrap_err();
+    assert_kind!(e, ConfigError::DuplicateKey { .. });
+    let cfg = qemu_object(obj, "confidential-guest-support=s").unwrap();
     assert_eq!(cfg.reduced_phys_bits, 2);
     assert_eq!(cfg.legacy_vm_type, OnOffAuto::On);
 }
@@ -105,13 +94,7 @@ fn qemu_comma_escape_in_file_names() {
         c.display().to_string().replace(',', ",,"),
         s.display().to_string().replace(',', ",,")
     );
-    let cfg = from_qemu_object(
-        &obj,
-        "confidential-guest-support=sev0",
-        &ValidationInputs::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let cfg = qemu_object(&obj, "confidential-guest-support=sev0").unwrap();
     assert_eq!(cfg.session.as_deref(), Some(owner.session.as_slice()));
     let pairs = parse_options("a,x=1,,2,,,y=", "t").unwrap();
     assert_eq!(
@@ -135,22 +118,15 @@ fn qemu_bools() {
         ("false", false),
     ] {
         let obj = format!("sev-guest,id=a,reduced-phys-bits=1,kernel-hashes={v}");
-        let cfg = from_qemu_object(
-            &obj,
-            "confidential-guest-support=a",
-            &ValidationInputs::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let cfg = qemu_object(&obj, "confidential-guest-support=a").unwrap();
         assert_eq!(cfg.kernel_hashes, want, "{v}");
     }
-    let e = from_qemu_object(
+    let e = qemu_object(
         "sev-guest,id=a,reduced-phys-bits=1,kernel-hashes=On",
         "confidential-guest-support=a",
-        &ValidationInputs::default(),
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::InvalidValue { .. }), "{e}");
+    assert_kind!(e, ConfigError::InvalidValue { .. });
     assert_eq!(option_key(&e).1.as_deref(), Some("kernel-hashes"));
 }
 
@@ -192,25 +168,23 @@ fn qemu_errors_name_option_and_key() {
 #[test]
 fn qemu_syntax_and_wiring_errors() {
     let d = ValidationInputs::default();
-    let e = from_qemu_object(
+    let e = qemu_object(
         "sev-guest,id=a,reduced-phys-bits",
         "confidential-guest-support=a",
-        &d,
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
-    let e = from_qemu_object("sev-guest,id=a,", "confidential-guest-support=a", &d).unwrap_err();
-    assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
-    let e = from_qemu_object(
+    assert_kind!(e, ConfigError::Syntax { .. });
+    let e = qemu_object("sev-guest,id=a,", "confidential-guest-support=a").unwrap_err();
+    assert_kind!(e, ConfigError::Syntax { .. });
+    let e = qemu_object(
         "sev-guest,id=a,reduced-phys-bits=1",
         "confidential-guest-support=b",
-        &d,
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert_kind!(e, ConfigError::Conflict { .. });
     assert!(e.to_string().contains("--machine"), "{e}");
     let e = from_qemu_args(&["sev-guest,id=a,reduced-phys-bits=1"], None, &d).unwrap_err();
-    assert!(matches!(e, ConfigError::MissingKey { .. }), "{e}");
+    assert_kind!(e, ConfigError::MissingKey { .. });
     let e = from_qemu_args(
         &[
             "sev-guest,id=a,reduced-phys-bits=1",
@@ -230,7 +204,7 @@ fn qemu_syntax_and_wiring_errors() {
         &d,
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e}");
+    assert_kind!(e, ConfigError::DuplicateKey { .. });
     let e = from_qemu_args(
         &["memory-backend-ram,id=m,size=1G"],
         Some("confidential-guest-support=m"),
@@ -244,7 +218,7 @@ fn qemu_syntax_and_wiring_errors() {
         &d,
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::Conflict { .. }), "{e}");
+    assert_kind!(e, ConfigError::Conflict { .. });
     let e = from_qemu_args(
         &["sev-guest,reduced-phys-bits=1"],
         Some("confidential-guest-support=a"),
@@ -264,8 +238,7 @@ fn qemu_syntax_and_wiring_errors() {
 #[test]
 fn toml_full_file() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = make_owner();
-    write_owner_files(dir.path(), &owner);
+    let owner = owner_in(dir.path());
     std::fs::write(dir.path().join("bzImage"), b"kernel").unwrap();
     std::fs::write(dir.path().join("initrd.img"), b"initrd").unwrap();
     let text = r#"
@@ -366,28 +339,28 @@ fn toml_errors_name_line_and_key() {
         ("cmdline = \"x\"\n", 1, "cmdline", "needs kernel"),
         ("guest = \"a b\"\n", 1, "guest", "bundled guest"),
     ];
+    let refused = |text: &str| from_toml_str(text, Path::new("vm.toml"), &d).unwrap_err();
     for (text, line, key, needle) in cases {
-        let e = from_toml_str(text, Path::new("vm.toml"), &d).unwrap_err();
-        assert_eq!(toml_line_key(&e), (*line, key.to_string()), "{text:?}: {e}");
+        let e = refused(text);
+        assert_eq!(line_key(&e), (*line, key.to_string()), "{text:?}: {e}");
         assert!(e.to_string().contains(needle), "{text:?}: {e}");
         assert!(e.to_string().contains("vm.toml"), "{text:?}: {e}");
     }
     // Unknown top-level key, duplicate key, bad syntax: line named.
-    let e = from_toml_str("cpus = 4\nmemroy = 1\n", Path::new("vm.toml"), &d).unwrap_err();
-    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e}");
-    assert_eq!(toml_line_key(&e), (2, "memroy".into()), "{e}");
-    let e = from_toml_str("[sev]\npolicy = 1\npolicy = 2\n", Path::new("vm.toml"), &d).unwrap_err();
-    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e}");
-    assert_eq!(toml_line_key(&e), (3, "policy".into()), "{e}");
-    let e = from_toml_str("[sev\n", Path::new("vm.toml"), &d).unwrap_err();
-    assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+    let e = refused("cpus = 4\nmemroy = 1\n");
+    assert_kind!(e, ConfigError::UnknownKey { .. });
+    assert_eq!(line_key(&e), (2, "memroy".into()), "{e}");
+    let e = refused("[sev]\npolicy = 1\npolicy = 2\n");
+    assert_kind!(e, ConfigError::DuplicateKey { .. });
+    assert_eq!(line_key(&e), (3, "policy".into()), "{e}");
+    let e = refused("[sev\n");
+    assert_kind!(e, ConfigError::Syntax { .. });
 }
 
 #[test]
 fn the_three_formats_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let owner = make_owner();
-    write_owner_files(dir.path(), &owner);
+    let owner = owner_in(dir.path());
     let inputs = inputs_in(dir.path());
     let q = from_qemu_object(
         "sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,dh-cert-file=godh.b64,\
@@ -409,11 +382,8 @@ fn the_three_formats_agree() {
     let s = from_sev_launch_str(
         &format!(
             "[sev-launch]\nflags = \"0\"\npolicy = \"5\"\ncbitpos = \"51\"\nreduced_phys_bits = \"1\"\n\
-             dh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\nnonce = \"{}\"\n\
-             dh_cert_file = \"godh.b64\"\nsession_file = \"session.b64\"\nkernel_hashes = \"on\"\n",
-            hex(&owner.qx_le),
-            hex(&owner.qy_le),
-            hex(&owner.session[..16])
+             {}dh_cert_file = \"godh.b64\"\nsession_file = \"session.b64\"\nkernel_hashes = \"on\"\n",
+            owner_key_lines(&owner.qx_le, &owner.qy_le, &owner.session)
         ),
         &dir.path().join("sev.conf"),
         &inputs,
@@ -431,8 +401,7 @@ fn the_three_formats_agree() {
 fn toml_from_file() {
     use vmm::config::tomlfile::from_toml_file;
     let dir = tempfile::tempdir().unwrap();
-    let owner = make_owner();
-    write_owner_files(dir.path(), &owner);
+    let owner = owner_in(dir.path());
     let p = dir.path().join("vm.toml");
     std::fs::write(
         &p,
@@ -450,7 +419,7 @@ fn toml_from_file() {
         &ValidationInputs::default(),
     )
     .unwrap_err();
-    assert!(matches!(e, ConfigError::ReadConfig { .. }), "{e}");
+    assert_kind!(e, ConfigError::ReadConfig { .. });
     assert!(e.to_string().contains("missing.toml"), "{e}");
     std::fs::write(&p, [0xffu8, 0xfe, 0x00]).unwrap();
     let e = from_toml_file(&p, &ValidationInputs::default()).unwrap_err();

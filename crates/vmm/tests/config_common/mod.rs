@@ -1,4 +1,5 @@
-//! Helpers for the `vmm::config` tests: real P-384 owner certificates and sessions.
+//! Helpers for the `vmm::config` tests: real P-384 owner certificates and sessions, owner
+//! files, `[sev-launch]` texts and error-location checks.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -7,6 +8,16 @@ use base64::Engine as _;
 use openssl::bn::BigNumContext;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
+use vmm::config::{ConfigError, Where};
+
+/// Asserts that `$e` (a `ConfigError`) matches the pattern `$p`; the failure shows the error.
+macro_rules! assert_kind {
+    ($e:expr, $p:pat) => {{
+        let e = &$e;
+        assert!(matches!(e, $p), "{e}");
+    }};
+}
+pub(crate) use assert_kind;
 
 /// A GODH certificate made here, with its key coordinates.
 pub struct Owner {
@@ -63,6 +74,15 @@ pub fn write_b64(path: &Path, bytes: &[u8]) {
     .expect("write");
 }
 
+/// Reads and decodes a base64 file (as `sevctl session` writes them).
+pub fn read_b64(path: &Path) -> Vec<u8> {
+    let t =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    base64::engine::general_purpose::STANDARD
+        .decode(t.trim())
+        .unwrap_or_else(|e| panic!("{} is not base64: {e}", path.display()))
+}
+
 /// Writes `godh.b64` and `session.b64` for `owner` into `dir`.
 pub fn write_owner_files(dir: &Path, owner: &Owner) -> (PathBuf, PathBuf) {
     let c = dir.join("godh.b64");
@@ -72,15 +92,40 @@ pub fn write_owner_files(dir: &Path, owner: &Owner) -> (PathBuf, PathBuf) {
     (c, s)
 }
 
+/// A fresh owner whose `godh.b64` and `session.b64` are written into `dir`.
+pub fn owner_in(dir: &Path) -> Owner {
+    let owner = make_owner();
+    write_owner_files(dir, &owner);
+    owner
+}
+
+/// The seed's three owner keys as `[sev-launch]` lines: `dh_pub_qx`, `dh_pub_qy` (Qx, Qy
+/// little-endian) and `nonce` (the first 16 bytes of `session`).
+pub fn owner_key_lines(qx_le: &[u8], qy_le: &[u8], session: &[u8]) -> String {
+    format!(
+        "dh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\nnonce = \"{}\"\n",
+        hex(qx_le),
+        hex(qy_le),
+        hex(&session[..16])
+    )
+}
+
 /// A valid `[sev-launch]` text for `owner` (files named relative to the config's dir).
 pub fn valid_sev_launch(owner: &Owner) -> String {
     format!(
-        "# sevm launch\n[sev-launch]\nflags = \"00000000\"\npolicy = \"00000005\"\n\
-         dh_pub_qx = \"{}\"\ndh_pub_qy = \"{}\"\nnonce = \"{}\"\nvcpu_count = \"2\"\n\
-         vcpu_length = \"1\"\nvcpu_mask = \"03\"\ndh_cert_file = \"godh.b64\"\n\
-         session_file = \"session.b64\"\n",
-        hex(&owner.qx_le),
-        hex(&owner.qy_le),
-        hex(&owner.session[..16])
+        "# sevm launch\n[sev-launch]\nflags = \"00000000\"\npolicy = \"00000005\"\n{}\
+         vcpu_count = \"2\"\nvcpu_length = \"1\"\nvcpu_mask = \"03\"\n\
+         dh_cert_file = \"godh.b64\"\nsession_file = \"session.b64\"\n",
+        owner_key_lines(&owner.qx_le, &owner.qy_le, &owner.session)
     )
+}
+
+/// The line number and key a file error points at (panics, naming the error, for any other
+/// location).
+#[track_caller]
+pub fn line_key(e: &ConfigError) -> (usize, String) {
+    match e.location() {
+        Some(Where::Line { line, key, .. }) => (*line, key.clone()),
+        other => panic!("expected a file line, got {other:?} for {e}"),
+    }
 }
