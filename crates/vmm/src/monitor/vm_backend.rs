@@ -102,6 +102,22 @@ fn conf_err(e: ConfidentialError) -> MonitorError {
     MonitorError::generic(format!("SEV: {e}"))
 }
 
+/// QEMU's form for a firmware refusal: "SEV: Failed to get attestation report ret=%d
+/// fw_err=%d (%s)" (ret is the ioctl's -1); other failures keep their own explanation.
+fn attestation_err(e: ConfidentialError) -> MonitorError {
+    match &e {
+        ConfidentialError::Firmware { source, .. } => match source.status() {
+            Some(st) => MonitorError::generic(format!(
+                "SEV: Failed to get attestation report ret=-1 fw_err={} ({})",
+                st.code(),
+                st.description()
+            )),
+            None => MonitorError::generic(format!("SEV: Failed to get attestation report: {e}")),
+        },
+        _ => MonitorError::generic(format!("SEV: Failed to get attestation report: {e}")),
+    }
+}
+
 impl VmBackend {
     /// A backend for `vm` pushing events into `events`.
     pub fn new(vm: &Vm, cfg: VmBackendConfig) -> Self {
@@ -396,10 +412,7 @@ impl MonitorBackend for VmBackend {
             .launch
             .as_ref()
             .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED))?;
-        // QEMU: "SEV: Failed to get attestation report ret=%d fw_err=%d (%s)".
-        l.attestation_report(mnonce).map_err(|e| {
-            MonitorError::generic(format!("SEV: Failed to get attestation report: {e}"))
-        })
+        l.attestation_report(mnonce).map_err(attestation_err)
     }
 
     fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
@@ -523,6 +536,28 @@ impl QmpRuntime {
 mod tests {
     use super::*;
     use crate::{BootSource, SerialOut, VmConfig};
+
+    #[test]
+    fn attestation_firmware_errors_use_qemus_form() {
+        let e = ConfidentialError::Firmware {
+            stage: "LAUNCH_ATTESTATION",
+            source: sev_firmware::FwError::Status {
+                cmd: "ATTESTATION",
+                status: sev_firmware::Status::InvalidGuestState,
+            },
+        };
+        let m = attestation_err(e).to_string();
+        assert!(
+            m.starts_with("SEV: Failed to get attestation report ret=-1 fw_err=2 (The guest is in the wrong state"),
+            "{m}"
+        );
+        let e = ConfidentialError::Phase {
+            op: "query-sev-attestation-report",
+            phase: Phase::LaunchUpdate,
+        };
+        let m = attestation_err(e).to_string();
+        assert!(m.contains("not possible while the launch is"), "{m}");
+    }
 
     /// A firmware that spins at the reset vector (`jmp $` at 0xfffffff0).
     fn spin_firmware(dir: &Path) -> std::path::PathBuf {
