@@ -7,19 +7,20 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::Path;
 
 use common::*;
 
-const MACHINE: &str = "confidential-guest-support=sev0";
 const CMDLINE: &str = "console=ttyS0 root=/dev/vda";
 
-fn samples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples")
-}
-
-fn s(p: &std::path::Path) -> &str {
-    p.to_str().unwrap()
+/// `sevm run --firmware FW --kernel KERNEL` for a soft SEV guest (`--object` policy 0 plus
+/// `extra`) on the platform in `plat`.
+fn run_fw_kernel(fw: &Path, kernel: &Path, extra: &str, plat: &Path) -> Run {
+    Run::new()
+        .path("--firmware", fw)
+        .path("--kernel", kernel)
+        .sev(0, extra)
+        .platform(plat)
 }
 
 #[test]
@@ -45,26 +46,14 @@ fn kernel_hashes_launch_matches_owner_measure_and_sevctl() {
     let t = tempfile::tempdir().unwrap();
     let plat = t.path().join("plat");
     let chain = export_chain(&plat, t.path());
-    let o = std::process::Command::new(&sevctl)
-        .current_dir(t.path())
-        .args(["session", "--name", "kh", s(&chain), "1"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "sevctl session: {:?}", text(&o));
+    let session = sevctl_session(&sevctl, t.path(), "kh", &chain, "1");
     let (fw, kernel, initrd) = (
         samples().join("sample-ovmf.fd"),
         samples().join("sample-kernel"),
         samples().join("sample-initrd"),
     );
     let dump = t.path().join("dump");
-    let extra = format!(
-        ",kernel-hashes=on,dh-cert-file={},session-file={}",
-        t.path().join("kh_godh.b64").display(),
-        t.path().join("kh_session.b64").display()
-    );
-    // The sample firmware is not bootable (it spins at the reset vector): stop it after 2 s.
-    let o = sevm(&[
-        "run",
+    let images = [
         "--firmware",
         s(&fw),
         "--kernel",
@@ -73,19 +62,15 @@ fn kernel_hashes_launch_matches_owner_measure_and_sevctl() {
         s(&initrd),
         "--cmdline",
         CMDLINE,
-        "--object",
-        &object(1, &extra),
-        "--machine",
-        MACHINE,
-        "--platform-dir",
-        s(&plat),
-        "--dump-launch",
-        s(&dump),
-        "--timeout",
-        "2",
-    ]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(124), "{out}\n{err}");
+    ];
+    // The sample firmware is not bootable (it spins at the reset vector): stop it after 2 s.
+    Run::new()
+        .args(&images)
+        .sev(1, &format!(",kernel-hashes=on{session}"))
+        .platform(&plat)
+        .dump(&dump)
+        .opt("--timeout", "2")
+        .exits(124);
 
     // The measured ranges: the whole firmware at 4 GiB - size, then exactly 176 bytes at
     // the hashes-area GPA holding the padded table.
@@ -103,74 +88,17 @@ fn kernel_hashes_launch_matches_owner_measure_and_sevctl() {
     let measured = fs::read(dump.join("measured.bin")).unwrap();
     assert_eq!(measured, [fw_bytes.as_slice(), &table].concat());
 
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let digest = b64
-        .decode(
-            fs::read_to_string(dump.join("launch-digest.b64"))
-                .unwrap()
-                .trim(),
-        )
-        .unwrap();
+    let digest = read_b64(&dump.join("launch-digest.b64"));
     assert_eq!(digest, openssl::sha::sha256(&measured).to_vec());
 
     // QEMU's recipe from the owner side.
-    let o = sevm(&[
-        "owner",
-        "measure",
-        "--firmware",
-        s(&fw),
-        "--kernel",
-        s(&kernel),
-        "--initrd",
-        s(&initrd),
-        "--cmdline",
-        CMDLINE,
-    ]);
-    let (mout, merr) = text(&o);
-    assert!(o.status.success(), "owner measure: {mout}\n{merr}");
-    assert_eq!(hex::decode(mout.trim()).unwrap(), digest, "{mout}");
+    let mout = owner_measure(&images);
+    assert_eq!(hex::decode(&mout).unwrap(), digest, "{mout}");
 
     // sevctl computes the digest from the same images and the measurement from the TIK and
     // the launch's MNONCE: it must equal the firmware's LAUNCH_MEASURE.
     let blob = fs::read(dump.join("launch-measure.bin")).unwrap();
-    let o = std::process::Command::new(&sevctl)
-        .args([
-            "measurement",
-            "build",
-            "--api-major",
-            "0",
-            "--api-minor",
-            "24",
-            "--build-id",
-            "17",
-            "--policy",
-            "1",
-            "--tik",
-            s(&t.path().join("kh_tik.bin")),
-            "--firmware",
-            s(&fw),
-            "--kernel",
-            s(&kernel),
-            "--initrd",
-            s(&initrd),
-            "--cmdline",
-            CMDLINE,
-            "--launch-measure-blob",
-            &b64.encode(&blob),
-        ])
-        .output()
-        .unwrap();
-    let (sout, serr) = text(&o);
-    assert!(
-        o.status.success(),
-        "sevctl measurement build: {sout}\n{serr}"
-    );
-    let got = b64.decode(sout.trim()).expect("sevctl prints base64");
-    assert_eq!(
-        got, blob,
-        "sevctl's measurement differs from the firmware's"
-    );
+    assert_sevctl_measurement(&sevctl, "1", &t.path().join("kh_tik.bin"), &images, &blob);
 }
 
 #[test]
@@ -181,23 +109,9 @@ fn firmware_without_hashes_guid_is_refused_with_qemus_message() {
     let fw = t.path().join("plain.fd");
     fs::write(&fw, vec![0xf4u8; 0x1_0000]).unwrap();
     let kernel = samples().join("sample-kernel");
-    let o = sevm(&[
-        "run",
-        "--firmware",
-        s(&fw),
-        "--kernel",
-        s(&kernel),
-        "--object",
-        &object(0, ",kernel-hashes=on"),
-        "--machine",
-        MACHINE,
-        "--platform-dir",
-        s(&plat),
-        "--timeout",
-        "2",
-    ]);
-    let (out, err) = text(&o);
-    assert!(!o.status.success(), "{out}\n{err}");
+    let (_, err) = run_fw_kernel(&fw, &kernel, ",kernel-hashes=on", &plat)
+        .opt("--timeout", "2")
+        .fails();
     assert!(
         err.contains("SEV: kernel specified but guest firmware has no hashes table GUID"),
         "{err}"
@@ -211,43 +125,15 @@ fn firmware_without_hashes_guid_is_refused_with_qemus_message() {
     img[at - 6..at - 2].copy_from_slice(&0x80u32.to_le_bytes());
     let small = t.path().join("small.fd");
     fs::write(&small, &img).unwrap();
-    let o = sevm(&[
-        "run",
-        "--firmware",
-        s(&small),
-        "--kernel",
-        s(&kernel),
-        "--object",
-        &object(0, ",kernel-hashes=on"),
-        "--machine",
-        MACHINE,
-        "--platform-dir",
-        s(&plat),
-        "--timeout",
-        "2",
-    ]);
-    let (out, err) = text(&o);
-    assert!(!o.status.success(), "{out}\n{err}");
+    let (_, err) = run_fw_kernel(&small, &kernel, ",kernel-hashes=on", &plat)
+        .opt("--timeout", "2")
+        .fails();
     assert!(
         err.contains("SEV: guest firmware hashes table area is invalid (base=0x810c00 size=0x80)"),
         "{err}"
     );
 
     // Without kernel-hashes=on, firmware and kernel together are refused.
-    let o = sevm(&[
-        "run",
-        "--firmware",
-        s(&samples().join("sample-ovmf.fd")),
-        "--kernel",
-        s(&kernel),
-        "--object",
-        &object(0, ""),
-        "--machine",
-        MACHINE,
-        "--platform-dir",
-        s(&plat),
-    ]);
-    let (out, err) = text(&o);
-    assert!(!o.status.success(), "{out}\n{err}");
+    let (_, err) = run_fw_kernel(&samples().join("sample-ovmf.fd"), &kernel, "", &plat).fails();
     assert!(err.contains("kernel-hashes=on"), "{err}");
 }
