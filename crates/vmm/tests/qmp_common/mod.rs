@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmm::monitor::fake::FakeBackend;
 use vmm::monitor::QmpServer;
 
@@ -47,8 +47,7 @@ impl Harness {
     /// A connected, negotiated client.
     pub fn client(&self) -> Client {
         let mut c = self.raw_client();
-        let r = c.cmd(json!({"execute": "qmp_capabilities"}));
-        assert_eq!(r, json!({"return": {}}));
+        c.negotiate();
         c
     }
 }
@@ -113,8 +112,37 @@ impl Client {
         self.reply()
     }
 
+    /// `name` with `arguments`.
     pub fn exec(&mut self, name: &str, args: Value) -> Value {
         self.cmd(json!({"execute": name, "arguments": args}))
+    }
+
+    /// `name` without an `arguments` member.
+    pub fn execute(&mut self, name: &str) -> Value {
+        self.cmd(json!({"execute": name}))
+    }
+
+    /// `name` without arguments; asserts the empty success reply.
+    #[track_caller]
+    pub fn execute_ok(&mut self, name: &str) {
+        let r = self.execute(name);
+        assert_eq!(r, json!({"return": {}}), "{name}");
+    }
+
+    /// `qmp_capabilities`; asserts it succeeds.
+    #[track_caller]
+    pub fn negotiate(&mut self) {
+        self.execute_ok("qmp_capabilities");
+    }
+
+    /// `human-monitor-command` with `line`; returns the text it printed.
+    #[track_caller]
+    pub fn hmp(&mut self, line: &str) -> String {
+        let r = self.exec("human-monitor-command", json!({"command-line": line}));
+        r["return"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{line}: {r}"))
+            .to_string()
     }
 
     /// Wait until an event named `name` arrives (or was already stored); returns it.
@@ -131,12 +159,30 @@ impl Client {
 }
 
 /// Assert `r` is a QMP error of `class` with exactly `desc`.
+#[track_caller]
 pub fn assert_err(r: &Value, class: &str, desc: &str) {
     assert_eq!(r["error"]["class"], class, "reply: {r}");
     assert_eq!(r["error"]["desc"], desc, "reply: {r}");
 }
 
+/// Assert `r` is a QMP `GenericError` with exactly `desc`.
+#[track_caller]
+pub fn assert_generic_err(r: &Value, desc: &str) {
+    assert_err(r, "GenericError", desc);
+}
+
+/// Polls `done` every 20 ms; fails with `what` if it is not true within 10 s.
+#[track_caller]
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Assert `r` is a QMP error of `class` whose desc starts with `prefix`.
+#[track_caller]
 pub fn assert_err_prefix(r: &Value, class: &str, prefix: &str) {
     assert_eq!(r["error"]["class"], class, "reply: {r}");
     let d = r["error"]["desc"].as_str().expect("desc");
