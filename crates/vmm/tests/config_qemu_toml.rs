@@ -183,48 +183,40 @@ fn qemu_syntax_and_wiring_errors() {
     .unwrap_err();
     assert_kind!(e, ConfigError::Conflict { .. });
     assert!(e.to_string().contains("--machine"), "{e}");
-    let e = from_qemu_args(&["sev-guest,id=a,reduced-phys-bits=1"], None, &d).unwrap_err();
+    let args_refused =
+        |objects: &[&str], machine: Option<&str>| from_qemu_args(objects, machine, &d).unwrap_err();
+    let e = args_refused(&["sev-guest,id=a,reduced-phys-bits=1"], None);
     assert_kind!(e, ConfigError::MissingKey { .. });
-    let e = from_qemu_args(
+    let e = args_refused(
         &[
             "sev-guest,id=a,reduced-phys-bits=1",
             "sev-guest,id=b,reduced-phys-bits=1",
         ],
         Some("confidential-guest-support=a"),
-        &d,
-    )
-    .unwrap_err();
+    );
     assert!(e.to_string().contains("not used"), "{e}");
-    let e = from_qemu_args(
+    let e = args_refused(
         &[
             "memory-backend-ram,id=a,size=1G",
             "sev-guest,id=a,reduced-phys-bits=1",
         ],
         Some("confidential-guest-support=a"),
-        &d,
-    )
-    .unwrap_err();
+    );
     assert_kind!(e, ConfigError::DuplicateKey { .. });
-    let e = from_qemu_args(
+    let e = args_refused(
         &["memory-backend-ram,id=m,size=1G"],
         Some("confidential-guest-support=m"),
-        &d,
-    )
-    .unwrap_err();
+    );
     assert!(e.to_string().contains("not a sev-guest"), "{e}");
-    let e = from_qemu_args::<&str>(
+    let e = args_refused(
         &[],
         Some("memory-encryption=x,confidential-guest-support=y"),
-        &d,
-    )
-    .unwrap_err();
+    );
     assert_kind!(e, ConfigError::Conflict { .. });
-    let e = from_qemu_args(
+    let e = args_refused(
         &["sev-guest,reduced-phys-bits=1"],
         Some("confidential-guest-support=a"),
-        &d,
-    )
-    .unwrap_err();
+    );
     assert_eq!(option_key(&e).1.as_deref(), Some("id"));
     // No SEV at all.
     assert!(

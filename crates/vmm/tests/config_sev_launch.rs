@@ -39,6 +39,13 @@ fn write_valid_config(dir: &Path, owner: &Owner) -> PathBuf {
     write(dir, "sev.conf", &valid_sev_launch(owner))
 }
 
+/// Writes `text` as `dir/seed.conf`, parses that file (default inputs) and returns the refusal.
+#[track_caller]
+fn seed_file_refused(dir: &Path, text: &str) -> ConfigError {
+    let p = write(dir, "seed.conf", text);
+    from_sev_launch_file(&p, &inputs()).expect_err("must be refused")
+}
+
 /// Parses `text` as the file `name` (default inputs) and returns the refusal.
 #[track_caller]
 fn refused(text: &str, name: &str) -> ConfigError {
@@ -56,6 +63,12 @@ fn accepted(text: &str, name: &str) -> SevLaunchConfig {
 #[track_caller]
 fn with_line(dir: &Path, replace: &str, by: &str) -> ConfigError {
     with_line_owner(dir, &make_owner(), replace, by)
+}
+
+/// [`with_line`] replacing the line of `key` by `key = "value"`.
+#[track_caller]
+fn with_value(dir: &Path, key: &str, value: &str) -> ConfigError {
+    with_line(dir, key, &format!("{key} = \"{value}\""))
 }
 
 /// [`with_line`] for a given `owner`.
@@ -79,8 +92,7 @@ fn with_line_owner(dir: &Path, owner: &Owner, replace: &str, by: &str) -> Config
 #[test]
 fn seed_sample_is_refused_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "seed.conf", SEED_SAMPLE);
-    let e = from_sev_launch_file(&p, &inputs()).unwrap_err();
+    let e = seed_file_refused(dir.path(), SEED_SAMPLE);
     assert_kind!(
         e,
         ConfigError::HexLength {
@@ -109,8 +121,7 @@ fn seed_sample_nonce_is_refused_too() {
             "dh_pub_qy = \"0123456789abcdef0123456789abcdef\"",
             &format!("dh_pub_qy = \"{}\"", hex(&owner.qy_le)),
         );
-    let p = write(dir.path(), "seed.conf", &text);
-    let e = from_sev_launch_file(&p, &inputs()).unwrap_err();
+    let e = seed_file_refused(dir.path(), &text);
     assert_kind!(
         e,
         ConfigError::HexLength {
@@ -197,11 +208,7 @@ fn coordinates_big_endian_are_refused_with_a_hint() {
 fn coordinate_of_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let other = make_owner();
-    let e = with_line(
-        dir.path(),
-        "dh_pub_qy",
-        &format!("dh_pub_qy = \"{}\"", hex(&other.qy_le)),
-    );
+    let e = with_value(dir.path(), "dh_pub_qy", &hex(&other.qy_le));
     assert_kind!(e, ConfigError::Mismatch { .. });
     assert_eq!(line_key(&e), (6, "dh_pub_qy".into()));
 }
@@ -209,11 +216,7 @@ fn coordinate_of_another_key_is_refused() {
 #[test]
 fn nonce_must_equal_the_session_nonce() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(
-        dir.path(),
-        "nonce",
-        &format!("nonce = \"{}\"", "ab".repeat(16)),
-    );
+    let e = with_value(dir.path(), "nonce", &"ab".repeat(16));
     assert_kind!(e, ConfigError::Mismatch { .. });
     assert_eq!(line_key(&e), (7, "nonce".into()));
 }
@@ -221,11 +224,7 @@ fn nonce_must_equal_the_session_nonce() {
 #[test]
 fn long_hex_is_refused_not_overflowed() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(
-        dir.path(),
-        "dh_pub_qx",
-        &format!("dh_pub_qx = \"{}\"", "a".repeat(4000)),
-    );
+    let e = with_value(dir.path(), "dh_pub_qx", &"a".repeat(4000));
     assert_kind!(
         e,
         ConfigError::HexLength {
@@ -233,17 +232,9 @@ fn long_hex_is_refused_not_overflowed() {
             ..
         }
     );
-    let e = with_line(
-        dir.path(),
-        "nonce",
-        &format!("nonce = \"{}\"", "0".repeat(34)),
-    );
+    let e = with_value(dir.path(), "nonce", &"0".repeat(34));
     assert_kind!(e, ConfigError::HexLength { got_digits: 34, .. });
-    let e = with_line(
-        dir.path(),
-        "vcpu_mask",
-        &format!("vcpu_mask = \"{}\"", "f".repeat(1000)),
-    );
+    let e = with_value(dir.path(), "vcpu_mask", &"f".repeat(1000));
     assert_kind!(e, ConfigError::HexLength { .. });
     assert_eq!(line_key(&e).1, "vcpu_mask");
 }
@@ -251,25 +242,21 @@ fn long_hex_is_refused_not_overflowed() {
 #[test]
 fn non_hex_and_odd_hex_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(
-        dir.path(),
-        "nonce",
-        &format!("nonce = \"{}zz\"", "0".repeat(30)),
-    );
+    let e = with_value(dir.path(), "nonce", &format!("{}zz", "0".repeat(30)));
     assert_kind!(e, ConfigError::InvalidValue { .. });
-    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"003\"");
+    let e = with_value(dir.path(), "vcpu_mask", "003");
     assert_kind!(e, ConfigError::HexLength { .. });
-    let e = with_line(dir.path(), "policy", "policy = \"-1\"");
+    let e = with_value(dir.path(), "policy", "-1");
     assert_kind!(e, ConfigError::InvalidValue { .. });
 }
 
 #[test]
 fn flags_must_be_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(dir.path(), "flags", "flags = \"00000001\"");
+    let e = with_value(dir.path(), "flags", "00000001");
     assert_kind!(e, ConfigError::Unsupported { .. });
     assert_eq!(line_key(&e), (3, "flags".into()));
-    let e = with_line(dir.path(), "flags", "flags = \"000000000\"");
+    let e = with_value(dir.path(), "flags", "000000000");
     assert!(
         matches!(e, ConfigError::InvalidValue { .. }),
         "9 digits: {e}"
@@ -279,9 +266,9 @@ fn flags_must_be_zero() {
 #[test]
 fn policy_range_and_reserved_bits() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(dir.path(), "policy", "policy = \"100000000\"");
+    let e = with_value(dir.path(), "policy", "100000000");
     assert_kind!(e, ConfigError::InvalidValue { .. });
-    let e = with_line(dir.path(), "policy", "policy = \"40\"");
+    let e = with_value(dir.path(), "policy", "40");
     assert!(
         matches!(e, ConfigError::OutOfRange { .. }),
         "bit 6 reserved: {e}"
@@ -292,26 +279,26 @@ fn policy_range_and_reserved_bits() {
 #[test]
 fn vcpu_keys_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"0\"");
+    let e = with_value(dir.path(), "vcpu_count", "0");
     assert_kind!(e, ConfigError::OutOfRange { .. });
-    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"5000\"");
+    let e = with_value(dir.path(), "vcpu_count", "5000");
     assert_kind!(e, ConfigError::OutOfRange { .. });
-    let e = with_line(dir.path(), "vcpu_count", "vcpu_count = \"x\"");
+    let e = with_value(dir.path(), "vcpu_count", "x");
     assert_kind!(e, ConfigError::InvalidValue { .. });
     // Mask naming vCPUs 0 and 2 but not 1: sevm cannot leave vCPU 1 out.
-    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"05\"");
+    let e = with_value(dir.path(), "vcpu_mask", "05");
     assert_kind!(e, ConfigError::Unsupported { .. });
     assert_eq!(line_key(&e).1, "vcpu_mask");
     // Mask naming 3 vCPUs with vcpu_count 2.
-    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"07\"");
+    let e = with_value(dir.path(), "vcpu_mask", "07");
     assert_kind!(e, ConfigError::Unsupported { .. });
     // The 2016 overflow: mask longer than vcpu_length.
-    let e = with_line(dir.path(), "vcpu_mask", "vcpu_mask = \"0300\"");
+    let e = with_value(dir.path(), "vcpu_mask", "0300");
     assert_kind!(e, ConfigError::Conflict { .. });
     assert_eq!(line_key(&e).1, "vcpu_length");
-    let e = with_line(dir.path(), "vcpu_length", "vcpu_length = \"0\"");
+    let e = with_value(dir.path(), "vcpu_length", "0");
     assert_kind!(e, ConfigError::OutOfRange { .. });
-    let e = with_line(dir.path(), "vcpu_length", "vcpu_length = \"129\"");
+    let e = with_value(dir.path(), "vcpu_length", "129");
     assert_kind!(e, ConfigError::OutOfRange { .. });
 }
 
@@ -381,18 +368,18 @@ fn unknown_and_duplicate_keys() {
 fn owner_files_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     // Missing certificate file.
-    let e = with_line(dir.path(), "dh_cert_file", "dh_cert_file = \"nope.b64\"");
+    let e = with_value(dir.path(), "dh_cert_file", "nope.b64");
     assert_kind!(e, ConfigError::MissingFile { .. });
     assert_eq!(line_key(&e), (11, "dh_cert_file".into()));
     assert!(e.to_string().contains("nope.b64"), "{e}");
     // Not base64.
     std::fs::write(dir.path().join("bad.b64"), "not base64 !!!").unwrap();
-    let e = with_line(dir.path(), "session_file", "session_file = \"bad.b64\"");
+    let e = with_value(dir.path(), "session_file", "bad.b64");
     assert_kind!(e, ConfigError::OwnerFile { .. });
     assert_eq!(line_key(&e).1, "session_file");
     // Wrong size.
     write_b64(&dir.path().join("short.b64"), &[0u8; 100]);
-    let e = with_line(dir.path(), "session_file", "session_file = \"short.b64\"");
+    let e = with_value(dir.path(), "session_file", "short.b64");
     assert!(e.to_string().contains("100 bytes"), "{e}");
     // A certificate on the wrong curve.
     let mut owner = make_owner();

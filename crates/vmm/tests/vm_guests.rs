@@ -4,8 +4,8 @@
 mod guest_common;
 
 use guest_common::{
-    bundled_config, firmware, firmware_config, require_kvm, run_expect, spinning_firmware_config,
-    Serial,
+    bundled_config, firmware, firmware_config, require_kvm, run_bundled, run_expect,
+    spinning_firmware_config, Serial,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,9 +36,7 @@ fn phys_bits_override(edx: u32) -> CpuidOverride {
 #[test]
 fn hello_prints_and_exits_zero() {
     require_kvm!();
-    let (cfg, serial) = bundled_config("hello");
-    let mut vm = Vm::build(&cfg).unwrap();
-    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    let (vm, out) = run_bundled("hello", ExitStatus::Exited(0));
     assert_eq!(out, HELLO);
     // After the exit the vCPU is in long mode with the VMM's page tables.
     let snap = vm.control().cpu_snapshot(0).unwrap();
@@ -64,9 +62,7 @@ fn hello_with_two_cpus_sees_the_ap() {
 #[test]
 fn cpuid_guest_without_sev() {
     require_kvm!();
-    let (cfg, serial) = bundled_config("cpuid");
-    let mut vm = Vm::build(&cfg).unwrap();
-    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    let (_vm, out) = run_bundled("cpuid", ExitStatus::Exited(0));
     assert!(out.contains("cpuid 80000008 eax="), "{out}");
     assert!(out.contains("msr c0010131 not read"), "{out}");
 }
@@ -124,9 +120,7 @@ fn cbit_without_alias_faults() {
 #[test]
 fn reset_guest_reboots_three_times() {
     require_kvm!();
-    let (cfg, serial) = bundled_config("reset");
-    let mut vm = Vm::build(&cfg).unwrap();
-    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    let (vm, out) = run_bundled("reset", ExitStatus::Exited(0));
     assert_eq!(vm.reset_count(), 3);
     assert_eq!(
         out,
@@ -234,9 +228,7 @@ fn secret_reader_vm(cfg: &VmConfig, table: Vec<u8>) -> Vm {
 #[test]
 fn secret_reader_without_secret() {
     require_kvm!();
-    let (cfg, serial) = bundled_config("secret-reader");
-    let mut vm = Vm::build(&cfg).unwrap();
-    let out = run_expect(&mut vm, ExitStatus::Exited(0), &serial);
+    let (_vm, out) = run_bundled("secret-reader", ExitStatus::Exited(0));
     assert_eq!(out, "no secret\n");
 }
 

@@ -113,3 +113,13 @@ pub fn run_expect(vm: &mut Vm, want: ExitStatus, serial: &Serial) -> String {
     assert_eq!(st, want, "serial: {out}");
     out
 }
+
+/// Builds and runs the bundled guest `guest` with [`bundled_config`] as it is, asserting it
+/// ends with `want`; returns the VM and its serial output.
+#[track_caller]
+pub fn run_bundled(guest: &str, want: ExitStatus) -> (Vm, String) {
+    let (cfg, serial) = bundled_config(guest);
+    let mut vm = Vm::build(&cfg).unwrap();
+    let out = run_expect(&mut vm, want, &serial);
+    (vm, out)
+}
