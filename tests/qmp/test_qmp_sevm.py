@@ -15,6 +15,7 @@ fails when CI is set.
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -74,6 +75,46 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+# An SEV guest with policy 0 (debug allowed), as the QEMU --object option names it.
+SEV_OBJECT_POLICY0 = "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1"
+
+
+def sev_args(plat: Path, obj: str) -> list:
+    """`sevm run` options for a paused SEV guest on the soft platform in `plat`."""
+    return ["--platform-dir", str(plat), "--object", obj,
+            "--machine", "confidential-guest-support=sev0", "--paused"]
+
+
+def spin_firmware(d: Path) -> Path:
+    """Writes `d/spin.bin`: 4 KiB of `hlt` with `jmp $` at the reset vector (0xfffffff0)."""
+    fw = bytearray(b"\xf4" * 4096)
+    fw[4096 - 16:4096 - 14] = b"\xeb\xfe"
+    path = d / "spin.bin"
+    path.write_bytes(bytes(fw))
+    return path
+
+
+async def hmp(qmp, line: str) -> str:
+    """What `human-monitor-command` prints for `line`."""
+    return await qmp.execute("human-monitor-command", {"command-line": line})
+
+
+async def status(qmp) -> str:
+    """`query-status`'s status."""
+    return (await qmp.execute("query-status"))["status"]
+
+
+async def sev_state(qmp) -> str:
+    """`query-sev`'s state."""
+    return (await qmp.execute("query-sev"))["state"]
+
+
+async def attestation_report(qmp, mnonce: bytes) -> bytes:
+    """`query-sev-attestation-report` for `mnonce`, decoded."""
+    return base64.b64decode(
+        (await qmp.execute("query-sev-attestation-report", {"mnonce": b64(mnonce)}))["data"])
+
+
 class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
     @classmethod
     def setUpClass(cls):
@@ -100,6 +141,15 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             self.proc.wait(timeout=10)
         self.tmp.cleanup()
 
+    def _start_vm(self, sock: Path, *args, serial: str = "none"):
+        """Starts `sevm run ARGS` with a QMP monitor on `sock`, COM1 to `serial`, 60 s timeout."""
+        self.proc = subprocess.Popen(
+            [self.sevm, "run", *[str(a) for a in args], "--qmp", f"unix:{sock}",
+             "--serial", serial, "--timeout", "60"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+
     async def _wait_socket(self, path: Path):
         # A fresh soft platform generates its identity keys first: slow on a loaded host.
         for _ in range(6000):
@@ -111,6 +161,53 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             await asyncio.sleep(0.02)
         self.fail("sevm did not create the QMP socket")
 
+    @contextlib.asynccontextmanager
+    async def _monitor(self, name: str, sock: Path):
+        """Waits for sevm's QMP socket on `sock` and connects as `name`; yields the client and
+        the list its events are collected into. On leaving, stops collecting and disconnects
+        (the server may already have gone away with the VM)."""
+        await self._wait_socket(sock)
+        qmp = QMPClient(name)
+        await qmp.connect(str(sock))
+        events = []
+
+        async def collect():
+            async for ev in qmp.events:
+                events.append(ev)
+
+        collector = asyncio.ensure_future(collect())
+        try:
+            yield qmp, events
+        finally:
+            collector.cancel()
+            try:
+                await qmp.disconnect()
+            except Exception:  # the server went away with the VM
+                pass
+
+    async def _expect_exit_zero(self, timeout: int) -> str:
+        """Waits for sevm to exit, asserts exit code 0 and returns its stderr (after a moment
+        for the last events to arrive)."""
+        rc = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.proc.wait(timeout=timeout))
+        stderr = self.proc.stderr.read()
+        self.assertEqual(rc, 0, stderr)
+        await asyncio.sleep(0.05)
+        return stderr
+
+    async def _assert_refused(self, qmp, cmd: str, args=None, contains=None):
+        """`cmd` must fail with a GenericError whose text contains `contains` (if given)."""
+        with self.assertRaises(ExecuteError, msg=cmd) as ctx:
+            await qmp.execute(cmd, args)
+        self.assertEqual(ctx.exception.error_class, "GenericError", cmd)
+        if contains is not None:
+            self.assertIn(contains, str(ctx.exception))
+
+    async def _assert_spinning_at_reset_vector(self, qmp):
+        """The paused vCPU sits on the `jmp $` of `spin_firmware`."""
+        self.assertIn("RIP=000000000000fff0", await hmp(qmp, "info registers"))
+        self.assertIn("0xeb 0xfe", await hmp(qmp, "x /2xb 0xfffffff0"))
+
     async def _check_attestation(self, qmp, d: Path, digest_hex: str):
         """`query-sev-attestation-report`: mnonce at 0x00, launch digest at 0x10, policy at
         0x30, usage PEK / ECDSA-SHA256, and an ECDSA P-384 signature over SHA-256 of bytes
@@ -121,8 +218,7 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
         mnonce = os.urandom(16)
-        rep = base64.b64decode(
-            (await qmp.execute("query-sev-attestation-report", {"mnonce": b64(mnonce)}))["data"])
+        rep = await attestation_report(qmp, mnonce)
         self.assertEqual(len(rep), 0xD0)
         self.assertEqual(rep[0x00:0x10], mnonce)
         self.assertEqual(rep[0x10:0x30].hex(), digest_hex)
@@ -144,17 +240,14 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(InvalidSignature):
             key.verify(sig, forged, ec.ECDSA(hashes.SHA256()))
         # A second nonce gives a second, fresh report.
-        rep2 = base64.b64decode((await qmp.execute(
-            "query-sev-attestation-report", {"mnonce": b64(bytes(16))}))["data"])
+        rep2 = await attestation_report(qmp, bytes(16))
         self.assertEqual(rep2[:0x10], bytes(16))
         self.assertEqual(rep2[0x10:0x34], rep[0x10:0x34])
         # QEMU's argument errors.
         for bad, msg in ((b64(bytes(15)), "SEV: mnonce must be 16 bytes (got 15)"),
                          ("not base64!", "SEV: failed to decode mnonce input")):
-            with self.assertRaises(ExecuteError) as ctx:
-                await qmp.execute("query-sev-attestation-report", {"mnonce": bad})
-            self.assertEqual(ctx.exception.error_class, "GenericError")
-            self.assertIn(msg, str(ctx.exception))
+            await self._assert_refused(qmp, "query-sev-attestation-report", {"mnonce": bad},
+                                       contains=msg)
         # sevctl 0.6.2 accepts the report against the exported chain, and rejects a forgery.
         (d / "report.bin").write_bytes(rep)
         await arun(self.sevctl, "validate", d / "chain.cert", d / "report.bin")
@@ -182,25 +275,10 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         sock, out = d / "qmp.sock", d / "serial.txt"
         obj = (f"sev-guest,id=sev0,policy={POLICY:#x},cbitpos=47,reduced-phys-bits=1,"
                f"dh-cert-file={d / 't_godh.b64'},session-file={d / 't_session.b64'}")
-        self.proc = subprocess.Popen(
-            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(plat),
-             "--object", obj, "--machine", "confidential-guest-support=sev0", "--paused",
-             "--qmp", f"unix:{sock}", "--serial", f"file:{out}", "--timeout", "60"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        await self._wait_socket(sock)
-        self.assertEqual(sock.stat().st_mode & 0o777, 0o600)
-        qmp = QMPClient("e2e")
-        await qmp.connect(str(sock))
-        events = []
-
-        async def collect():
-            async for ev in qmp.events:
-                events.append(ev)
-
-        collector = asyncio.ensure_future(collect())
-        try:
+        self._start_vm(sock, "--guest", "secret-reader", *sev_args(plat, obj),
+                       serial=f"file:{out}")
+        async with self._monitor("e2e", sock) as (qmp, events):
+            self.assertEqual(sock.stat().st_mode & 0o777, 0o600)
             st = await qmp.execute("query-status")
             self.assertEqual(st["status"], "prelaunch")
             self.assertFalse(st["running"])
@@ -239,48 +317,30 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
 
             # NODBG: guest memory cannot be read through the debug path; HMP prints the
             # reason on the line it could not read.
-            hmp = await qmp.execute("human-monitor-command",
-                                    {"command-line": "xp /4xb 0x1000"})
-            self.assertIn("Cannot access memory", hmp)
-            self.assertIn("NODBG", hmp)
-        except BaseException:
-            collector.cancel()
-            raise
+            text = await hmp(qmp, "xp /4xb 0x1000")
+            self.assertIn("Cannot access memory", text)
+            self.assertIn("NODBG", text)
 
-        # 4. The secret, built by sevctl and injected over QMP.
-        secret = os.urandom(37)
-        (d / "secret.bin").write_bytes(secret)
-        await arun(self.sevctl, "secret", "build", "--tik", d / "t_tik.bin", "--tek", d / "t_tek.bin",
-            "--launch-measure-blob", blob_b64, "--secret", f"{SECRET_GUID}:{d / 'secret.bin'}",
-            d / "hdr.bin", d / "payload.bin")
-        await qmp.execute("sev-inject-launch-secret", {
-            "packet-header": b64((d / "hdr.bin").read_bytes()),
-            "secret": b64((d / "payload.bin").read_bytes()),
-        })
-        self.assertEqual((await qmp.execute("query-sev"))["state"], "launch-secret")
-
-        # 5. cont: LAUNCH_FINISH, vCPUs start.
-        await qmp.execute("cont")
-        self.assertEqual((await qmp.execute("query-sev"))["state"], "running")
-        # Wrong state: the launch is finished; the VM keeps going.
-        with self.assertRaises(ExecuteError) as ctx:
-            await qmp.execute("sev-inject-launch-secret", {
+            # 4. The secret, built by sevctl and injected over QMP.
+            secret = os.urandom(37)
+            (d / "secret.bin").write_bytes(secret)
+            await arun(self.sevctl, "secret", "build", "--tik", d / "t_tik.bin", "--tek", d / "t_tek.bin",
+                "--launch-measure-blob", blob_b64, "--secret", f"{SECRET_GUID}:{d / 'secret.bin'}",
+                d / "hdr.bin", d / "payload.bin")
+            packet = {
                 "packet-header": b64((d / "hdr.bin").read_bytes()),
                 "secret": b64((d / "payload.bin").read_bytes()),
-            })
-        self.assertEqual(ctx.exception.error_class, "GenericError")
-        self.assertIn("Not in correct state", str(ctx.exception))
+            }
+            await qmp.execute("sev-inject-launch-secret", packet)
+            self.assertEqual(await sev_state(qmp), "launch-secret")
 
-        rc = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.proc.wait(timeout=60))
-        stderr = self.proc.stderr.read()
-        self.assertEqual(rc, 0, stderr)
-        await asyncio.sleep(0.05)
-        collector.cancel()
-        try:
-            await qmp.disconnect()
-        except Exception:  # the server went away with the VM
-            pass
+            # 5. cont: LAUNCH_FINISH, vCPUs start.
+            await qmp.execute("cont")
+            self.assertEqual(await sev_state(qmp), "running")
+            # Wrong state: the launch is finished; the VM keeps going.
+            await self._assert_refused(qmp, "sev-inject-launch-secret", packet,
+                                       contains="Not in correct state")
+            stderr = await self._expect_exit_zero(timeout=60)
         serial = out.read_text()
         want = (f"secret entry {SECRET_GUID} len={len(secret):08x} "
                 f"sha256={hashlib.sha256(secret).hexdigest()}\n")
@@ -302,26 +362,9 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         is a no-op, `system_reset` is refused, `quit` ends the VM with SHUTDOWN."""
         d = self.d
         sock, dump = d / "q.sock", d / "dump"
-        self.proc = subprocess.Popen(
-            [self.sevm, "run", "--guest", "secret-reader", "--platform-dir", str(self.plat),
-             "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
-             "--machine", "confidential-guest-support=sev0", "--paused",
-             "--dump-launch", str(dump), "--qmp", f"unix:{sock}", "--serial", "none",
-             "--timeout", "60"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        await self._wait_socket(sock)
-        qmp = QMPClient("dbg")
-        await qmp.connect(str(sock))
-        events = []
-
-        async def collect():
-            async for ev in qmp.events:
-                events.append(ev)
-
-        collector = asyncio.ensure_future(collect())
-        try:
+        self._start_vm(sock, "--guest", "secret-reader",
+                       *sev_args(self.plat, SEV_OBJECT_POLICY0), "--dump-launch", dump)
+        async with self._monitor("dbg", sock) as (qmp, events):
             ranges = sorted(p for p in dump.iterdir() if p.name[:2].isdigit())
             self.assertTrue(ranges, "no measured range dumped")
             first = ranges[0]
@@ -330,28 +373,14 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
             await qmp.execute("pmemsave", {"val": gpa, "size": len(want),
                                            "filename": str(d / "mem.bin")})
             self.assertEqual((d / "mem.bin").read_bytes(), want)
-            hmp = await qmp.execute("human-monitor-command",
-                                    {"command-line": f"xp /2xb {gpa:#x}"})
-            self.assertIn(f"0x{want[0]:02x} 0x{want[1]:02x}", hmp)
-            info = await qmp.execute("human-monitor-command", {"command-line": "info sev"})
-            self.assertIn("launch-secret", info)
+            self.assertIn(f"0x{want[0]:02x} 0x{want[1]:02x}", await hmp(qmp, f"xp /2xb {gpa:#x}"))
+            self.assertIn("launch-secret", await hmp(qmp, "info sev"))
 
             await qmp.execute("stop")
-            self.assertEqual((await qmp.execute("query-status"))["status"], "prelaunch")
-            with self.assertRaises(ExecuteError) as ctx:
-                await qmp.execute("system_reset")
-            self.assertEqual(ctx.exception.error_class, "GenericError")
+            self.assertEqual(await status(qmp), "prelaunch")
+            await self._assert_refused(qmp, "system_reset")
             await qmp.execute("quit")
-            rc = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.proc.wait(timeout=30))
-            self.assertEqual(rc, 0, self.proc.stderr.read())
-            await asyncio.sleep(0.05)
-        finally:
-            collector.cancel()
-            try:
-                await qmp.disconnect()
-            except Exception:  # the server went away with the VM
-                pass
+            await self._expect_exit_zero(timeout=30)
         shut = [e for e in events if e["event"] == "SHUTDOWN"]
         self.assertEqual(len(shut), 1, events)
         self.assertEqual(shut[0]["data"], {"guest": False, "reason": "host-qmp-quit"})
@@ -362,60 +391,23 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         """A plain (non-SEV) VM whose firmware spins at the reset vector: stop/cont with
         STOP/RESUME, registers and `x` while paused, system_reset with RESET, SEV commands
         refused, system_powerdown ends the VM (POWERDOWN, SHUTDOWN)."""
-        d = self.d
-        fw = bytearray(b"\xf4" * 4096)
-        fw[4096 - 16:4096 - 14] = b"\xeb\xfe"  # jmp $ at 0xfffffff0
-        (d / "spin.bin").write_bytes(bytes(fw))
-        sock = d / "p.sock"
-        self.proc = subprocess.Popen(
-            [self.sevm, "run", "--firmware", str(d / "spin.bin"), "--qmp", f"unix:{sock}",
-             "--serial", "none", "--timeout", "60"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        await self._wait_socket(sock)
-        qmp = QMPClient("plain")
-        await qmp.connect(str(sock))
-        events = []
-
-        async def collect():
-            async for ev in qmp.events:
-                events.append(ev)
-
-        collector = asyncio.ensure_future(collect())
-        try:
-            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+        sock = self.d / "p.sock"
+        self._start_vm(sock, "--firmware", spin_firmware(self.d))
+        async with self._monitor("plain", sock) as (qmp, events):
+            self.assertEqual(await status(qmp), "running")
             await qmp.execute("stop")
             st = await qmp.execute("query-status")
             self.assertEqual((st["status"], st["running"]), ("paused", False))
-            regs = await qmp.execute("human-monitor-command",
-                                     {"command-line": "info registers"})
-            self.assertIn("RIP=000000000000fff0", regs)
-            mem = await qmp.execute("human-monitor-command",
-                                    {"command-line": "x /2xb 0xfffffff0"})
-            self.assertIn("0xeb 0xfe", mem)
+            await self._assert_spinning_at_reset_vector(qmp)
             await qmp.execute("cont")
-            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
-            with self.assertRaises(ExecuteError) as ctx:
-                await qmp.execute("query-sev")
-            self.assertIn("SEV feature is not available", str(ctx.exception))
-            with self.assertRaises(ExecuteError) as ctx:
-                await qmp.execute("query-sev-attestation-report", {"mnonce": b64(bytes(16))})
-            self.assertEqual(ctx.exception.error_class, "GenericError")
-            self.assertIn("SEV is not enabled", str(ctx.exception))
+            self.assertEqual(await status(qmp), "running")
+            await self._assert_refused(qmp, "query-sev", contains="SEV feature is not available")
+            await self._assert_refused(qmp, "query-sev-attestation-report",
+                                       {"mnonce": b64(bytes(16))}, contains="SEV is not enabled")
             await qmp.execute("system_reset")
-            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            self.assertEqual(await status(qmp), "running")
             await qmp.execute("system_powerdown")
-            rc = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.proc.wait(timeout=30))
-            self.assertEqual(rc, 0, self.proc.stderr.read())
-            await asyncio.sleep(0.05)
-        finally:
-            collector.cancel()
-            try:
-                await qmp.disconnect()
-            except Exception:  # the server went away with the VM
-                pass
+            await self._expect_exit_zero(timeout=30)
         names = [e["event"] for e in events]
         self.assertEqual(names, ["STOP", "RESUME", "RESET", "POWERDOWN", "SHUTDOWN"])
         self.assertEqual(events[2]["data"], {"guest": False, "reason": "host-qmp-system-reset"})
@@ -425,68 +417,31 @@ class AttestedLaunch(unittest.IsolatedAsyncioTestCase):
         """An SEV guest (policy 0) whose firmware spins: after `cont` a secret injection gets
         GenericError and the VM keeps running; while stopped, `info registers` and `x`
         (paging off: through DBG_DECRYPT) show the spin loop; `quit` ends it."""
-        d = self.d
-        fw = bytearray(b"\xf4" * 4096)
-        fw[4096 - 16:4096 - 14] = b"\xeb\xfe"
-        (d / "spin.bin").write_bytes(bytes(fw))
-        sock = d / "s.sock"
-        self.proc = subprocess.Popen(
-            [self.sevm, "run", "--firmware", str(d / "spin.bin"),
-             "--platform-dir", str(self.plat),
-             "--object", "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
-             "--machine", "confidential-guest-support=sev0", "--paused",
-             "--qmp", f"unix:{sock}", "--serial", "none", "--timeout", "60"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
-        await self._wait_socket(sock)
-        qmp = QMPClient("sev-running")
-        await qmp.connect(str(sock))
-        events = []
-
-        async def collect():
-            async for ev in qmp.events:
-                events.append(ev)
-
-        collector = asyncio.ensure_future(collect())
-        try:
+        sock = self.d / "s.sock"
+        self._start_vm(sock, "--firmware", spin_firmware(self.d),
+                       *sev_args(self.plat, SEV_OBJECT_POLICY0))
+        async with self._monitor("sev-running", sock) as (qmp, events):
             await qmp.execute("cont")
-            self.assertEqual((await qmp.execute("query-sev"))["state"], "running")
-            with self.assertRaises(ExecuteError) as ctx:
-                await qmp.execute("sev-inject-launch-secret", {
-                    "packet-header": b64(bytes(52)), "secret": b64(bytes(16))})
-            self.assertEqual(ctx.exception.error_class, "GenericError")
-            self.assertIn("SEV: Not in correct state. (LSECRET) 3", str(ctx.exception))
+            self.assertEqual(await sev_state(qmp), "running")
+            await self._assert_refused(
+                qmp, "sev-inject-launch-secret",
+                {"packet-header": b64(bytes(52)), "secret": b64(bytes(16))},
+                contains="SEV: Not in correct state. (LSECRET) 3")
             # The attestation report is also legal while the guest runs (firmware RUNNING).
             nonce = os.urandom(16)
-            rep = base64.b64decode((await qmp.execute(
-                "query-sev-attestation-report", {"mnonce": b64(nonce)}))["data"])
+            rep = await attestation_report(qmp, nonce)
             self.assertEqual(len(rep), 0xD0)
             self.assertEqual(rep[:0x10], nonce)
             self.assertEqual(int.from_bytes(rep[0x30:0x34], "little"), 0)
             self.assertEqual(int.from_bytes(rep[0x34:0x38], "little"), 0x1002)
             await asyncio.sleep(0.2)
-            self.assertEqual((await qmp.execute("query-status"))["status"], "running")
+            self.assertEqual(await status(qmp), "running")
             self.assertIsNone(self.proc.poll())
             await qmp.execute("stop")
-            regs = await qmp.execute("human-monitor-command",
-                                     {"command-line": "info registers"})
-            self.assertIn("RIP=000000000000fff0", regs)
-            mem = await qmp.execute("human-monitor-command",
-                                    {"command-line": "x /2xb 0xfffffff0"})
-            self.assertIn("0xeb 0xfe", mem)
+            await self._assert_spinning_at_reset_vector(qmp)
             await qmp.execute("cont")
             await qmp.execute("quit")
-            rc = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.proc.wait(timeout=30))
-            self.assertEqual(rc, 0, self.proc.stderr.read())
-            await asyncio.sleep(0.05)
-        finally:
-            collector.cancel()
-            try:
-                await qmp.disconnect()
-            except Exception:  # the server went away with the VM
-                pass
+            await self._expect_exit_zero(timeout=30)
         names = [e["event"] for e in events]
         self.assertEqual(names, ["SEV_LAUNCH_STATE", "RESUME", "STOP", "RESUME", "SHUTDOWN"],
                          events)
