@@ -192,6 +192,8 @@ pub struct Fw {
     guests: Vec<Option<Guest>>,
     asids: Vec<Asid>,
     next_launch_id: u64,
+    /// Shared hold on the platform directory's guests lock while this process has guests.
+    guests_hold: Option<std::fs::File>,
 }
 
 impl Fw {
@@ -204,6 +206,24 @@ impl Fw {
             guests: (0..MAX_GUESTS).map(|_| None).collect(),
             asids: vec![Asid::Dirty; MAX_ASID as usize + 1],
             next_launch_id: 1,
+            guests_hold: None,
+        }
+    }
+
+    /// For the commands the spec allows only without guests: another process sharing the
+    /// directory that has guests makes the (one, real) platform WORKING. The returned hold
+    /// keeps new launches out until the command is done.
+    fn no_guests_anywhere(&self) -> St<std::fs::File> {
+        self.store
+            .hold_no_guests()
+            .map_err(fw_fail)?
+            .ok_or(Status::InvalidPlatformState)
+    }
+
+    /// Drops the guests hold once the last guest is gone.
+    fn release_if_idle(&mut self) {
+        if self.guest_count() == 0 {
+            self.guests_hold = None;
         }
     }
 
@@ -275,6 +295,7 @@ impl Fw {
     /// SHUTDOWN (0x02): any state; every guest is decommissioned.
     pub fn shutdown(&mut self) -> St<()> {
         self.guests.iter_mut().for_each(|g| *g = None);
+        self.guests_hold = None;
         self.asids.iter_mut().for_each(|a| *a = Asid::Dirty);
         self.state = PlatformState::Uninit;
         self.es = false;
@@ -284,6 +305,7 @@ impl Fw {
     /// PLATFORM_RESET (0x03): UNINIT only.
     pub fn platform_reset(&mut self) -> St<()> {
         self.need(&[PlatformState::Uninit])?;
+        let _no_guests = self.no_guests_anywhere()?;
         let (id, _) = self
             .store
             .update(|id| {
@@ -315,6 +337,7 @@ impl Fw {
     /// PEK_GEN (0x05): INIT only.
     pub fn pek_gen(&mut self) -> St<()> {
         self.need(&[PlatformState::Init])?;
+        let _no_guests = self.no_guests_anywhere()?;
         let (id, _) = self.store.update(|id| id.pek_gen()).map_err(fw_fail)?;
         self.id = id;
         Ok(())
@@ -337,6 +360,7 @@ impl Fw {
     /// PEK_CERT_IMPORT (0x07): INIT only.
     pub fn pek_cert_import(&mut self, pek: &[u8], oca: &[u8]) -> St<()> {
         self.need(&[PlatformState::Init])?;
+        let _no_guests = self.no_guests_anywhere()?;
         self.refresh()?;
         if self.id.owner_external {
             return Err(Status::AlreadyOwned);
@@ -445,8 +469,24 @@ impl Fw {
     // ---------------- guest commands ----------------
 
     /// LAUNCH_START (0x30). Returns the new handle. Changes nothing on failure.
+    ///
+    /// The first guest of this process takes a shared hold on the directory's guests lock
+    /// before the PDH is read, so a PLATFORM_RESET or PEK_GEN elsewhere either finished
+    /// before this launch or waits until its guests are gone: a launch sees one identity.
     pub fn launch_start(&mut self, a: &LaunchStartArgs<'_>) -> St<u32> {
         self.need(&[PlatformState::Init, PlatformState::Working])?;
+        let fresh = match self.guests_hold {
+            Some(_) => None,
+            None => Some(self.store.hold_guests().map_err(fw_fail)?),
+        };
+        let handle = self.launch_start_held(a)?;
+        if fresh.is_some() {
+            self.guests_hold = fresh;
+        }
+        Ok(handle)
+    }
+
+    fn launch_start_held(&mut self, a: &LaunchStartArgs<'_>) -> St<u32> {
         let mut keys = TransportKeys::zero();
         if let Some(godh) = a.godh {
             if godh.len() != SevCert::LEN {
@@ -780,6 +820,7 @@ impl Fw {
         if self.guest_count() == 0 {
             self.state = PlatformState::Init;
         }
+        self.release_if_idle();
         Ok(())
     }
 

@@ -6,6 +6,12 @@
 //! read-modify-write holds an exclusive `flock` on `<dir>/sev-state.lock`, so several
 //! processes sharing a directory never tear it. A corrupt or partial file is an error
 //! naming the file; it is never replaced by a new identity.
+//!
+//! Real firmware has one state machine per machine; the soft platform has one per process.
+//! What must not diverge is kept in `<dir>/sev-guests.lock`: every process that has live
+//! guests holds a shared `flock` on it, and the commands the spec allows only without guests
+//! (PLATFORM_RESET, PEK_GEN, PEK_CERT_IMPORT) need it exclusively. So no process changes the
+//! PEK, OCA or PDH ownership under another process's running guest.
 
 use crate::error::{FwError, Result};
 use openssl::ec::{EcGroup, EcKey};
@@ -18,6 +24,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Lock file held shared by every process with live guests (see the module docs).
+pub const GUESTS_LOCK_FILE: &str = "sev-guests.lock";
 
 /// State file name inside the platform directory.
 pub const STATE_FILE: &str = "sev-state.json";
@@ -384,6 +393,37 @@ impl Store {
             f.lock_shared().map_err(io(&p))?;
         }
         Ok(f)
+    }
+
+    fn open_guests_lock(&self) -> Result<File> {
+        let p = self.dir.join(GUESTS_LOCK_FILE);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(io(&p))
+    }
+
+    /// A shared hold on the guests lock: "this process has live guests". Waits while another
+    /// process holds it exclusively (a PLATFORM_RESET or PEK_GEN in progress).
+    pub(crate) fn hold_guests(&self) -> Result<File> {
+        let f = self.open_guests_lock()?;
+        f.lock_shared()
+            .map_err(io(&self.dir.join(GUESTS_LOCK_FILE)))?;
+        Ok(f)
+    }
+
+    /// An exclusive hold on the guests lock, or `None` if some process (this one included,
+    /// through another platform handle) has live guests.
+    pub(crate) fn hold_no_guests(&self) -> Result<Option<File>> {
+        let f = self.open_guests_lock()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&self.dir.join(GUESTS_LOCK_FILE))(e)),
+        }
     }
 
     fn read_unlocked(&self) -> Result<Option<Identity>> {

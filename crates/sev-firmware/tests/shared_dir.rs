@@ -1,0 +1,80 @@
+//! Several platform handles on one directory behave as one platform: while any handle (in
+//! practice, another sevm process) has live guests, the commands the spec allows only without
+//! guests are refused, so a running guest keeps the identity it was launched under.
+//! (`flock` locks belong to open file descriptions, so two handles in one process contend
+//! exactly as two processes do.)
+
+use sev_firmware::soft::SoftPlatform;
+use sev_firmware::{SevGuest, SevPlatform, Status};
+use sev_proto::attestation::AttestationReport;
+use sev_proto::cert::SevCert;
+
+fn status_of<T: std::fmt::Debug>(r: sev_firmware::Result<T>) -> Status {
+    r.expect_err("command must fail")
+        .status()
+        .expect("a firmware status")
+}
+
+#[test]
+fn no_reset_or_pek_change_under_another_handles_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SoftPlatform::open(dir.path()).unwrap();
+    let b = SoftPlatform::open(dir.path()).unwrap();
+    let pek_before = a.pdh_cert_export().unwrap();
+
+    let mut g = a.new_guest();
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    let mut page = vec![0x5au8; 4096];
+    g.launch_update_data(0x1000, &mut page).unwrap();
+    g.launch_measure().unwrap();
+
+    // B is not WORKING itself, but the platform is.
+    assert_eq!(status_of(b.factory_reset()), Status::InvalidPlatformState);
+    assert_eq!(status_of(b.pek_gen()), Status::InvalidPlatformState);
+    // PDH_GEN is allowed in WORKING (it does not touch a launched guest).
+    b.pdh_gen().unwrap();
+
+    // A's report is still signed by the PEK the owner saw before the launch.
+    let report = g.attestation_report([9u8; 16]).unwrap();
+    let pek_now = a.pdh_cert_export().unwrap();
+    let pek_cert = SevCert::parse(&pek_before.chain[..SevCert::LEN]).unwrap();
+    assert_eq!(
+        pek_before.chain[..SevCert::LEN],
+        pek_now.chain[..SevCert::LEN],
+        "PEK changed under a running guest"
+    );
+    AttestationReport::from_bytes(&report)
+        .unwrap()
+        .verify(&pek_cert)
+        .expect("the report verifies with the PEK exported before the launch");
+
+    // Once the guest is gone, B may reset; the identity (CEK) survives, the PEK does not.
+    g.decommission().unwrap();
+    drop(g);
+    b.factory_reset().unwrap();
+    let after = a.pdh_cert_export().unwrap();
+    assert_ne!(
+        after.chain[..SevCert::LEN],
+        pek_before.chain[..SevCert::LEN]
+    );
+    assert_eq!(
+        after.chain[2 * SevCert::LEN..],
+        pek_before.chain[2 * SevCert::LEN..],
+        "the CEK is the chip's identity and survives a reset"
+    );
+}
+
+#[test]
+fn a_guest_dropped_without_decommission_releases_the_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SoftPlatform::open(dir.path()).unwrap();
+    let b = SoftPlatform::open(dir.path()).unwrap();
+    {
+        let mut g = a.new_guest();
+        g.init(false).unwrap();
+        g.launch_start(0, None, None, 0).unwrap();
+        assert_eq!(status_of(b.factory_reset()), Status::InvalidPlatformState);
+    }
+    b.factory_reset().unwrap();
+}
