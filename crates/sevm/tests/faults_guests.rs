@@ -3,35 +3,19 @@
 //! exit 124, on time, in bounded memory), and a guest flooding COM1 into `--serial file:`.
 //! Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
 
+#[path = "sev_common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-const SEVM: &str = env!("CARGO_BIN_EXE_sevm");
+use common::{kvm_usable_or_skip, object, MACHINE};
 
-fn kvm_available() -> bool {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("/dev/kvm is not usable and CI is set");
-    }
-    eprintln!("SKIP: /dev/kvm is not usable");
-    false
-}
-
-fn sevm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Output, Duration) {
+/// Runs `sevm args`; returns its output and how long it took.
+fn sevm_timed<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Output, Duration) {
     let t0 = Instant::now();
-    let o = Command::new(SEVM)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {SEVM}: {e}"));
+    let o = common::sevm(args);
     (o, t0.elapsed())
 }
 
@@ -83,13 +67,13 @@ fn elf64(paddr: u64, code: &[u8]) -> Vec<u8> {
 
 #[test]
 fn triple_fault_exits_125() {
-    if !kvm_available() {
+    if !kvm_usable_or_skip("triple_fault_exits_125") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let k = tmp.path().join("vmlinux");
     std::fs::write(&k, elf64(0x20_0000, &[0x0f, 0x0b])).unwrap(); // ud2
-    let (o, took) = sevm(&[
+    let (o, took) = sevm_timed(&[
         "run",
         "--kernel",
         k.to_str().unwrap(),
@@ -111,7 +95,7 @@ const RESET_LOOP: [u8; 6] = [0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe];
 
 #[test]
 fn reset_loop_is_stopped_by_timeout_plain_and_sev() {
-    if !kvm_available() {
+    if !kvm_usable_or_skip("reset_loop_is_stopped_by_timeout_plain_and_sev") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -130,7 +114,7 @@ fn reset_loop_is_stopped_by_timeout_plain_and_sev() {
         "--timeout",
         "3",
     ];
-    let (o, took) = sevm(&base);
+    let (o, took) = sevm_timed(&base);
     assert_eq!(
         o.status.code(),
         Some(124),
@@ -146,18 +130,19 @@ fn reset_loop_is_stopped_by_timeout_plain_and_sev() {
     // SEV on the soft backend: every reset is a fresh launch (LAUNCH_START..MEASURE).
     let pd = tmp.path().join("platform");
     let pds = pd.to_str().unwrap();
-    let (o, _) = sevm(&["platform", "--platform-dir", pds, "status"]);
+    let (o, _) = sevm_timed(&["platform", "--platform-dir", pds, "status"]);
     assert!(o.status.success());
     let mut args: Vec<&str> = base.to_vec();
+    let sev0 = object(0, "");
     args.extend([
         "--object",
-        "sev-guest,id=sev0,policy=0x0,cbitpos=47,reduced-phys-bits=1",
+        &sev0,
         "--machine",
-        "confidential-guest-support=sev0",
+        MACHINE,
         "--platform-dir",
         pds,
     ]);
-    let (o, took) = sevm(&args);
+    let (o, took) = sevm_timed(&args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(124), "SEV reset loop: {err}");
     assert!(
@@ -168,13 +153,13 @@ fn reset_loop_is_stopped_by_timeout_plain_and_sev() {
     assert!(rss < 256 * 1024, "peak RSS {rss} KiB");
     eprintln!("SEV reset loop: exit 124 after {took:?}; children's peak RSS {rss} KiB");
     // The platform dir is still usable afterwards.
-    let (o, _) = sevm(&["platform", "--platform-dir", pds, "status"]);
+    let (o, _) = sevm_timed(&["platform", "--platform-dir", pds, "status"]);
     assert!(o.status.success());
 }
 
 #[test]
 fn serial_flood_into_a_file_completes() {
-    if !kvm_available() {
+    if !kvm_usable_or_skip("serial_flood_into_a_file_completes") {
         return;
     }
     // 512 KiB by default (6-15 s here: one KVM exit per byte); SEVM_FLOOD_BYTES=10485760 for
@@ -196,7 +181,7 @@ fn serial_flood_into_a_file_completes() {
     );
     let out = tmp.path().join("serial.log");
     let serial = format!("file:{}", out.display());
-    let (o, took) = sevm(&[
+    let (o, took) = sevm_timed(&[
         "run",
         "--firmware",
         fw.to_str().unwrap(),

@@ -8,8 +8,11 @@
 //! library-level SIGKILL loop and concurrent writers; these tests cover the CLI, which adds
 //! process start-up, directory creation and output-file writes.
 
+#[path = "sev_common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,27 +20,9 @@ use std::time::{Duration, Instant};
 use sev_firmware::soft::SoftPlatform;
 use sev_firmware::SevPlatform;
 
-const SEVM: &str = env!("CARGO_BIN_EXE_sevm");
+use common::{platform_args, sevm, sevm_ok, SEVM};
+
 const CERT: usize = 2084;
-
-fn sevm(args: &[&str]) -> Output {
-    Command::new(SEVM)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {SEVM}: {e}"))
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = sevm(args);
-    assert!(
-        o.status.success(),
-        "sevm {args:?} failed ({:?}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 /// A small xorshift generator: the seed is printed so a failure can be replayed.
 struct Rng(u64);
@@ -80,18 +65,14 @@ struct Identity {
 /// Reads the identity through the CLI (`platform id`, `platform export --full`).
 fn cli_identity(dir: &Path, scratch: &Path) -> Identity {
     let d = dir.to_str().unwrap();
-    let id = ok(&["platform", "--platform-dir", d, "id"]);
+    let id = sevm_ok(&platform_args(d, &["id"]));
     let chip_id = String::from_utf8(id.stdout).unwrap().trim().to_string();
     assert_eq!(chip_id.len(), 128, "GET_ID is 64 bytes of hex: {chip_id}");
     let f = scratch.join("identity-full.bin");
-    ok(&[
-        "platform",
-        "--platform-dir",
+    sevm_ok(&platform_args(
         d,
-        "export",
-        "--full",
-        f.to_str().unwrap(),
-    ]);
+        &["export", "--full", f.to_str().unwrap()],
+    ));
     let b = std::fs::read(&f).unwrap();
     assert!(b.len() > 4 * CERT, "full export too short: {}", b.len());
     Identity {
@@ -135,22 +116,35 @@ fn verify_chain(chain: &Path, ca: &Path) -> Result<(), String> {
     }
 }
 
+/// A platform directory made by its first command, and what it holds.
+struct Fresh {
+    /// `tmp/platform`.
+    dir: PathBuf,
+    /// `dir` as an argument.
+    d: String,
+    /// `tmp/ca.bin`: ASK‖ARK from `platform export --ca`.
+    ca: PathBuf,
+    /// Its identity through the CLI.
+    want: Identity,
+}
+
+/// Creates the identity in `tmp/platform` with its first command (`platform export --ca`).
+fn fresh_platform(tmp: &Path) -> Fresh {
+    let dir = tmp.join("platform");
+    let d = dir.to_str().unwrap().to_string();
+    let ca = tmp.join("ca.bin");
+    sevm_ok(&platform_args(
+        &d,
+        &["export", "--ca", ca.to_str().unwrap()],
+    ));
+    let want = cli_identity(&dir, tmp);
+    Fresh { dir, d, ca, want }
+}
+
 #[test]
 fn parallel_sevm_processes_share_one_platform_dir() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("platform");
-    let d = dir.to_str().unwrap().to_string();
-    let ca = tmp.path().join("ca.bin");
-    // The first command creates the identity.
-    ok(&[
-        "platform",
-        "--platform-dir",
-        &d,
-        "export",
-        "--ca",
-        ca.to_str().unwrap(),
-    ]);
-    let want = cli_identity(&dir, tmp.path());
+    let Fresh { dir, d, ca, want } = fresh_platform(tmp.path());
     assert_eq!(want.ca, std::fs::read(&ca).unwrap());
 
     let mut seed_rng = Rng::seeded();
@@ -261,9 +255,7 @@ fn run_phase(d: &str, out: &Path, tag: &str, with_reset: bool, seed_rng: &mut Rn
                     5 => vec!["pek-gen"],
                     _ => vec!["reset"],
                 };
-                let mut full = vec!["platform", "--platform-dir", d.as_str()];
-                full.extend(&args);
-                let o = sevm(&full);
+                let o = sevm(&platform_args(&d, &args));
                 counts[op].fetch_add(1, Ordering::Relaxed);
                 if !o.status.success() {
                     failures.lock().unwrap().push(format!(
@@ -303,25 +295,14 @@ fn run_phase(d: &str, out: &Path, tag: &str, with_reset: bool, seed_rng: &mut Rn
 #[test]
 fn sigkill_of_the_cli_at_random_points_keeps_the_identity() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("platform");
-    let d = dir.to_str().unwrap().to_string();
-    let ca = tmp.path().join("ca.bin");
-    ok(&[
-        "platform",
-        "--platform-dir",
-        &d,
-        "export",
-        "--ca",
-        ca.to_str().unwrap(),
-    ]);
-    let want = cli_identity(&dir, tmp.path());
+    let Fresh { dir, d, ca, want } = fresh_platform(tmp.path());
     let mut rng = Rng::seeded();
     // Calibrate: how long each verb takes here, so the kill delays cover its whole life
     // (start-up, lock, key generation, temp write, fsync, rename).
     let mut life = std::collections::HashMap::new();
     for verb in ["pdh-gen", "pek-gen", "reset"] {
         let t = Instant::now();
-        ok(&["platform", "--platform-dir", &d, verb]);
+        sevm_ok(&platform_args(&d, &[verb]));
         life.insert(verb, t.elapsed().as_micros() as u64 + 1);
     }
     eprintln!("command durations (µs): {life:?}");
@@ -336,7 +317,7 @@ fn sigkill_of_the_cli_at_random_points_keeps_the_identity() {
             _ => "reset",
         };
         let mut child = Command::new(SEVM)
-            .args(["platform", "--platform-dir", &d, verb])
+            .args(platform_args(&d, &[verb]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -362,13 +343,7 @@ fn sigkill_of_the_cli_at_random_points_keeps_the_identity() {
         if trials % 25 == 0 {
             assert_eq!(cli_identity(&dir, tmp.path()), want);
             let f = tmp.path().join("chain.bin");
-            ok(&[
-                "platform",
-                "--platform-dir",
-                &d,
-                "export",
-                f.to_str().unwrap(),
-            ]);
+            sevm_ok(&platform_args(&d, &["export", f.to_str().unwrap()]));
             verify_chain(&f, &ca).unwrap();
         }
     }

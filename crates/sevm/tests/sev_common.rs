@@ -20,8 +20,17 @@ pub const SEVM: &str = env!("CARGO_BIN_EXE_sevm");
 pub const MACHINE: &str = "confidential-guest-support=sev0";
 
 /// Whether CI is set (then missing prerequisites are failures, not skips).
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some()
+}
+
+/// A prerequisite of `test` is missing (`why`): panics when CI is set, else prints the
+/// reason the test is skipped.
+pub fn missing(test: &str, why: &str) {
+    if in_ci() {
+        panic!("{test}: {why}, and CI is set");
+    }
+    eprintln!("SKIP {test}: {why}");
 }
 
 /// True if /dev/kvm exists; otherwise panics under CI and prints a SKIP reason.
@@ -29,10 +38,10 @@ pub fn kvm_or_skip(test: &str) -> bool {
     if Path::new("/dev/kvm").exists() {
         return true;
     }
-    if in_ci() {
-        panic!("{test}: /dev/kvm is missing and CI is set: these SEV tests need KVM");
-    }
-    eprintln!("SKIP {test}: /dev/kvm is missing (SEV launch tests need KVM)");
+    missing(
+        test,
+        "/dev/kvm is missing (these SEV launch tests need KVM)",
+    );
     false
 }
 
@@ -46,14 +55,11 @@ pub fn kvm_usable() -> bool {
 }
 
 /// True if /dev/kvm is usable; otherwise panics under CI and prints a SKIP reason.
-pub fn kvm_usable_or_skip() -> bool {
+pub fn kvm_usable_or_skip(test: &str) -> bool {
     if kvm_usable() {
         return true;
     }
-    if in_ci() {
-        panic!("/dev/kvm is not usable and CI is set");
-    }
-    eprintln!("SKIP: /dev/kvm is not usable");
+    missing(test, "/dev/kvm is not usable");
     false
 }
 
@@ -66,10 +72,7 @@ pub fn sevctl_or_skip(test: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    if in_ci() {
-        panic!("{test}: sevctl is missing at {} and CI is set", p.display());
-    }
-    eprintln!("SKIP {test}: sevctl is not installed at {}", p.display());
+    missing(test, &format!("sevctl is not installed at {}", p.display()));
     None
 }
 
@@ -141,6 +144,11 @@ pub fn sevm_stdout<S: AsRef<OsStr>>(args: &[S]) -> String {
     String::from_utf8_lossy(&sevm_ok(args).stdout)
         .trim()
         .to_string()
+}
+
+/// `platform --platform-dir DIR rest...`: a `sevm platform` command line.
+pub fn platform_args<'a>(dir: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    [&["platform", "--platform-dir", dir][..], rest].concat()
 }
 
 /// `sevm owner measure args`, which must succeed; returns the printed digest (or blob).
