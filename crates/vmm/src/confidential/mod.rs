@@ -23,7 +23,7 @@ use std::time::Duration;
 use kvm_ioctls::VmFd;
 use serde_json::json;
 use sev_firmware::{FwError, GuestState, SevGuest, Status};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::config::SevLaunchConfig;
 use crate::cpu::{CpuidOverride, CpuidOverrides};
@@ -383,10 +383,8 @@ impl MsrHandler for SevMsrs {
     }
 }
 
-/// The host mapping of guest RAM `[gpa, gpa+len)`; must lie in one region. Guest RAM is
-/// shared, interior-mutable memory (the guest writes it through `&`), hence `&mut` from `&`.
-#[allow(clippy::mut_from_ref)]
-fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], ConfidentialError> {
+/// `[gpa, gpa+len)` lies inside one region of guest RAM.
+fn host_slice_check(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<(), ConfidentialError> {
     let bad = || ConfidentialError::BadRange {
         gpa,
         len: len as u64,
@@ -396,6 +394,18 @@ fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], 
     if off.checked_add(len as u64).is_none_or(|e| e > region.len()) {
         return Err(bad());
     }
+    Ok(())
+}
+
+/// The host mapping of guest RAM `[gpa, gpa+len)`; must lie in one region. Guest RAM is
+/// shared, interior-mutable memory (the guest writes it through `&`), hence `&mut` from `&`.
+#[allow(clippy::mut_from_ref)]
+fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], ConfidentialError> {
+    let bad = || ConfidentialError::BadRange {
+        gpa,
+        len: len as u64,
+    };
+    host_slice_check(mem, gpa, len)?;
     let host = mem.get_host_address(GuestAddress(gpa)).map_err(|_| bad())?;
     // SAFETY: `host` points into a live mmap of guest RAM owned by `mem` (a clone of the VM's
     // mapping, kept alive by the reference), and `[host, host+len)` lies inside one region
@@ -557,11 +567,11 @@ impl LaunchHandle {
         let start = gpa & !15;
         let end = gpa
             .checked_add(len as u64)
+            .and_then(|e| e.checked_next_multiple_of(16))
             .ok_or(ConfidentialError::BadRange {
                 gpa,
                 len: len as u64,
-            })?
-            .next_multiple_of(16);
+            })?;
         let wide = (end - start) as usize;
         let src = host_slice(&mem, start, wide)?;
         let policy = st.params.policy;
@@ -629,8 +639,13 @@ impl LaunchHandle {
             op: "device write",
             phase: st.phase,
         })?;
-        host_slice(&mem, gpa, data.len())?.copy_from_slice(data);
-        Ok(())
+        // A plain (volatile) copy into guest RAM, as a device's DMA would be.
+        host_slice_check(&mem, gpa, data.len())?;
+        mem.write_slice(data, GuestAddress(gpa))
+            .map_err(|_| ConfidentialError::BadRange {
+                gpa,
+                len: data.len() as u64,
+            })
     }
 }
 
@@ -967,5 +982,68 @@ mod tests {
             s.contains("BAD_MEASUREMENT") && s.contains("session"),
             "{s}"
         );
+    }
+
+    /// Ranges near the top of the address space are refused, not overflowed (a QMP
+    /// `pmemsave` with `val: -8` reaches `read` with gpa 0xffff_ffff_ffff_fff8).
+    #[test]
+    fn reads_and_writes_at_the_top_of_the_address_space_are_bad_ranges() {
+        use sev_firmware::SevPlatform;
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI: /dev/kvm is needed");
+            eprintln!("SKIP: /dev/kvm is not usable");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plat = sev_firmware::soft::SoftPlatform::open(dir.path()).unwrap();
+        let cbit = plat.cbit_pos().unwrap();
+        let params = LaunchParams {
+            policy: 0,
+            godh_cert: None,
+            session: None,
+            handle: 0,
+            cbitpos: cbit,
+            reduced_phys_bits: 1,
+            paused: false,
+            on_reset: ResetMode::Relaunch,
+            dump_dir: None,
+        };
+        let info = PlatformInfo {
+            api_major: 0,
+            api_minor: 24,
+            build: 17,
+            cbitpos: cbit,
+        };
+        let p = plat.clone();
+        let l = SevLaunch::new(
+            params,
+            info,
+            Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),
+        );
+        let mut cfg = crate::VmConfig {
+            memory: 16 << 20,
+            boot: BootSource::Bundled("hello".into()),
+            serial: crate::SerialOut::Sink,
+            ..crate::VmConfig::default()
+        };
+        l.prepare(&mut cfg);
+        let h = l.handle();
+        let _vm = crate::Vm::build_with_hooks(&cfg, Box::new(l)).expect("SEV VM builds");
+        assert!(h.measurement().is_some(), "launched");
+        for gpa in [u64::MAX - 7, u64::MAX, u64::MAX - 15] {
+            for kind in [AccessKind::Host, AccessKind::Debug] {
+                let e = h.read(gpa, 1, kind).unwrap_err();
+                assert!(matches!(e, ConfidentialError::BadRange { .. }), "{e:?}");
+            }
+            let e = h.write_shared(gpa, &[0]).unwrap_err();
+            assert!(matches!(e, ConfidentialError::BadRange { .. }), "{e:?}");
+        }
+        // In range still works.
+        assert_eq!(h.read(0x10_0000, 4, AccessKind::Debug).unwrap().len(), 4);
     }
 }
