@@ -9,6 +9,9 @@
 //!   `owner session`, `owner secret`, `platform status/pdh-gen`, `--json` variants, and
 //!   `sevm demo` when KVM is usable.
 
+#[path = "sev_common.rs"]
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,7 +23,9 @@ use sev_firmware::{SevGuest, SevPlatform};
 use sev_proto::cert::SevCert;
 use sev_proto::measure::LaunchMeasure;
 
-const SEVM: &str = env!("CARGO_BIN_EXE_sevm");
+use common::{
+    kvm_usable, kvm_usable_or_skip, owner_secret_args, session_files, unb64, Paused, Run, SEVM,
+};
 
 /// Every encoding of `secret` a careless log line could contain.
 fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
@@ -187,13 +192,31 @@ fn run_sevm<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &mut Vec<u8>) -> std::pr
     o
 }
 
-fn run_ok(args: &[String], log: &mut Vec<u8>) {
+fn run_ok<S: AsRef<std::ffi::OsStr>>(args: &[S], log: &mut Vec<u8>) {
     let o = run_sevm(args, log);
     assert!(
         o.status.success(),
-        "sevm {args:?}: {}",
+        "sevm {}: {}",
+        common::shown(args),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// In `tmp`: `platform export` of the chain (`chain.bin`) and the CA (`ca.bin`) of the
+/// platform in `dir`, then `owner session --name vm` for policy 1 with them (`vm_*`), each
+/// command line starting with `pre` (global options).
+fn export_and_owner_session(tmp: &Path, dir: &str, pre: &[&str], log: &mut Vec<u8>) {
+    let t = |n: &str| tmp.join(n).to_str().unwrap().to_string();
+    let (chain, ca, out) = (t("chain.bin"), t("ca.bin"), t(""));
+    for cmd in [
+        &["platform", "--platform-dir", dir, "export", &chain][..],
+        &["platform", "--platform-dir", dir, "export", "--ca", &ca],
+        &[
+            "owner", "session", "--name", "vm", "--out", &out, "--ca", &ca, &chain, "0x1",
+        ],
+    ] {
+        run_ok(&[pre, cmd].concat(), log);
+    }
 }
 
 #[test]
@@ -204,53 +227,19 @@ fn cli_flows_with_rust_log_trace_print_no_secret() {
     let mut log = Vec::new();
     for json in [false, true] {
         let j: &[&str] = if json { &["--json"] } else { &[] };
-        let a = |rest: &[&str]| -> Vec<String> {
-            j.iter().chain(rest).map(|s| s.to_string()).collect()
+        let with_j = |rest: &[String]| -> Vec<String> {
+            j.iter()
+                .map(|s| s.to_string())
+                .chain(rest.iter().cloned())
+                .collect()
         };
-        run_ok(
-            &a(&["platform", "--platform-dir", &dir, "status"]),
-            &mut log,
-        );
-        run_ok(
-            &a(&["platform", "--platform-dir", &dir, "pdh-gen"]),
-            &mut log,
-        );
-        run_ok(
-            &a(&[
-                "platform",
-                "--platform-dir",
-                &dir,
-                "export",
-                &t("chain.bin"),
-            ]),
-            &mut log,
-        );
-        run_ok(
-            &a(&[
-                "platform",
-                "--platform-dir",
-                &dir,
-                "export",
-                "--ca",
-                &t("ca.bin"),
-            ]),
-            &mut log,
-        );
-        run_ok(
-            &a(&[
-                "owner",
-                "session",
-                "--name",
-                "vm",
-                "--out",
-                &t(""),
-                "--ca",
-                &t("ca.bin"),
-                &t("chain.bin"),
-                "0x1",
-            ]),
-            &mut log,
-        );
+        for verb in ["status", "pdh-gen"] {
+            run_ok(
+                &[j, &["platform", "--platform-dir", &dir, verb]].concat(),
+                &mut log,
+            );
+        }
+        export_and_owner_session(tmp.path(), &dir, j, &mut log);
         let secret = tmp.path().join("secret.bin");
         std::fs::write(
             &secret,
@@ -260,42 +249,15 @@ fn cli_flows_with_rust_log_trace_print_no_secret() {
         // A made-up LAUNCH_MEASURE blob: `owner secret` only needs its MEASURE field.
         std::fs::write(tmp.path().join("lm.bin"), [0x3cu8; 48]).unwrap();
         let spec = format!("736869e5-84f0-4973-92ec-06879ce3da0b:{}", secret.display());
-        run_ok(
-            &a(&[
-                "owner",
-                "secret",
-                "--tik",
-                &t("vm_tik.bin"),
-                "--tek",
-                &t("vm_tek.bin"),
-                "--launch-measure-blob",
-                &t("lm.bin"),
-                "--secret",
-                &spec,
-                &t("hdr.bin"),
-                &t("payload.bin"),
-            ]),
-            &mut log,
-        );
+        let (hdr, payload) = (tmp.path().join("hdr.bin"), tmp.path().join("payload.bin"));
+        let good = owner_secret_args(tmp.path(), "vm", &t("lm.bin"), &spec, &hdr, &payload);
+        run_ok(&with_j(&good), &mut log);
         // Error paths: a wrong-length TEK, a missing file.
         std::fs::write(tmp.path().join("short.bin"), [1u8; 15]).unwrap();
-        let bad = run_sevm(
-            &a(&[
-                "owner",
-                "secret",
-                "--tik",
-                &t("vm_tik.bin"),
-                "--tek",
-                &t("short.bin"),
-                "--launch-measure-blob",
-                &t("lm.bin"),
-                "--secret",
-                &spec,
-                &t("hdr.bin"),
-                &t("payload.bin"),
-            ]),
-            &mut log,
-        );
+        let mut bad = good.clone();
+        let tek = bad.iter().position(|x| x == "--tek").unwrap() + 1;
+        bad[tek] = t("short.bin");
+        let bad = run_sevm(&with_j(&bad), &mut log);
         assert!(!bad.status.success());
     }
     let mut secrets = vec![
@@ -311,12 +273,7 @@ fn cli_flows_with_rust_log_trace_print_no_secret() {
     // The demo generates its own keys internally; its output must still carry no private
     // key of its platform directory.
     let demo_dir = t("demo-platform");
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-    {
+    if kvm_usable() {
         let mut demo_log = Vec::new();
         let o = run_sevm(&["demo", "--platform-dir", &demo_dir], &mut demo_log);
         assert!(
@@ -360,144 +317,40 @@ fn the_checker_finds_each_encoding() {
 /// secret by printing its SHA-256. Nothing of TEK, TIK or the secret appears in any output.
 #[test]
 fn sevm_run_with_an_injected_secret_prints_no_secret() {
-    use std::io::{BufRead, BufReader};
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        if std::env::var_os("CI").is_some() {
-            panic!("/dev/kvm is not usable and CI is set");
-        }
-        eprintln!("SKIP: /dev/kvm is not usable");
+    if !kvm_usable_or_skip("sevm_run_with_an_injected_secret_prints_no_secret") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let t = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
     let dir = t("platform");
     let mut log = Vec::new();
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    run_ok(
-        &s(&[
-            "platform",
-            "--platform-dir",
-            &dir,
-            "export",
-            &t("chain.bin"),
-        ]),
-        &mut log,
-    );
-    run_ok(
-        &s(&[
-            "platform",
-            "--platform-dir",
-            &dir,
-            "export",
-            "--ca",
-            &t("ca.bin"),
-        ]),
-        &mut log,
-    );
-    run_ok(
-        &s(&[
-            "owner",
-            "session",
-            "--name",
-            "vm",
-            "--out",
-            &t(""),
-            "--ca",
-            &t("ca.bin"),
-            &t("chain.bin"),
-            "0x1",
-        ]),
-        &mut log,
-    );
+    export_and_owner_session(tmp.path(), &dir, &[], &mut log);
     let secret: Vec<u8> = b"disk passphrase: tr0ub4dor&3 / 9f8e7d6c5b4a".to_vec();
     std::fs::write(t("secret.bin"), &secret).unwrap();
-    let object = format!(
-        "sev-guest,id=sev0,policy=0x1,cbitpos=47,reduced-phys-bits=1,dh-cert-file={},session-file={}",
-        t("vm_godh.b64"),
-        t("vm_session.b64")
-    );
-    let mut child = Command::new(SEVM)
-        .args([
-            "run",
-            "--guest",
-            "secret-reader",
-            "--memory",
-            "64M",
-            "--object",
-            &object,
-            "--machine",
-            "confidential-guest-support=sev0",
-            "--platform-dir",
-            &dir,
-            "--paused",
-            "--on-reset",
-            "shutdown",
-            "--timeout",
-            "120",
-            "--serial",
-            "stdout",
-        ])
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
-        v
-    });
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut err_log = Vec::new();
-    let measure = loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "sevm run ended before measuring: {}",
-            String::from_utf8_lossy(&err_log)
-        );
-        err_log.extend_from_slice(line.as_bytes());
-        if let Some(rest) = line.split("measured: ").nth(1) {
-            let b64 = rest.split_whitespace().next().unwrap().to_string();
-            break base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap();
-        }
-    };
+    let mut cmd = Run::guest("secret-reader")
+        .opt("--memory", "64M")
+        .sev(1, &session_files(tmp.path(), "vm"))
+        .platform(Path::new(&dir))
+        .flag("--paused")
+        .opt("--on-reset", "shutdown")
+        .opt("--timeout", "120")
+        .opt("--serial", "stdout")
+        .command();
+    cmd.env("RUST_LOG", "trace");
+    let mut child = Paused::spawn(cmd);
+    let measure = unb64(&child.measurement()).unwrap();
     assert_eq!(measure.len(), 48);
     std::fs::write(t("lm.bin"), &measure).unwrap();
     let spec = format!("736869e5-84f0-4973-92ec-06879ce3da0b:{}", t("secret.bin"));
+    let (hdr, payload) = (tmp.path().join("hdr.bin"), tmp.path().join("payload.bin"));
     run_ok(
-        &s(&[
-            "owner",
-            "secret",
-            "--tik",
-            &t("vm_tik.bin"),
-            "--tek",
-            &t("vm_tek.bin"),
-            "--launch-measure-blob",
-            &t("lm.bin"),
-            "--secret",
-            &spec,
-            &t("hdr.bin"),
-            &t("payload.bin"),
-        ]),
+        &owner_secret_args(tmp.path(), "vm", &t("lm.bin"), &spec, &hdr, &payload),
         &mut log,
     );
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{} {}", t("hdr.bin"), t("payload.bin")).unwrap();
-    }
-    std::io::Read::read_to_end(&mut err, &mut err_log).unwrap();
-    let st = child.wait().unwrap();
-    let out = out_thread.join().unwrap();
+    let mut err_log = child.before.clone();
+    let end = child.inject(&hdr, &payload);
+    err_log.extend_from_slice(&end.stderr);
+    let (st, out) = (end.status, end.stdout);
     let text = String::from_utf8_lossy(&out).into_owned();
     assert!(
         st.success(),
