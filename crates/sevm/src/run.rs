@@ -367,7 +367,9 @@ fn paused_owner(handle: LaunchHandle) {
                     .and_then(|(h, c)| Ok(handle.inject_secret(&h, &c, None)?));
                 match r {
                     Ok(()) => eprintln!("sevm: secret injected"),
-                    Err(e) => eprintln!("sevm: secret refused: {e:#}"),
+                    Err(e) => {
+                        eprintln!("sevm: secret refused: {}", crate::output::error_message(&e))
+                    }
                 }
             } else if !parts.is_empty() {
                 eprintln!("sevm: expected `HEADER SECRET`; continuing without a secret");
