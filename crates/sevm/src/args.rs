@@ -41,6 +41,16 @@ pub enum ArgError {
         /// The decoder's complaint.
         source: base64::DecodeError,
     },
+    /// A "path or base64" value was neither an existing file nor valid base64.
+    #[error("{arg}: no such file '{value}', and it is not valid base64 either ({source})")]
+    NotFileNorBase64 {
+        /// The argument name, e.g. `--tik`.
+        arg: String,
+        /// The value given.
+        value: String,
+        /// The base64 decoder's complaint.
+        source: base64::DecodeError,
+    },
     /// A file could not be read.
     #[error("{arg}: cannot read {path}: {source}")]
     Read {
@@ -173,9 +183,11 @@ pub fn read_file(arg: &str, path: &Path) -> Result<Vec<u8>, ArgError> {
     })
 }
 
-/// Reads a "path or base64" value as sevctl does: an existing file is read, anything else is
-/// decoded as base64. If the file holds base64 text of the right length it is decoded too
-/// (QEMU and libvirt hand out base64).
+/// Reads a "path or base64" value as sevctl does: an existing file is read as raw bytes (its
+/// contents are not base64-decoded), anything else is decoded as base64.
+///
+/// A value that is neither an existing file nor valid base64 is refused with an error saying
+/// both, since a mistyped or missing file name is the likelier mistake.
 ///
 /// The bytes may be key material (TEK, TIK), so they come back in a buffer that is wiped on
 /// drop.
@@ -184,7 +196,15 @@ pub fn path_or_b64(arg: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ArgErro
     if p.is_file() {
         return read_file(arg, p).map(Zeroizing::new);
     }
-    decode_b64(arg, value).map(Zeroizing::new)
+    match decode_b64(arg, value) {
+        Ok(bytes) => Ok(Zeroizing::new(bytes)),
+        Err(ArgError::Base64 { source, .. }) => Err(ArgError::NotFileNorBase64 {
+            arg: arg.to_string(),
+            value: value.to_string(),
+            source,
+        }),
+        Err(other) => Err(other),
+    }
 }
 
 /// Reads a 16-byte key (TEK or TIK) from a path or base64 value; wiped on drop.
@@ -327,6 +347,33 @@ mod tests {
             "{e}"
         );
         assert!(measure_blob("--launch-measure-blob", "AAAA").is_err());
+    }
+
+    #[test]
+    fn path_or_b64_names_missing_file_and_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("vm_tik.bin");
+        let missing = missing.to_str().unwrap();
+        let e = path_or_b64("--tik", missing).unwrap_err();
+        assert!(matches!(e, ArgError::NotFileNorBase64 { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--tik")
+                && msg.contains(&format!("no such file '{missing}'"))
+                && msg.contains("base64"),
+            "{msg}"
+        );
+        // Successes are unchanged: an existing file is read raw (even if it holds base64
+        // text), anything else is decoded as base64.
+        let file = dir.path().join("key.b64");
+        std::fs::write(&file, "AAEC").unwrap();
+        assert_eq!(
+            path_or_b64("--tik", file.to_str().unwrap())
+                .unwrap()
+                .as_slice(),
+            b"AAEC"
+        );
+        assert_eq!(path_or_b64("--tik", "AAEC").unwrap().as_slice(), &[0, 1, 2]);
     }
 
     #[test]
