@@ -106,13 +106,25 @@ impl SessionBlob {
 }
 
 /// The transport keys of a launch channel: TEK (encryption) and TIK (integrity).
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// Equality compares in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct TransportKeys {
     /// Transport encryption key (AES-128).
     pub tek: [u8; 16],
     /// Transport integrity key (HMAC-SHA256 key).
     pub tik: [u8; 16],
 }
+
+impl PartialEq for TransportKeys {
+    fn eq(&self, other: &Self) -> bool {
+        // Both halves are always compared (no early exit on the TEK).
+        let tek = openssl::memcmp::eq(&self.tek, &other.tek);
+        let tik = openssl::memcmp::eq(&self.tik, &other.tik);
+        tek & tik
+    }
+}
+
+impl Eq for TransportKeys {}
 
 impl fmt::Debug for TransportKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
