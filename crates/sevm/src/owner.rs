@@ -176,7 +176,9 @@ impl ImageArgs {
 }
 
 /// The platform and guest parameters that enter the measurement HMAC.
-#[derive(Debug, Args)]
+///
+/// `Debug` is written by hand so that the TIK (which may be a base64 key) is never printed.
+#[derive(Args)]
 struct PlatformParams {
     /// TIK (16 bytes; path or base64).
     #[arg(long)]
@@ -194,6 +196,21 @@ struct PlatformParams {
     #[arg(long, value_parser = args::policy)]
     policy: Option<u32>,
 }
+
+impl std::fmt::Debug for PlatformParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformParams")
+            .field("tik", &self.tik.as_ref().map(|_| REDACTED))
+            .field("api_major", &self.api_major)
+            .field("api_minor", &self.api_minor)
+            .field("build_id", &self.build_id)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// What `Debug` prints in place of key material.
+const REDACTED: &str = "<redacted>";
 
 struct Params {
     tik: zeroize::Zeroizing<[u8; 16]>,
@@ -258,7 +275,9 @@ struct VerifyArgs {
     launch_measure_blob: String,
 }
 
-#[derive(Debug, Args)]
+/// `Debug` is written by hand so that the TIK and TEK (which may be base64 keys) are never
+/// printed.
+#[derive(Args)]
 struct SecretArgs {
     /// TIK (16 bytes; path or base64).
     #[arg(long)]
@@ -279,6 +298,20 @@ struct SecretArgs {
     header_out: PathBuf,
     /// Where to write the encrypted payload (raw bytes, as sevctl).
     payload_out: PathBuf,
+}
+
+impl std::fmt::Debug for SecretArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretArgs")
+            .field("tik", &REDACTED)
+            .field("tek", &REDACTED)
+            .field("launch_measure_blob", &self.launch_measure_blob)
+            .field("secret", &self.secret)
+            .field("iv", &self.iv)
+            .field("header_out", &self.header_out)
+            .field("payload_out", &self.payload_out)
+            .finish()
+    }
 }
 
 /// Runs `sevm owner ...`.
@@ -638,18 +671,28 @@ fn write_out(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<Path
 }
 
 /// Writes `bytes` to `path`, naming the file on failure; `private` files get mode 0600.
+///
+/// A private file is 0600 whether it is new or overwritten: the mode of an existing file is
+/// tightened before any byte is written, so a key never sits in a world-readable file.
 pub(crate) fn write_path(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf> {
     use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let path = path.to_path_buf();
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create(true);
     if private {
-        use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
     let mut f = opts
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    if private {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+    }
+    // Truncate only now, so an old key is not left behind in a still-readable file either.
+    f.set_len(0)
+        .with_context(|| format!("cannot truncate {}", path.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -916,4 +959,66 @@ fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_outputs_are_0600_even_when_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let tek = dir.path().join("vm_tek.bin");
+        std::fs::write(&tek, b"an older, longer public file").unwrap();
+        std::fs::set_permissions(&tek, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_path(&tek, &[7u8; 16], true).unwrap();
+        assert_eq!(mode(&tek), 0o600);
+        assert_eq!(std::fs::read(&tek).unwrap(), vec![7u8; 16]);
+        // A new private file is 0600 too.
+        let tik = dir.path().join("vm_tik.bin");
+        write_path(&tik, &[9u8; 16], true).unwrap();
+        assert_eq!(mode(&tik), 0o600);
+        // Public outputs keep an existing file's mode and are truncated.
+        let hdr = dir.path().join("header.bin");
+        std::fs::write(&hdr, b"0123456789").unwrap();
+        std::fs::set_permissions(&hdr, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_path(&hdr, b"ab", false).unwrap();
+        assert_eq!(mode(&hdr), 0o644);
+        assert_eq!(std::fs::read(&hdr).unwrap(), b"ab");
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let tik = "S0VZS0VZS0VZS0VZS0VZSw==";
+        let tek = "VEVLVEVLVEVLVEVLVEVLVA==";
+        let s = SecretArgs {
+            tik: tik.into(),
+            tek: tek.into(),
+            launch_measure_blob: "blob".into(),
+            secret: vec![],
+            iv: None,
+            header_out: "h".into(),
+            payload_out: "p".into(),
+        };
+        let d = format!("{s:?}");
+        assert!(!d.contains(tik) && !d.contains(tek), "{d}");
+        assert!(d.contains(REDACTED) && d.contains("blob"), "{d}");
+        let p = PlatformParams {
+            tik: Some(tik.into()),
+            api_major: Some(0),
+            api_minor: Some(24),
+            build_id: Some(1),
+            policy: Some(3),
+        };
+        let d = format!("{p:?}");
+        assert!(
+            !d.contains(tik) && d.contains(REDACTED) && d.contains("24"),
+            "{d}"
+        );
+    }
 }
