@@ -3,12 +3,15 @@
 mod common;
 use common::*;
 
+use std::path::Path;
+use std::process::Command;
+
 fn measure_args(tik: &str, policy: &str, nonce: &str) -> Vec<String> {
     [
         "owner",
         "measure",
         "--launch-digest",
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        SHA256_EMPTY,
         "--api-major",
         "0",
         "--api-minor",
@@ -29,6 +32,43 @@ fn measure_args(tik: &str, policy: &str, nonce: &str) -> Vec<String> {
 
 const TIK: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const NONCE: &str = "ICEiIyQlJicoKSorLC0uLw==";
+
+/// A LAUNCH_MEASURE blob (48 bytes, base64).
+const BLOB: &str = "TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS";
+const GUID: &str = "736869e5-84f0-4973-92ec-06879ce3da0b";
+
+/// `sevm owner secret [--json]` with TIK as both keys, `blob`, one `--secret` and the
+/// outputs `dir/h` and `dir/p`.
+fn secret_cmd(json: bool, blob: &str, secret: &str, dir: &Path) -> Command {
+    let mut c = sevm();
+    c.args(["owner", "secret"]);
+    if json {
+        c.arg("--json");
+    }
+    c.args(["--tik", TIK, "--tek", TIK])
+        .args(["--launch-measure-blob", blob, "--secret", secret])
+        .arg(dir.join("h"))
+        .arg(dir.join("p"));
+    c
+}
+
+/// `sevm owner verify [--json]` of `blob` (API 0.24, build 17, digest of nothing) for `policy`.
+fn verify_cmd(json: bool, policy: &str, blob: &str) -> Command {
+    let mut c = sevm();
+    c.args(["owner", "verify"]);
+    if json {
+        c.arg("--json");
+    }
+    c.args(["--tik", TIK, "--api-major", "0", "--api-minor", "24"])
+        .args(["--build-id", "17", "--policy", policy])
+        .args([
+            "--launch-measure-blob",
+            blob,
+            "--launch-digest",
+            SHA256_EMPTY,
+        ]);
+    c
+}
 
 #[test]
 fn numbers_and_policy() {
@@ -110,38 +150,23 @@ fn missing_files_are_named() {
 #[test]
 fn secret_specs() {
     let dir = tempfile::tempdir().unwrap();
-    let blob = "TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS";
-    let base = |secret: &str| {
-        let mut c = sevm();
-        c.args(["owner", "secret", "--tik", TIK, "--tek", TIK])
-            .args(["--launch-measure-blob", blob, "--secret", secret])
-            .arg(dir.path().join("h"))
-            .arg(dir.path().join("p"));
-        c
-    };
+    let base = |secret: &str| secret_cmd(false, BLOB, secret, dir.path());
     let e = fails(&mut base("not-a-uuid:/etc/hostname"));
     assert!(e.contains("--secret") && e.contains("UUID"), "{e}");
     let e = fails(&mut base("no-colon"));
     assert!(e.contains("--secret"), "{e}");
-    let e = fails(&mut base(
-        "736869e5-84f0-4973-92ec-06879ce3da0b:/no/such/secret.txt",
-    ));
+    let e = fails(&mut base(&format!("{GUID}:/no/such/secret.txt")));
     assert!(
         e.contains("--secret") && e.contains("/no/such/secret.txt"),
         "{e}"
     );
     // A launch-measure blob of the wrong length.
-    let e = fails(
-        sevm()
-            .args(["owner", "secret", "--tik", TIK, "--tek", TIK])
-            .args(["--launch-measure-blob", TIK])
-            .args([
-                "--secret",
-                "736869e5-84f0-4973-92ec-06879ce3da0b:/etc/hostname",
-            ])
-            .arg(dir.path().join("h"))
-            .arg(dir.path().join("p")),
-    );
+    let e = fails(&mut secret_cmd(
+        false,
+        TIK,
+        &format!("{GUID}:/etc/hostname"),
+        dir.path(),
+    ));
     assert!(
         e.contains("--launch-measure-blob") && e.contains("48"),
         "{e}"
@@ -151,54 +176,11 @@ fn secret_specs() {
 #[test]
 fn verify_explains_a_mismatch() {
     let blob = ok(sevm().args(measure_args(TIK, "1", NONCE)));
-    let verify = |policy: &str, blob: &str| {
-        let mut c = sevm();
-        c.args([
-            "owner",
-            "verify",
-            "--tik",
-            TIK,
-            "--api-major",
-            "0",
-            "--api-minor",
-            "24",
-        ])
-        .args([
-            "--build-id",
-            "17",
-            "--policy",
-            policy,
-            "--launch-measure-blob",
-            blob,
-        ])
-        .args([
-            "--launch-digest",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ]);
-        c
-    };
-    let out = ok(&mut verify("1", &blob));
+    let out = ok(&mut verify_cmd(false, "1", &blob));
     assert!(out.contains("OK"), "{out}");
-    let e = fails(&mut verify("3", &blob));
+    let e = fails(&mut verify_cmd(false, "3", &blob));
     assert!(e.contains("MISMATCH") && e.contains("policy"), "{e}");
-    let j = sevm()
-        .args([
-            "owner",
-            "verify",
-            "--json",
-            "--tik",
-            TIK,
-            "--api-major",
-            "0",
-        ])
-        .args(["--api-minor", "24", "--build-id", "17", "--policy", "3"])
-        .args(["--launch-measure-blob", &blob])
-        .args([
-            "--launch-digest",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ])
-        .output()
-        .unwrap();
+    let j = verify_cmd(true, "3", &blob).output().unwrap();
     assert_eq!(j.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
     assert_eq!(v["ok"], false);
@@ -208,44 +190,20 @@ fn verify_explains_a_mismatch() {
 fn json_on_every_owner_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let fw = samples().join("sample-ovmf.fd");
-    let j = |c: &mut std::process::Command| -> serde_json::Value {
-        let out = ok(c);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    };
-    let v = j(sevm()
-        .args(["owner", "measure", "--json", "--firmware"])
-        .arg(&fw));
+    let v = ok_json(
+        sevm()
+            .args(["owner", "measure", "--json", "--firmware"])
+            .arg(&fw),
+    );
     assert_eq!(v["launch_digest"].as_str().unwrap().len(), 64);
     let digest = v["launch_digest"].as_str().unwrap().to_string();
-    let v = j(sevm().args(measure_args(TIK, "1", NONCE)).arg("--json"));
+    let v = ok_json(sevm().args(measure_args(TIK, "1", NONCE)).arg("--json"));
     let blob = v["launch_measure_blob"].as_str().unwrap().to_string();
-    let v = j(sevm()
-        .args([
-            "owner",
-            "verify",
-            "--json",
-            "--tik",
-            TIK,
-            "--api-major",
-            "0",
-        ])
-        .args(["--api-minor", "24", "--build-id", "17", "--policy", "1"])
-        .args(["--launch-measure-blob", &blob])
-        .args([
-            "--launch-digest",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ]));
+    let v = ok_json(&mut verify_cmd(true, "1", &blob));
     assert_eq!(v["ok"], true);
     std::fs::write(dir.path().join("s.txt"), b"x").unwrap();
-    let v = j(sevm()
-        .args(["owner", "secret", "--json", "--tik", TIK, "--tek", TIK])
-        .args(["--launch-measure-blob", &blob, "--secret"])
-        .arg(format!(
-            "736869e5-84f0-4973-92ec-06879ce3da0b:{}",
-            dir.path().join("s.txt").display()
-        ))
-        .arg(dir.path().join("h"))
-        .arg(dir.path().join("p")));
+    let secret = format!("{GUID}:{}", dir.path().join("s.txt").display());
+    let v = ok_json(&mut secret_cmd(true, &blob, &secret, dir.path()));
     assert_eq!(v["ok"], true);
     assert_eq!(v["payload_len"], 48);
     assert_ne!(digest, "");

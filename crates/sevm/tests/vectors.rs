@@ -96,37 +96,56 @@ fn b3_kernel_initrd_cmdline() {
 fn b4_sev_es() {
     let Some(td) = testdata() else { return };
     let expected = "/o0nzDKE5XgtVnUZWPhUea/WZYrTKLExR7KCwuMdbActvpWfXTFk21KMZIAAhQny";
-    let out = ok(sevm()
-        .args(["owner", "measure", "--api-major", "1", "--api-minor", "49"])
-        .args([
-            "--build-id",
-            "6",
-            "--policy",
-            "0x05",
-            "--firmware",
-            &ovmf(&td),
-        ])
-        .arg("--tik")
-        .arg(td.join("sevctl/measurement/tik1.bin"))
-        .args(["--num-cpus", "4"])
-        .arg("--vmsa-cpu0")
-        .arg(td.join("sevctl/vmsa0.bin"))
-        .arg("--vmsa-cpu1")
-        .arg(td.join("sevctl/vmsa1.bin"))
-        .args(["--launch-measure-blob", expected]));
-    assert_eq!(out, expected);
+    // The firmware, TIK and the four vCPUs' VMSAs (two distinct: the BSP's and the APs').
+    let es = |cmd: &mut std::process::Command| {
+        cmd.args(["--firmware", &ovmf(&td)])
+            .arg("--tik")
+            .arg(td.join("sevctl/measurement/tik1.bin"))
+            .args(["--num-cpus", "4"])
+            .arg("--vmsa-cpu0")
+            .arg(td.join("sevctl/vmsa0.bin"))
+            .arg("--vmsa-cpu1")
+            .arg(td.join("sevctl/vmsa1.bin"))
+            .args(["--launch-measure-blob", expected]);
+    };
+    let mut c = sevm();
+    c.args(["owner", "measure", "--api-major", "1", "--api-minor", "49"])
+        .args(["--build-id", "6", "--policy", "0x05"]);
+    es(&mut c);
+    assert_eq!(ok(&mut c), expected);
     // And `verify` accepts it, with the same images.
-    ok(sevm()
-        .args(["owner", "verify", "--api-major", "1", "--api-minor", "0x31"])
-        .args(["--build-id", "6", "--policy", "5", "--firmware", &ovmf(&td)])
-        .arg("--tik")
-        .arg(td.join("sevctl/measurement/tik1.bin"))
-        .args(["--num-cpus", "4"])
-        .arg("--vmsa-cpu0")
-        .arg(td.join("sevctl/vmsa0.bin"))
-        .arg("--vmsa-cpu1")
-        .arg(td.join("sevctl/vmsa1.bin"))
-        .args(["--launch-measure-blob", expected]));
+    let mut c = sevm();
+    c.args(["owner", "verify", "--api-major", "1", "--api-minor", "0x31"])
+        .args(["--build-id", "6", "--policy", "5"]);
+    es(&mut c);
+    ok(&mut c);
+}
+
+/// `sevm owner measure --json` of `digest` (hex) for API 0.`api_minor`, `build`, `policy`,
+/// the base64 `nonce` and `tik` (base64 or a file); returns the JSON `measurement`.
+fn measurement(
+    api_minor: &str,
+    build: &str,
+    policy: &str,
+    nonce: &str,
+    tik: &str,
+    digest: &str,
+) -> serde_json::Value {
+    let v = ok_json(
+        sevm()
+            .args([
+                "owner",
+                "measure",
+                "--json",
+                "--api-major",
+                "0",
+                "--api-minor",
+                api_minor,
+            ])
+            .args(["--build-id", build, "--policy", policy, "--nonce", nonce])
+            .args(["--tik", tik, "--launch-digest", digest]),
+    );
+    v["measurement"].clone()
 }
 
 #[test]
@@ -140,66 +159,32 @@ fn a_sev_crate_measurement() {
     )
     .unwrap();
     let nonce = b64(&hex::decode("4fbe0bedbad6c86ae8f68971d103e554").unwrap());
-    let out = ok(sevm()
-        .args([
-            "owner",
-            "measure",
-            "--json",
-            "--api-major",
-            "0",
-            "--api-minor",
-            "0x12",
-        ])
-        .args(["--build-id", "0x0f", "--policy", "0", "--nonce", &nonce])
-        .args([
-            "--launch-digest",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ])
-        .arg("--tik")
-        .arg(&tik));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        v["measurement"],
+        measurement(
+            "0x12",
+            "0x0f",
+            "0",
+            &nonce,
+            tik.to_str().unwrap(),
+            SHA256_EMPTY
+        ),
         "6faab2daae389bcd3405a05d6cafe33c0414f7bedd0bae19ba5f38b7fd1664ea"
     );
-}
-
-fn b64(b: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[test]
 fn spec_notes_section11_measurement() {
     let tik = b64(&(0xb0u8..=0xbf).collect::<Vec<_>>());
     let nonce = b64(&(0x20u8..=0x2f).collect::<Vec<_>>());
-    let out = ok(sevm()
-        .args([
-            "owner",
-            "measure",
-            "--json",
-            "--api-major",
-            "0",
-            "--api-minor",
-            "24",
-        ])
-        .args([
-            "--build-id",
-            "17",
-            "--policy",
-            "0x1",
-            "--nonce",
-            &nonce,
-            "--tik",
-            &tik,
-        ])
-        .args([
-            "--launch-digest",
-            "715c8d7364830bcc6760f917d5ebfed68f658da32c7c2a6a45d88680d22c28d6",
-        ]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        v["measurement"],
+        measurement(
+            "24",
+            "17",
+            "0x1",
+            &nonce,
+            &tik,
+            "715c8d7364830bcc6760f917d5ebfed68f658da32c7c2a6a45d88680d22c28d6"
+        ),
         "abe2f57694c28fac12bdd984b41631ea88b07c3167744ebf84236d0db307cf38"
     );
 }
@@ -283,13 +268,13 @@ fn c_secret_build() {
         &h,
         &p,
     ));
-    assert_eq!(
-        b64(&std::fs::read(&h).unwrap()),
-        "AAAAAKxUdO1N0yx9mJ7FI9klWey8FSzeYQ4X8K71VzNKLU/KQsIsQxLjtbhaPUewqshX5Q=="
+    assert_file_b64(
+        &h,
+        "AAAAAKxUdO1N0yx9mJ7FI9klWey8FSzeYQ4X8K71VzNKLU/KQsIsQxLjtbhaPUewqshX5Q==",
     );
-    assert_eq!(
-        b64(&std::fs::read(&p).unwrap()),
-        "0U3e5PcXv0UW+H4tSBFKOdCYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCCwD/2w5cPA=="
+    assert_file_b64(
+        &p,
+        "0U3e5PcXv0UW+H4tSBFKOdCYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCCwD/2w5cPA==",
     );
     ok(&mut secret_cmd(
         &td,
@@ -300,12 +285,12 @@ fn c_secret_build() {
         &h,
         &p,
     ));
-    assert_eq!(
-        b64(&std::fs::read(&h).unwrap()),
-        "AAAAAKxUdO1N0yx9mJ7FI9klWeyZ3r0dOEKHUOhIRqzGYYvTJgdMtBPL1nK6GD9aGET7Ng=="
+    assert_file_b64(
+        &h,
+        "AAAAAKxUdO1N0yx9mJ7FI9klWeyZ3r0dOEKHUOhIRqzGYYvTJgdMtBPL1nK6GD9aGET7Ng==",
     );
-    assert_eq!(
-        b64(&std::fs::read(&p).unwrap()),
+    assert_file_b64(
+        &p,
         "0U3e5PcXv0UW+H4tSBFKObWYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCC+WWs332lpLNUX1ZI3YK7vYgtys4X+uGxEIlkIQ90v8/w8ZFmQMe"
     );
     for f in ["secret3.txt", "secret4.txt"] {

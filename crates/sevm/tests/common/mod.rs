@@ -122,3 +122,24 @@ pub fn fails(cmd: &mut Command) -> String {
     );
     format!("{so}\n{se}")
 }
+
+/// SHA-256 of nothing, as hex: a launch digest any measurement command accepts.
+pub const SHA256_EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Runs a command that must succeed and print one JSON document; returns it.
+pub fn ok_json(cmd: &mut Command) -> serde_json::Value {
+    let out = ok(cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}) from {cmd:?}: {out}"))
+}
+
+/// Standard base64.
+pub fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Asserts that the file at `p` holds the bytes whose standard base64 is `want`.
+pub fn assert_file_b64(p: &Path, want: &str) {
+    let got = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(b64(&got), want, "{}", p.display());
+}
