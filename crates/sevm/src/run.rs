@@ -202,6 +202,10 @@ fn parse_sev(
 
 /// Validates the configuration and opens the platform (no VM is built).
 pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
+    // The VM's own limits, checked here so that `config check` refuses what `run` would.
+    if let Some(c) = g.cpus {
+        config::check_cli_cpus(u32::from(c))?;
+    }
     let base_dir = s
         .sev_config
         .as_ref()
@@ -458,4 +462,47 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         eprintln!("sevm: guest stopped: {status:?}");
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(cpus: Option<u8>) -> GuestArgs {
+        GuestArgs {
+            guest: None,
+            firmware: None,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            memory: None,
+            cpus,
+        }
+    }
+
+    fn no_sev() -> SevArgs {
+        SevArgs {
+            objects: vec![],
+            machine: None,
+            sev_config: None,
+            config: None,
+            sev_backend: None,
+            platform_dir: None,
+        }
+    }
+
+    #[test]
+    fn resolve_refuses_cpu_counts_the_vm_refuses() {
+        for bad in [0u8, 9, 255] {
+            let e = resolve(&guest(Some(bad)), &no_sev()).err().unwrap();
+            let msg = crate::output::error_message(&e);
+            assert!(
+                msg.contains(&format!("`--cpus {bad}`")) && msg.contains("out of range"),
+                "{msg}"
+            );
+        }
+        let r = resolve(&guest(Some(2)), &no_sev()).unwrap();
+        assert_eq!(r.vm.cpus, 2);
+        assert!(r.sev.is_none());
+    }
 }

@@ -596,7 +596,11 @@ impl Raw {
             }
         }
 
-        // vCPUs: vcpu_count / cpus / --cpus / vcpu_mask must agree.
+        // vCPUs: --cpus must be a count a VM can have; vcpu_count / cpus / --cpus /
+        // vcpu_mask must agree.
+        if let Some(cli) = inputs.cli_cpus {
+            super::check_cli_cpus(cli)?;
+        }
         let mut vcpus: Option<(u32, Where)> = None;
         for cand in [&self.vcpu_count, &self.cpus].into_iter().flatten() {
             match &vcpus {

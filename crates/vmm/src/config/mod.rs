@@ -33,6 +33,9 @@ pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 pub const MAX_OWNER_FILE: u64 = 64 << 10;
 /// Largest vCPU count accepted anywhere in a launch configuration.
 pub const MAX_VCPUS: u32 = 1024;
+/// Largest vCPU count a sevm VM can have ([`crate::layout::MAX_CPUS`]); `Vm::build` also
+/// refuses more than KVM offers on the host, which only the run can know.
+pub const MAX_VM_CPUS: u32 = crate::layout::MAX_CPUS as u32;
 
 /// Guest policy bit 0: debugging forbidden (QEMU's default policy is this bit alone).
 pub const POLICY_NODBG: u32 = 1 << 0;
@@ -362,6 +365,31 @@ impl ConfigError {
     }
 }
 
+/// Checks a VM's vCPU count `n`, written at `at`: it must be 1..=[`MAX_VM_CPUS`], the range
+/// `Vm::build` accepts (KVM permitting), so that `sevm config check` refuses what `sevm run`
+/// would refuse.
+pub fn check_vm_cpus(n: i64, at: Where) -> Result<u8, ConfigError> {
+    match u8::try_from(n) {
+        Ok(c) if (1..=MAX_VM_CPUS).contains(&u32::from(c)) => Ok(c),
+        _ => Err(ConfigError::OutOfRange {
+            at,
+            value: n.to_string(),
+            range: format!("1..={MAX_VM_CPUS} vCPUs (sevm's limit per VM)"),
+        }),
+    }
+}
+
+/// Checks `--cpus N` from the command line (see [`check_vm_cpus`]); the error names `--cpus`.
+pub fn check_cli_cpus(n: u32) -> Result<u8, ConfigError> {
+    check_vm_cpus(
+        i64::from(n),
+        Where::Option {
+            option: format!("--cpus {n}"),
+            key: None,
+        },
+    )
+}
+
 /// Reads a config file with a size limit.
 pub(crate) fn read_config_text(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
@@ -430,6 +458,56 @@ mod tests {
         assert_eq!(line_of("a\nb\nc", 0), 1);
         assert_eq!(line_of("a\nb\nc", 2), 2);
         assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+
+    #[test]
+    fn vm_cpu_counts() {
+        assert_eq!(check_cli_cpus(1).unwrap(), 1);
+        assert_eq!(check_cli_cpus(MAX_VM_CPUS).unwrap() as u32, MAX_VM_CPUS);
+        for bad in [0, MAX_VM_CPUS + 1, 255, u32::MAX] {
+            let e = check_cli_cpus(bad).unwrap_err();
+            assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("`--cpus {bad}`")) && msg.contains("out of range"),
+                "{msg}"
+            );
+        }
+        let at = Where::File {
+            file: "vm.toml".into(),
+            key: Some("cpus".into()),
+        };
+        assert!(check_vm_cpus(-1, at.clone()).is_err());
+        assert!(check_vm_cpus(i64::MAX, at.clone()).is_err());
+        assert_eq!(check_vm_cpus(2, at).unwrap(), 2);
+    }
+
+    #[test]
+    fn config_files_refuse_vm_cpu_counts_a_vm_cannot_have() {
+        let inputs = ValidationInputs::default();
+        let e = tomlfile::from_toml_str("memory = 64\ncpus = 9\n", Path::new("vm.toml"), &inputs)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("vm.toml:2: key `cpus`") && msg.contains("out of range"),
+            "{msg}"
+        );
+        let ok = tomlfile::from_toml_str("cpus = 8\n", Path::new("vm.toml"), &inputs).unwrap();
+        assert_eq!(ok.vm.cpus, Some(8));
+        // `--cpus 0` is refused by every format, naming the option.
+        let zero = ValidationInputs {
+            cli_cpus: Some(0),
+            ..ValidationInputs::default()
+        };
+        let e = tomlfile::from_toml_str("", Path::new("vm.toml"), &zero).unwrap_err();
+        assert!(e.to_string().contains("`--cpus 0`"), "{e}");
+        let e = qemu::from_qemu_args(
+            &["sev-guest,id=s,cbitpos=47,reduced-phys-bits=1".to_string()],
+            Some("confidential-guest-support=s"),
+            &zero,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`--cpus 0`"), "{e}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use toml::Spanned;
 
 use super::fields::{parse_uint, Field, Raw, Syntax, Val};
 use super::{
-    clip, line_of, read_config_text, ConfigError, ConfigSource, SevLaunchConfig, ValidationInputs,
-    Where, MAX_VCPUS,
+    check_cli_cpus, check_vm_cpus, clip, line_of, read_config_text, ConfigError, ConfigSource,
+    SevLaunchConfig, ValidationInputs, Where,
 };
 
 /// Largest `memory` accepted, MiB (1 TiB).
@@ -201,21 +201,17 @@ pub fn from_toml_str(
             }
         }
     }
+    if let Some(cli) = inputs.cli_cpus {
+        check_cli_cpus(cli)?;
+    }
     let mut cpus_raw: Option<(u32, Where)> = None;
     if let Some(v) = &doc.cpus {
-        let range = format!("1..={MAX_VCPUS}");
         let n = match v.get_ref() {
             toml::Value::Integer(i) => *i,
             _ => return Err(invalid(v, "cpus", "an integer")),
         };
-        if !(1..=MAX_VCPUS as i64).contains(&n) {
-            return Err(ConfigError::OutOfRange {
-                at: at(v.span(), "cpus"),
-                value: n.to_string(),
-                range,
-            });
-        }
-        let n = n as u32;
+        // `cpus` is the VM's vCPU count, so the VM's limit applies (not only the SEV one).
+        let n = u32::from(check_vm_cpus(n, at(v.span(), "cpus"))?);
         if let Some(cli) = inputs.cli_cpus {
             if cli != n {
                 return Err(ConfigError::Mismatch {
