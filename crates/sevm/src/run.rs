@@ -238,6 +238,9 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
     let Some(first) = first else {
         return Ok(Resolved { vm, sev: None });
     };
+    // Valid QEMU values that sevm's launch cannot honour (legacy-vm-type=off, debug-swap=on)
+    // are refused here rather than silently ignored.
+    first.check_supported()?;
     let backend = s
         .sev_backend
         .or(match first.backend {
@@ -504,5 +507,32 @@ mod tests {
         let r = resolve(&guest(Some(2)), &no_sev()).unwrap();
         assert_eq!(r.vm.cpus, 2);
         assert!(r.sev.is_none());
+    }
+
+    #[test]
+    fn resolve_refuses_sev_options_sevm_cannot_honour() {
+        let dir = tempfile::tempdir().unwrap();
+        for (obj, key) in [
+            (
+                "sev-guest,id=s,policy=1,reduced-phys-bits=1,legacy-vm-type=off",
+                "legacy-vm-type",
+            ),
+            (
+                "sev-guest,id=s,policy=5,reduced-phys-bits=1,debug-swap=on",
+                "debug-swap",
+            ),
+        ] {
+            let sev = SevArgs {
+                objects: vec![obj.to_string()],
+                machine: Some("confidential-guest-support=s".into()),
+                // Never reached: the refusal comes before the platform is opened.
+                platform_dir: Some(dir.path().join("plat")),
+                ..no_sev()
+            };
+            let e = resolve(&guest(None), &sev).err().unwrap();
+            let msg = crate::output::error_message(&e);
+            assert!(msg.contains(&format!("key `{key}`: unsupported")), "{msg}");
+            assert!(!dir.path().join("plat").exists());
+        }
     }
 }

@@ -694,7 +694,9 @@ impl Raw {
                 .sev_device
                 .map(|(p, _)| p)
                 .unwrap_or_else(|| PathBuf::from("/dev/sev")),
+            legacy_vm_type_at: self.legacy_vm_type.as_ref().map(|(_, at)| at.clone()),
             legacy_vm_type: self.legacy_vm_type.map(|(v, _)| v).unwrap_or_default(),
+            debug_swap_at: self.debug_swap.as_ref().map(|(_, at)| at.clone()),
             debug_swap,
             source,
         })

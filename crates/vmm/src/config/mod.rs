@@ -121,10 +121,16 @@ pub struct SevLaunchConfig {
     pub platform_dir: Option<PathBuf>,
     /// QEMU's `sev-device` (default `/dev/sev`), used by the hw backend.
     pub sev_device: PathBuf,
-    /// QEMU's `legacy-vm-type`.
+    /// QEMU's `legacy-vm-type`. sevm honours only `on` and `auto` (see
+    /// [`SevLaunchConfig::check_supported`]).
     pub legacy_vm_type: OnOffAuto,
-    /// QEMU's `debug-swap` (SEV-ES only).
+    /// Where `legacy-vm-type` was written, if it was.
+    pub legacy_vm_type_at: Option<Where>,
+    /// QEMU's `debug-swap` (SEV-ES only). sevm honours only `off` (see
+    /// [`SevLaunchConfig::check_supported`]).
     pub debug_swap: bool,
+    /// Where `debug-swap` was written, if it was.
+    pub debug_swap_at: Option<Where>,
     /// Where this came from.
     pub source: ConfigSource,
 }
@@ -133,6 +139,42 @@ impl SevLaunchConfig {
     /// True when the policy asks for SEV-ES.
     pub fn es(&self) -> bool {
         self.policy & POLICY_ES != 0
+    }
+
+    /// Refuses the well-formed QEMU values that sevm's launch cannot honour, naming the key
+    /// and where it was written. Parsing accepts them (they are valid QEMU); `sevm run` and
+    /// `sevm config check` call this so that nothing is silently ignored:
+    ///
+    /// * `legacy-vm-type=off` asks for a KVM_SEV_INIT2 VM type. sevm creates the VM with
+    ///   KVM's default type and starts SEV with KVM_SEV_INIT / KVM_SEV_ES_INIT (the hw
+    ///   backend) or the soft model, which is what `on` and `auto` (legacy unless a feature
+    ///   needs INIT2; none that sevm supports does) mean, so only those are accepted.
+    /// * `debug-swap=on` asks for the DebugSwap VMSA feature, which needs KVM_SEV_INIT2's
+    ///   `vmsa_features`; sevm's VMSAs never set it, so only `off` is accepted.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        let at = |w: &Option<Where>, key: &str| {
+            w.clone().unwrap_or_else(|| Where::Option {
+                option: "the SEV configuration".into(),
+                key: Some(key.into()),
+            })
+        };
+        if self.legacy_vm_type == OnOffAuto::Off {
+            return Err(ConfigError::Unsupported {
+                at: at(&self.legacy_vm_type_at, "legacy-vm-type"),
+                msg: "legacy-vm-type=off needs a KVM_SEV_INIT2 VM type; sevm uses the legacy \
+                      KVM_SEV_INIT / KVM_SEV_ES_INIT (accepted: on, auto)"
+                    .into(),
+            });
+        }
+        if self.debug_swap {
+            return Err(ConfigError::Unsupported {
+                at: at(&self.debug_swap_at, "debug-swap"),
+                msg: "debug-swap=on needs the DebugSwap VMSA feature (KVM_SEV_INIT2 \
+                      vmsa_features), which sevm does not set (accepted: off)"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +550,55 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("`--cpus 0`"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_vm_type_and_debug_swap_are_refused() {
+        let inputs = ValidationInputs::default();
+        let parse = |sev: &str| {
+            tomlfile::from_toml_str(&format!("[sev]\n{sev}"), Path::new("vm.toml"), &inputs)
+                .unwrap()
+                .sev
+                .unwrap()
+        };
+        for ok in [
+            "",
+            "legacy-vm-type = \"on\"\n",
+            "legacy-vm-type = \"auto\"\n",
+        ] {
+            parse(ok).check_supported().unwrap();
+        }
+        parse("policy = 5\ndebug-swap = false\n")
+            .check_supported()
+            .unwrap();
+        let e = parse("policy = 1\nlegacy-vm-type = \"off\"\n")
+            .check_supported()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("vm.toml:3: key `legacy-vm-type`")
+                && msg.contains("unsupported")
+                && msg.contains("KVM_SEV_INIT2"),
+            "{msg}"
+        );
+        let e = parse("policy = 5\ndebug-swap = true\n")
+            .check_supported()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("vm.toml:3: key `debug-swap`") && msg.contains("unsupported"),
+            "{msg}"
+        );
+        // The QEMU syntax names the --object option and key.
+        let cfg = qemu::from_qemu_args(
+            &["sev-guest,id=s,policy=5,reduced-phys-bits=1,debug-swap=on".to_string()],
+            Some("confidential-guest-support=s"),
+            &inputs,
+        )
+        .unwrap()
+        .unwrap();
+        let msg = cfg.check_supported().unwrap_err().to_string();
+        assert!(msg.contains("key `debug-swap`: unsupported"), "{msg}");
     }
 
     #[test]
