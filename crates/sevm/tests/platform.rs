@@ -18,12 +18,41 @@ fn plat(dir: &Path) -> Command {
     c
 }
 
+/// `sevctl verify --sev SEV --ca CA`.
+fn sevctl_verify(sevctl: &Path, sev: &Path, ca: &Path) -> Command {
+    let mut c = Command::new(sevctl);
+    c.args(["verify", "--sev"]).arg(sev).arg("--ca").arg(ca);
+    c
+}
+
+/// `sevctl generate CERT KEY`: a new OCA, which must succeed.
+fn sevctl_generate(sevctl: &Path, cert: &Path, key: &Path) {
+    ok(Command::new(sevctl).arg("generate").arg(cert).arg(key));
+}
+
+/// `sevm owner verify` of a LAUNCH_MEASURE `blob` of `platform` for `policy`, the owner's
+/// TIK file and the launch `digest` (hex); it must succeed.
+fn owner_verify(platform: &SoftPlatform, tik: &Path, blob: &[u8], digest: &str, policy: &str) {
+    let st = platform.platform_status().unwrap();
+    ok(sevm()
+        .args(["owner", "verify", "--tik"])
+        .arg(tik)
+        .args([
+            "--launch-measure-blob",
+            &b64(blob),
+            "--launch-digest",
+            digest,
+        ])
+        .args(["--api-major", &st.api_major.to_string()])
+        .args(["--api-minor", &st.api_minor.to_string()])
+        .args(["--build-id", &st.build.to_string(), "--policy", policy]));
+}
+
 #[test]
 fn status_id_export_reset() {
     let dir = tempfile::tempdir().unwrap();
     let pd = dir.path().join("platform");
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(plat(&pd).args(["status", "--json"]))).unwrap();
+    let s = ok_json(plat(&pd).args(["status", "--json"]));
     assert_eq!(s["api_major"], 0);
     assert_eq!(s["api_minor"], 24);
     assert_eq!(s["owner_external"], false);
@@ -90,21 +119,13 @@ fn sevctl_verifies_our_export() {
     let f = |n: &str| dir.path().join(n);
     ok(plat(&pd).arg("export").arg(f("sev.bin")));
     ok(plat(&pd).args(["export", "--ca"]).arg(f("ca.bin")));
-    let out = ok(Command::new(&sevctl)
-        .args(["verify", "--sev"])
-        .arg(f("sev.bin"))
-        .arg("--ca")
-        .arg(f("ca.bin")));
+    let out = ok(&mut sevctl_verify(&sevctl, &f("sev.bin"), &f("ca.bin")));
     assert!(out.contains("PDH") && out.contains("ARK"), "{out}");
     // A tampered export is refused by sevctl too (so the check above means something).
     let mut bad = std::fs::read(f("sev.bin")).unwrap();
     bad[2084 + 30] ^= 1; // PEK public key
     std::fs::write(f("bad.bin"), &bad).unwrap();
-    let (o, so, se) = run(Command::new(&sevctl)
-        .args(["verify", "--sev"])
-        .arg(f("bad.bin"))
-        .arg("--ca")
-        .arg(f("ca.bin")));
+    let (o, so, se) = run(&mut sevctl_verify(&sevctl, &f("bad.bin"), &f("ca.bin")));
     assert!(
         !o.status.success(),
         "sevctl accepted a tampered chain:\n{so}\n{se}"
@@ -119,16 +140,12 @@ fn provision_with_a_sevctl_generated_oca() {
     let f = |n: &str| dir.path().join(n);
     ok(plat(&pd).args(["export", "--ca"]).arg(f("ca.bin")));
     // Take ownership with an OCA made by `sevctl generate`.
-    ok(Command::new(&sevctl)
-        .arg("generate")
-        .arg(f("oca.cert"))
-        .arg(f("oca.key")));
+    sevctl_generate(&sevctl, &f("oca.cert"), &f("oca.key"));
     ok(plat(&pd)
         .arg("provision")
         .arg(f("oca.cert"))
         .arg(f("oca.key")));
-    let s: serde_json::Value =
-        serde_json::from_str(&ok(plat(&pd).args(["status", "--json"]))).unwrap();
+    let s = ok_json(plat(&pd).args(["status", "--json"]));
     assert_eq!(s["owner_external"], true);
     ok(plat(&pd).arg("export").arg(f("owned.bin")));
     let owned = std::fs::read(f("owned.bin")).unwrap();
@@ -136,20 +153,13 @@ fn provision_with_a_sevctl_generated_oca() {
         owned[2 * 2084..3 * 2084],
         std::fs::read(f("oca.cert")).unwrap()[..]
     );
-    ok(Command::new(&sevctl)
-        .args(["verify", "--sev"])
-        .arg(f("owned.bin"))
-        .arg("--ca")
-        .arg(f("ca.bin")));
+    ok(&mut sevctl_verify(&sevctl, &f("owned.bin"), &f("ca.bin")));
     ok(sevm()
         .args(["owner", "verify-chain", "--ca"])
         .arg(f("ca.bin"))
         .arg(f("owned.bin")));
     // A key that does not match the OCA certificate is refused, naming it.
-    ok(Command::new(&sevctl)
-        .arg("generate")
-        .arg(f("oca2.cert"))
-        .arg(f("oca2.key")));
+    sevctl_generate(&sevctl, &f("oca2.cert"), &f("oca2.key"));
     let e = fails(
         plat(&pd)
             .arg("provision")
@@ -172,14 +182,8 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
         .args(["session", "--name", "s"])
         .arg(f("sev.bin"))
         .arg(policy.to_string()));
-    use base64::Engine as _;
-    let b64 = |n: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(std::fs::read(f(n)).unwrap())
-            .unwrap()
-    };
-    let godh = b64("s_godh.b64");
-    let session = b64("s_session.b64");
+    let godh = read_b64(&f("s_godh.b64"));
+    let session = read_b64(&f("s_session.b64"));
 
     let platform = SoftPlatform::open(&pd).unwrap();
     let mut guest = platform.new_guest();
@@ -192,30 +196,15 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
     guest.register_region(0x10_0000, &mut image).unwrap();
     guest.launch_update_data(0x10_0000, &mut image).unwrap();
     let blob = guest.launch_measure().unwrap();
-    let st = platform.platform_status().unwrap();
-    let digest = {
-        let mut h = openssl::sha::Sha256::new();
-        h.update(&[0x5Au8; 8192]);
-        hex::encode(h.finish())
-    };
-    let blob_b64 = base64::engine::general_purpose::STANDARD.encode(blob);
-    ok(sevm()
-        .args(["owner", "verify", "--tik"])
-        .arg(f("s_tik.bin"))
-        .args([
-            "--launch-measure-blob",
-            &blob_b64,
-            "--launch-digest",
-            &digest,
-        ])
-        .args(["--api-major", &st.api_major.to_string()])
-        .args(["--api-minor", &st.api_minor.to_string()])
-        .args([
-            "--build-id",
-            &st.build.to_string(),
-            "--policy",
-            &policy.to_string(),
-        ]));
+    let digest = hex::encode(openssl::sha::sha256(&[0x5Au8; 8192]));
+    owner_verify(
+        &platform,
+        &f("s_tik.bin"),
+        &blob,
+        &digest,
+        &policy.to_string(),
+    );
+    let blob_b64 = b64(&blob);
     // And the TEK: a secret packet built by sevctl with its TEK/TIK decrypts in the guest.
     std::fs::write(f("secret.txt"), b"sevctl-made-secret").unwrap();
     ok(Command::new(&sevctl)
@@ -303,37 +292,20 @@ fn our_session_against_our_platform() {
         .arg(dir.path())
         .arg(f("full.bin"))
         .arg(format!("{policy:#x}")));
-    use base64::Engine as _;
-    let b64 = |n: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(std::fs::read(f(n)).unwrap())
-            .unwrap()
-    };
     let platform = SoftPlatform::open(&pd).unwrap();
     let mut guest = platform.new_guest();
     guest.init(true).unwrap();
     guest
         .launch_start(
             policy,
-            Some(&b64("g_godh.b64")),
-            Some(&b64("g_session.b64")),
+            Some(&read_b64(&f("g_godh.b64"))),
+            Some(&read_b64(&f("g_session.b64"))),
             0,
         )
         .expect("LAUNCH_START must accept our session");
     let blob = guest.launch_measure().unwrap();
-    let st = platform.platform_status().unwrap();
-    let blob_b64 = base64::engine::general_purpose::STANDARD.encode(blob);
-    ok(sevm()
-        .args(["owner", "verify", "--tik"])
-        .arg(f("g_tik.bin"))
-        .args(["--launch-measure-blob", &blob_b64])
-        .args([
-            "--launch-digest",
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ])
-        .args(["--api-major", &st.api_major.to_string()])
-        .args(["--api-minor", &st.api_minor.to_string()])
-        .args(["--build-id", &st.build.to_string(), "--policy", "5"]));
+    owner_verify(&platform, &f("g_tik.bin"), &blob, SHA256_EMPTY, "5");
+    let blob_b64 = b64(&blob);
     // A secret we build with our TEK/TIK lands in guest memory.
     std::fs::write(f("secret.txt"), b"our-own-secret-bytes").unwrap();
     ok(sevm()

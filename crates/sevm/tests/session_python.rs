@@ -105,35 +105,27 @@ fn session_refuses_an_unverifiable_chain() {
         "{e}"
     );
     assert!(!dir.path().join("vm_tek.bin").exists());
+    // `owner session --no-verify` of `chain` for `policy`, which must fail.
+    let no_verify = |chain: &std::path::Path, policy: &str| {
+        fails(
+            sevm()
+                .args(["owner", "session", "--no-verify", "--out"])
+                .arg(dir.path())
+                .arg(chain)
+                .arg(policy),
+        )
+    };
     // A policy that does not fit 32 bits.
-    let e = fails(
-        sevm()
-            .args(["owner", "session", "--no-verify", "--out"])
-            .arg(dir.path())
-            .arg(&p)
-            .arg("0x1ffffffff"),
-    );
+    let e = no_verify(&p, "0x1ffffffff");
     assert!(e.contains("32 bits"), "{e}");
     // --no-verify still insists that the first certificate is a PDH.
     let pek = dir.path().join("pek-as-pdh.cert");
     std::fs::write(&pek, &chain[2084..2 * 2084]).unwrap();
-    let e = fails(
-        sevm()
-            .args(["owner", "session", "--no-verify", "--out"])
-            .arg(dir.path())
-            .arg(&pek)
-            .arg("1"),
-    );
+    let e = no_verify(&pek, "1");
     assert!(e.contains("pek-as-pdh.cert") && e.contains("usage"), "{e}");
     // Garbage is an error naming the file and the field.
     let junk = dir.path().join("junk.cert");
     std::fs::write(&junk, [0x5au8; 2084]).unwrap();
-    let e = fails(
-        sevm()
-            .args(["owner", "session", "--no-verify", "--out"])
-            .arg(dir.path())
-            .arg(&junk)
-            .arg("1"),
-    );
+    let e = no_verify(&junk, "1");
     assert!(e.contains("junk.cert") && e.contains("PDH"), "{e}");
 }

@@ -45,6 +45,17 @@ pub fn kvm_or_skip(test: &str) -> bool {
     false
 }
 
+/// For a KVM test: a temporary directory (kept alive by the `TempDir`) and the soft platform
+/// directory `plat` in it (not created yet), or None when `test` is skipped.
+pub fn kvm_plat(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !kvm_or_skip(test) {
+        return None;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = t.path().join("plat");
+    Some((t, plat))
+}
+
 /// True if /dev/kvm opens for reading and writing.
 pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new()

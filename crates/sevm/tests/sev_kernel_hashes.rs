@@ -36,15 +36,13 @@ fn sample_firmware_has_a_usable_hashes_area() {
 
 #[test]
 fn kernel_hashes_launch_matches_owner_measure_and_sevctl() {
-    if !kvm_or_skip("kernel_hashes_launch_matches_owner_measure_and_sevctl") {
+    let Some((t, plat)) = kvm_plat("kernel_hashes_launch_matches_owner_measure_and_sevctl") else {
         return;
-    }
+    };
     let Some(sevctl) = sevctl_or_skip("kernel_hashes_launch_matches_owner_measure_and_sevctl")
     else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
     let chain = export_chain(&plat, t.path());
     let session = sevctl_session(&sevctl, t.path(), "kh", &chain, "1");
     let (fw, kernel, initrd) = (

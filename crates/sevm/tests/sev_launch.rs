@@ -34,11 +34,9 @@ fn check_and_run_refuse(args: &[&str]) -> Vec<String> {
 
 #[test]
 fn sev_guest_sees_cpuid_leaf_and_status_msr() {
-    if !kvm_or_skip("sev_guest_sees_cpuid_leaf_and_status_msr") {
+    let Some((_t, plat)) = kvm_plat("sev_guest_sees_cpuid_leaf_and_status_msr") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let (out, err) = Run::guest("cpuid").sev(0, "").platform(&plat).exits(0);
     // EAX bit 1 (SEV), EBX = cbitpos 47 | reduced-phys-bits 1 << 6 = 0x6f.
     assert!(
@@ -70,11 +68,9 @@ fn plain_run_works_and_exit_status_is_the_guests() {
 
 #[test]
 fn sev_es_measures_vmsas_and_dump_matches_owner_recipe() {
-    if !kvm_or_skip("sev_es_measures_vmsas_and_dump_matches_owner_recipe") {
+    let Some((t, plat)) = kvm_plat("sev_es_measures_vmsas_and_dump_matches_owner_recipe") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let dump = t.path().join("dump");
     let (out, err) = Run::guest("cpuid")
         .opt("--cpus", "2")
@@ -114,11 +110,10 @@ fn sev_es_measures_vmsas_and_dump_matches_owner_recipe() {
 
 #[test]
 fn demo_succeeds_and_tamper_fails_without_releasing_the_secret() {
-    if !kvm_or_skip("demo_succeeds_and_tamper_fails_without_releasing_the_secret") {
+    let Some((_t, plat)) = kvm_plat("demo_succeeds_and_tamper_fails_without_releasing_the_secret")
+    else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let (out, _) = sevm_exits(0, &["demo", "--platform-dir", s(&plat)]);
     assert!(out.contains("verify the launch measurement: OK"), "{out}");
     assert!(out.contains("guest| secret entry"), "{out}");
@@ -147,11 +142,9 @@ fn sev_launch_conf(dir: &Path) -> String {
 
 #[test]
 fn seed_sample_refused_and_real_owner_files_launch() {
-    if !kvm_or_skip("seed_sample_refused_and_real_owner_files_launch") {
+    let Some((t, plat)) = kvm_plat("seed_sample_refused_and_real_owner_files_launch") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let seed = t.path().join("seed.conf");
     fs::write(
         &seed,
@@ -211,14 +204,12 @@ fn wrong_session_is_bad_measurement() {
 
 #[test]
 fn sevctl_session_launch_matches_sevctl_measurement() {
-    if !kvm_or_skip("sevctl_session_launch_matches_sevctl_measurement") {
+    let Some((t, plat)) = kvm_plat("sevctl_session_launch_matches_sevctl_measurement") else {
         return;
-    }
+    };
     let Some(sevctl) = sevctl_or_skip("sevctl_session_launch_matches_sevctl_measurement") else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
     let chain = export_chain(&plat, t.path());
     let extra = sevctl_session(&sevctl, t.path(), "sc", &chain, "1");
     let dump = t.path().join("dump");
@@ -277,11 +268,9 @@ fn tiny_vmlinux() -> Vec<u8> {
 
 #[test]
 fn linux_boot_under_sev_matches_owner_recipe() {
-    if !kvm_or_skip("linux_boot_under_sev_matches_owner_recipe") {
+    let Some((t, plat)) = kvm_plat("linux_boot_under_sev_matches_owner_recipe") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let kernel = t.path().join("vmlinux");
     let initrd = t.path().join("initrd");
     fs::write(&kernel, tiny_vmlinux()).unwrap();
@@ -318,11 +307,9 @@ fn linux_boot_under_sev_matches_owner_recipe() {
 
 #[test]
 fn toml_config_launches_and_bad_values_name_file_line_key() {
-    if !kvm_or_skip("toml_config_launches_and_bad_values_name_file_line_key") {
+    let Some((t, plat)) = kvm_plat("toml_config_launches_and_bad_values_name_file_line_key") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = t.path().join("plat");
+    };
     let good = t.path().join("vm.toml");
     fs::write(
         &good,

@@ -15,11 +15,35 @@ use vmm::confidential::{
 };
 use vmm::{BootSource, ExitStatus, SerialOut, Vm, VmConfig};
 
+/// For a KVM test: a soft platform in a temporary directory (kept alive by the `TempDir`), or
+/// None when the test is skipped.
+fn soft_platform(test: &str) -> Option<(tempfile::TempDir, SoftPlatform)> {
+    if !kvm_or_skip(test) {
+        return None;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(t.path()).unwrap();
+    Some((t, plat))
+}
+
+/// A SEV VM of the bundled `guest` on `plat` (32 MiB, serial into a buffer), launched up to
+/// LAUNCH_MEASURE; returns it, its launch handle and the serial buffer.
 fn launch(
     plat: &SoftPlatform,
     guest: &str,
     policy: u32,
     on_reset: ResetMode,
+) -> (Vm, LaunchHandle, Arc<Mutex<Vec<u8>>>) {
+    launch_with(plat, guest, policy, on_reset, false)
+}
+
+/// [`launch`], optionally `paused` (each launch waits for the owner's release).
+fn launch_with(
+    plat: &SoftPlatform,
+    guest: &str,
+    policy: u32,
+    on_reset: ResetMode,
+    paused: bool,
 ) -> (Vm, LaunchHandle, Arc<Mutex<Vec<u8>>>) {
     let st = plat.platform_status().unwrap();
     let cbit = plat.cbit_pos().unwrap();
@@ -30,7 +54,7 @@ fn launch(
         handle: 0,
         cbitpos: cbit,
         reduced_phys_bits: 1,
-        paused: false,
+        paused,
         on_reset,
         dump_dir: None,
     };
@@ -63,11 +87,11 @@ fn launch(
 
 #[test]
 fn debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext() {
-    if !kvm_or_skip("debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext") {
+    let Some((_t, plat)) =
+        soft_platform("debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext")
+    else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = SoftPlatform::open(t.path()).unwrap();
+    };
     let image = guests::get("hello").unwrap().bytes;
     let gpa = vmm::layout::BUNDLED_LOAD_ADDR;
 
@@ -112,11 +136,9 @@ fn debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext() {
 
 #[test]
 fn device_writes_into_private_memory_are_refused() {
-    if !kvm_or_skip("device_writes_into_private_memory_are_refused") {
+    let Some((_t, plat)) = soft_platform("device_writes_into_private_memory_are_refused") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = SoftPlatform::open(t.path()).unwrap();
+    };
     let (_vm, h, _) = launch(&plat, "hello", 0, ResetMode::Relaunch);
     let e = h
         .write_shared(vmm::layout::BUNDLED_LOAD_ADDR, b"evil")
@@ -140,11 +162,9 @@ fn device_writes_into_private_memory_are_refused() {
 
 #[test]
 fn reset_is_a_fresh_launch_with_a_new_measurement() {
-    if !kvm_or_skip("reset_is_a_fresh_launch_with_a_new_measurement") {
+    let Some((_t, plat)) = soft_platform("reset_is_a_fresh_launch_with_a_new_measurement") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = SoftPlatform::open(t.path()).unwrap();
+    };
     let (mut vm, h, serial) = launch(&plat, "reset", 0, ResetMode::Relaunch);
     let first = h.measurement().unwrap();
     let digest = h.launch_digest().unwrap();
@@ -183,45 +203,10 @@ fn reset_is_a_fresh_launch_with_a_new_measurement() {
 
 #[test]
 fn paused_relaunch_waits_for_the_owner_each_time() {
-    if !kvm_or_skip("paused_relaunch_waits_for_the_owner_each_time") {
+    let Some((_t, plat)) = soft_platform("paused_relaunch_waits_for_the_owner_each_time") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let plat = SoftPlatform::open(t.path()).unwrap();
-    let st = plat.platform_status().unwrap();
-    let cbit = plat.cbit_pos().unwrap();
-    let p = plat.clone();
-    let l = SevLaunch::new(
-        LaunchParams {
-            policy: 0,
-            godh_cert: None,
-            session: None,
-            handle: 0,
-            cbitpos: cbit,
-            reduced_phys_bits: 1,
-            paused: true,
-            on_reset: ResetMode::Relaunch,
-            dump_dir: None,
-        },
-        PlatformInfo {
-            api_major: st.api_major,
-            api_minor: st.api_minor,
-            build: st.build,
-            cbitpos: cbit,
-        },
-        Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),
-    );
-    let mut cfg = VmConfig {
-        memory: 32 << 20,
-        boot: BootSource::Bundled("reset".into()),
-        serial: SerialOut::Sink,
-        timeout: Some(std::time::Duration::from_secs(60)),
-        ..VmConfig::default()
     };
-    l.prepare(&mut cfg);
-    let h = l.handle();
-    let mut vm = Vm::build_with_hooks(&cfg, Box::new(l)).unwrap();
-    vm.add_alias(1 << cbit).unwrap();
+    let (mut vm, h, _) = launch_with(&plat, "reset", 0, ResetMode::Relaunch, true);
     let owner = {
         let h = h.clone();
         std::thread::spawn(move || {

@@ -8,12 +8,10 @@ use common::*;
 
 #[test]
 fn paused_launch_takes_the_owners_secret_from_stdin() {
-    if !kvm_or_skip("paused_launch_takes_the_owners_secret_from_stdin") {
+    let Some((t, plat)) = kvm_plat("paused_launch_takes_the_owners_secret_from_stdin") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     let d = t.path();
-    let plat = d.join("plat");
     let chain = export_chain(&plat, d);
     let extra = owner_session(d, "own", &chain, "1");
     let mut child = Paused::spawn(

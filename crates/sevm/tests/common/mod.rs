@@ -143,3 +143,12 @@ pub fn assert_file_b64(p: &Path, want: &str) {
     let got = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert_eq!(b64(&got), want, "{}", p.display());
 }
+
+/// The bytes of a base64 text file.
+pub fn read_b64(p: &Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let t = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    base64::engine::general_purpose::STANDARD
+        .decode(t.trim())
+        .unwrap_or_else(|e| panic!("{}: not base64: {e}", p.display()))
+}
