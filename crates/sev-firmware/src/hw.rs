@@ -6,9 +6,17 @@ use crate::error::{FwError, Result};
 use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
 use kvm_bindings as kb;
 use sev_proto::status::Status;
+use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[cfg(test)]
+mod loopback;
+#[cfg(test)]
+mod loopback_tests;
 
 /// Default SEV device.
 pub const SEV_DEVICE: &str = "/dev/sev";
@@ -96,7 +104,37 @@ pub struct SevUserDataTwoBufs {
     pub len2: u32,
 }
 
-fn status_err(cmd: &'static str, error: u32, os: std::io::Error) -> FwError {
+/// The one path by which this backend reaches the kernel: every ioctl of [`HwPlatform`],
+/// [`HwGuest`] and [`supported_vm_types`] goes through an `IoctlPort`. The real port is
+/// [`SysIoctl`]; the crate's tests substitute an emulation of the kernel side.
+pub(crate) trait IoctlPort: Send + Sync {
+    /// Issue `request` on `fd` with argument `arg`; `Ok` carries the non-negative return
+    /// value, `Err` the errno.
+    ///
+    /// # Safety
+    /// `arg` must be what `request` expects on `fd`: an integer, or a pointer to a live,
+    /// correctly laid out struct whose embedded user addresses point to live buffers of the
+    /// stated lengths (writable where the kernel writes) for the duration of the call.
+    unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32>;
+}
+
+/// The real kernel: `libc::ioctl`.
+pub(crate) struct SysIoctl;
+
+impl IoctlPort for SysIoctl {
+    unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
+        // SAFETY: the caller upholds this method's contract: `arg` is the argument `request`
+        // expects on `fd`, with every address it contains valid for the call.
+        let r = unsafe { libc::ioctl(fd, request as _, arg) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+}
+
+fn status_err(cmd: &'static str, error: u32, os: io::Error) -> FwError {
     match Status::from_u32(error) {
         Some(s) if s != Status::Success => FwError::st(cmd, s),
         _ => FwError::Ioctl {
@@ -110,6 +148,7 @@ fn status_err(cmd: &'static str, error: u32, os: std::io::Error) -> FwError {
 pub struct HwPlatform {
     dev: File,
     path: PathBuf,
+    port: Arc<dyn IoctlPort>,
 }
 
 impl HwPlatform {
@@ -120,6 +159,11 @@ impl HwPlatform {
 
     /// Open the SEV device at `path` (injectable for tests).
     pub fn open_path(path: &Path) -> Result<HwPlatform> {
+        Self::open_with_port(path, Arc::new(SysIoctl))
+    }
+
+    /// Open the SEV device at `path`, issuing its ioctls through `port`.
+    pub(crate) fn open_with_port(path: &Path, port: Arc<dyn IoctlPort>) -> Result<HwPlatform> {
         let dev = OpenOptions::new()
             .read(true)
             .write(true)
@@ -131,6 +175,7 @@ impl HwPlatform {
         Ok(HwPlatform {
             dev,
             path: path.to_path_buf(),
+            port,
         })
     }
 
@@ -149,16 +194,13 @@ impl HwPlatform {
         // sized command struct whose embedded addresses point to live buffers of the stated
         // lengths for the duration of the call.
         let r = unsafe {
-            libc::ioctl(
+            self.port.ioctl(
                 self.dev.as_raw_fd(),
-                SEV_ISSUE_CMD as _,
-                &mut c as *mut SevIssueCmd,
+                SEV_ISSUE_CMD,
+                (&mut c as *mut SevIssueCmd).cast(),
             )
         };
-        if r < 0 {
-            return Err(status_err(name, c.error, std::io::Error::last_os_error()));
-        }
-        Ok(())
+        r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
     }
 }
 
@@ -261,19 +303,14 @@ pub fn host_cbit_pos() -> Option<u8> {
 /// The VM types KVM supports (bitmask of `1 << type`), from KVM_CHECK_EXTENSION
 /// (KVM_CAP_VM_TYPES) on the `/dev/kvm` fd. 0 if the capability is absent.
 pub fn supported_vm_types(kvm_fd: RawFd) -> u64 {
+    vm_types_through(&SysIoctl, kvm_fd)
+}
+
+fn vm_types_through(port: &dyn IoctlPort, kvm_fd: RawFd) -> u64 {
+    let cap = std::ptr::without_provenance_mut(KVM_CAP_VM_TYPES as usize);
     // SAFETY: KVM_CHECK_EXTENSION takes an integer argument and touches no memory.
-    let r = unsafe {
-        libc::ioctl(
-            kvm_fd,
-            KVM_CHECK_EXTENSION as _,
-            KVM_CAP_VM_TYPES as libc::c_ulong,
-        )
-    };
-    if r < 0 {
-        0
-    } else {
-        r as u64
-    }
+    let r = unsafe { port.ioctl(kvm_fd, KVM_CHECK_EXTENSION, cap) };
+    r.map(|v| v as u64).unwrap_or(0)
 }
 
 /// The VM type to create for an SEV (or SEV-ES) guest, if KVM offers it via VM types;
@@ -293,12 +330,25 @@ pub struct HwGuest {
     sev: File,
     vm_type: u32,
     handle: u32,
+    /// KVM_SEV_LAUNCH_UPDATE_VMSA already issued for this launch (KVM does every vCPU).
+    vmsa_done: bool,
+    port: Arc<dyn IoctlPort>,
 }
 
 impl HwGuest {
     /// Wrap a VM fd (created with `vm_type`: 0 for default/legacy, 2 SEV, 3 SEV-ES),
     /// opening the SEV device at `sev_path` (KVM needs its fd for every command).
     pub fn new(vm_fd: RawFd, vm_type: u32, sev_path: &Path) -> Result<HwGuest> {
+        Self::with_port(vm_fd, vm_type, sev_path, Arc::new(SysIoctl))
+    }
+
+    /// As [`new`](Self::new), issuing the ioctls through `port`.
+    pub(crate) fn with_port(
+        vm_fd: RawFd,
+        vm_type: u32,
+        sev_path: &Path,
+        port: Arc<dyn IoctlPort>,
+    ) -> Result<HwGuest> {
         let sev = OpenOptions::new()
             .read(true)
             .write(true)
@@ -312,6 +362,8 @@ impl HwGuest {
             sev,
             vm_type,
             handle: 0,
+            vmsa_done: false,
+            port,
         })
     }
 
@@ -326,16 +378,13 @@ impl HwGuest {
         // SAFETY: `c` is a valid kvm_sev_cmd; `data` points to the live command struct KVM
         // expects for `id`, whose user addresses point to live buffers of the stated lengths.
         let r = unsafe {
-            libc::ioctl(
+            self.port.ioctl(
                 self.vm_fd,
-                KVM_MEMORY_ENCRYPT_OP as _,
-                &mut c as *mut kb::kvm_sev_cmd,
+                KVM_MEMORY_ENCRYPT_OP,
+                (&mut c as *mut kb::kvm_sev_cmd).cast(),
             )
         };
-        if r < 0 {
-            return Err(status_err(name, c.error, std::io::Error::last_os_error()));
-        }
-        Ok(())
+        r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
     }
 }
 
@@ -377,6 +426,7 @@ impl SevGuest for HwGuest {
             Some(&mut s),
         )?;
         self.handle = s.handle;
+        self.vmsa_done = false;
         Ok(s.handle)
     }
 
@@ -394,11 +444,19 @@ impl SevGuest for HwGuest {
     }
 
     fn launch_update_vmsa(&mut self, _vmsa: &mut [u8]) -> Result<()> {
+        // KVM_SEV_LAUNCH_UPDATE_VMSA encrypts (and the firmware measures) *every* vCPU's
+        // VMSA; callers invoke this once per vCPU, so only the first call of a launch
+        // reaches KVM (a second one would measure every VMSA again).
+        if self.vmsa_done {
+            return Ok(());
+        }
         self.op::<u8>(
             kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_VMSA,
             "LAUNCH_UPDATE_VMSA",
             None,
-        )
+        )?;
+        self.vmsa_done = true;
+        Ok(())
     }
 
     fn launch_measure(&mut self) -> Result<[u8; 48]> {
@@ -509,25 +567,22 @@ impl SevGuest for HwGuest {
     }
 
     fn register_region(&mut self, _gpa: u64, mem: &mut [u8]) -> Result<()> {
-        let r = kb::kvm_enc_region {
+        let mut r = kb::kvm_enc_region {
             addr: mem.as_mut_ptr() as u64,
             size: mem.len() as u64,
         };
         // SAFETY: `r` describes a live user mapping owned by the caller; KVM pins it.
         let rc = unsafe {
-            libc::ioctl(
+            self.port.ioctl(
                 self.vm_fd,
-                KVM_MEMORY_ENCRYPT_REG_REGION as _,
-                &r as *const kb::kvm_enc_region,
+                KVM_MEMORY_ENCRYPT_REG_REGION,
+                (&mut r as *mut kb::kvm_enc_region).cast(),
             )
         };
-        if rc < 0 {
-            return Err(FwError::Ioctl {
-                what: "KVM_MEMORY_ENCRYPT_REG_REGION",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        rc.map(|_| ()).map_err(|source| FwError::Ioctl {
+            what: "KVM_MEMORY_ENCRYPT_REG_REGION",
+            source,
+        })
     }
 
     fn host_view(&self, _gpa: u64, mem: &[u8]) -> Result<Vec<u8>> {

@@ -1,0 +1,1246 @@
+//! Test-only emulation of the *kernel side* of the hw backend ("loopback"): the `/dev/sev`
+//! driver and KVM's SEV ioctls, served by a [`SoftPlatform`] through its raw command
+//! interface, so `HwPlatform`/`HwGuest` run end to end on a machine without SEV.
+//!
+//! It follows Linux as read in torvalds/linux:
+//! - drivers/crypto/ccp/sev-dev.c: `sev_ioctl` (unknown ioctl or `cmd` -> EINVAL, the
+//!   `sev_issue_cmd` copied back after every known command), `__sev_do_cmd_locked` (a
+//!   firmware status other than SUCCESS -> EIO, status in `error`), `sev_ioctl_do_reset`,
+//!   `sev_ioctl_do_platform_status`, `sev_ioctl_do_pek_pdh_gen`, `sev_ioctl_do_pek_csr`
+//!   (length probe), `sev_ioctl_do_pek_import`, `sev_ioctl_do_pdh_export` (length probe),
+//!   `sev_ioctl_do_get_id2`, `psp_copy_user_blob` (0 or > 16 KiB -> EINVAL),
+//!   `__sev_platform_init_locked` (INIT with the ES flag and a 1 MiB TMR, then DF_FLUSH; the
+//!   driver caches UNINIT/INIT), `sev_issue_cmd_external_user` (a non-SEV file -> EBADF) and
+//!   the FMODE_WRITE checks (EPERM).
+//! - arch/x86/kvm/svm/sev.c: `sev_mem_enc_ioctl` (NULL arg -> 0, unknown id -> EINVAL, the
+//!   `kvm_sev_cmd` copied back), `__sev_guest_init`/`sev_guest_init`/`sev_guest_init2`
+//!   (VM-type rules, ASID allocation with `sev_asid_new`/`__sev_recycle_asids`,
+//!   `sev_platform_init`), `sev_launch_start` (blobs from `dh_uaddr`/`session_uaddr`,
+//!   `argp->sev_fd`, ACTIVATE via `sev_bind_asid`, handle written back, later commands use
+//!   the remembered `sev->fd`), `sev_launch_update_data` (pinned pages, one firmware command
+//!   per physically contiguous run, encrypted in place), `sev_launch_update_vmsa` (every
+//!   vCPU, ES only), `sev_launch_measure` / `sev_get_attestation_report` (len 0 probes: the
+//!   firmware's INVALID_LEN and the needed length come back with EIO), `sev_launch_secret`
+//!   (contiguous pinned destination), `sev_launch_finish`, `sev_guest_status`,
+//!   `sev_dbg_crypt` with `__sev_dbg_decrypt_user` / `__sev_dbg_encrypt_user` (per source
+//!   page, 16-byte bounce pages), `sev_mem_enc_register_region` /
+//!   `sev_mem_enc_unregister_region`, `sev_vm_destroy` (DEACTIVATE, DECOMMISSION, ASID to
+//!   the reclaim set).
+//!
+//! Physical memory: user pages are given stable model physical addresses the first time
+//! they are pinned (pages pinned together get contiguous addresses) and the bytes of a user
+//! range are copied into / out of the model's PA space around each firmware command, so
+//! what the host mapping reads after LAUNCH_UPDATE_DATA is ciphertext, as on hardware.
+//!
+//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), RLIMIT_MEMLOCK accounting,
+//! mirror VMs, INIT_EX, the driver's probe-time INIT (`psp_init_on_probe`; the platform
+//! starts as the soft firmware's state) and vCPU debug checks.
+
+use super::{IoctlPort, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
+use super::{KVM_MEMORY_ENCRYPT_UNREG_REGION, SEV_ISSUE_CMD};
+use crate::soft::fw::{MAX_ASID, MIN_SEV_ASID};
+use crate::soft::raw::cmd as fwcmd;
+use crate::soft::SoftPlatform;
+use kvm_bindings as kb;
+use sev_proto::status::Status;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const PAGE: u64 = 4096;
+/// `SEV_FW_BLOB_MAX_SIZE` (include/linux/psp-sev.h).
+const BLOB_MAX: u32 = 0x4000;
+/// Model PA of the first pinned user page.
+const USER_PA_BASE: u64 = 0x1_0000_0000;
+/// Model PA of kernel allocations (blobs, bounce pages), reused per ioctl.
+const KERNEL_PA_BASE: u64 = 0x80_0000_0000;
+/// Model PA of the SEV-ES TMR (1 MiB aligned).
+const TMR_PA: u64 = 0x40_0000_0000;
+/// Model PA of vCPU VMSA pages.
+const VMSA_PA_BASE: u64 = 0x60_0000_0000;
+
+type KResult<T> = Result<T, i32>;
+
+fn os(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+fn rd32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn wr32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn wr64(b: &mut [u8], o: usize, v: u64) {
+    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Read a `T` from user address `addr` (`copy_from_user`; NULL -> EFAULT).
+///
+/// # Safety
+/// `addr` must be 0 or point to `size_of::<T>()` readable bytes.
+unsafe fn get_user<T: Copy>(addr: u64) -> KResult<T> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller guarantees `addr` points to a readable `T`; unaligned read.
+    Ok(unsafe { std::ptr::read_unaligned(addr as *const T) })
+}
+
+/// Write `v` to user address `addr` (`copy_to_user`; NULL -> EFAULT).
+///
+/// # Safety
+/// `addr` must be 0 or point to `size_of::<T>()` writable bytes.
+unsafe fn put_user<T: Copy>(addr: u64, v: &T) -> KResult<()> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller guarantees `addr` points to a writable `T`; unaligned write.
+    unsafe { std::ptr::write_unaligned(addr as *mut T, *v) };
+    Ok(())
+}
+
+/// Copy `len` bytes from user memory (NULL -> EFAULT).
+///
+/// # Safety
+/// `addr` must be 0 or point to `len` readable bytes.
+unsafe fn copy_from_user(addr: u64, len: usize) -> KResult<Vec<u8>> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller guarantees `len` readable bytes at `addr`.
+    Ok(unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec())
+}
+
+/// Copy `data` to user memory (NULL -> EFAULT).
+///
+/// # Safety
+/// `addr` must be 0 or point to `data.len()` writable bytes not aliased by `data`.
+unsafe fn copy_to_user(addr: u64, data: &[u8]) -> KResult<()> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: the caller guarantees `data.len()` writable bytes at `addr`, disjoint from `data`.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+    Ok(())
+}
+
+/// `(st_dev, st_ino)` of an open fd, or EBADF.
+fn file_id(fd: RawFd) -> KResult<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is a writable `struct stat`; fstat only writes it, and fails cleanly
+    // (EBADF) for an fd that is not open.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if r < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: fstat succeeded, so it initialised `st` (and it was zeroed before).
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Whether `fd` was opened for writing (the driver's `FMODE_WRITE`).
+fn fd_writable(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL reads the open file's status flags and touches no memory.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0 && (fl & libc::O_ACCMODE) != libc::O_RDONLY
+}
+
+/// Driver-cached platform state (`sev->state`): only UNINIT and INIT are tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrvState {
+    Uninit,
+    Init,
+}
+
+/// One emulated VM (`struct kvm_sev_info` plus what KVM keeps about the VM).
+struct Vm {
+    vm_type: u32,
+    need_init: bool,
+    active: bool,
+    es_active: bool,
+    asid: u32,
+    handle: u32,
+    /// `sev->fd`, remembered at LAUNCH_START.
+    sev_fd: RawFd,
+    /// vCPU VMSA contents (what `sev_es_sync_vmsa` would copy), in creation order.
+    vcpus: Vec<Box<[u8; PAGE as usize]>>,
+    regions: Vec<(u64, u64)>,
+}
+
+/// The emulated kernel.
+struct Kernel {
+    drv: DrvState,
+    tmr: bool,
+    vms: HashMap<(u64, u64), Vm>,
+    /// user page -> model PA page.
+    phys: HashMap<u64, u64>,
+    /// user page -> the user's bytes as of the last copy in or out (see `sync_in`).
+    shadow: HashMap<u64, Box<[u8; PAGE as usize]>>,
+    next_pa: u64,
+    /// Kernel allocation cursor (reset per ioctl).
+    kpa: u64,
+    asid_used: Vec<bool>,
+    asid_reclaim: Vec<bool>,
+    next_vm: u32,
+}
+
+/// The loopback kernel: one emulated `/dev/sev` and any number of emulated VMs.
+pub(crate) struct Loopback {
+    plat: SoftPlatform,
+    dev_path: PathBuf,
+    dev_id: (u64, u64),
+    dir: PathBuf,
+    k: Mutex<Kernel>,
+}
+
+impl Loopback {
+    /// A kernel whose `/dev/sev` is the file `dir/sev` (opened by the code under test like
+    /// the real device), backed by a soft platform in `dir/platform`.
+    pub(crate) fn new(dir: &Path) -> Loopback {
+        let pdir = dir.join("platform");
+        std::fs::create_dir_all(&pdir).expect("creating the platform directory");
+        let plat = SoftPlatform::open(&pdir).expect("opening the soft platform");
+        let dev_path = dir.join("sev");
+        let dev = File::create(&dev_path).expect("creating the emulated /dev/sev");
+        let dev_id = file_id(dev.as_raw_fd()).expect("fstat of the emulated /dev/sev");
+        Loopback {
+            plat,
+            dev_path,
+            dev_id,
+            dir: dir.to_path_buf(),
+            k: Mutex::new(Kernel {
+                drv: DrvState::Uninit,
+                tmr: true,
+                vms: HashMap::new(),
+                phys: HashMap::new(),
+                shadow: HashMap::new(),
+                next_pa: USER_PA_BASE,
+                kpa: KERNEL_PA_BASE,
+                asid_used: vec![false; MAX_ASID as usize + 1],
+                asid_reclaim: vec![false; MAX_ASID as usize + 1],
+                next_vm: 0,
+            }),
+        }
+    }
+
+    /// The soft platform behind the emulated PSP.
+    pub(crate) fn platform(&self) -> &SoftPlatform {
+        &self.plat
+    }
+
+    /// Path of the emulated `/dev/sev`.
+    pub(crate) fn sev_path(&self) -> &Path {
+        &self.dev_path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kernel> {
+        self.k.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// KVM_CREATE_VM with `vm_type`: returns the VM "fd" (a file the kernel recognises).
+    pub(crate) fn create_vm(&self, vm_type: u32) -> File {
+        let mut k = self.lock();
+        k.next_vm += 1;
+        let path = self.dir.join(format!("vm-{}", k.next_vm));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("creating an emulated VM file");
+        let id = file_id(f.as_raw_fd()).expect("fstat of the emulated VM");
+        let sev_type = vm_type == kb::KVM_X86_SEV_VM || vm_type == kb::KVM_X86_SEV_ES_VM;
+        k.vms.insert(
+            id,
+            Vm {
+                vm_type,
+                need_init: sev_type,
+                active: false,
+                es_active: false,
+                asid: 0,
+                handle: 0,
+                sev_fd: -1,
+                vcpus: Vec::new(),
+                regions: Vec::new(),
+            },
+        );
+        f
+    }
+
+    /// KVM_CREATE_VCPU whose initial register state encrypts to `vmsa` at
+    /// LAUNCH_UPDATE_VMSA.
+    pub(crate) fn add_vcpu(&self, vm: &File, vmsa: [u8; PAGE as usize]) {
+        let id = file_id(vm.as_raw_fd()).expect("fstat of the VM");
+        let mut k = self.lock();
+        let v = k.vms.get_mut(&id).expect("a VM of this loopback");
+        v.vcpus.push(Box::new(vmsa));
+    }
+
+    /// Closing the VM fd (`sev_vm_destroy`): unpin regions, DEACTIVATE + DECOMMISSION,
+    /// ASID to the reclaim set.
+    pub(crate) fn destroy_vm(&self, vm: File) {
+        let id = file_id(vm.as_raw_fd()).expect("fstat of the VM");
+        let mut k = self.lock();
+        let Some(v) = k.vms.remove(&id) else { return };
+        if !v.active {
+            return;
+        }
+        if v.handle != 0 {
+            let mut b = [0u8; 4];
+            wr32(&mut b, 0, v.handle);
+            let _ = self.plat.execute(fwcmd::DEACTIVATE, &mut b);
+            let _ = self.plat.execute(fwcmd::DECOMMISSION, &mut b);
+        }
+        if v.asid != 0 {
+            k.asid_reclaim[v.asid as usize] = true;
+        }
+    }
+
+    // ------------------------------------------------------------ PSP plumbing
+
+    /// `__sev_do_cmd_locked`: run the firmware; status into `error`; non-SUCCESS -> EIO.
+    fn fw(&self, cmd: u32, buf: &mut [u8], error: Option<&mut u32>) -> KResult<()> {
+        let s = self.plat.execute(cmd, buf);
+        if let Some(e) = error {
+            *e = s.code();
+        }
+        if s == Status::Success {
+            Ok(())
+        } else {
+            Err(libc::EIO)
+        }
+    }
+
+    /// `__sev_platform_init_locked`: INIT (+ES with a TMR) then DF_FLUSH.
+    fn platform_init(&self, k: &mut Kernel, error: &mut u32) -> KResult<()> {
+        if k.drv == DrvState::Init {
+            return Ok(());
+        }
+        let mut b = [0u8; 0x14];
+        if k.tmr {
+            wr32(&mut b, 0, 1);
+            wr64(&mut b, 8, TMR_PA);
+            wr32(&mut b, 0x10, 1 << 20);
+        }
+        self.fw(fwcmd::INIT, &mut b, Some(error))?;
+        k.drv = DrvState::Init;
+        self.fw(fwcmd::DF_FLUSH, &mut [], Some(error))
+    }
+
+    /// `__sev_platform_shutdown_locked`.
+    fn platform_shutdown(&self, k: &mut Kernel, error: &mut u32) -> KResult<()> {
+        if k.drv == DrvState::Uninit {
+            return Ok(());
+        }
+        self.fw(fwcmd::SHUTDOWN, &mut [], Some(error))?;
+        k.drv = DrvState::Uninit;
+        Ok(())
+    }
+
+    /// A kernel buffer (kzalloc) in model PA space holding `data`.
+    fn kalloc(&self, k: &mut Kernel, data: &[u8]) -> KResult<u64> {
+        let pa = k.kpa;
+        k.kpa += (data.len() as u64).div_ceil(PAGE).max(1) * PAGE;
+        self.plat.write_pa(pa, data).map_err(|_| libc::ENOMEM)?;
+        Ok(pa)
+    }
+
+    fn kread(&self, pa: u64, len: u32) -> KResult<Vec<u8>> {
+        self.plat
+            .read_pa(pa, len as usize)
+            .map_err(|_| libc::EFAULT)
+    }
+
+    /// `psp_copy_user_blob` into a kernel buffer: returns its PA.
+    ///
+    /// # Safety
+    /// `uaddr` must be 0 or point to `len` readable bytes.
+    unsafe fn copy_user_blob(&self, k: &mut Kernel, uaddr: u64, len: u32) -> KResult<u64> {
+        if uaddr == 0 || len == 0 || len > BLOB_MAX {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: forwarded from this function's contract.
+        let data = unsafe { copy_from_user(uaddr, len as usize) }?;
+        self.kalloc(k, &data)
+    }
+
+    // ------------------------------------------------------------ pinned memory
+
+    /// `sev_pin_memory`: model PAs of the pages of `[uaddr, uaddr+len)`.
+    fn pin(&self, k: &mut Kernel, uaddr: u64, len: u64) -> KResult<Vec<u64>> {
+        let end = uaddr.checked_add(len).ok_or(libc::EINVAL)?;
+        if len == 0 {
+            return Err(libc::EINVAL);
+        }
+        let (first, last) = (uaddr / PAGE, (end - 1) / PAGE);
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for p in first..=last {
+            let pa = match k.phys.get(&p) {
+                Some(&pa) => pa,
+                None => {
+                    let pa = k.next_pa;
+                    k.next_pa += PAGE;
+                    k.phys.insert(p, pa);
+                    k.shadow.insert(p, Box::new([0u8; PAGE as usize]));
+                    pa
+                }
+            };
+            out.push(pa);
+        }
+        Ok(out)
+    }
+
+    /// Copy the user bytes `[uaddr, uaddr+len)` into their pinned physical pages. Only
+    /// bytes the user changed since the last copy are taken: the model's PA page is the
+    /// memory, the user mapping a view of it, and the firmware may have rewritten whole
+    /// 16-byte blocks around a caller's range (DBG_ENCRYPT's read-modify-write) that the
+    /// model only copies back within the caller's range.
+    ///
+    /// # Safety
+    /// `len` readable bytes at `uaddr`.
+    unsafe fn sync_in(&self, k: &mut Kernel, uaddr: u64, len: u64) -> KResult<()> {
+        // SAFETY: forwarded from this function's contract.
+        let data = unsafe { copy_from_user(uaddr, len as usize) }?;
+        self.pin(k, uaddr, len)?;
+        let mut done = 0u64;
+        while done < len {
+            let a = uaddr + done;
+            let (page, off) = (a / PAGE, (a % PAGE) as usize);
+            let n = (PAGE - a % PAGE).min(len - done) as usize;
+            let pa = k.phys[&page] + off as u64;
+            let mut phys = self.kread(pa, n as u32)?;
+            let shadow = k.shadow.get_mut(&page).ok_or(libc::EFAULT)?;
+            for i in 0..n {
+                let u = data[done as usize + i];
+                if u != shadow[off + i] {
+                    phys[i] = u;
+                    shadow[off + i] = u;
+                }
+            }
+            self.plat.write_pa(pa, &phys).map_err(|_| libc::EFAULT)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Copy the physical pages behind `[uaddr, uaddr+len)` back to the user mapping.
+    ///
+    /// # Safety
+    /// `len` writable bytes at `uaddr`.
+    unsafe fn sync_out(&self, k: &mut Kernel, uaddr: u64, len: u64) -> KResult<()> {
+        self.pin(k, uaddr, len)?;
+        let mut data = Vec::with_capacity(len as usize);
+        let mut done = 0u64;
+        while done < len {
+            let a = uaddr + done;
+            let (page, off) = (a / PAGE, (a % PAGE) as usize);
+            let n = (PAGE - a % PAGE).min(len - done) as usize;
+            let chunk = self.kread(k.phys[&page] + off as u64, n as u32)?;
+            let shadow = k.shadow.get_mut(&page).ok_or(libc::EFAULT)?;
+            shadow[off..off + n].copy_from_slice(&chunk);
+            data.extend(chunk);
+            done += n as u64;
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { copy_to_user(uaddr, &data) }
+    }
+
+    // ------------------------------------------------------------ /dev/sev
+
+    /// `sev_ioctl`.
+    ///
+    /// # Safety
+    /// The `IoctlPort::ioctl` contract for `arg`.
+    unsafe fn sev_ioctl(&self, fd: RawFd, request: u64, arg: u64) -> KResult<i32> {
+        if request != SEV_ISSUE_CMD {
+            return Err(libc::EINVAL);
+        }
+        let writable = fd_writable(fd);
+        // SAFETY: `arg` points to a live sev_issue_cmd (the port contract).
+        let mut input: super::SevIssueCmd = unsafe { get_user(arg) }?;
+        if input.cmd > 12 {
+            // SEV_MAX
+            return Err(libc::EINVAL);
+        }
+        let mut k = self.lock();
+        k.kpa = KERNEL_PA_BASE;
+        let data = input.data;
+        let mut error = input.error;
+        // SAFETY: `data` is the command struct `input.cmd` expects (the port contract).
+        let r = unsafe {
+            match input.cmd {
+                0 => self.do_reset(&mut k, writable, &mut error),
+                1 => self.do_platform_status(data, &mut error),
+                2 => self.do_pek_pdh_gen(&mut k, fwcmd::PEK_GEN, writable, &mut error),
+                4 => self.do_pek_pdh_gen(&mut k, fwcmd::PDH_GEN, writable, &mut error),
+                3 => self.do_pek_csr(&mut k, data, writable, &mut error),
+                6 => self.do_pek_import(&mut k, data, writable, &mut error),
+                5 => self.do_pdh_export(&mut k, data, writable, &mut error),
+                8 => self.do_get_id2(&mut k, data, &mut error),
+                // GET_ID (deprecated) and the SNP commands are not emulated.
+                _ => return Err(libc::EINVAL),
+            }
+        };
+        input.error = error;
+        // SAFETY: as above; the driver copies the whole sev_issue_cmd back.
+        unsafe { put_user(arg, &input) }?;
+        r.map(|()| 0)
+    }
+
+    fn do_reset(&self, k: &mut Kernel, writable: bool, error: &mut u32) -> KResult<()> {
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        let mut st = [0u8; 12];
+        self.fw(fwcmd::PLATFORM_STATUS, &mut st, Some(error))?;
+        match st[2] {
+            2 => return Err(libc::EBUSY),
+            // __sev_platform_shutdown_locked goes by the driver's cached state.
+            1 => self.platform_shutdown(k, error)?,
+            _ => {}
+        }
+        self.fw(fwcmd::PLATFORM_RESET, &mut [], Some(error))
+    }
+
+    unsafe fn do_platform_status(&self, data: u64, error: &mut u32) -> KResult<()> {
+        let mut st = [0u8; 12];
+        self.fw(fwcmd::PLATFORM_STATUS, &mut st, Some(error))?;
+        // SAFETY: `data` points to a 12-byte sev_user_data_status (port contract).
+        unsafe { copy_to_user(data, &st) }
+    }
+
+    fn do_pek_pdh_gen(
+        &self,
+        k: &mut Kernel,
+        cmd: u32,
+        writable: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        if k.drv == DrvState::Uninit {
+            self.platform_init(k, error)?;
+        }
+        self.fw(cmd, &mut [], Some(error))
+    }
+
+    unsafe fn do_pek_csr(
+        &self,
+        k: &mut Kernel,
+        data: u64,
+        writable: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        // SAFETY: `data` points to a sev_user_data_pek_csr (port contract).
+        let mut input: super::SevUserDataAddrLen = unsafe { get_user(data) }?;
+        let mut b = [0u8; 12];
+        let (addr, orig_len) = (input.address, input.length);
+        let mut blob = None;
+        if addr != 0 && orig_len != 0 {
+            if orig_len > BLOB_MAX {
+                return Err(libc::EFAULT);
+            }
+            let pa = self.kalloc(k, &vec![0u8; orig_len as usize])?;
+            wr64(&mut b, 0, pa);
+            wr32(&mut b, 8, orig_len);
+            blob = Some(pa);
+        }
+        if k.drv == DrvState::Uninit {
+            self.platform_init(k, error)?;
+        }
+        let r = self.fw(fwcmd::PEK_CSR, &mut b, Some(error));
+        input.length = rd32(&b, 8);
+        // SAFETY: as above.
+        unsafe { put_user(data, &input) }?;
+        if let Some(pa) = blob {
+            // The driver copies `input.length` (the firmware's answer) bytes; the model
+            // never writes past the caller's original length.
+            let out = self.kread(pa, input.length.min(orig_len))?;
+            // SAFETY: `addr` points to `orig_len` writable bytes (port contract).
+            unsafe { copy_to_user(addr, &out) }?;
+        }
+        r
+    }
+
+    unsafe fn do_pek_import(
+        &self,
+        k: &mut Kernel,
+        data: u64,
+        writable: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        // SAFETY: `data` points to a sev_user_data_pek_cert_import (port contract).
+        let input: super::SevUserDataTwoBufs = unsafe { get_user(data) }?;
+        let mut b = [0u8; 0x1C];
+        // SAFETY: the embedded addresses point to buffers of the stated lengths.
+        let pek = unsafe { self.copy_user_blob(k, input.addr1, input.len1) }?;
+        // SAFETY: as above.
+        let oca = unsafe { self.copy_user_blob(k, input.addr2, input.len2) }?;
+        wr64(&mut b, 0, pek);
+        wr32(&mut b, 8, input.len1);
+        wr64(&mut b, 0x10, oca);
+        wr32(&mut b, 0x18, input.len2);
+        if k.drv != DrvState::Init {
+            self.platform_init(k, error)?;
+        }
+        self.fw(fwcmd::PEK_CERT_IMPORT, &mut b, Some(error))
+    }
+
+    unsafe fn do_pdh_export(
+        &self,
+        k: &mut Kernel,
+        data: u64,
+        writable: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if k.drv != DrvState::Init {
+            if !writable {
+                return Err(libc::EPERM);
+            }
+            self.platform_init(k, error)?;
+        }
+        // SAFETY: `data` points to a sev_user_data_pdh_cert_export (port contract).
+        let mut input: super::SevUserDataTwoBufs = unsafe { get_user(data) }?;
+        let (pdh_addr, pdh_len, chain_addr, chain_len) =
+            (input.addr1, input.len1, input.addr2, input.len2);
+        let mut b = [0u8; 0x1C];
+        let mut blobs = None;
+        if pdh_addr != 0 && pdh_len != 0 && chain_addr != 0 {
+            if pdh_len > BLOB_MAX || chain_len > BLOB_MAX {
+                return Err(libc::EFAULT);
+            }
+            let p = self.kalloc(k, &vec![0u8; pdh_len as usize])?;
+            let c = self.kalloc(k, &vec![0u8; chain_len as usize])?;
+            wr64(&mut b, 0, p);
+            wr32(&mut b, 8, pdh_len);
+            wr64(&mut b, 0x10, c);
+            wr32(&mut b, 0x18, chain_len);
+            blobs = Some((p, c));
+        }
+        let r = self.fw(fwcmd::PDH_CERT_EXPORT, &mut b, Some(error));
+        input.len1 = rd32(&b, 8);
+        input.len2 = rd32(&b, 0x18);
+        // SAFETY: as above.
+        unsafe { put_user(data, &input) }?;
+        if let Some((p, c)) = blobs {
+            // Copied whether or not the firmware succeeded (zeros on failure), as the
+            // driver does; never past the caller's original lengths.
+            let pdh = self.kread(p, input.len1.min(pdh_len))?;
+            let chain = self.kread(c, input.len2.min(chain_len))?;
+            // SAFETY: the user buffers hold at least their original lengths.
+            unsafe {
+                copy_to_user(pdh_addr, &pdh)?;
+                copy_to_user(chain_addr, &chain)?;
+            }
+        }
+        r
+    }
+
+    unsafe fn do_get_id2(&self, k: &mut Kernel, data: u64, error: &mut u32) -> KResult<()> {
+        // SAFETY: `data` points to a sev_user_data_get_id2 (port contract).
+        let mut input: super::SevUserDataAddrLen = unsafe { get_user(data) }?;
+        let (addr, orig_len) = (input.address, input.length);
+        let mut b = [0u8; 12];
+        let mut blob = None;
+        if addr != 0 && orig_len != 0 {
+            let pa = self.kalloc(k, &vec![0u8; orig_len as usize])?;
+            wr64(&mut b, 0, pa);
+            wr32(&mut b, 8, orig_len);
+            blob = Some(pa);
+        }
+        let r = self.fw(fwcmd::GET_ID, &mut b, Some(error));
+        input.length = rd32(&b, 8);
+        // SAFETY: as above.
+        unsafe { put_user(data, &input) }?;
+        if let Some(pa) = blob {
+            let out = self.kread(pa, input.length.min(orig_len))?;
+            // SAFETY: `addr` points to `orig_len` writable bytes (port contract).
+            unsafe { copy_to_user(addr, &out) }?;
+        }
+        r
+    }
+
+    // ------------------------------------------------------------ KVM
+
+    /// `sev_issue_cmd_external_user` on the fd number `fd` of this process.
+    fn check_sev_fd(&self, fd: RawFd) -> KResult<()> {
+        if fd < 0 || file_id(fd)? != self.dev_id {
+            return Err(libc::EBADF);
+        }
+        Ok(())
+    }
+
+    /// `sev_issue_cmd`: through the VM's remembered `sev->fd`.
+    fn vm_cmd(&self, vm: &Vm, cmd: u32, buf: &mut [u8], error: &mut u32) -> KResult<()> {
+        self.check_sev_fd(vm.sev_fd)?;
+        self.fw(cmd, buf, Some(error))
+    }
+
+    /// KVM VM ioctls.
+    ///
+    /// # Safety
+    /// The `IoctlPort::ioctl` contract for `arg`.
+    unsafe fn vm_ioctl(&self, id: (u64, u64), request: u64, arg: u64) -> KResult<i32> {
+        match request {
+            KVM_MEMORY_ENCRYPT_OP => {
+                if arg == 0 {
+                    return Ok(0);
+                }
+                // SAFETY: `arg` points to a kvm_sev_cmd (port contract).
+                let mut cmd: kb::kvm_sev_cmd = unsafe { get_user(arg) }?;
+                let mut k = self.lock();
+                k.kpa = KERNEL_PA_BASE;
+                // SAFETY: `cmd.data` is the struct `cmd.id` expects (port contract).
+                let r = unsafe { self.mem_enc_op(&mut k, id, &mut cmd) };
+                if r == Err(-1) {
+                    // Unknown id: no copy back.
+                    return Err(libc::EINVAL);
+                }
+                // SAFETY: as above.
+                unsafe { put_user(arg, &cmd) }?;
+                r.map(|()| 0)
+            }
+            KVM_MEMORY_ENCRYPT_REG_REGION | KVM_MEMORY_ENCRYPT_UNREG_REGION => {
+                // SAFETY: `arg` points to a kvm_enc_region (port contract).
+                let range: kb::kvm_enc_region = unsafe { get_user(arg) }?;
+                let mut k = self.lock();
+                let unreg = request == KVM_MEMORY_ENCRYPT_UNREG_REGION;
+                let active = k.vms.get(&id).map(|v| v.active).unwrap_or(false);
+                if !active {
+                    return Err(libc::ENOTTY);
+                }
+                if unreg {
+                    let v = k.vms.get_mut(&id).ok_or(libc::ENOTTY)?;
+                    let i = v
+                        .regions
+                        .iter()
+                        .position(|&r| r == (range.addr, range.size))
+                        .ok_or(libc::EINVAL)?;
+                    v.regions.remove(i);
+                } else {
+                    self.pin(&mut k, range.addr, range.size)?;
+                    let v = k.vms.get_mut(&id).ok_or(libc::ENOTTY)?;
+                    v.regions.push((range.addr, range.size));
+                }
+                Ok(0)
+            }
+            _ => Err(libc::ENOTTY),
+        }
+    }
+
+    /// `sev_mem_enc_ioctl`'s switch. `Err(-1)` = unknown id (EINVAL without copy back).
+    ///
+    /// # Safety
+    /// `cmd.data` is 0 or points to the struct `cmd.id` expects, with valid user addresses.
+    unsafe fn mem_enc_op(
+        &self,
+        k: &mut Kernel,
+        id: (u64, u64),
+        cmd: &mut kb::kvm_sev_cmd,
+    ) -> KResult<()> {
+        let mut vm = k.vms.remove(&id).ok_or(libc::ENOTTY)?;
+        let data = cmd.data;
+        let mut error = cmd.error;
+        // SAFETY: forwarded from this function's contract.
+        let r = unsafe {
+            match cmd.id {
+                kb::sev_cmd_id_KVM_SEV_INIT | kb::sev_cmd_id_KVM_SEV_ES_INIT => {
+                    if vm.vm_type != 0 {
+                        Err(libc::EINVAL)
+                    } else {
+                        let es = cmd.id == kb::sev_cmd_id_KVM_SEV_ES_INIT;
+                        self.guest_init(k, &mut vm, es, &mut error)
+                    }
+                }
+                kb::sev_cmd_id_KVM_SEV_INIT2 => self.guest_init2(k, &mut vm, data, &mut error),
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_START => {
+                    self.launch_start(k, &mut vm, data, cmd.sev_fd as RawFd, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_DATA => {
+                    self.launch_update_data(k, &vm, data, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_VMSA => {
+                    self.launch_update_vmsa(&vm, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_MEASURE => {
+                    self.measure_or_report(k, &vm, data, false, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_GET_ATTESTATION_REPORT => {
+                    self.measure_or_report(k, &vm, data, true, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_SECRET => {
+                    self.launch_secret(k, &vm, data, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_LAUNCH_FINISH => {
+                    if !vm.active {
+                        Err(libc::ENOTTY)
+                    } else {
+                        let mut b = [0u8; 4];
+                        wr32(&mut b, 0, vm.handle);
+                        self.vm_cmd(&vm, fwcmd::LAUNCH_FINISH, &mut b, &mut error)
+                    }
+                }
+                kb::sev_cmd_id_KVM_SEV_GUEST_STATUS => self.guest_status(&vm, data, &mut error),
+                kb::sev_cmd_id_KVM_SEV_DBG_DECRYPT => {
+                    self.dbg_crypt(k, &vm, data, true, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_DBG_ENCRYPT => {
+                    self.dbg_crypt(k, &vm, data, false, &mut error)
+                }
+                // Migration, CERT_EXPORT and SNP are not emulated.
+                _ => Err(-1),
+            }
+        };
+        k.vms.insert(id, vm);
+        cmd.error = error;
+        r
+    }
+
+    /// `__sev_guest_init`.
+    fn guest_init_common(
+        &self,
+        k: &mut Kernel,
+        vm: &mut Vm,
+        es: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.vcpus.is_empty() || vm.active {
+            return Err(libc::EINVAL);
+        }
+        // sev_asid_new: ES guests take 1..MIN_SEV_ASID-1, SEV guests MIN_SEV_ASID..=MAX.
+        let (lo, hi) = if es {
+            (1, MIN_SEV_ASID - 1)
+        } else {
+            (MIN_SEV_ASID, MAX_ASID)
+        };
+        let free = |k: &Kernel| (lo..=hi).find(|&a| !k.asid_used[a as usize]);
+        let asid = match free(k) {
+            Some(a) => a,
+            None => {
+                // __sev_recycle_asids: DF_FLUSH if something is reclaimable.
+                if !(lo..=hi).any(|a| k.asid_reclaim[a as usize]) {
+                    return Err(libc::EBUSY);
+                }
+                let mut e = 0;
+                self.fw(fwcmd::DF_FLUSH, &mut [], Some(&mut e))
+                    .map_err(|_| libc::EBUSY)?;
+                for a in 0..k.asid_reclaim.len() {
+                    if k.asid_reclaim[a] {
+                        k.asid_reclaim[a] = false;
+                        k.asid_used[a] = false;
+                    }
+                }
+                free(k).ok_or(libc::EBUSY)?
+            }
+        };
+        let mut init_error = 0;
+        if let Err(e) = self.platform_init(k, &mut init_error) {
+            *error = init_error;
+            return Err(e);
+        }
+        k.asid_used[asid as usize] = true;
+        vm.active = true;
+        vm.es_active = es;
+        vm.asid = asid;
+        vm.need_init = false;
+        Ok(())
+    }
+
+    fn guest_init(&self, k: &mut Kernel, vm: &mut Vm, es: bool, error: &mut u32) -> KResult<()> {
+        self.guest_init_common(k, vm, es, error)
+    }
+
+    /// `sev_guest_init2`.
+    unsafe fn guest_init2(
+        &self,
+        k: &mut Kernel,
+        vm: &mut Vm,
+        data: u64,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.need_init {
+            return Err(libc::EINVAL);
+        }
+        if vm.vm_type != kb::KVM_X86_SEV_VM && vm.vm_type != kb::KVM_X86_SEV_ES_VM {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: `data` points to a kvm_sev_init (caller's contract).
+        let init: kb::kvm_sev_init = unsafe { get_user(data) }?;
+        let es = vm.vm_type == kb::KVM_X86_SEV_ES_VM;
+        // No VMSA features are supported by the emulated host.
+        if init.flags != 0 || init.vmsa_features != 0 {
+            return Err(libc::EINVAL);
+        }
+        if init.ghcb_version > 2 || (!es && init.ghcb_version != 0) {
+            return Err(libc::EINVAL);
+        }
+        self.guest_init_common(k, vm, es, error)
+    }
+
+    /// `sev_launch_start` + `sev_bind_asid`.
+    unsafe fn launch_start(
+        &self,
+        k: &mut Kernel,
+        vm: &mut Vm,
+        data: u64,
+        sev_fd: RawFd,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        // SAFETY: `data` points to a kvm_sev_launch_start (caller's contract).
+        let mut params: kb::kvm_sev_launch_start = unsafe { get_user(data) }?;
+        let mut b = [0u8; 0x24];
+        if params.dh_uaddr != 0 {
+            // SAFETY: the GODH buffer has `dh_len` bytes (caller's contract).
+            let pa = unsafe { self.copy_user_blob(k, params.dh_uaddr, params.dh_len) }?;
+            wr64(&mut b, 8, pa);
+            wr32(&mut b, 0x10, params.dh_len);
+        }
+        if params.session_uaddr != 0 {
+            // SAFETY: the session buffer has `session_len` bytes (caller's contract).
+            let pa = unsafe { self.copy_user_blob(k, params.session_uaddr, params.session_len) }?;
+            wr64(&mut b, 0x18, pa);
+            wr32(&mut b, 0x20, params.session_len);
+        }
+        wr32(&mut b, 0, params.handle);
+        wr32(&mut b, 4, params.policy);
+        self.check_sev_fd(sev_fd)?;
+        self.fw(fwcmd::LAUNCH_START, &mut b, Some(error))?;
+        let handle = rd32(&b, 0);
+        let mut act = [0u8; 8];
+        wr32(&mut act, 0, handle);
+        wr32(&mut act, 4, vm.asid);
+        if let Err(e) = self.fw(fwcmd::ACTIVATE, &mut act, Some(error)) {
+            let _ = self.fw(fwcmd::DECOMMISSION, &mut act[..4], None);
+            return Err(e);
+        }
+        params.handle = handle;
+        // SAFETY: as above.
+        unsafe { put_user(data, &params) }?;
+        vm.handle = handle;
+        vm.sev_fd = sev_fd;
+        Ok(())
+    }
+
+    /// `sev_launch_update_data`.
+    unsafe fn launch_update_data(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        data: u64,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        // SAFETY: `data` points to a kvm_sev_launch_update_data (caller's contract).
+        let params: kb::kvm_sev_launch_update_data = unsafe { get_user(data) }?;
+        let (vaddr, size) = (params.uaddr, params.len as u64);
+        let pages = self.pin(k, vaddr, size)?;
+        // SAFETY: `uaddr` points to `len` bytes of the caller's (writable) memory.
+        unsafe { self.sync_in(k, vaddr, size) }?;
+        let mut r = Ok(());
+        let (mut i, mut v, mut left) = (0usize, vaddr, size);
+        while left > 0 {
+            let offset = v % PAGE;
+            let mut n = 1;
+            while i + n < pages.len() && pages[i + n] == pages[i + n - 1] + PAGE {
+                n += 1;
+            }
+            let len = (n as u64 * PAGE - offset).min(left);
+            let mut b = [0u8; 0x14];
+            wr32(&mut b, 0, vm.handle);
+            wr64(&mut b, 8, pages[i] + offset);
+            wr32(&mut b, 0x10, len as u32);
+            r = self.vm_cmd(vm, fwcmd::LAUNCH_UPDATE_DATA, &mut b, error);
+            if r.is_err() {
+                break;
+            }
+            left -= len;
+            v += len;
+            i += n;
+        }
+        // SAFETY: as above; the pages were updated in place.
+        unsafe { self.sync_out(k, vaddr, size) }?;
+        r
+    }
+
+    /// `sev_launch_update_vmsa`: every vCPU, in order.
+    fn launch_update_vmsa(&self, vm: &Vm, error: &mut u32) -> KResult<()> {
+        if !vm.active || !vm.es_active {
+            return Err(libc::ENOTTY);
+        }
+        for (i, vmsa) in vm.vcpus.iter().enumerate() {
+            let pa = VMSA_PA_BASE + i as u64 * PAGE;
+            self.plat
+                .write_pa(pa, &vmsa[..])
+                .map_err(|_| libc::ENOMEM)?;
+            let mut b = [0u8; 0x14];
+            wr32(&mut b, 0, vm.handle);
+            wr64(&mut b, 8, pa);
+            wr32(&mut b, 0x10, PAGE as u32);
+            self.vm_cmd(vm, fwcmd::LAUNCH_UPDATE_VMSA, &mut b, error)?;
+        }
+        Ok(())
+    }
+
+    /// `sev_launch_measure` / `sev_get_attestation_report` (same length-probe shape).
+    unsafe fn measure_or_report(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        data: u64,
+        report: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        // The len field of kvm_sev_launch_measure is at 8, of the report struct at 24.
+        let (len_off, addr_off) = if report { (24, 16) } else { (8, 0) };
+        let size = if report { 32 } else { 16 };
+        // SAFETY: `data` points to the command struct (caller's contract).
+        let mut params = unsafe { copy_from_user(data, size) }?;
+        let ulen = rd32(&params, len_off);
+        let uaddr = u64::from_le_bytes(params[addr_off..addr_off + 8].try_into().unwrap_or([0; 8]));
+        let mut b = [0u8; 0x24];
+        let mut blob = None;
+        if ulen != 0 && uaddr != 0 {
+            if ulen > BLOB_MAX {
+                return Err(libc::EINVAL);
+            }
+            let pa = self.kalloc(k, &vec![0u8; ulen as usize])?;
+            wr64(&mut b, 8, pa);
+            if report {
+                wr32(&mut b, 0x20, ulen);
+                b[0x10..0x20].copy_from_slice(&params[0..16]);
+            } else {
+                wr32(&mut b, 0x10, ulen);
+            }
+            blob = Some(pa);
+        }
+        wr32(&mut b, 0, vm.handle);
+        let (cmd, fw_len_off) = if report {
+            (fwcmd::ATTESTATION, 0x20)
+        } else {
+            (fwcmd::LAUNCH_MEASURE, 0x10)
+        };
+        let r = self.vm_cmd(vm, cmd, &mut b, error);
+        if ulen != 0 {
+            r?;
+            if let Some(pa) = blob {
+                let out = self.kread(pa, ulen)?;
+                // SAFETY: `uaddr` points to `ulen` writable bytes (caller's contract).
+                unsafe { copy_to_user(uaddr, &out) }?;
+            }
+        }
+        wr32(&mut params, len_off, rd32(&b, fw_len_off));
+        // SAFETY: as above.
+        unsafe { copy_to_user(data, &params) }?;
+        r
+    }
+
+    /// `sev_launch_secret`.
+    unsafe fn launch_secret(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        data: u64,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        // SAFETY: `data` points to a kvm_sev_launch_secret (caller's contract).
+        let p: kb::kvm_sev_launch_secret = unsafe { get_user(data) }?;
+        let (gaddr, glen) = (p.guest_uaddr, p.guest_len as u64);
+        let pages = self.pin(k, gaddr, glen)?;
+        if pages.windows(2).any(|w| w[1] != w[0] + PAGE) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: the guest range has `guest_len` writable bytes (caller's contract).
+        unsafe { self.sync_in(k, gaddr, glen) }?;
+        // SAFETY: the packet buffers have their stated lengths (caller's contract).
+        let trans = unsafe { self.copy_user_blob(k, p.trans_uaddr, p.trans_len) }?;
+        // SAFETY: as above.
+        let hdr = unsafe { self.copy_user_blob(k, p.hdr_uaddr, p.hdr_len) }?;
+        let mut b = [0u8; 0x34];
+        wr32(&mut b, 0, vm.handle);
+        wr64(&mut b, 8, hdr);
+        wr32(&mut b, 0x10, p.hdr_len);
+        wr64(&mut b, 0x18, pages[0] + gaddr % PAGE);
+        wr32(&mut b, 0x20, p.guest_len);
+        wr64(&mut b, 0x28, trans);
+        wr32(&mut b, 0x30, p.trans_len);
+        let r = self.vm_cmd(vm, fwcmd::LAUNCH_SECRET, &mut b, error);
+        // SAFETY: as above; the firmware wrote the guest pages in place.
+        unsafe { self.sync_out(k, gaddr, glen) }?;
+        r
+    }
+
+    /// `sev_guest_status`.
+    unsafe fn guest_status(&self, vm: &Vm, data: u64, error: &mut u32) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        let mut b = [0u8; 0x10];
+        wr32(&mut b, 0, vm.handle);
+        self.vm_cmd(vm, fwcmd::GUEST_STATUS, &mut b, error)?;
+        let out = kb::kvm_sev_guest_status {
+            handle: rd32(&b, 0),
+            policy: rd32(&b, 4),
+            state: b[0x0C] as u32,
+        };
+        // SAFETY: `data` points to a kvm_sev_guest_status (caller's contract).
+        unsafe { put_user(data, &out) }
+    }
+
+    /// `__sev_issue_dbg_cmd`.
+    fn dbg_cmd(
+        &self,
+        vm: &Vm,
+        src: u64,
+        dst: u64,
+        len: u64,
+        enc: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        let mut b = [0u8; 0x1C];
+        wr32(&mut b, 0, vm.handle);
+        wr64(&mut b, 8, src);
+        wr64(&mut b, 0x10, dst);
+        wr32(&mut b, 0x18, len as u32);
+        let cmd = if enc {
+            fwcmd::DBG_ENCRYPT
+        } else {
+            fwcmd::DBG_DECRYPT
+        };
+        self.vm_cmd(vm, cmd, &mut b, error)
+    }
+
+    /// `__sev_dbg_decrypt`: rounds the source down and the size up to 16 bytes.
+    fn dbg_decrypt_pa(&self, vm: &Vm, src: u64, dst: u64, sz: u64, e: &mut u32) -> KResult<()> {
+        let off = src & 15;
+        self.dbg_cmd(vm, src - off, dst, (sz + off).div_ceil(16) * 16, false, e)
+    }
+
+    /// `sev_dbg_crypt` with `__sev_dbg_decrypt_user` / `__sev_dbg_encrypt_user`.
+    unsafe fn dbg_crypt(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        data: u64,
+        dec: bool,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.active {
+            return Err(libc::ENOTTY);
+        }
+        // SAFETY: `data` points to a kvm_sev_dbg (caller's contract).
+        let d: kb::kvm_sev_dbg = unsafe { get_user(data) }?;
+        let len = d.len as u64;
+        if len == 0 || d.src_uaddr.checked_add(len).is_none() {
+            return Err(libc::EINVAL);
+        }
+        if d.dst_uaddr == 0 {
+            return Err(libc::EINVAL);
+        }
+        let (mut vaddr, end, mut dst) = (d.src_uaddr, d.src_uaddr + len, d.dst_uaddr);
+        let mut size = len;
+        while vaddr < end {
+            let s_off = vaddr % PAGE;
+            let d_off = dst % PAGE;
+            let n = (PAGE - s_off).min(size);
+            let src_pa = self.pin(k, vaddr & !(PAGE - 1), PAGE)?[0] + s_off;
+            let dst_pa = self.pin(k, dst & !(PAGE - 1), PAGE)?[0] + d_off;
+            // SAFETY: the source and destination ranges hold `len` bytes each (caller's
+            // contract); this chunk lies inside them.
+            unsafe {
+                self.sync_in(k, vaddr, n)?;
+                self.sync_in(k, dst, n)?;
+            }
+            if dec {
+                if !(dst_pa.is_multiple_of(16) && src_pa.is_multiple_of(16) && n.is_multiple_of(16))
+                {
+                    let t = self.kalloc(k, &[0u8; PAGE as usize])?;
+                    self.dbg_decrypt_pa(vm, src_pa, t, n, error)?;
+                    let out = self.kread(t + (src_pa & 15), n as u32)?;
+                    // SAFETY: `dst` has `n` writable bytes (caller's contract).
+                    unsafe { copy_to_user(dst, &out) }?;
+                } else {
+                    self.dbg_decrypt_pa(vm, src_pa, dst_pa, n, error)?;
+                    // SAFETY: as above.
+                    unsafe { self.sync_out(k, dst, n) }?;
+                }
+            } else {
+                let mut paddr = src_pa;
+                let mut src_bytes = None;
+                if !vaddr.is_multiple_of(16) {
+                    // SAFETY: as above.
+                    let b = unsafe { copy_from_user(vaddr, n as usize) }?;
+                    paddr = self.kalloc(k, &b)?;
+                    src_bytes = Some(b);
+                }
+                let (mut dpa, mut l) = (dst_pa, n);
+                if !(dst.is_multiple_of(16) && n.is_multiple_of(16)) {
+                    let t = self.kalloc(k, &[0u8; PAGE as usize])?;
+                    self.dbg_decrypt_pa(vm, dst_pa, t, n, error)?;
+                    let b = match src_bytes {
+                        Some(b) => b,
+                        // SAFETY: as above.
+                        None => unsafe { copy_from_user(vaddr, n as usize) }?,
+                    };
+                    self.plat
+                        .write_pa(t + (dst_pa & 15), &b)
+                        .map_err(|_| libc::EFAULT)?;
+                    paddr = t;
+                    dpa = dst_pa & !15;
+                    l = n.div_ceil(16) * 16;
+                }
+                self.dbg_cmd(vm, paddr, dpa, l, true, error)?;
+                // SAFETY: as above.
+                unsafe { self.sync_out(k, dst, n) }?;
+            }
+            vaddr += n;
+            dst += n;
+            size -= n;
+        }
+        Ok(())
+    }
+}
+
+impl IoctlPort for Loopback {
+    unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
+        let id = file_id(fd).map_err(os)?;
+        let arg = arg as u64;
+        // SAFETY: the caller upholds the port contract for `arg`, which is all these need.
+        let r = unsafe {
+            if id == self.dev_id {
+                self.sev_ioctl(fd, request, arg)
+            } else if self.lock().vms.contains_key(&id) {
+                self.vm_ioctl(id, request, arg)
+            } else {
+                // A regular file: no such ioctl.
+                Err(libc::ENOTTY)
+            }
+        };
+        r.map_err(os)
+    }
+}

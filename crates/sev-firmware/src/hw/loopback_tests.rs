@@ -1,0 +1,532 @@
+//! `HwPlatform`/`HwGuest` end to end on the loopback kernel (see `loopback.rs`).
+
+use super::loopback::Loopback;
+use super::*;
+use crate::soft::store::{API, BUILD};
+use crate::{GuestState, PlatformState, SevGuest, SevPlatform};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::Private;
+use sev_proto::cert::chain::{verify_full, FullChain};
+use sev_proto::cert::{Algo, SevCert, Usage};
+use sev_proto::measure::{measurement, LaunchDigest};
+use sev_proto::secret::build_packet;
+use sev_proto::session::{ecdh_shared_secret, owner_wrap, TransportKeys};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    lb: Arc<Loopback>,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = Arc::new(Loopback::new(dir.path()));
+    Rig { _dir: dir, lb }
+}
+
+impl Rig {
+    fn port(&self) -> Arc<dyn IoctlPort> {
+        self.lb.clone()
+    }
+
+    fn platform(&self) -> HwPlatform {
+        HwPlatform::open_with_port(self.lb.sev_path(), self.port()).unwrap()
+    }
+
+    fn guest(&self, vm: &File, vm_type: u32) -> HwGuest {
+        HwGuest::with_port(vm.as_raw_fd(), vm_type, self.lb.sev_path(), self.port()).unwrap()
+    }
+}
+
+struct Owner {
+    godh: Vec<u8>,
+    session: [u8; 128],
+    keys: TransportKeys,
+}
+
+/// The guest owner: verifies the chain exported through `/dev/sev` (completed with the
+/// soft CEK/ASK/ARK a KDS would give) and wraps launch keys for its PDH.
+fn owner(r: &Rig, hw: &HwPlatform, policy: u32) -> Owner {
+    let exp = hw.pdh_cert_export().unwrap();
+    let soft = r.lb.platform().export_chain().unwrap();
+    let mut bytes = exp.pdh.clone();
+    bytes.extend_from_slice(&exp.chain[..2 * SevCert::LEN]);
+    bytes.extend_from_slice(&soft.cek);
+    bytes.extend_from_slice(&soft.ask);
+    bytes.extend_from_slice(&soft.ark);
+    let full = FullChain::parse(&bytes).expect("chain parses");
+    let pdh = verify_full(&full, None).expect("chain exported through /dev/sev verifies");
+    let godh_key: EcKey<Private> =
+        EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
+    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key)
+        .unwrap()
+        .encode();
+    let z = ecdh_shared_secret(&godh_key, &pdh.key).unwrap();
+    let keys = TransportKeys::random().unwrap();
+    let blob = owner_wrap(&z, &[3u8; 16], &[4u8; 16], &keys, policy);
+    Owner {
+        godh,
+        session: blob.to_bytes(),
+        keys,
+    }
+}
+
+/// `len` bytes of page-aligned memory inside `v` (which must hold `len + 4096`).
+fn aligned(v: &mut [u8], len: usize) -> &mut [u8] {
+    let off = v.as_ptr().align_offset(4096);
+    &mut v[off..off + len]
+}
+
+fn status_of<T: std::fmt::Debug>(r: Result<T>) -> Status {
+    r.expect_err("command must fail")
+        .status()
+        .expect("a firmware status")
+}
+
+fn errno_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+    match r.expect_err("command must fail") {
+        FwError::Ioctl { source, .. } => source.raw_os_error().expect("an errno"),
+        e => panic!("expected an ioctl error, got {e}"),
+    }
+}
+
+fn verify_report(report: &[u8], pek: &[u8]) -> bool {
+    let pek = SevCert::parse(pek).unwrap().ec_public_key().unwrap();
+    let digest =
+        openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &report[..0x34]).unwrap();
+    let le = |b: &[u8]| {
+        let mut v = b[..48].to_vec();
+        v.reverse();
+        openssl::bn::BigNum::from_slice(&v).unwrap()
+    };
+    let sig =
+        openssl::ecdsa::EcdsaSig::from_private_components(le(&report[0x40..]), le(&report[0x88..]))
+            .unwrap();
+    sig.verify(&digest, &pek).unwrap()
+}
+
+#[test]
+fn platform_commands_through_dev_sev() {
+    let r = rig();
+    let hw = r.platform();
+    let st = hw.platform_status().unwrap();
+    assert_eq!(st.state, PlatformState::Uninit);
+    assert_eq!(
+        (st.api_major, st.api_minor, st.build),
+        (API.0, API.1, BUILD)
+    );
+    assert_eq!(st.guest_count, 0);
+
+    // PDH_CERT_EXPORT initialises the platform (the driver's auto-INIT) and matches the
+    // soft platform's own export; the chain verifies (done inside `owner`).
+    let exp = hw.pdh_cert_export().unwrap();
+    let st = hw.platform_status().unwrap();
+    assert_eq!(st.state, PlatformState::Init);
+    assert!(st.config_es, "the driver INITs with the ES flag and a TMR");
+    let soft = r.lb.platform().export_chain().unwrap();
+    assert_eq!(exp.pdh, soft.pdh);
+    assert_eq!(&exp.chain[..SevCert::LEN], &soft.pek[..]);
+    assert_eq!(&exp.chain[SevCert::LEN..2 * SevCert::LEN], &soft.oca[..]);
+    assert_eq!(exp.chain.len(), 3 * SevCert::LEN);
+    owner(&r, &hw, 0);
+
+    let id = hw.get_id().unwrap();
+    assert_eq!(id.len(), 64);
+    assert_eq!(id, r.lb.platform().get_id().unwrap());
+
+    let csr = hw.pek_csr().unwrap();
+    assert_eq!(csr.len(), SevCert::LEN);
+    assert_eq!(
+        SevCert::parse(&csr).unwrap().unsigned().encode(),
+        SevCert::parse(&soft.pek).unwrap().unsigned().encode(),
+        "the CSR is the PEK body"
+    );
+
+    // PDH_GEN replaces the PDH; PEK_GEN replaces PEK and PDH.
+    hw.pdh_gen().unwrap();
+    let after = hw.pdh_cert_export().unwrap();
+    assert_ne!(after.pdh, exp.pdh);
+    assert_eq!(after.chain, exp.chain);
+    hw.pek_gen().unwrap();
+    let after2 = hw.pdh_cert_export().unwrap();
+    assert_ne!(&after2.chain[..SevCert::LEN], &exp.chain[..SevCert::LEN]);
+
+    // Take ownership with an OCA-signed CSR, then FACTORY_RESET gives it up.
+    let p384 = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
+    let oca_key = EcKey::generate(&p384).unwrap();
+    let mut oca_c = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, 0, 24, &oca_key).unwrap();
+    oca_c.sign_with(&oca_key, Usage::OCA).unwrap();
+    let oca = oca_c.encode();
+    let mut pek_c = SevCert::parse(&hw.pek_csr().unwrap()).unwrap();
+    pek_c.sign_with(&oca_key, Usage::OCA).unwrap();
+    let pek = pek_c.encode();
+    let mut wrong = pek.clone();
+    wrong[0x20] ^= 1;
+    assert_eq!(
+        status_of(hw.pek_cert_import(&wrong, &oca)),
+        Status::InvalidCertificate
+    );
+    // psp_copy_user_blob refuses an empty blob before the firmware runs.
+    assert_eq!(errno_of(hw.pek_cert_import(&[], &oca)), libc::EINVAL);
+    hw.pek_cert_import(&pek, &oca).unwrap();
+    assert!(hw.platform_status().unwrap().owner_external);
+    assert_eq!(
+        status_of(hw.pek_cert_import(&pek, &oca)),
+        Status::AlreadyOwned
+    );
+    hw.factory_reset().unwrap();
+    let st = hw.platform_status().unwrap();
+    assert!(!st.owner_external);
+    assert_eq!(
+        st.state,
+        PlatformState::Uninit,
+        "reset shuts the platform down"
+    );
+}
+
+#[test]
+fn full_launch_through_kvm_on_the_loopback() {
+    let r = rig();
+    let hw = r.platform();
+    let policy = 0u32; // debug allowed
+    let o = owner(&r, &hw, policy);
+    let exp = hw.pdh_cert_export().unwrap();
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+
+    let count_before = hw.platform_status().unwrap().guest_count;
+    let mut s = o.session;
+    s[0x40] ^= 1; // wrap MAC
+    assert_eq!(
+        status_of(g.launch_start(policy, Some(&o.godh), Some(&s), 0)),
+        Status::BadMeasurement,
+        "the firmware status comes back through kvm_sev_cmd.error as with the soft backend"
+    );
+    assert_eq!(hw.platform_status().unwrap().guest_count, count_before);
+
+    let h = g
+        .launch_start(policy, Some(&o.godh), Some(&o.session), 0)
+        .unwrap();
+    assert!(h >= 1);
+    let st = hw.platform_status().unwrap();
+    assert_eq!(st.state, PlatformState::Working);
+    assert_eq!(st.guest_count, 1);
+
+    let mut backing = vec![0u8; 4 * 4096];
+    let ram = aligned(&mut backing, 3 * 4096);
+    for (i, b) in ram.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let plain = ram.to_vec();
+    g.register_region(0x10_0000, ram).unwrap();
+    g.launch_update_data(0x10_0000, &mut ram[..8192]).unwrap();
+    g.launch_update_data(0x10_0000 + 8192, &mut ram[8192..])
+        .unwrap();
+    let mut ld = LaunchDigest::new();
+    ld.update(&plain);
+    let ld = ld.finish();
+    // Encrypted in place: the host mapping now reads ciphertext, as on hardware.
+    assert_ne!(&ram[..], &plain[..]);
+    assert_eq!(g.host_view(0x10_0000, ram).unwrap(), ram.to_vec());
+    let mut dbg = vec![0u8; 64];
+    g.dbg_decrypt(0x10_0000, &ram[..64], &mut dbg).unwrap();
+    assert_eq!(&dbg[..], &plain[..64]);
+    // Unaligned: the kernel decrypts into a bounce page.
+    let mut dbg = vec![0u8; 37];
+    g.dbg_decrypt(0x10_0005, &ram[5..42], &mut dbg).unwrap();
+    assert_eq!(&dbg[..], &plain[5..42]);
+    // Across a page boundary (one firmware command per source page).
+    let mut dbg = vec![0u8; 256];
+    g.dbg_decrypt(0x10_0F80, &ram[0xF80..0x1080], &mut dbg)
+        .unwrap();
+    assert_eq!(&dbg[..], &plain[0xF80..0x1080]);
+
+    let m = g.launch_measure().unwrap();
+    let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+    let expect = measurement(&o.keys.tik, API.0, API.1, BUILD, policy, &ld, &mnonce);
+    assert_eq!(&m[..32], &expect[..], "measurement equals the owner's");
+    let gs = g.guest_status().unwrap();
+    assert_eq!((gs.state, gs.policy), (GuestState::LSecret, policy));
+
+    let measure: [u8; 32] = m[..32].try_into().unwrap();
+    let secret = *b"top-secret-key-material-32bytes!";
+    let (hdr, ct) = build_packet(&o.keys, &measure, [9u8; 16], 0, &secret).unwrap();
+    let mut sec_backing = vec![0u8; 2 * 4096];
+    let sec_page = aligned(&mut sec_backing, 4096);
+    let dest = &mut sec_page[0x100..0x120];
+    let mut bad = hdr.to_bytes();
+    bad[20] ^= 1;
+    assert_eq!(
+        status_of(g.launch_secret(&bad, &ct, 0x20_0100, dest)),
+        Status::BadMeasurement
+    );
+    g.launch_secret(&hdr.to_bytes(), &ct, 0x20_0100, dest)
+        .unwrap();
+    assert_ne!(&dest[..], &secret[..], "the host sees the secret encrypted");
+    let mut out = [0u8; 32];
+    g.dbg_decrypt(0x20_0100, dest, &mut out).unwrap();
+    assert_eq!(out, secret, "the secret's plaintext is in guest memory");
+
+    let report = g.attestation_report([5u8; 16]).unwrap();
+    assert_eq!(report.len(), 0xD0);
+    assert_eq!(&report[..16], &[5u8; 16]);
+    assert_eq!(&report[0x10..0x30], &ld[..]);
+    assert!(
+        verify_report(&report, &exp.chain[..SevCert::LEN]),
+        "the report verifies with the exported PEK"
+    );
+
+    g.launch_finish().unwrap();
+    assert_eq!(g.guest_status().unwrap().state, GuestState::Running);
+    assert_eq!(
+        status_of(g.launch_measure()),
+        Status::InvalidGuestState,
+        "no measurement after LAUNCH_FINISH"
+    );
+
+    // DBG_ENCRYPT writes through the guest key; DBG_DECRYPT reads it back.
+    let msg = *b"written-by-debug";
+    g.dbg_encrypt(0x10_0000, &msg, &mut ram[..16]).unwrap();
+    assert_ne!(&ram[..16], &msg[..]);
+    let mut back = [0u8; 16];
+    g.dbg_decrypt(0x10_0000, &ram[..16], &mut back).unwrap();
+    assert_eq!(back, msg);
+    // Unaligned destination and length: read-modify-write through bounce pages.
+    g.dbg_encrypt(0x10_0023, b"xyz", &mut ram[0x23..0x26])
+        .unwrap();
+    let mut back = [0u8; 48];
+    g.dbg_decrypt(0x10_0010, &ram[0x10..0x40], &mut back)
+        .unwrap();
+    let mut want = plain[0x10..0x40].to_vec();
+    want[0x13..0x16].copy_from_slice(b"xyz");
+    assert_eq!(&back[..], &want[..], "only the three bytes changed");
+
+    drop(g);
+    r.lb.destroy_vm(vm);
+    assert_eq!(hw.platform_status().unwrap().guest_count, 0);
+}
+
+#[test]
+fn es_launch_measures_each_vcpu_once() {
+    let r = rig();
+    let hw = r.platform();
+    let policy = 0x4u32; // ES
+    let o = owner(&r, &hw, policy);
+    let vm = r.lb.create_vm(KVM_X86_SEV_ES_VM);
+    let mut g = r.guest(&vm, KVM_X86_SEV_ES_VM);
+    g.init(true).unwrap();
+    let vmsas: Vec<[u8; 4096]> = (0..2u8).map(|i| [0x40 + i; 4096]).collect();
+    for v in &vmsas {
+        r.lb.add_vcpu(&vm, *v);
+    }
+    g.launch_start(policy, Some(&o.godh), Some(&o.session), 0)
+        .unwrap();
+    let mut backing = vec![0u8; 2 * 4096];
+    let ram = aligned(&mut backing, 4096);
+    ram.fill(0x5A);
+    let plain = ram.to_vec();
+    g.register_region(0, ram).unwrap();
+    g.launch_update_data(0, ram).unwrap();
+    // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call.
+    for v in &vmsas {
+        let mut v = *v;
+        g.launch_update_vmsa(&mut v).unwrap();
+    }
+    let m = g.launch_measure().unwrap();
+    let mut ld = LaunchDigest::new();
+    ld.update(&plain);
+    for v in &vmsas {
+        ld.update(v);
+    }
+    let ld = ld.finish();
+    let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+    let expect = measurement(&o.keys.tik, API.0, API.1, BUILD, policy, &ld, &mnonce);
+    assert_eq!(
+        &m[..32],
+        &expect[..],
+        "firmware ‖ VMSA0 ‖ VMSA1 measured exactly once each"
+    );
+    g.launch_finish().unwrap();
+    drop(g);
+    r.lb.destroy_vm(vm);
+}
+
+#[test]
+fn kernel_refusals_reach_the_caller() {
+    let r = rig();
+    let hw = r.platform();
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    // LAUNCH commands and REG_REGION before KVM_SEV_INIT: not an SEV guest (ENOTTY).
+    assert_eq!(errno_of(g.launch_start(0, None, None, 0)), libc::ENOTTY);
+    assert_eq!(errno_of(g.launch_measure()), libc::ENOTTY);
+    let mut mem = vec![0u8; 4096];
+    assert_eq!(errno_of(g.register_region(0, &mut mem)), libc::ENOTTY);
+    g.init(false).unwrap();
+    assert_eq!(errno_of(g.init(false)), libc::EINVAL, "second INIT");
+    assert_eq!(
+        errno_of(g.launch_update_vmsa(&mut [0u8; 4096])),
+        libc::ENOTTY
+    );
+    // Commands the firmware refuses in this state.
+    g.launch_start(0x1, None, None, 0).unwrap(); // NODBG
+    assert_eq!(status_of(g.launch_finish()), Status::InvalidGuestState);
+    let hdr = [0u8; 52];
+    let ct = [0u8; 16];
+    let mut dest = vec![0u8; 16];
+    assert_eq!(
+        status_of(g.launch_secret(&hdr, &ct, 0, &mut dest)),
+        Status::InvalidGuestState
+    );
+    let mut out = [0u8; 16];
+    assert_eq!(
+        status_of(g.dbg_decrypt(0, &mem[..16], &mut out)),
+        Status::PolicyFailure,
+        "NODBG"
+    );
+    // REG_REGION of an empty range: sev_pin_memory's EINVAL.
+    assert_eq!(errno_of(g.register_region(0, &mut [])), libc::EINVAL);
+    // FACTORY_RESET with a guest: the driver's EBUSY, no firmware status.
+    assert_eq!(errno_of(hw.factory_reset()), libc::EBUSY);
+
+    // Legacy INIT on an SEV-type VM, INIT2 on a default VM: EINVAL.
+    let vm2 = r.lb.create_vm(KVM_X86_SEV_VM);
+    let mut g2 = r.guest(&vm2, 0);
+    assert_eq!(errno_of(g2.init(false)), libc::EINVAL);
+    let vm3 = r.lb.create_vm(0);
+    let mut g3 = r.guest(&vm3, KVM_X86_SEV_VM);
+    assert_eq!(errno_of(g3.init(false)), libc::EINVAL);
+
+    // A sev_fd that is not /dev/sev: EBADF at LAUNCH_START (INIT does not use it).
+    let other = r._dir.path().join("not-sev");
+    std::fs::write(&other, b"").unwrap();
+    let vm4 = r.lb.create_vm(0);
+    let mut g4 = HwGuest::with_port(vm4.as_raw_fd(), 0, &other, r.port()).unwrap();
+    g4.init(false).unwrap();
+    assert_eq!(errno_of(g4.launch_start(0, None, None, 0)), libc::EBADF);
+
+    drop(g);
+    r.lb.destroy_vm(vm);
+    hw.factory_reset().unwrap();
+}
+
+#[test]
+fn emulated_kernel_follows_the_length_probes() {
+    let r = rig();
+    let port = r.port();
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(r.lb.sev_path())
+        .unwrap();
+    let issue = |fd: RawFd, cmd: u32, data: u64| {
+        let mut c = SevIssueCmd {
+            cmd,
+            data,
+            error: 0,
+        };
+        // SAFETY: `c` is live; `data` is 0 or a live struct of the command's type.
+        let res = unsafe { port.ioctl(fd, SEV_ISSUE_CMD, (&mut c as *mut SevIssueCmd).cast()) };
+        (res.map_err(|e| e.raw_os_error().unwrap()), c.error)
+    };
+    let fd = dev.as_raw_fd();
+    // PEK_CSR probe: EIO, INVALID_LEN, needed length.
+    let mut d = SevUserDataAddrLen::default();
+    let (res, err) = issue(fd, sev_cmd::PEK_CSR, &mut d as *mut _ as u64);
+    let len = d.length;
+    assert_eq!((res, err, len), (Err(libc::EIO), 4, 2084));
+    // PDH_CERT_EXPORT probe.
+    let mut d = SevUserDataTwoBufs::default();
+    let (res, err) = issue(fd, sev_cmd::PDH_CERT_EXPORT, &mut d as *mut _ as u64);
+    let (l1, l2) = (d.len1, d.len2);
+    assert_eq!((res, err, l1, l2), (Err(libc::EIO), 4, 2084, 3 * 2084));
+    // GET_ID2 probe.
+    let mut d = SevUserDataAddrLen::default();
+    let (res, err) = issue(fd, sev_cmd::GET_ID2, &mut d as *mut _ as u64);
+    let len = d.length;
+    assert_eq!((res, err, len), (Err(libc::EIO), 4, 64));
+    // Unknown command and unknown ioctl: EINVAL.
+    assert_eq!(issue(fd, 99, 0).0, Err(libc::EINVAL));
+    // SAFETY: a request the device does not know; the argument is never read.
+    let e = unsafe { port.ioctl(fd, KVM_MEMORY_ENCRYPT_OP, std::ptr::null_mut()) };
+    assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    // Writes need FMODE_WRITE.
+    let ro = File::open(r.lb.sev_path()).unwrap();
+    assert_eq!(
+        issue(ro.as_raw_fd(), sev_cmd::PEK_GEN, 0).0,
+        Err(libc::EPERM)
+    );
+    // An unrelated file has no such ioctl.
+    let plain = File::open(r._dir.path().join("platform")).unwrap();
+    assert_eq!(
+        issue(plain.as_raw_fd(), sev_cmd::PLATFORM_STATUS, 0).0,
+        Err(libc::ENOTTY)
+    );
+    assert_eq!(vm_types_through(port.as_ref(), plain.as_raw_fd()), 0);
+
+    // KVM side: NULL probe, then the LAUNCH_MEASURE / ATTESTATION probes.
+    let vm = r.lb.create_vm(0);
+    // SAFETY: a NULL argument is KVM's support probe.
+    let probe = unsafe { port.ioctl(vm.as_raw_fd(), KVM_MEMORY_ENCRYPT_OP, std::ptr::null_mut()) };
+    assert_eq!(probe.unwrap(), 0);
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    let op = |id: u32, data: u64| {
+        let mut c = kb::kvm_sev_cmd {
+            id,
+            pad0: 0,
+            data,
+            error: 0,
+            sev_fd: dev.as_raw_fd() as u32,
+        };
+        // SAFETY: `c` is live; `data` is a live struct of the command's type.
+        let res = unsafe {
+            port.ioctl(
+                vm.as_raw_fd(),
+                KVM_MEMORY_ENCRYPT_OP,
+                (&mut c as *mut kb::kvm_sev_cmd).cast(),
+            )
+        };
+        (res.map_err(|e| e.raw_os_error().unwrap()), c.error)
+    };
+    let mut m = kb::kvm_sev_launch_measure::default();
+    let (res, err) = op(
+        kb::sev_cmd_id_KVM_SEV_LAUNCH_MEASURE,
+        &mut m as *mut _ as u64,
+    );
+    assert_eq!((res, err, m.len), (Err(libc::EIO), 4, 48));
+    // Too long for SEV_FW_BLOB_MAX_SIZE.
+    let mut big = vec![0u8; 16];
+    m.uaddr = big.as_mut_ptr() as u64;
+    m.len = 0x4001;
+    assert_eq!(
+        op(
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_MEASURE,
+            &mut m as *mut _ as u64
+        )
+        .0,
+        Err(libc::EINVAL)
+    );
+    let mut a = kb::kvm_sev_attestation_report::default();
+    let (res, err) = op(
+        kb::sev_cmd_id_KVM_SEV_GET_ATTESTATION_REPORT,
+        &mut a as *mut _ as u64,
+    );
+    // The guest is still in LUPDATE: the firmware refuses the state before the length.
+    assert_eq!(
+        (res, err),
+        (Err(libc::EIO), Status::InvalidGuestState.code())
+    );
+    g.launch_measure().unwrap();
+    let (res, err) = op(
+        kb::sev_cmd_id_KVM_SEV_GET_ATTESTATION_REPORT,
+        &mut a as *mut _ as u64,
+    );
+    assert_eq!((res, err, a.len), (Err(libc::EIO), 4, 0xD0));
+    // Unknown KVM_SEV id: EINVAL.
+    assert_eq!(op(999, 0).0, Err(libc::EINVAL));
+    drop(g);
+    r.lb.destroy_vm(vm);
+}
