@@ -114,19 +114,13 @@ fn base64_and_key_lengths() {
 #[test]
 fn missing_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let e = fails(
-        sevm()
-            .args(["owner", "measure", "--firmware"])
-            .arg(dir.path().join("no-such-ovmf.fd")),
-    );
+    let e = fails(&mut measure_firmware(dir.path().join("no-such-ovmf.fd")));
     assert!(
         e.contains("--firmware") && e.contains("no-such-ovmf.fd"),
         "{e}"
     );
     let e = fails(
-        sevm()
-            .args(["owner", "measure", "--firmware"])
-            .arg(samples().join("sample-ovmf.fd"))
+        measure_firmware(samples().join("sample-ovmf.fd"))
             .arg("--kernel")
             .arg(dir.path().join("no-such-kernel")),
     );
@@ -138,9 +132,7 @@ fn missing_files_are_named() {
     let v = dir.path().join("short.vmsa");
     std::fs::write(&v, [0u8; 100]).unwrap();
     let e = fails(
-        sevm()
-            .args(["owner", "measure", "--firmware"])
-            .arg(samples().join("sample-ovmf.fd"))
+        measure_firmware(samples().join("sample-ovmf.fd"))
             .args(["--num-cpus", "1", "--vmsa-cpu0"])
             .arg(&v),
     );
@@ -222,9 +214,7 @@ fn json_on_every_owner_subcommand() {
 #[test]
 fn es_policy_needs_vmsas() {
     let e = fails(
-        sevm()
-            .args(["owner", "measure", "--firmware"])
-            .arg(samples().join("sample-ovmf.fd"))
+        measure_firmware(samples().join("sample-ovmf.fd"))
             .args([
                 "--tik",
                 TIK,

@@ -194,37 +194,26 @@ fn sev_crate_launch_digests() {
     let Some(td) = testdata() else { return };
     let m = td.join("sev-crate/measurement");
     let amd = m.join("ovmf_AmdSev_suffix.bin");
-    let out = ok(sevm()
-        .args(["owner", "measure", "--firmware"])
-        .arg(&amd)
+    let out = ok(measure_firmware(&amd)
         .args(["--kernel", "/dev/null", "--initrd", "/dev/null"])
         .args(["--cmdline", "console=ttyS0 loglevel=7"]));
     assert_eq!(
         out,
         "82a3ee5d537c3620628270c292ae30cb40c3c878666a7890ee7ef2a08fb535ff"
     );
-    let out = ok(sevm()
-        .args(["owner", "measure", "--firmware"])
-        .arg(&amd)
-        .args(["--kernel", "/dev/null"]));
+    let out = ok(measure_firmware(&amd).args(["--kernel", "/dev/null"]));
     assert_eq!(
         out,
         "77f613d7bbcdf12a73782ea9e88b0172aeda50d1a54201cb903594ff52846898"
     );
-    let out = ok(sevm()
-        .args(["owner", "measure", "--firmware"])
-        .arg(m.join("ovmf_OvmfX64_suffix.bin")));
+    let out = ok(&mut measure_firmware(m.join("ovmf_OvmfX64_suffix.bin")));
     assert_eq!(
         out,
         "b4c021e085fb83ceffe6571a3d357b4a98773c83c474e47f76c876708fe316da"
     );
     // A plain OvmfX64 has no hashes area: direct boot must be refused, naming the file.
-    let e = fails(
-        sevm()
-            .args(["owner", "measure", "--firmware"])
-            .arg(m.join("ovmf_OvmfX64_suffix.bin"))
-            .args(["--kernel", "/dev/null"]),
-    );
+    let e =
+        fails(measure_firmware(m.join("ovmf_OvmfX64_suffix.bin")).args(["--kernel", "/dev/null"]));
     assert!(
         e.contains("--firmware") && e.contains("ovmf_OvmfX64_suffix.bin"),
         "{e}"

@@ -152,3 +152,10 @@ pub fn read_b64(p: &Path) -> Vec<u8> {
         .decode(t.trim())
         .unwrap_or_else(|e| panic!("{}: not base64: {e}", p.display()))
 }
+
+/// `sevm owner measure --firmware FW`, to add more arguments to.
+pub fn measure_firmware(fw: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = sevm();
+    c.args(["owner", "measure", "--firmware"]).arg(fw);
+    c
+}
