@@ -134,6 +134,15 @@ impl IoctlPort for SysIoctl {
     }
 }
 
+/// A buffer length as the u32 the uAPI structs carry.
+fn len32(len: usize, cmd: &'static str) -> Result<u32> {
+    u32::try_from(len).map_err(|_| match cmd {
+        "LAUNCH_UPDATE_DATA" => FwError::InvalidArgument("LAUNCH_UPDATE_DATA region over 4 GiB"),
+        "LAUNCH_SECRET" => FwError::InvalidArgument("LAUNCH_SECRET buffer over 4 GiB"),
+        _ => FwError::InvalidArgument("DBG buffer over 4 GiB"),
+    })
+}
+
 fn status_err(cmd: &'static str, error: u32, os: io::Error) -> FwError {
     match Status::from_u32(error) {
         Some(s) if s != Status::Success => FwError::st(cmd, s),
@@ -263,6 +272,9 @@ impl SevPlatform for HwPlatform {
             len2: chain.len() as u32,
         };
         self.issue(sev_cmd::PDH_CERT_EXPORT, "PDH_CERT_EXPORT", Some(&mut d))?;
+        // The driver writes back the lengths the firmware used.
+        pdh.truncate(d.len1 as usize);
+        chain.truncate(d.len2 as usize);
         Ok(CertExport { pdh, chain })
     }
 
@@ -273,6 +285,7 @@ impl SevPlatform for HwPlatform {
             length: 64,
         };
         self.issue(sev_cmd::GET_ID2, "GET_ID", Some(&mut d))?;
+        buf.truncate(d.length as usize);
         Ok(buf)
     }
 
@@ -391,6 +404,12 @@ impl HwGuest {
 impl SevGuest for HwGuest {
     fn init(&mut self, es: bool) -> Result<()> {
         if self.vm_type == KVM_X86_SEV_VM || self.vm_type == KVM_X86_SEV_ES_VM {
+            // INIT2 takes SEV vs SEV-ES from the VM type, not from the caller.
+            if es != (self.vm_type == KVM_X86_SEV_ES_VM) {
+                return Err(FwError::InvalidArgument(
+                    "INIT: SEV-ES requested on an SEV VM type, or SEV on an SEV-ES VM type",
+                ));
+            }
             let mut i = kb::kvm_sev_init::default();
             self.op(kb::sev_cmd_id_KVM_SEV_INIT2, "KVM_SEV_INIT2", Some(&mut i))
         } else if es {
@@ -433,7 +452,7 @@ impl SevGuest for HwGuest {
     fn launch_update_data(&mut self, _gpa: u64, mem: &mut [u8]) -> Result<()> {
         let mut d = kb::kvm_sev_launch_update_data {
             uaddr: mem.as_mut_ptr() as u64,
-            len: mem.len() as u32,
+            len: len32(mem.len(), "LAUNCH_UPDATE_DATA")?,
             pad0: 0,
         };
         self.op(
@@ -475,13 +494,22 @@ impl SevGuest for HwGuest {
     }
 
     fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], _gpa: u64, dest: &mut [u8]) -> Result<()> {
+        if dest.len() != ct.len() {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_SECRET destination length differs from ciphertext length",
+            ));
+        }
+        let (hdr_len, ct_len) = (
+            len32(hdr.len(), "LAUNCH_SECRET")?,
+            len32(ct.len(), "LAUNCH_SECRET")?,
+        );
         let mut d = kb::kvm_sev_launch_secret {
             hdr_uaddr: hdr.as_ptr() as u64,
-            hdr_len: hdr.len() as u32,
+            hdr_len,
             guest_uaddr: dest.as_mut_ptr() as u64,
-            guest_len: dest.len() as u32,
+            guest_len: ct_len,
             trans_uaddr: ct.as_ptr() as u64,
-            trans_len: ct.len() as u32,
+            trans_len: ct_len,
             ..Default::default()
         };
         self.op(
@@ -522,10 +550,15 @@ impl SevGuest for HwGuest {
     }
 
     fn dbg_decrypt(&mut self, _gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()> {
+        if mem.len() != out.len() {
+            return Err(FwError::InvalidArgument(
+                "DBG_DECRYPT buffers differ in length",
+            ));
+        }
         let mut d = kb::kvm_sev_dbg {
             src_uaddr: mem.as_ptr() as u64,
             dst_uaddr: out.as_mut_ptr() as u64,
-            len: mem.len().min(out.len()) as u32,
+            len: len32(mem.len(), "DBG_DECRYPT")?,
             pad0: 0,
         };
         self.op(
@@ -536,10 +569,15 @@ impl SevGuest for HwGuest {
     }
 
     fn dbg_encrypt(&mut self, _gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()> {
+        if mem.len() != data.len() {
+            return Err(FwError::InvalidArgument(
+                "DBG_ENCRYPT buffers differ in length",
+            ));
+        }
         let mut d = kb::kvm_sev_dbg {
             src_uaddr: data.as_ptr() as u64,
             dst_uaddr: mem.as_mut_ptr() as u64,
-            len: mem.len().min(data.len()) as u32,
+            len: len32(mem.len(), "DBG_ENCRYPT")?,
             pad0: 0,
         };
         self.op(

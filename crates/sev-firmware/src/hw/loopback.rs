@@ -36,7 +36,7 @@
 //! mirror VMs, INIT_EX, the driver's probe-time INIT (`psp_init_on_probe`; the platform
 //! starts as the soft firmware's state) and vCPU debug checks.
 
-use super::{IoctlPort, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
+use super::{IoctlPort, KVM_CHECK_EXTENSION, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
 use super::{KVM_MEMORY_ENCRYPT_UNREG_REGION, SEV_ISSUE_CMD};
 use crate::soft::fw::{MAX_ASID, MIN_SEV_ASID};
 use crate::soft::raw::cmd as fwcmd;
@@ -196,6 +196,8 @@ pub(crate) struct Loopback {
     plat: SoftPlatform,
     dev_path: PathBuf,
     dev_id: (u64, u64),
+    kvm_path: PathBuf,
+    kvm_id: (u64, u64),
     dir: PathBuf,
     k: Mutex<Kernel>,
 }
@@ -210,10 +212,15 @@ impl Loopback {
         let dev_path = dir.join("sev");
         let dev = File::create(&dev_path).expect("creating the emulated /dev/sev");
         let dev_id = file_id(dev.as_raw_fd()).expect("fstat of the emulated /dev/sev");
+        let kvm_path = dir.join("kvm");
+        let kvm = File::create(&kvm_path).expect("creating the emulated /dev/kvm");
+        let kvm_id = file_id(kvm.as_raw_fd()).expect("fstat of the emulated /dev/kvm");
         Loopback {
             plat,
             dev_path,
             dev_id,
+            kvm_path,
+            kvm_id,
             dir: dir.to_path_buf(),
             k: Mutex::new(Kernel {
                 drv: DrvState::Uninit,
@@ -238,6 +245,11 @@ impl Loopback {
     /// Path of the emulated `/dev/sev`.
     pub(crate) fn sev_path(&self) -> &Path {
         &self.dev_path
+    }
+
+    /// Path of the emulated `/dev/kvm` (answers KVM_CHECK_EXTENSION(KVM_CAP_VM_TYPES)).
+    pub(crate) fn kvm_path(&self) -> &Path {
+        &self.kvm_path
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kernel> {
@@ -1234,6 +1246,17 @@ impl IoctlPort for Loopback {
         let r = unsafe {
             if id == self.dev_id {
                 self.sev_ioctl(fd, request, arg)
+            } else if id == self.kvm_id {
+                // kvm_vm_ioctl_check_extension: KVM_CAP_VM_TYPES is the supported types
+                // mask (sev_set_cpu_caps adds SEV and SEV-ES); other caps read as absent.
+                match (request, arg) {
+                    (KVM_CHECK_EXTENSION, a) if a == kb::KVM_CAP_VM_TYPES as u64 => Ok((1
+                        << kb::KVM_X86_DEFAULT_VM)
+                        | (1 << kb::KVM_X86_SEV_VM)
+                        | (1 << kb::KVM_X86_SEV_ES_VM)),
+                    (KVM_CHECK_EXTENSION, _) => Ok(0),
+                    _ => Err(libc::ENOTTY),
+                }
             } else if self.lock().vms.contains_key(&id) {
                 self.vm_ioctl(id, request, arg)
             } else {

@@ -311,45 +311,64 @@ fn full_launch_through_kvm_on_the_loopback() {
 fn es_launch_measures_each_vcpu_once() {
     let r = rig();
     let hw = r.platform();
+    // The VM type comes from KVM_CAP_VM_TYPES on /dev/kvm.
+    let kvm = File::open(r.lb.kvm_path()).unwrap();
+    let types = vm_types_through(r.port().as_ref(), kvm.as_raw_fd());
+    assert_eq!(types, 0b1101);
+    assert_eq!(sev_vm_type(types, true), Some(KVM_X86_SEV_ES_VM));
     let policy = 0x4u32; // ES
-    let o = owner(&r, &hw, policy);
-    let vm = r.lb.create_vm(KVM_X86_SEV_ES_VM);
-    let mut g = r.guest(&vm, KVM_X86_SEV_ES_VM);
-    g.init(true).unwrap();
-    let vmsas: Vec<[u8; 4096]> = (0..2u8).map(|i| [0x40 + i; 4096]).collect();
-    for v in &vmsas {
-        r.lb.add_vcpu(&vm, *v);
+                         // INIT2 on an SEV-ES VM type, then legacy ES_INIT on a default VM.
+    for vm_type in [KVM_X86_SEV_ES_VM, 0] {
+        let o = owner(&r, &hw, policy);
+        let vm = r.lb.create_vm(vm_type);
+        let mut g = r.guest(&vm, vm_type);
+        g.init(true).unwrap();
+        let vmsas: Vec<[u8; 4096]> = (0..2u8).map(|i| [0x40 + i; 4096]).collect();
+        for v in &vmsas {
+            r.lb.add_vcpu(&vm, *v);
+        }
+        g.launch_start(policy, Some(&o.godh), Some(&o.session), 0)
+            .unwrap();
+        let mut backing = vec![0u8; 2 * 4096];
+        let ram = aligned(&mut backing, 4096);
+        ram.fill(0x5A);
+        let plain = ram.to_vec();
+        g.register_region(0, ram).unwrap();
+        g.launch_update_data(0, ram).unwrap();
+        // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call.
+        for v in &vmsas {
+            let mut v = *v;
+            g.launch_update_vmsa(&mut v).unwrap();
+        }
+        let m = g.launch_measure().unwrap();
+        let mut ld = LaunchDigest::new();
+        ld.update(&plain);
+        for v in &vmsas {
+            ld.update(v);
+        }
+        let ld = ld.finish();
+        let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+        let expect = measurement(&o.keys.tik, API.0, API.1, BUILD, policy, &ld, &mnonce);
+        assert_eq!(
+            &m[..32],
+            &expect[..],
+            "firmware ‖ VMSA0 ‖ VMSA1 measured exactly once each (vm type {vm_type})"
+        );
+        g.launch_finish().unwrap();
+        assert_eq!(g.guest_status().unwrap().policy, policy);
+        drop(g);
+        r.lb.destroy_vm(vm);
     }
-    g.launch_start(policy, Some(&o.godh), Some(&o.session), 0)
-        .unwrap();
-    let mut backing = vec![0u8; 2 * 4096];
-    let ram = aligned(&mut backing, 4096);
-    ram.fill(0x5A);
-    let plain = ram.to_vec();
-    g.register_region(0, ram).unwrap();
-    g.launch_update_data(0, ram).unwrap();
-    // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call.
-    for v in &vmsas {
-        let mut v = *v;
-        g.launch_update_vmsa(&mut v).unwrap();
-    }
-    let m = g.launch_measure().unwrap();
-    let mut ld = LaunchDigest::new();
-    ld.update(&plain);
-    for v in &vmsas {
-        ld.update(v);
-    }
-    let ld = ld.finish();
-    let mnonce: [u8; 16] = m[32..].try_into().unwrap();
-    let expect = measurement(&o.keys.tik, API.0, API.1, BUILD, policy, &ld, &mnonce);
+    // INIT2 takes ES from the VM type: asking for the other kind is the caller's error.
+    let vm = r.lb.create_vm(KVM_X86_SEV_VM);
+    let mut g = r.guest(&vm, KVM_X86_SEV_VM);
+    assert!(matches!(g.init(true), Err(FwError::InvalidArgument(_))));
+    g.init(false).unwrap();
+    // An ES policy on an SEV VM: KVM bound an SEV ASID, so ACTIVATE refuses it.
     assert_eq!(
-        &m[..32],
-        &expect[..],
-        "firmware ‖ VMSA0 ‖ VMSA1 measured exactly once each"
+        status_of(g.launch_start(policy, None, None, 0)),
+        Status::InvalidAsid
     );
-    g.launch_finish().unwrap();
-    drop(g);
-    r.lb.destroy_vm(vm);
 }
 
 #[test]
@@ -529,4 +548,103 @@ fn emulated_kernel_follows_the_length_probes() {
     assert_eq!(op(999, 0).0, Err(libc::EINVAL));
     drop(g);
     r.lb.destroy_vm(vm);
+}
+
+/// One call's outcome, comparable across backends.
+fn outcome<T>(r: Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(FwError::Status { status, .. }) => format!("status {status}"),
+        Err(FwError::InvalidArgument(_)) => "invalid argument".into(),
+        Err(FwError::Ioctl { source, .. }) => format!("errno {:?}", source.raw_os_error()),
+        Err(e) => format!("other {e}"),
+    }
+}
+
+/// The same calls, including misuse, on a soft guest and on a hw guest over the loopback.
+fn misuse_script(g: &mut dyn SevGuest) -> Vec<String> {
+    let mut log = Vec::new();
+    let mut backing = vec![0u8; 3 * 4096];
+    let mem = aligned(&mut backing, 2 * 4096);
+    mem.fill(7);
+    log.push(outcome(g.init(false)));
+    log.push(outcome(g.launch_start(0x1, None, None, 0))); // NODBG
+    log.push(outcome(g.register_region(0x1000, mem)));
+    log.push(outcome(g.launch_update_data(0x1000, &mut mem[..4096])));
+    log.push(outcome(
+        g.launch_update_data(0x2008, &mut mem[4096 + 8..4096 + 24]),
+    ));
+    let mut out = [0u8; 16];
+    log.push(outcome(g.dbg_decrypt(0x1000, &mem[..32], &mut out)));
+    log.push(outcome(g.dbg_decrypt(0x1000, &mem[..16], &mut out)));
+    log.push(outcome(g.launch_finish()));
+    let hdr = [0u8; 52];
+    let mut dest = [0u8; 16];
+    log.push(outcome(
+        g.launch_secret(&hdr, &[0u8; 32], 0x2000, &mut dest),
+    ));
+    log.push(outcome(
+        g.launch_secret(&hdr, &[0u8; 16], 0x2000, &mut dest),
+    ));
+    log.push(outcome(g.attestation_report([1; 16])));
+    log.push(outcome(g.launch_measure()));
+    log.push(outcome(g.launch_measure()));
+    log.push(outcome(g.guest_status().map(|s| (s.state, s.policy))));
+    log.push(format!(
+        "{:?}",
+        g.guest_status().map(|s| (s.state, s.policy)).ok()
+    ));
+    log.push(outcome(g.attestation_report([1; 16]).map(|r| r.len())));
+    log.push(outcome(g.launch_finish()));
+    log.push(format!("{:?}", g.guest_status().map(|s| s.state).ok()));
+    log.push(outcome(g.launch_finish()));
+    log
+}
+
+#[test]
+fn soft_and_hw_backends_agree_on_misuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let soft = crate::soft::SoftPlatform::open(dir.path()).unwrap();
+    let mut sg = soft.new_guest();
+    let soft_log = misuse_script(&mut sg);
+
+    let r = rig();
+    let vm = r.lb.create_vm(0);
+    let mut hg = r.guest(&vm, 0);
+    let hw_log = misuse_script(&mut hg);
+    assert_eq!(hw_log, soft_log);
+    assert_eq!(soft_log[0], "ok");
+    assert_eq!(soft_log[4], "status INVALID_ADDRESS (0x09)", "{soft_log:?}");
+    drop(hg);
+    r.lb.destroy_vm(vm);
+}
+
+#[test]
+fn es_asids_run_out_and_are_recycled() {
+    let r = rig();
+    // ES guests get ASIDs 1..MIN_SEV_ASID-1 (four of them in the model).
+    let n = (crate::soft::fw::MIN_SEV_ASID - 1) as usize;
+    let vms: Vec<File> = (0..n).map(|_| r.lb.create_vm(0)).collect();
+    let mut guests: Vec<HwGuest> = vms.iter().map(|vm| r.guest(vm, 0)).collect();
+    for g in guests.iter_mut() {
+        g.init(true).unwrap();
+        g.launch_start(0x4, None, None, 0).unwrap();
+    }
+    let extra = r.lb.create_vm(0);
+    let mut ge = r.guest(&extra, 0);
+    assert_eq!(errno_of(ge.init(true)), libc::EBUSY, "no ES ASID left");
+    assert_eq!(
+        r.platform().platform_status().unwrap().guest_count,
+        n as u32
+    );
+    // Closing one VM deactivates and decommissions it; its ASID is reclaimable and the
+    // next INIT recycles it (DF_FLUSH), after which ACTIVATE accepts it.
+    guests.pop();
+    r.lb.destroy_vm(vms.into_iter().last().unwrap());
+    ge.init(true).unwrap();
+    ge.launch_start(0x4, None, None, 0).unwrap();
+    assert_eq!(
+        r.platform().platform_status().unwrap().guest_count,
+        n as u32
+    );
 }
