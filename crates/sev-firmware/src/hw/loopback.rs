@@ -2,7 +2,7 @@
 //! driver and KVM's SEV ioctls, served by a [`SoftPlatform`] through its raw command
 //! interface, so `HwPlatform`/`HwGuest` run end to end on a machine without SEV.
 //!
-//! It follows Linux as read in torvalds/linux:
+//! It follows Linux as read in torvalds/linux (sev-dev.c at 0410c612, sev.c at 0097f9df):
 //! - drivers/crypto/ccp/sev-dev.c: `sev_ioctl` (unknown ioctl or `cmd` -> EINVAL, the
 //!   `sev_issue_cmd` copied back after every known command), `__sev_do_cmd_locked` (a
 //!   firmware status other than SUCCESS -> EIO, status in `error`), `sev_ioctl_do_reset`,
@@ -30,7 +30,14 @@
 //! Physical memory: user pages are given stable model physical addresses the first time
 //! they are pinned (pages pinned together get contiguous addresses) and the bytes of a user
 //! range are copied into / out of the model's PA space around each firmware command, so
-//! what the host mapping reads after LAUNCH_UPDATE_DATA is ciphertext, as on hardware.
+//! what the host mapping reads after LAUNCH_UPDATE_DATA is ciphertext, as on hardware. The PA
+//! page is the memory: copying in takes only the bytes the user changed since the last copy
+//! (a per-page shadow), because the firmware rewrites whole 16-byte blocks around unaligned
+//! DBG_ENCRYPT ranges and the model copies back only the caller's bytes.
+//!
+//! Files stand in for devices: `/dev/sev`, `/dev/kvm` and each VM fd are regular files in
+//! the loopback's directory, recognised by `(st_dev, st_ino)` of the fd the caller passes, so
+//! a wrong fd (e.g. a `sev_fd` that is not the SEV device) fails as in the kernel.
 //!
 //! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), RLIMIT_MEMLOCK accounting,
 //! mirror VMs, INIT_EX, the driver's probe-time INIT (`psp_init_on_probe`; the platform
@@ -776,7 +783,7 @@ impl Loopback {
                         Err(libc::EINVAL)
                     } else {
                         let es = cmd.id == kb::sev_cmd_id_KVM_SEV_ES_INIT;
-                        self.guest_init(k, &mut vm, es, &mut error)
+                        self.guest_init_common(k, &mut vm, es, &mut error)
                     }
                 }
                 kb::sev_cmd_id_KVM_SEV_INIT2 => self.guest_init2(k, &mut vm, data, &mut error),
@@ -871,10 +878,6 @@ impl Loopback {
         vm.asid = asid;
         vm.need_init = false;
         Ok(())
-    }
-
-    fn guest_init(&self, k: &mut Kernel, vm: &mut Vm, es: bool, error: &mut u32) -> KResult<()> {
-        self.guest_init_common(k, vm, es, error)
     }
 
     /// `sev_guest_init2`.

@@ -546,6 +546,36 @@ fn emulated_kernel_follows_the_length_probes() {
     assert_eq!((res, err, a.len), (Err(libc::EIO), 4, 0xD0));
     // Unknown KVM_SEV id: EINVAL.
     assert_eq!(op(999, 0).0, Err(libc::EINVAL));
+    // UNREG_REGION needs the exact range registered before.
+    let mut region_mem = vec![0u8; 8192];
+    let mut region = kb::kvm_enc_region {
+        addr: region_mem.as_mut_ptr() as u64,
+        size: 8192,
+    };
+    let region_ioctl = |req: u64, r: &mut kb::kvm_enc_region| {
+        // SAFETY: `r` is live and describes memory owned by this test.
+        unsafe { port.ioctl(vm.as_raw_fd(), req, (r as *mut kb::kvm_enc_region).cast()) }
+            .map_err(|e| e.raw_os_error().unwrap())
+    };
+    assert_eq!(
+        region_ioctl(KVM_MEMORY_ENCRYPT_REG_REGION, &mut region),
+        Ok(0)
+    );
+    region.size = 4096;
+    assert_eq!(
+        region_ioctl(KVM_MEMORY_ENCRYPT_UNREG_REGION, &mut region),
+        Err(libc::EINVAL)
+    );
+    region.size = 8192;
+    assert_eq!(
+        region_ioctl(KVM_MEMORY_ENCRYPT_UNREG_REGION, &mut region),
+        Ok(0)
+    );
+    assert_eq!(
+        region_ioctl(KVM_MEMORY_ENCRYPT_UNREG_REGION, &mut region),
+        Err(libc::EINVAL),
+        "already unregistered"
+    );
     drop(g);
     r.lb.destroy_vm(vm);
 }
