@@ -678,3 +678,47 @@ fn es_asids_run_out_and_are_recycled() {
         n as u32
     );
 }
+
+#[test]
+fn physically_scattered_pages() {
+    let r = rig();
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    let mut backing = vec![0u8; 3 * 4096];
+    let ram = aligned(&mut backing, 2 * 4096);
+    for (i, b) in ram.iter_mut().enumerate() {
+        *b = (i * 7 % 256) as u8;
+    }
+    let plain = ram.to_vec();
+    // Pin the second page first: the first page then lands after it physically, so the
+    // two are not contiguous and KVM issues one LAUNCH_UPDATE_DATA per page.
+    g.register_region(0x1000, &mut ram[4096..]).unwrap();
+    g.register_region(0, ram).unwrap();
+    g.launch_update_data(0, ram).unwrap();
+    let mut back = vec![0u8; 2 * 4096];
+    g.dbg_decrypt(0, ram, &mut back).unwrap();
+    assert_eq!(
+        back, plain,
+        "both pages decrypt at their own physical addresses"
+    );
+    g.launch_measure().unwrap();
+    let report = g.attestation_report([0; 16]).unwrap();
+    let mut ld = LaunchDigest::new();
+    ld.update(&plain);
+    assert_eq!(
+        &report[0x10..0x30],
+        &ld.finish()[..],
+        "digest over both runs"
+    );
+    // LAUNCH_SECRET needs a physically contiguous destination: EINVAL before the firmware.
+    let hdr = [0u8; 52];
+    let ct = [0u8; 32];
+    assert_eq!(
+        errno_of(g.launch_secret(&hdr, &ct, 0xFF0, &mut ram[4096 - 16..4096 + 16])),
+        libc::EINVAL
+    );
+    drop(g);
+    r.lb.destroy_vm(vm);
+}
