@@ -78,3 +78,29 @@ fn a_guest_dropped_without_decommission_releases_the_platform() {
     }
     b.factory_reset().unwrap();
 }
+
+/// Without guests, concurrent PEK_GEN / PLATFORM_RESET on several handles all succeed: they
+/// wait for each other instead of taking each other for a guest.
+#[test]
+fn concurrent_resets_and_pek_gens_without_guests_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    SoftPlatform::open(dir.path()).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let d = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let p = SoftPlatform::open(&d).unwrap();
+                for _ in 0..3 {
+                    if i % 2 == 0 {
+                        p.factory_reset().expect("FACTORY_RESET with no guests");
+                    } else {
+                        p.pek_gen().expect("PEK_GEN with no guests");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

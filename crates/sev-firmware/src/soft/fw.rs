@@ -213,7 +213,7 @@ impl Fw {
     /// For the commands the spec allows only without guests: another process sharing the
     /// directory that has guests makes the (one, real) platform WORKING. The returned hold
     /// keeps new launches out until the command is done.
-    fn no_guests_anywhere(&self) -> St<std::fs::File> {
+    fn no_guests_anywhere(&self) -> St<super::store::NoGuestsHold> {
         self.store
             .hold_no_guests()
             .map_err(fw_fail)?

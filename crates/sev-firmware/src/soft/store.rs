@@ -28,6 +28,15 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 /// Lock file held shared by every process with live guests (see the module docs).
 pub const GUESTS_LOCK_FILE: &str = "sev-guests.lock";
 
+/// Serialises the commands that need "no guests anywhere" among themselves.
+pub const ADMIN_LOCK_FILE: &str = "sev-admin.lock";
+
+/// Proof that no process had live guests when taken; keeps new launches out while held.
+pub(crate) struct NoGuestsHold {
+    _guests: File,
+    _admin: File,
+}
+
 /// State file name inside the platform directory.
 pub const STATE_FILE: &str = "sev-state.json";
 /// Lock file name inside the platform directory.
@@ -416,11 +425,25 @@ impl Store {
     }
 
     /// An exclusive hold on the guests lock, or `None` if some process (this one included,
-    /// through another platform handle) has live guests.
-    pub(crate) fn hold_no_guests(&self) -> Result<Option<File>> {
+    /// through another platform handle) has live guests. Callers are serialised among
+    /// themselves first (`<dir>/sev-admin.lock`, blocking), so a concurrent PEK_GEN or
+    /// PLATFORM_RESET waits for this one instead of being mistaken for a guest.
+    pub(crate) fn hold_no_guests(&self) -> Result<Option<NoGuestsHold>> {
+        let ap = self.dir.join(ADMIN_LOCK_FILE);
+        let admin = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&ap)
+            .map_err(io(&ap))?;
+        admin.lock().map_err(io(&ap))?;
         let f = self.open_guests_lock()?;
         match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
+            Ok(()) => Ok(Some(NoGuestsHold {
+                _guests: f,
+                _admin: admin,
+            })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(io(&self.dir.join(GUESTS_LOCK_FILE))(e)),
         }
