@@ -112,6 +112,19 @@ fn load_ec_private_key(b: &[u8]) -> Result<openssl::ec::EcKey<openssl::pkey::Pri
         .map_err(anyhow::Error::from)
 }
 
+/// The commands that need a platform without guests: explain INVALID_PLATFORM_STATE, which
+/// the user sees when a VM is running (in this or another sevm process on the same platform).
+fn busy(e: sev_firmware::FwError) -> anyhow::Error {
+    if e.status() == Some(sev_firmware::Status::InvalidPlatformState) {
+        anyhow::Error::new(e).context(
+            "the platform has live SEV guests (a running `sevm run` on this platform \
+             directory or SEV host); stop them first",
+        )
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
 /// Opens the selected backend.
 fn open(a: &PlatformArgs) -> Result<(Box<dyn SevPlatform>, Option<SoftPlatform>, String)> {
     match a.sev_backend {
@@ -216,7 +229,7 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
             );
         }
         PlatformCmd::PekGen => {
-            p.pek_gen().context("PEK_GEN")?;
+            p.pek_gen().map_err(busy).context("PEK_GEN")?;
             out.emit(
                 &json!({"ok": true, "command": "PEK_GEN"}),
                 "PEK_GEN: new PEK and PDH (self-owned)",
@@ -233,7 +246,9 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
         PlatformCmd::PekCertImport { pek_cert, oca_cert } => {
             let pek = read_sev_cert("PEK_CERT", pek_cert)?;
             let oca = read_sev_cert("OCA_CERT", oca_cert)?;
-            p.pek_cert_import(&pek, &oca).context("PEK_CERT_IMPORT")?;
+            p.pek_cert_import(&pek, &oca)
+                .map_err(busy)
+                .context("PEK_CERT_IMPORT")?;
             out.emit(
                 &json!({"ok": true, "command": "PEK_CERT_IMPORT"}),
                 "PEK_CERT_IMPORT: platform is now externally owned",
@@ -282,7 +297,7 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
             out.emit(&json!({"id": id}), &id);
         }
         PlatformCmd::Reset => {
-            p.factory_reset().context("PLATFORM_RESET")?;
+            p.factory_reset().map_err(busy).context("PLATFORM_RESET")?;
             out.emit(
                 &json!({"ok": true, "command": "PLATFORM_RESET"}),
                 "PLATFORM_RESET: OCA, PEK, PDH and ownership wiped",
