@@ -1,6 +1,7 @@
 //! Secrets never reach any output: the end-to-end flows run with every log at TRACE and
 //! their output is searched for the TEK, TIK, the injected secret and the platform's private
-//! keys, as raw bytes, lower/upper hex, base64 and Rust's `{:?}` byte-array form.
+//! keys (and, in the library flow, the owner's GODH private key, the ECDH shared secret and the
+//! channel keys: master secret, KEK, KIK), as raw bytes, lower/upper hex, base64 and Rust's `{:?}` byte-array form.
 //!
 //! * library flow (in-process, a tracing subscriber at TRACE captures every event): soft
 //!   platform, owner session, soft SEV launch (LAUNCH_START with the owner's GODH/session,
@@ -116,6 +117,7 @@ fn library_flows_at_trace_level_log_no_secret() {
         .with_writer(move || w.clone())
         .finish();
     let secret_pt: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let mut channel: Vec<(&str, Vec<u8>)> = Vec::new();
     let (tek, tik) = tracing::subscriber::with_default(sub, || {
         tracing::info!("secrets test: capture works");
         let p = SoftPlatform::open(&dir).unwrap();
@@ -124,7 +126,32 @@ fn library_flows_at_trace_level_log_no_secret() {
         let _ = p.platform_status().unwrap();
         let pdh = SevCert::parse(&chain.pdh).unwrap();
         let policy = 0x1u32;
-        let sess = sev_proto::session::owner_session(&pdh, policy).unwrap();
+        // The owner's side with a GODH key and nonce we know, so the ECDH secret and the
+        // channel keys (master secret, KEK, KIK) can be searched for too.
+        let godh_key = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap(),
+        )
+        .unwrap();
+        let nonce = [0x3cu8; 16];
+        let sess = sev_proto::session::owner_session_with(
+            &pdh,
+            &godh_key,
+            sev_proto::session::TransportKeys::random().unwrap(),
+            &nonce,
+            &[0x4du8; 16],
+            policy,
+        )
+        .unwrap();
+        let z = sev_proto::session::ecdh_shared_secret(&godh_key, &pdh.ec_public_key().unwrap())
+            .unwrap();
+        let ck = sev_proto::session::derive_channel_keys(&z, &nonce);
+        channel.extend([
+            ("GODH private key", godh_key.private_key().to_vec()),
+            ("ECDH shared secret", z.to_vec()),
+            ("master secret", ck.master.to_vec()),
+            ("KEK", ck.kek.to_vec()),
+            ("KIK", ck.kik.to_vec()),
+        ]);
         // A careless developer's log line: Debug of the keys must be redacted.
         tracing::trace!(keys = ?sess.keys, "owner session keys");
         let mut g = p.new_guest();
@@ -169,6 +196,7 @@ fn library_flows_at_trace_level_log_no_secret() {
         ("TIK", tik.to_vec()),
         ("secret", secret_pt.clone()),
     ];
+    secrets.extend(channel);
     secrets.extend(platform_private_keys(&dir));
     assert_clean("library flows at TRACE", &out, &secrets);
     eprintln!(
