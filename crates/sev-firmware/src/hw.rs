@@ -3,7 +3,9 @@
 //! does not depend on the VMM. `unsafe` lives only at the ioctl boundary.
 
 use crate::error::{FwError, Result};
-use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
+use crate::{
+    CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform, VolatileSlice,
+};
 use kvm_bindings as kb;
 use sev_proto::status::Status;
 use std::ffi::c_void;
@@ -549,14 +551,17 @@ impl SevGuest for HwGuest {
         })
     }
 
-    fn dbg_decrypt(&mut self, _gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()> {
+    fn dbg_decrypt(&mut self, _gpa: u64, mem: VolatileSlice<'_>, out: &mut [u8]) -> Result<()> {
         if mem.len() != out.len() {
             return Err(FwError::InvalidArgument(
                 "DBG_DECRYPT buffers differ in length",
             ));
         }
+        // The PSP must read the guest's own pages, so KVM gets their address; Rust never
+        // dereferences it (the guest may be running). The guard keeps the mapping for the call.
+        let src = mem.ptr_guard();
         let mut d = kb::kvm_sev_dbg {
-            src_uaddr: mem.as_ptr() as u64,
+            src_uaddr: src.as_ptr() as u64,
             dst_uaddr: out.as_mut_ptr() as u64,
             len: len32(mem.len(), "DBG_DECRYPT")?,
             pad0: 0,
@@ -568,15 +573,17 @@ impl SevGuest for HwGuest {
         )
     }
 
-    fn dbg_encrypt(&mut self, _gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()> {
+    fn dbg_encrypt(&mut self, _gpa: u64, data: &[u8], mem: VolatileSlice<'_>) -> Result<()> {
         if mem.len() != data.len() {
             return Err(FwError::InvalidArgument(
                 "DBG_ENCRYPT buffers differ in length",
             ));
         }
+        // As in dbg_decrypt: the kernel writes the guest's pages through this address.
+        let dst = mem.ptr_guard_mut();
         let mut d = kb::kvm_sev_dbg {
             src_uaddr: data.as_ptr() as u64,
-            dst_uaddr: mem.as_mut_ptr() as u64,
+            dst_uaddr: dst.as_ptr() as u64,
             len: len32(mem.len(), "DBG_ENCRYPT")?,
             pad0: 0,
         };
@@ -623,9 +630,12 @@ impl SevGuest for HwGuest {
         })
     }
 
-    fn host_view(&self, _gpa: u64, mem: &[u8]) -> Result<Vec<u8>> {
-        // On real hardware the host mapping of private memory already reads as ciphertext.
-        Ok(mem.to_vec())
+    fn host_view(&self, _gpa: u64, mem: VolatileSlice<'_>) -> Result<Vec<u8>> {
+        // On real hardware the host mapping of private memory already reads as ciphertext;
+        // snapshot it with volatile reads.
+        let mut out = vec![0u8; mem.len()];
+        mem.copy_to(&mut out);
+        Ok(out)
     }
 
     fn decommission(&mut self) -> Result<()> {

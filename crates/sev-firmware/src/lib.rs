@@ -15,6 +15,8 @@ pub mod soft;
 pub use error::{FwError, Result};
 pub use sev_proto::status::Status;
 pub use soft::fw::{GuestState, GuestStatus, PlatformState, PlatformStatus};
+/// Guest memory the vCPUs may touch concurrently, as the runtime [`SevGuest`] methods take it.
+pub use vm_memory::VolatileSlice;
 
 /// The platform's certificate export: PDH and the chain PEK ‖ OCA ‖ CEK (CEK unsigned).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +51,15 @@ pub trait SevPlatform {
 }
 
 /// What `KVM_MEMORY_ENCRYPT_OP` offers one VM. Guest memory is passed by the VMM as the
-/// host mapping of a region (`&mut [u8]`) plus its guest-physical address.
+/// host mapping of a range plus its guest-physical address, in one of two forms:
+///
+/// - **Launch time** (`launch_update_data`, `launch_secret`, `register_region`): a plain
+///   `&mut [u8]`. These run before LAUNCH_FINISH, while no vCPU runs, so the VMM holds the
+///   only access to guest RAM and a Rust reference over it is sound.
+/// - **Runtime** (`dbg_decrypt`, `dbg_encrypt`, `host_view`): a [`VolatileSlice`]. These run
+///   while vCPUs may read and write the same memory (QMP `pmemsave`/`xp`, debugger access),
+///   so no `&[u8]`/`&mut [u8]` may be formed over it: backends copy with volatile accesses
+///   (`copy_to`/`copy_from`) or hand the address to the kernel, never dereferencing it in Rust.
 pub trait SevGuest {
     /// KVM_SEV_INIT / ES_INIT (or INIT2): make the VM an SEV (or SEV-ES) VM.
     fn init(&mut self, es: bool) -> Result<()>;
@@ -62,7 +72,7 @@ pub trait SevGuest {
         session: Option<&[u8]>,
         share_handle: u32,
     ) -> Result<u32>;
-    /// LAUNCH_UPDATE_DATA over `mem`, which is guest memory at `gpa`.
+    /// LAUNCH_UPDATE_DATA over `mem`, which is guest memory at `gpa`. Launch time.
     fn launch_update_data(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()>;
     /// LAUNCH_UPDATE_VMSA for one vCPU's 4096-byte VMSA (the hw backend lets KVM
     /// encrypt every vCPU's VMSA and ignores the bytes).
@@ -70,22 +80,26 @@ pub trait SevGuest {
     /// LAUNCH_MEASURE: MEASURE[32] ‖ MNONCE[16].
     fn launch_measure(&mut self) -> Result<[u8; 48]>;
     /// LAUNCH_SECRET: `hdr` is the 52-byte packet header, `ct` the ciphertext, `dest` the
-    /// guest memory at `gpa` receiving the plaintext (same length as `ct`).
+    /// guest memory at `gpa` receiving the plaintext (same length as `ct`). Launch time.
     fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], gpa: u64, dest: &mut [u8]) -> Result<()>;
     /// LAUNCH_FINISH.
     fn launch_finish(&mut self) -> Result<()>;
     /// GUEST_STATUS.
     fn guest_status(&mut self) -> Result<GuestStatus>;
-    /// DBG_DECRYPT of guest memory `mem` at `gpa` into `out` (same length).
-    fn dbg_decrypt(&mut self, gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()>;
-    /// DBG_ENCRYPT of `data` into guest memory `mem` at `gpa` (same length).
-    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()>;
+    /// DBG_DECRYPT of guest memory `mem` at `gpa` into `out` (same length). Runtime:
+    /// `mem` may change under the call (the guest runs); `out` gets one snapshot of it.
+    fn dbg_decrypt(&mut self, gpa: u64, mem: VolatileSlice<'_>, out: &mut [u8]) -> Result<()>;
+    /// DBG_ENCRYPT of `data` into guest memory `mem` at `gpa` (same length). Runtime: the
+    /// write races with the guest as a device's DMA would.
+    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: VolatileSlice<'_>) -> Result<()>;
     /// ATTESTATION: the 0xD0-byte PEK-signed report.
     fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<Vec<u8>>;
     /// KVM_MEMORY_ENCRYPT_REG_REGION (pins memory; the soft backend only records it).
+    /// Launch time (before the first vCPU runs).
     fn register_region(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()>;
     /// What the host sees of guest memory `mem` at `gpa`: ciphertext where private.
-    fn host_view(&self, gpa: u64, mem: &[u8]) -> Result<Vec<u8>>;
+    /// Runtime: a snapshot copied out of `mem` with volatile reads.
+    fn host_view(&self, gpa: u64, mem: VolatileSlice<'_>) -> Result<Vec<u8>>;
     /// Teardown: DEACTIVATE + DECOMMISSION.
     fn decommission(&mut self) -> Result<()>;
 }

@@ -6,7 +6,7 @@ use openssl::nid::Nid;
 use openssl::pkey::Private;
 use sev_firmware::soft::store::{API, BUILD};
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{GuestState, SevGuest, SevPlatform, Status};
+use sev_firmware::{GuestState, SevGuest, SevPlatform, Status, VolatileSlice};
 use sev_proto::cert::chain::{verify_full, FullChain};
 use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
@@ -17,6 +17,11 @@ struct Owner {
     godh: Vec<u8>,
     session: [u8; 128],
     keys: TransportKeys,
+}
+
+/// A test buffer standing in for guest RAM, as the runtime methods take it.
+fn vs(b: &mut [u8]) -> VolatileSlice<'_> {
+    VolatileSlice::from(b)
 }
 
 fn owner(plat: &SoftPlatform, policy: u32) -> Owner {
@@ -120,11 +125,16 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
     ld.update(&ram);
     let ld = ld.finish();
     // The guest keeps plaintext; the host sees ciphertext.
-    let view = g.host_view(0x10_0000, &ram).unwrap();
+    let view = g.host_view(0x10_0000, vs(&mut ram)).unwrap();
     assert_ne!(view, ram);
-    assert_eq!(view, g.host_view(0x10_0000, &ram).unwrap(), "deterministic");
+    assert_eq!(
+        view,
+        g.host_view(0x10_0000, vs(&mut ram)).unwrap(),
+        "deterministic"
+    );
     let mut dbg = vec![0u8; 64];
-    g.dbg_decrypt(0x10_0000, &ram[..64], &mut dbg).unwrap();
+    g.dbg_decrypt(0x10_0000, vs(&mut ram[..64]), &mut dbg)
+        .unwrap();
     assert_eq!(&dbg[..], &ram[..64]);
 
     let m = g.launch_measure().unwrap();
@@ -158,7 +168,10 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
     g.launch_secret(&hdr_bytes, &ct, 0x20_0000, &mut dest)
         .unwrap();
     assert_eq!(dest, secret, "secret plaintext lands in guest memory");
-    assert_ne!(g.host_view(0x20_0000, &dest).unwrap(), dest.to_vec());
+    assert_ne!(
+        g.host_view(0x20_0000, vs(&mut dest)).unwrap(),
+        dest.to_vec()
+    );
     assert_eq!(g.guest_status().unwrap().state, GuestState::LSecret);
 
     let report = g.attestation_report([5u8; 16]).unwrap();
@@ -203,11 +216,11 @@ fn nodbg_refuses_debug_and_noks_refuses_sharing() {
     let mut m = [0u8; 16];
     let mut out = [0u8; 16];
     assert_eq!(
-        status_of(a.dbg_decrypt(0, &m, &mut out)),
+        status_of(a.dbg_decrypt(0, vs(&mut m), &mut out)),
         Status::PolicyFailure
     );
     assert_eq!(
-        status_of(a.dbg_encrypt(0, &out, &mut m)),
+        status_of(a.dbg_encrypt(0, &out, vs(&mut m))),
         Status::PolicyFailure
     );
     let mut b = plat.new_guest();
@@ -234,14 +247,14 @@ fn nodbg_refuses_debug_and_noks_refuses_sharing() {
     c.launch_update_data(0x1000, &mut ram_c).unwrap();
     d.launch_update_data(0x1000, &mut ram_d).unwrap();
     assert_eq!(
-        c.host_view(0x1000, &ram_c).unwrap(),
-        d.host_view(0x1000, &ram_d).unwrap()
+        c.host_view(0x1000, vs(&mut ram_c)).unwrap(),
+        d.host_view(0x1000, vs(&mut ram_d)).unwrap()
     );
     let mut ram_a = [7u8; 32];
     a.launch_update_data(0x1000, &mut ram_a).unwrap();
     assert_ne!(
-        a.host_view(0x1000, &ram_a).unwrap(),
-        c.host_view(0x1000, &ram_c).unwrap()
+        a.host_view(0x1000, vs(&mut ram_a)).unwrap(),
+        c.host_view(0x1000, vs(&mut ram_c)).unwrap()
     );
 }
 

@@ -226,11 +226,10 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
     guest
         .launch_secret(&hdr, &ct, 0x20_0000, &mut dest)
         .expect("LAUNCH_SECRET must accept sevctl's packet");
-    let hay = [
-        dest.clone(),
-        guest.host_view(0x20_0000, &dest).unwrap_or_default(),
-    ]
-    .concat();
+    let view = guest
+        .host_view(0x20_0000, vm_memory::VolatileSlice::from(&mut dest[..]))
+        .unwrap_or_default();
+    let hay = [dest.clone(), view].concat();
     assert!(
         dest.windows(18).any(|w| w == b"sevctl-made-secret"),
         "secret plaintext not in guest memory: {}",

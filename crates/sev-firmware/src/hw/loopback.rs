@@ -121,8 +121,11 @@ unsafe fn copy_from_user(addr: u64, len: usize) -> KResult<Vec<u8>> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller guarantees `len` readable bytes at `addr`.
-    Ok(unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec())
+    let mut out = vec![0u8; len];
+    // SAFETY: the caller guarantees `len` readable bytes at `addr`, which `out` (a fresh
+    // allocation) cannot overlap. A raw copy, not a `&[u8]`: user memory may be guest RAM.
+    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), len) };
+    Ok(out)
 }
 
 /// Copy `data` to user memory (NULL -> EFAULT).

@@ -13,6 +13,11 @@ use sev_proto::measure::{measurement, LaunchDigest};
 use sev_proto::secret::build_packet;
 use sev_proto::session::{ecdh_shared_secret, owner_wrap, TransportKeys};
 
+/// A test buffer standing in for guest RAM, as the runtime methods take it.
+fn vs(b: &mut [u8]) -> VolatileSlice<'_> {
+    VolatileSlice::from(b)
+}
+
 struct Rig {
     _dir: tempfile::TempDir,
     lb: Arc<Loopback>,
@@ -228,17 +233,19 @@ fn full_launch_through_kvm_on_the_loopback() {
     let ld = ld.finish();
     // Encrypted in place: the host mapping now reads ciphertext, as on hardware.
     assert_ne!(&ram[..], &plain[..]);
-    assert_eq!(g.host_view(0x10_0000, ram).unwrap(), ram.to_vec());
+    assert_eq!(g.host_view(0x10_0000, vs(ram)).unwrap(), ram.to_vec());
     let mut dbg = vec![0u8; 64];
-    g.dbg_decrypt(0x10_0000, &ram[..64], &mut dbg).unwrap();
+    g.dbg_decrypt(0x10_0000, vs(&mut ram[..64]), &mut dbg)
+        .unwrap();
     assert_eq!(&dbg[..], &plain[..64]);
     // Unaligned: the kernel decrypts into a bounce page.
     let mut dbg = vec![0u8; 37];
-    g.dbg_decrypt(0x10_0005, &ram[5..42], &mut dbg).unwrap();
+    g.dbg_decrypt(0x10_0005, vs(&mut ram[5..42]), &mut dbg)
+        .unwrap();
     assert_eq!(&dbg[..], &plain[5..42]);
     // Across a page boundary (one firmware command per source page).
     let mut dbg = vec![0u8; 256];
-    g.dbg_decrypt(0x10_0F80, &ram[0xF80..0x1080], &mut dbg)
+    g.dbg_decrypt(0x10_0F80, vs(&mut ram[0xF80..0x1080]), &mut dbg)
         .unwrap();
     assert_eq!(&dbg[..], &plain[0xF80..0x1080]);
 
@@ -265,7 +272,7 @@ fn full_launch_through_kvm_on_the_loopback() {
         .unwrap();
     assert_ne!(&dest[..], &secret[..], "the host sees the secret encrypted");
     let mut out = [0u8; 32];
-    g.dbg_decrypt(0x20_0100, dest, &mut out).unwrap();
+    g.dbg_decrypt(0x20_0100, vs(dest), &mut out).unwrap();
     assert_eq!(out, secret, "the secret's plaintext is in guest memory");
 
     let report = g.attestation_report([5u8; 16]).unwrap();
@@ -287,16 +294,17 @@ fn full_launch_through_kvm_on_the_loopback() {
 
     // DBG_ENCRYPT writes through the guest key; DBG_DECRYPT reads it back.
     let msg = *b"written-by-debug";
-    g.dbg_encrypt(0x10_0000, &msg, &mut ram[..16]).unwrap();
+    g.dbg_encrypt(0x10_0000, &msg, vs(&mut ram[..16])).unwrap();
     assert_ne!(&ram[..16], &msg[..]);
     let mut back = [0u8; 16];
-    g.dbg_decrypt(0x10_0000, &ram[..16], &mut back).unwrap();
+    g.dbg_decrypt(0x10_0000, vs(&mut ram[..16]), &mut back)
+        .unwrap();
     assert_eq!(back, msg);
     // Unaligned destination and length: read-modify-write through bounce pages.
-    g.dbg_encrypt(0x10_0023, b"xyz", &mut ram[0x23..0x26])
+    g.dbg_encrypt(0x10_0023, b"xyz", vs(&mut ram[0x23..0x26]))
         .unwrap();
     let mut back = [0u8; 48];
-    g.dbg_decrypt(0x10_0010, &ram[0x10..0x40], &mut back)
+    g.dbg_decrypt(0x10_0010, vs(&mut ram[0x10..0x40]), &mut back)
         .unwrap();
     let mut want = plain[0x10..0x40].to_vec();
     want[0x13..0x16].copy_from_slice(b"xyz");
@@ -400,7 +408,7 @@ fn kernel_refusals_reach_the_caller() {
     );
     let mut out = [0u8; 16];
     assert_eq!(
-        status_of(g.dbg_decrypt(0, &mem[..16], &mut out)),
+        status_of(g.dbg_decrypt(0, vs(&mut mem[..16]), &mut out)),
         Status::PolicyFailure,
         "NODBG"
     );
@@ -605,8 +613,8 @@ fn misuse_script(g: &mut dyn SevGuest) -> Vec<String> {
         g.launch_update_data(0x2008, &mut mem[4096 + 8..4096 + 24]),
     ));
     let mut out = [0u8; 16];
-    log.push(outcome(g.dbg_decrypt(0x1000, &mem[..32], &mut out)));
-    log.push(outcome(g.dbg_decrypt(0x1000, &mem[..16], &mut out)));
+    log.push(outcome(g.dbg_decrypt(0x1000, vs(&mut mem[..32]), &mut out)));
+    log.push(outcome(g.dbg_decrypt(0x1000, vs(&mut mem[..16]), &mut out)));
     log.push(outcome(g.launch_finish()));
     let hdr = [0u8; 52];
     let mut dest = [0u8; 16];
@@ -698,7 +706,7 @@ fn physically_scattered_pages() {
     g.register_region(0, ram).unwrap();
     g.launch_update_data(0, ram).unwrap();
     let mut back = vec![0u8; 2 * 4096];
-    g.dbg_decrypt(0, ram, &mut back).unwrap();
+    g.dbg_decrypt(0, vs(ram), &mut back).unwrap();
     assert_eq!(
         back, plain,
         "both pages decrypt at their own physical addresses"

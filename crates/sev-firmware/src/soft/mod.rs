@@ -12,7 +12,9 @@ pub mod raw;
 pub mod store;
 
 use crate::error::{FwError, Result};
-use crate::{CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform};
+use crate::{
+    CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform, VolatileSlice,
+};
 use fw::{Fw, LaunchStartArgs};
 use sev_proto::cert::SevCert;
 use sev_proto::status::Status;
@@ -439,7 +441,7 @@ impl SevGuest for SoftGuest {
             .map_err(st("GUEST_STATUS"))
     }
 
-    fn dbg_decrypt(&mut self, gpa: u64, mem: &[u8], out: &mut [u8]) -> Result<()> {
+    fn dbg_decrypt(&mut self, gpa: u64, mem: VolatileSlice<'_>, out: &mut [u8]) -> Result<()> {
         let h = self.need_handle("DBG_DECRYPT")?;
         if mem.len() != out.len() {
             return Err(FwError::InvalidArgument(
@@ -451,12 +453,13 @@ impl SevGuest for SoftGuest {
             .fw
             .dbg_check(h, gpa, 0, mem.len() as u32)
             .map_err(st("DBG_DECRYPT"))?;
-        // Guest RAM holds plaintext in the soft model (the guest runs unencrypted on KVM).
-        out.copy_from_slice(mem);
+        // Guest RAM holds plaintext in the soft model (the guest runs unencrypted on KVM):
+        // a volatile copy out of the (possibly running) guest's memory is the decryption.
+        mem.copy_to(out);
         Ok(())
     }
 
-    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: &mut [u8]) -> Result<()> {
+    fn dbg_encrypt(&mut self, gpa: u64, data: &[u8], mem: VolatileSlice<'_>) -> Result<()> {
         let h = self.need_handle("DBG_ENCRYPT")?;
         if mem.len() != data.len() {
             return Err(FwError::InvalidArgument(
@@ -468,7 +471,8 @@ impl SevGuest for SoftGuest {
             .fw
             .dbg_check(h, 0, gpa, mem.len() as u32)
             .map_err(st("DBG_ENCRYPT"))?;
-        mem.copy_from_slice(data);
+        // Plaintext in, plaintext stored (see dbg_decrypt), with volatile writes.
+        mem.copy_from(data);
         self.mark_private(gpa, data.len() as u64);
         Ok(())
     }
@@ -487,13 +491,15 @@ impl SevGuest for SoftGuest {
         Ok(())
     }
 
-    fn host_view(&self, gpa: u64, mem: &[u8]) -> Result<Vec<u8>> {
+    fn host_view(&self, gpa: u64, mem: VolatileSlice<'_>) -> Result<Vec<u8>> {
         if !gpa.is_multiple_of(16) || !mem.len().is_multiple_of(16) {
             return Err(FwError::InvalidArgument(
                 "host_view needs a 16-byte aligned range",
             ));
         }
-        let mut out = mem.to_vec();
+        // Snapshot the guest's bytes with volatile reads; the engine runs on the copy.
+        let mut out = vec![0u8; mem.len()];
+        mem.copy_to(&mut out);
         if self.handle == 0 {
             return Ok(out);
         }

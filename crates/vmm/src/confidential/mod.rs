@@ -23,7 +23,7 @@ use std::time::Duration;
 use kvm_ioctls::VmFd;
 use serde_json::json;
 use sev_firmware::{FwError, GuestState, SevGuest, Status};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileSlice};
 
 use crate::config::SevLaunchConfig;
 use crate::cpu::{CpuidOverride, CpuidOverrides};
@@ -397,8 +397,10 @@ fn host_slice_check(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<(), C
     Ok(())
 }
 
-/// The host mapping of guest RAM `[gpa, gpa+len)`; must lie in one region. Guest RAM is
-/// shared, interior-mutable memory (the guest writes it through `&`), hence `&mut` from `&`.
+/// The host mapping of guest RAM `[gpa, gpa+len)`; must lie in one region. **Launch time
+/// only** (REG_REGION, LAUNCH_UPDATE_DATA, LAUNCH_SECRET before LAUNCH_FINISH): a Rust slice
+/// over guest RAM is sound only while no vCPU runs. Runtime access (debug/host reads and
+/// writes) goes through [`guest_slice`]'s `VolatileSlice` instead.
 #[allow(clippy::mut_from_ref)]
 fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], ConfidentialError> {
     let bad = || ConfidentialError::BadRange {
@@ -409,10 +411,25 @@ fn host_slice(mem: &GuestMemoryMmap, gpa: u64, len: usize) -> Result<&mut [u8], 
     let host = mem.get_host_address(GuestAddress(gpa)).map_err(|_| bad())?;
     // SAFETY: `host` points into a live mmap of guest RAM owned by `mem` (a clone of the VM's
     // mapping, kept alive by the reference), and `[host, host+len)` lies inside one region
-    // (checked above). The firmware calls that take this slice run while the vCPUs are
-    // stopped (launch) or treat it as device memory the guest may change concurrently
-    // (debug/host view copy it byte-wise), as a DMA engine would.
+    // (checked above). Every caller runs at launch time, before LAUNCH_FINISH lets the vCPUs
+    // run (`State::launch` from `after_load`, `inject_secret` in the LaunchSecret phase,
+    // which `before_run` ends): nothing else reads or writes this memory while the slice
+    // lives, and it does not outlive the firmware call it is passed to.
     Ok(unsafe { std::slice::from_raw_parts_mut(host, len) })
+}
+
+/// Guest RAM `[gpa, gpa+len)` as a `VolatileSlice` (vm-memory's safe API; must lie in one
+/// region), for runtime access while vCPUs may be writing the same memory.
+fn guest_slice(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    len: usize,
+) -> Result<VolatileSlice<'_>, ConfidentialError> {
+    mem.get_slice(GuestAddress(gpa), len)
+        .map_err(|_| ConfidentialError::BadRange {
+            gpa,
+            len: len as u64,
+        })
 }
 
 impl LaunchHandle {
@@ -552,6 +569,7 @@ impl LaunchHandle {
 
     /// Reads guest memory: [`AccessKind::Host`] gives what the host sees (ciphertext where
     /// private), [`AccessKind::Debug`] decrypts through DBG_DECRYPT (refused under NODBG).
+    /// Sound while vCPUs run: guest RAM is reached as a `VolatileSlice`, never a Rust slice.
     pub fn read(
         &self,
         gpa: u64,
@@ -573,7 +591,7 @@ impl LaunchHandle {
                 len: len as u64,
             })?;
         let wide = (end - start) as usize;
-        let src = host_slice(&mem, start, wide)?;
+        let src = guest_slice(&mem, start, wide)?;
         let policy = st.params.policy;
         let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
             op: "guest memory access",
@@ -597,7 +615,8 @@ impl LaunchHandle {
     }
 
     /// Writes guest memory through DBG_ENCRYPT (refused under NODBG). `gpa` and the length
-    /// must be 16-byte aligned.
+    /// must be 16-byte aligned. Sound while vCPUs run: guest RAM is reached as a
+    /// `VolatileSlice`, never a Rust slice.
     pub fn write_debug(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
         let mut st = self.lock();
         let policy = st.params.policy;
@@ -608,7 +627,7 @@ impl LaunchHandle {
             op: "DBG_ENCRYPT",
             phase: st.phase,
         })?;
-        let dest = host_slice(&mem, gpa, data.len())?;
+        let dest = guest_slice(&mem, gpa, data.len())?;
         let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
             op: "DBG_ENCRYPT",
             phase: Phase::Uninit,
