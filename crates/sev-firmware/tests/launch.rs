@@ -406,3 +406,74 @@ fn sev_es_launch_measures_the_vmsa_and_uses_an_es_asid() {
         Status::Unsupported
     );
 }
+
+/// The runtime methods work on memory another thread (a running vCPU) writes at the same
+/// time: they see a snapshot of each byte (old or new value), and leave the rest intact.
+#[test]
+fn runtime_methods_take_memory_a_running_guest_writes() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+    let dir = tempfile::tempdir().unwrap();
+    let plat = SoftPlatform::open(dir.path()).unwrap();
+    let mut g = plat.new_guest();
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_measure().unwrap();
+    g.launch_finish().unwrap();
+    assert_eq!(g.guest_status().unwrap().state, GuestState::Running);
+
+    let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+    mem.write_slice(&[0x11; 0x2000], GuestAddress(0)).unwrap();
+    mem.write_slice(&[0xAA; 16], GuestAddress(0x1000)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let vcpu = {
+        let (mem, stop, writes) = (mem.clone(), stop.clone(), writes.clone());
+        std::thread::spawn(move || {
+            let mut v = 0xAAu8;
+            while !stop.load(Ordering::Relaxed) {
+                v = !v;
+                mem.write_slice(&[v; 16], GuestAddress(0x1000)).unwrap();
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    while writes.load(Ordering::Relaxed) == 0 {
+        std::thread::yield_now();
+    }
+    let racing = |b: &[u8]| b.iter().all(|&x| x == 0xAA || x == 0x55);
+    for i in 0..200u8 {
+        let mut out = [0u8; 32];
+        let s = mem.get_slice(GuestAddress(0x1000), 32).unwrap();
+        g.dbg_decrypt(0x1000, s, &mut out).unwrap();
+        assert!(racing(&out[..16]), "{out:02x?}");
+        assert_eq!(
+            out[16..],
+            [0x11; 16],
+            "bytes the guest does not write are intact"
+        );
+
+        let msg = [i; 16];
+        let s = mem.get_slice(GuestAddress(0x1030), 16).unwrap();
+        g.dbg_encrypt(0x1030, &msg, s).unwrap();
+        let mut back = [0u8; 16];
+        mem.read_slice(&mut back, GuestAddress(0x1030)).unwrap();
+        assert_eq!(back, msg, "DBG_ENCRYPT stores plaintext (soft model)");
+
+        let s = mem.get_slice(GuestAddress(0x1000), 64).unwrap();
+        let view = g.host_view(0x1000, s).unwrap();
+        assert!(racing(&view[..16]), "shared block: as written");
+        assert_eq!(view[16..48], [0x11; 32]);
+        assert_ne!(
+            view[48..],
+            msg,
+            "the DBG_ENCRYPT block is private: ciphertext"
+        );
+    }
+    let during = writes.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    vcpu.join().unwrap();
+    assert!(during > 1, "the writer ran while the firmware calls did");
+}
