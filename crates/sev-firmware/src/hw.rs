@@ -391,7 +391,10 @@ impl HwGuest {
             sev_fd: self.sev.as_raw_fd() as u32,
         };
         // SAFETY: `c` is a valid kvm_sev_cmd; `data` points to the live command struct KVM
-        // expects for `id`, whose user addresses point to live buffers of the stated lengths.
+        // expects for `id`, whose user addresses point to live buffers of the stated lengths
+        // (for DBG_DECRYPT/ENCRYPT the guest side is a `VolatileSlice`'s range, mapped for the
+        // slice's lifetime and held by its pointer guard across this call; only the kernel
+        // touches it, so a running guest writing it is no Rust-level race).
         let r = unsafe {
             self.port.ioctl(
                 self.vm_fd,
