@@ -25,6 +25,12 @@ impl std::fmt::Debug for MemoryKey {
 }
 
 impl MemoryKey {
+    /// The VEK and the derived engine keys, for the crate's own no-leak test only.
+    #[cfg(test)]
+    pub(crate) fn key_material_for_tests(&self) -> [Vec<u8>; 3] {
+        [self.vek.to_vec(), self.k1.to_vec(), self.k2.to_vec()]
+    }
+
     /// A fresh random VEK.
     pub fn random() -> Result<Self, ErrorStack> {
         let mut v = [0u8; 16];

@@ -11,6 +11,9 @@ pub mod fw;
 pub mod raw;
 pub mod store;
 
+#[cfg(test)]
+mod leak_tests;
+
 use crate::error::{FwError, Result};
 use crate::{
     CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform, VolatileSlice,
