@@ -31,3 +31,21 @@ pub use vm::{
     OnReset, ResetAction, RunState, Vm, VmConfig, VmControl, VmError,
 };
 pub use vm_memory::GuestMemoryMmap;
+
+#[cfg(test)]
+mod test_support {
+    /// Whether /dev/kvm can be opened read-write; if not, the test fails when CI is set and
+    /// otherwise skips, saying why.
+    pub(crate) fn kvm_or_skip() -> bool {
+        let ok = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok();
+        if !ok {
+            assert!(std::env::var_os("CI").is_none(), "CI: /dev/kvm is needed");
+            eprintln!("SKIP: /dev/kvm is not usable");
+        }
+        ok
+    }
+}

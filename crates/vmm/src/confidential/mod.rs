@@ -1008,14 +1008,7 @@ mod tests {
     #[test]
     fn reads_and_writes_at_the_top_of_the_address_space_are_bad_ranges() {
         use sev_firmware::SevPlatform;
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_err()
-        {
-            assert!(std::env::var_os("CI").is_none(), "CI: /dev/kvm is needed");
-            eprintln!("SKIP: /dev/kvm is not usable");
+        if !crate::test_support::kvm_or_skip() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -571,14 +571,7 @@ mod tests {
 
     #[test]
     fn plain_vm_prelaunch_cont_stop_read_quit() {
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_err()
-        {
-            assert!(std::env::var_os("CI").is_none(), "CI: /dev/kvm is needed");
-            eprintln!("SKIP: /dev/kvm is not usable");
+        if !crate::test_support::kvm_or_skip() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
