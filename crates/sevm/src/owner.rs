@@ -259,6 +259,10 @@ struct MeasureArgs {
     /// LAUNCH_MEASURE output (48 bytes; path or base64) to take the MNONCE from.
     #[arg(long)]
     launch_measure_blob: Option<String>,
+    /// Print the launch digest in base64 (what `sevctl measurement build --launch-digest`
+    /// takes) instead of hex.
+    #[arg(long)]
+    base64: bool,
 }
 
 #[derive(Debug, Args)]
@@ -852,7 +856,15 @@ fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
     let want_blob = params || a.nonce.is_some() || a.launch_measure_blob.is_some();
     if !want_blob {
         let h = hex::encode(digest);
-        out.emit(&json!({"launch_digest": h}), &h);
+        let text = if a.base64 {
+            args::encode_b64(&digest)
+        } else {
+            h.clone()
+        };
+        out.emit(
+            &json!({"launch_digest": h, "launch_digest_b64": args::encode_b64(&digest)}),
+            &text,
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let p = a.params.require()?;

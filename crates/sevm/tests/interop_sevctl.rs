@@ -216,3 +216,65 @@ fn session_files_have_sevctl_shapes() {
     );
     assert_eq!(dec(&ours.join("x_session.b64")).len(), 128);
 }
+
+/// `sevm owner measure --vmm sevm ... --base64` prints the launch digest in the form
+/// `sevctl measurement build --launch-digest` takes (the README's worked example), and sevctl's
+/// measurement from it equals sevm's own.
+#[test]
+fn base64_digest_feeds_sevctl_launch_digest() {
+    let Some(sevctl) = sevctl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tik = write(dir.path(), "tik.bin", &bytes(42, 16));
+    let nonce = b64(&bytes(43, 16));
+    let hex_digest = ok(sevm().args([
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "secret-reader",
+    ]));
+    let b64_digest = ok(sevm().args([
+        "owner",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "secret-reader",
+        "--base64",
+    ]));
+    let (hex_digest, b64_digest) = (hex_digest.trim(), b64_digest.trim());
+    assert_eq!(b64(&hex::decode(hex_digest).unwrap()), b64_digest);
+    let params = [
+        "--api-major",
+        "0",
+        "--api-minor",
+        "24",
+        "--build-id",
+        "17",
+        "--policy",
+        "1",
+        "--tik",
+        &tik,
+    ];
+    let ours = ok(sevm()
+        .args([
+            "owner",
+            "measure",
+            "--vmm",
+            "sevm",
+            "--guest",
+            "secret-reader",
+        ])
+        .args(params)
+        .args(["--nonce", &nonce]));
+    let theirs = ok(Command::new(&sevctl)
+        .args(["measurement", "build", "--launch-digest", b64_digest])
+        .args(params)
+        .args(["--nonce", &nonce]));
+    assert_eq!(
+        ours.trim(),
+        theirs.trim(),
+        "sevctl from sevm's --base64 digest"
+    );
+}
