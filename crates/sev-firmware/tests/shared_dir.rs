@@ -104,3 +104,57 @@ fn concurrent_resets_and_pek_gens_without_guests_all_succeed() {
         t.join().unwrap();
     }
 }
+
+/// PLATFORM_STATUS is the platform's: another handle's (process's) guests make it WORKING
+/// and count; a count file left by a holder that died is ignored and removed.
+#[test]
+fn platform_status_counts_every_handles_guests() {
+    use sev_firmware::soft::store::GUESTS_DIR;
+    use sev_firmware::PlatformState;
+    let dir = tempfile::tempdir().unwrap();
+    let a = SoftPlatform::open(dir.path()).unwrap();
+    let b = SoftPlatform::open(dir.path()).unwrap();
+    // Each handle models its own INIT (as one process would); sevm's `platform status` INITs
+    // first, as Linux does when the ccp module loads.
+    assert_eq!(b.platform_status().unwrap().state, PlatformState::Uninit);
+    b.with_fw(|fw| fw.init(true)).unwrap();
+    let st = b.platform_status().unwrap();
+    assert_eq!((st.state, st.guest_count), (PlatformState::Init, 0));
+
+    let stale = dir.path().join(GUESTS_DIR).join("999999-dead.count");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, "         7\n").unwrap();
+
+    let mut g1 = a.new_guest();
+    g1.init(false).unwrap();
+    g1.launch_start(0, None, None, 0).unwrap();
+    let mut g2 = a.new_guest();
+    g2.init(false).unwrap();
+    g2.launch_start(0, None, None, 0).unwrap();
+    let st = b.platform_status().unwrap();
+    assert_eq!(
+        (st.state, st.guest_count),
+        (PlatformState::Working, 2),
+        "B sees A's two guests (and not the stale count file)"
+    );
+    assert!(!stale.exists(), "the stale count file is removed");
+    // A's own view is the same platform.
+    let st = a.platform_status().unwrap();
+    assert_eq!((st.state, st.guest_count), (PlatformState::Working, 2));
+
+    let mut g3 = b.new_guest();
+    g3.init(false).unwrap();
+    g3.launch_start(0, None, None, 0).unwrap();
+    assert_eq!(a.platform_status().unwrap().guest_count, 3);
+
+    g1.decommission().unwrap();
+    assert_eq!(b.platform_status().unwrap().guest_count, 2);
+    drop(g2);
+    drop(g3);
+    let st = b.platform_status().unwrap();
+    assert_eq!((st.state, st.guest_count), (PlatformState::Init, 0));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join(GUESTS_DIR))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "count files are removed with their guests");
+}

@@ -193,7 +193,7 @@ pub struct Fw {
     asids: Vec<Asid>,
     next_launch_id: u64,
     /// Shared hold on the platform directory's guests lock while this process has guests.
-    guests_hold: Option<std::fs::File>,
+    guests_hold: Option<super::store::GuestsHold>,
 }
 
 impl Fw {
@@ -220,10 +220,13 @@ impl Fw {
             .ok_or(Status::InvalidPlatformState)
     }
 
-    /// Drops the guests hold once the last guest is gone.
+    /// Publishes this handle's guest count; drops the guests hold once the last guest is gone.
     fn release_if_idle(&mut self) {
-        if self.guest_count() == 0 {
+        let n = self.guest_count();
+        if n == 0 {
             self.guests_hold = None;
+        } else if let Some(h) = self.guests_hold.as_mut() {
+            h.set_count(n);
         }
     }
 
@@ -317,20 +320,36 @@ impl Fw {
         Ok(())
     }
 
-    /// PLATFORM_STATUS (0x04): any state.
+    /// PLATFORM_STATUS (0x04): any state. Once initialised, the state and guest count are the
+    /// platform's, as on real firmware: guests of other processes sharing the directory count
+    /// (a platform with guests anywhere is WORKING).
     pub fn platform_status(&mut self) -> St<PlatformStatus> {
         let uninit = self.state == PlatformState::Uninit;
         if !uninit {
             let _ = self.refresh();
         }
+        let (state, guest_count) = if uninit {
+            (self.state, 0)
+        } else {
+            let own = self.guests_hold.as_ref().map(|h| h.path().to_path_buf());
+            let n = self
+                .guest_count()
+                .saturating_add(self.store.other_guests(own.as_deref()));
+            let state = if n > 0 {
+                PlatformState::Working
+            } else {
+                self.state
+            };
+            (state, n)
+        };
         Ok(PlatformStatus {
             api_major: API.0,
             api_minor: API.1,
-            state: self.state,
+            state,
             owner_external: !uninit && self.id.owner_external,
             config_es: !uninit && self.es,
             build: BUILD,
-            guest_count: if uninit { 0 } else { self.guest_count() },
+            guest_count,
         })
     }
 
@@ -483,6 +502,7 @@ impl Fw {
         if fresh.is_some() {
             self.guests_hold = fresh;
         }
+        self.release_if_idle();
         Ok(handle)
     }
 

@@ -28,6 +28,37 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 /// Lock file held shared by every process with live guests (see the module docs).
 pub const GUESTS_LOCK_FILE: &str = "sev-guests.lock";
 
+/// Directory of the per-holder guest-count files (for PLATFORM_STATUS across processes).
+pub const GUESTS_DIR: &str = "sev-guests.d";
+
+/// A process's (platform handle's) share of the platform while it has guests: a shared
+/// `flock` on `sev-guests.lock`, and its guest count published in a count file it holds
+/// locked. Dropping it removes the file and releases both locks.
+pub(crate) struct GuestsHold {
+    _lock: File,
+    file: File,
+    path: PathBuf,
+}
+
+impl GuestsHold {
+    /// Publishes `n` (best effort: a failed write only makes other processes' status stale).
+    pub(crate) fn set_count(&mut self, n: u32) {
+        use std::os::unix::fs::FileExt;
+        let _ = self.file.write_all_at(format!("{n:>10}\n").as_bytes(), 0);
+    }
+
+    /// The count file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for GuestsHold {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Serialises the commands that need "no guests anywhere" among themselves.
 pub const ADMIN_LOCK_FILE: &str = "sev-admin.lock";
 
@@ -416,12 +447,65 @@ impl Store {
     }
 
     /// A shared hold on the guests lock: "this process has live guests". Waits while another
-    /// process holds it exclusively (a PLATFORM_RESET or PEK_GEN in progress).
-    pub(crate) fn hold_guests(&self) -> Result<File> {
-        let f = self.open_guests_lock()?;
-        f.lock_shared()
+    /// process holds it exclusively (a PLATFORM_RESET or PEK_GEN in progress). Also publishes
+    /// this holder's guest count under `<dir>/sev-guests.d/` for other processes'
+    /// PLATFORM_STATUS ([`GuestsHold::set_count`], [`Store::other_guests`]).
+    pub(crate) fn hold_guests(&self) -> Result<GuestsHold> {
+        let lock = self.open_guests_lock()?;
+        lock.lock_shared()
             .map_err(io(&self.dir.join(GUESTS_LOCK_FILE)))?;
-        Ok(f)
+        let d = self.dir.join(GUESTS_DIR);
+        fs::create_dir_all(&d).map_err(io(&d))?;
+        let mut tag = [0u8; 8];
+        openssl::rand::rand_bytes(&mut tag)?;
+        let name = format!("{}-{}", std::process::id(), hex::encode(tag));
+        // Created under a temporary name, locked, then renamed: a reader never sees an
+        // unlocked count file of a live holder (an unlocked one is stale and removed).
+        let tmp = d.join(format!(".{name}.tmp"));
+        let path = d.join(format!("{name}.count"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        file.lock().map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let mut h = GuestsHold {
+            _lock: lock,
+            file,
+            path,
+        };
+        h.set_count(0);
+        Ok(h)
+    }
+
+    /// The guests other holders (other processes, or other handles of this one) publish,
+    /// except `own`. Count files whose holder is gone (unlocked) are removed on the way.
+    pub(crate) fn other_guests(&self, own: Option<&Path>) -> u32 {
+        let Ok(rd) = fs::read_dir(self.dir.join(GUESTS_DIR)) else {
+            return 0;
+        };
+        let mut n = 0u32;
+        for e in rd.flatten() {
+            let p = e.path();
+            if Some(p.as_path()) == own || p.extension().is_none_or(|x| x != "count") {
+                continue;
+            }
+            let Ok(f) = File::open(&p) else { continue };
+            match f.try_lock_shared() {
+                Ok(()) => {
+                    // Its holder died without removing it.
+                    let _ = fs::remove_file(&p);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let text = fs::read_to_string(&p).unwrap_or_default();
+                    n = n.saturating_add(text.trim().parse::<u32>().unwrap_or(0));
+                }
+                Err(std::fs::TryLockError::Error(_)) => {}
+            }
+        }
+        n
     }
 
     /// An exclusive hold on the guests lock, or `None` if some process (this one included,
