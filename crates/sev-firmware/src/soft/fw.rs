@@ -331,7 +331,10 @@ impl Fw {
         let (state, guest_count) = if uninit {
             (self.state, 0)
         } else {
-            let own = self.guests_hold.as_ref().map(|h| h.path().to_path_buf());
+            let own = self
+                .guests_hold
+                .as_ref()
+                .and_then(|h| h.path().map(std::path::Path::to_path_buf));
             let n = self
                 .guest_count()
                 .saturating_add(self.store.other_guests(own.as_deref()));

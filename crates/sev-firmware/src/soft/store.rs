@@ -36,26 +36,30 @@ pub const GUESTS_DIR: &str = "sev-guests.d";
 /// locked. Dropping it removes the file and releases both locks.
 pub(crate) struct GuestsHold {
     _lock: File,
-    file: File,
-    path: PathBuf,
+    /// The published count file and its path (absent if it could not be created).
+    count: Option<(File, PathBuf)>,
 }
 
 impl GuestsHold {
     /// Publishes `n` (best effort: a failed write only makes other processes' status stale).
     pub(crate) fn set_count(&mut self, n: u32) {
         use std::os::unix::fs::FileExt;
-        let _ = self.file.write_all_at(format!("{n:>10}\n").as_bytes(), 0);
+        if let Some((f, _)) = &self.count {
+            let _ = f.write_all_at(format!("{n:>10}\n").as_bytes(), 0);
+        }
     }
 
-    /// The count file's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// The count file's path, if published.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.count.as_ref().map(|(_, p)| p.as_path())
     }
 }
 
 impl Drop for GuestsHold {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if let Some((_, p)) = &self.count {
+            let _ = fs::remove_file(p);
+        }
     }
 }
 
@@ -454,6 +458,21 @@ impl Store {
         let lock = self.open_guests_lock()?;
         lock.lock_shared()
             .map_err(io(&self.dir.join(GUESTS_LOCK_FILE)))?;
+        // The count file only informs other processes' PLATFORM_STATUS: failing to create it
+        // (a full disk) must not fail the launch.
+        let count = match self.publish_count() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("cannot publish the guest count for other processes: {e}");
+                None
+            }
+        };
+        let mut h = GuestsHold { _lock: lock, count };
+        h.set_count(0);
+        Ok(h)
+    }
+
+    fn publish_count(&self) -> Result<(File, PathBuf)> {
         let d = self.dir.join(GUESTS_DIR);
         fs::create_dir_all(&d).map_err(io(&d))?;
         let mut tag = [0u8; 8];
@@ -469,15 +488,12 @@ impl Store {
             .write(true)
             .open(&tmp)
             .map_err(io(&tmp))?;
-        file.lock().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        let mut h = GuestsHold {
-            _lock: lock,
-            file,
-            path,
-        };
-        h.set_count(0);
-        Ok(h)
+        let locked = file.lock().map_err(io(&tmp));
+        if let Err(e) = locked.and_then(|()| fs::rename(&tmp, &path).map_err(io(&path))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok((file, path))
     }
 
     /// The guests other holders (other processes, or other handles of this one) publish,
