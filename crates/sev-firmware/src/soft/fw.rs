@@ -192,7 +192,8 @@ pub struct Fw {
     guests: Vec<Option<Guest>>,
     asids: Vec<Asid>,
     next_launch_id: u64,
-    /// Shared hold on the platform directory's guests lock while this process has guests.
+    /// While this handle has guests: its shared hold on the directory's guests lock and its
+    /// published guest count ([`super::store::GuestsHold`]).
     guests_hold: Option<super::store::GuestsHold>,
 }
 
@@ -221,7 +222,7 @@ impl Fw {
     }
 
     /// Publishes this handle's guest count; drops the guests hold once the last guest is gone.
-    fn release_if_idle(&mut self) {
+    fn sync_guests_hold(&mut self) {
         let n = self.guest_count();
         if n == 0 {
             self.guests_hold = None;
@@ -502,10 +503,10 @@ impl Fw {
             None => Some(self.store.hold_guests().map_err(fw_fail)?),
         };
         let handle = self.launch_start_held(a)?;
-        if fresh.is_some() {
-            self.guests_hold = fresh;
+        if let Some(h) = fresh {
+            self.guests_hold = Some(h);
         }
-        self.release_if_idle();
+        self.sync_guests_hold();
         Ok(handle)
     }
 
@@ -843,7 +844,7 @@ impl Fw {
         if self.guest_count() == 0 {
             self.state = PlatformState::Init;
         }
-        self.release_if_idle();
+        self.sync_guests_hold();
         Ok(())
     }
 

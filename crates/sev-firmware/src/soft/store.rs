@@ -467,9 +467,8 @@ impl Store {
                 None
             }
         };
-        let mut h = GuestsHold { _lock: lock, count };
-        h.set_count(0);
-        Ok(h)
+        // The holder writes its count once its guest exists (an empty file counts 0).
+        Ok(GuestsHold { _lock: lock, count })
     }
 
     fn publish_count(&self) -> Result<(File, PathBuf)> {
