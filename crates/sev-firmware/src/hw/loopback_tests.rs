@@ -11,7 +11,7 @@ use sev_proto::cert::chain::{verify_full, FullChain};
 use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
 use sev_proto::secret::build_packet;
-use sev_proto::session::{ecdh_shared_secret, owner_wrap, TransportKeys};
+use sev_proto::session::{owner_session_with, TransportKeys};
 
 /// A test buffer standing in for guest RAM, as the runtime methods take it.
 fn vs(b: &mut [u8]) -> VolatileSlice<'_> {
@@ -60,19 +60,16 @@ fn owner(r: &Rig, hw: &HwPlatform, policy: u32) -> Owner {
     bytes.extend_from_slice(&soft.ask);
     bytes.extend_from_slice(&soft.ark);
     let full = FullChain::parse(&bytes).expect("chain parses");
-    let pdh = verify_full(&full, None).expect("chain exported through /dev/sev verifies");
+    verify_full(&full, None).expect("chain exported through /dev/sev verifies");
+    let pdh = SevCert::parse(&exp.pdh).unwrap();
     let godh_key: EcKey<Private> =
         EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
-    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key)
-        .unwrap()
-        .encode();
-    let z = ecdh_shared_secret(&godh_key, &pdh.key).unwrap();
     let keys = TransportKeys::random().unwrap();
-    let blob = owner_wrap(&z, &[3u8; 16], &[4u8; 16], &keys, policy);
+    let s = owner_session_with(&pdh, &godh_key, keys, &[3u8; 16], &[4u8; 16], policy).unwrap();
     Owner {
-        godh,
-        session: blob.to_bytes(),
-        keys,
+        godh: s.godh_cert.encode(),
+        session: s.session.to_bytes(),
+        keys: s.keys.clone(),
     }
 }
 
