@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use vmm::confidential::LaunchHandle;
-use vmm::monitor::parse_qmp_arg;
+use vmm::monitor::parse_qmp_spec;
 use vmm::monitor::vm_backend::{self, caps_from_platform, QmpRuntime, VmBackendConfig};
 use vmm::Vm;
 
@@ -20,7 +20,7 @@ pub fn start(
     start_paused: bool,
     vcpus: u8,
 ) -> Result<QmpRuntime> {
-    let path = parse_qmp_arg(arg).with_context(|| format!("--qmp {arg}: expected unix:PATH"))?;
+    let path = parse_qmp_spec(arg).map_err(|e| anyhow::anyhow!("--qmp {arg}: {e}"))?;
     let caps = match setup {
         Some(s) => {
             let platform: Box<dyn sev_firmware::SevPlatform + Send + Sync> =

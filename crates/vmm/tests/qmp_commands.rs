@@ -305,8 +305,12 @@ fn pmemsave_and_memsave_through_the_debug_path() {
         "memsave",
         json!({"val": 0x20_0000, "size": 16, "filename": bad.to_str().unwrap()}),
     );
-    assert_generic_err(&r, "Invalid addr 0x0000000000200000/size 16 specified");
-    assert!(!bad.exists(), "partial dump removed");
+    assert_generic_err(
+        &r,
+        "Invalid addr 0x0000000000200000/size 16 specified: \
+         guest physical range 0x200000+0x10 is not RAM",
+    );
+    assert!(!bad.exists(), "refused before the file is created");
     let no_dir = json!("/nonexistent-dir/x.bin");
     let r = c.exec("pmemsave", with_member(&one_byte, "filename", no_dir));
     assert_err_prefix(

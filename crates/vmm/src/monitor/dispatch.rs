@@ -3,12 +3,13 @@
 //! Pure with respect to I/O except `pmemsave`/`memsave` (which write the named file); the
 //! socket side lives in `server`. Arguments are never logged.
 
+use super::dumpfile::DumpFile;
+use super::framer::MAX_NESTING;
 use super::hmp::{self, HmpState};
 use super::{qemu_msg, MonitorBackend, MonitorError, SevState, QEMU_COMPAT_VERSION};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
-use std::io::Write;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -143,6 +144,44 @@ fn error_value(e: &MonitorError) -> Value {
     json!({"error": {"class": e.class(), "desc": e.desc()}})
 }
 
+/// Deepest bracket nesting of a JSON text (brackets inside strings do not count).
+fn nesting_depth(text: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in text {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Parse one JSON text of at most [`MAX_NESTING`] levels (checked by the caller): serde_json's
+/// own limit (128) is lifted so that the protocol limit is QEMU's 1024.
+fn parse_json(text: &[u8]) -> serde_json::Result<Value> {
+    use serde::Deserialize as _;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    de.disable_recursion_limit();
+    let v = Value::deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
 /// Decode base64 as QEMU does for SEV blobs: empty or undecodable input is an error.
 fn decode_b64(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     match B64.decode(s.trim()) {
@@ -197,7 +236,12 @@ impl Dispatcher {
             negotiated_now: false,
             quit: false,
         };
-        let req: Value = match serde_json::from_slice(text) {
+        if nesting_depth(text) > MAX_NESTING {
+            return plain(error_value(&MonitorError::generic(
+                qemu_msg::JSON_NESTING_LIMIT,
+            )));
+        }
+        let req: Value = match parse_json(text) {
             Ok(v) => v,
             Err(e) => {
                 return plain(error_value(&MonitorError::generic(format!(
@@ -485,6 +529,10 @@ impl Dispatcher {
     }
 
     /// `pmemsave` (cpu `None`, physical) / `memsave` (virtual of `cpu`).
+    ///
+    /// Everything that can be checked is checked before the file is touched (NODBG, register
+    /// state for virtual addresses, the whole range); the file is then opened by
+    /// [`DumpFile::open`] and never unlinked, even when a later read or write fails.
     fn save(
         &self,
         addr: u64,
@@ -494,50 +542,55 @@ impl Dispatcher {
     ) -> Result<(), MonitorError> {
         let size = u64::try_from(size)
             .map_err(|_| MonitorError::generic("Parameter 'size' expects a non-negative size"))?;
-        let mut f = open_dump(filename)?;
-        let mut done = 0u64;
-        let result = (|| {
-            while done < size {
-                let len = (size - done).min(SAVE_CHUNK as u64) as usize;
-                let at = addr.wrapping_add(done);
-                let chunk = match cpu {
-                    None => self.backend.read_guest_phys(at, len)?,
-                    Some(c) => self.backend.read_guest_virt(c, at, len).map_err(|_| {
-                        MonitorError::generic(format!(
-                            "Invalid addr 0x{addr:016x}/size {size} specified"
-                        ))
-                    })?,
-                };
-                if chunk.len() != len {
-                    return Err(MonitorError::generic(format!(
-                        "Invalid addr 0x{addr:016x}/size {size} specified"
-                    )));
-                }
-                f.write_all(&chunk).map_err(|e| {
-                    MonitorError::generic(format!("Error writing to '{filename}': {e}"))
-                })?;
-                done += len as u64;
-            }
-            f.flush()
-                .map_err(|e| MonitorError::generic(format!("Error writing to '{filename}': {e}")))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(filename);
+        let invalid = |why: &str| {
+            MonitorError::generic(format!(
+                "Invalid addr 0x{addr:016x}/size {size} specified: {why}"
+            ))
+        };
+        if size > 0 && addr.checked_add(size - 1).is_none() {
+            return Err(invalid("the range runs past the end of the address space"));
         }
-        result
+        self.backend.debug_access(cpu)?;
+        if size > 0 {
+            self.backend
+                .check_range(cpu, addr, size)
+                .map_err(|e| invalid(e.desc()))?;
+        }
+        let mut f = DumpFile::open(filename)?;
+        let mut done = 0u64;
+        while done < size {
+            let len = (size - done).min(SAVE_CHUNK as u64) as usize;
+            let at = addr + done;
+            let left = |e: &dyn std::fmt::Display| {
+                MonitorError::generic(format!(
+                    "{e} ('{filename}' is left with the first {done} of {size} bytes)"
+                ))
+            };
+            let chunk = match cpu {
+                None => self.backend.read_guest_phys(at, len),
+                Some(c) => self.backend.read_guest_virt(c, at, len),
+            };
+            let chunk = match chunk {
+                Ok(c) if c.len() == len => c,
+                Ok(c) => {
+                    return Err(left(&format!(
+                        "reading guest memory at 0x{at:016x} returned {} of {len} bytes",
+                        c.len()
+                    )))
+                }
+                Err(e) => {
+                    return Err(left(&format!(
+                        "reading guest memory at 0x{at:016x} failed: {}",
+                        e.desc()
+                    )))
+                }
+            };
+            f.write_all(&chunk)
+                .map_err(|e| left(&format!("Error writing to '{filename}': {e}")))?;
+            done += len as u64;
+        }
+        Ok(())
     }
-}
-
-/// Create a dump file: mode 0600 (guest memory is sensitive), truncating as QEMU's "wb".
-fn open_dump(filename: &str) -> Result<std::fs::File, MonitorError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(filename)
-        .map_err(|e| MonitorError::generic(format!("Could not open '{filename}': {e}")))
 }
 
 fn version_value() -> Value {

@@ -44,6 +44,10 @@ struct State {
     quit: bool,
     resets: u32,
     delay: Duration,
+    /// Virtual reads need register state from a `stop` (as the real VM's do).
+    virt_needs_stop: bool,
+    /// A `stop` of a running guest happened (register state exists).
+    stopped_once: bool,
 }
 
 /// The fake backend.
@@ -84,6 +88,8 @@ impl FakeBackend {
                 quit: false,
                 resets: 0,
                 delay: Duration::ZERO,
+                virt_needs_stop: false,
+                stopped_once: false,
             }),
             events: Mutex::new(None),
         }
@@ -97,6 +103,13 @@ impl FakeBackend {
     /// Make `query-sev-attestation-report` take this long (to test slow commands).
     pub fn set_delay(&self, d: Duration) {
         self.st().delay = d;
+    }
+
+    /// Make virtual reads (`memsave`, HMP `x`) need register state, as the real VM does:
+    /// they fail until the guest was started (`cont`) and stopped (`stop`) once. Off by
+    /// default (virtual = physical at any time).
+    pub fn set_virt_needs_stop(&self, on: bool) {
+        self.st().virt_needs_stop = on;
     }
 
     /// Secrets injected so far.
@@ -132,11 +145,25 @@ impl FakeBackend {
 
     fn debug_allowed(&self) -> Result<(), MonitorError> {
         match self.st().sev {
-            Some(s) if s.policy & 1 != 0 => Err(MonitorError::generic(
+            Some(s) if s.policy & super::POLICY_NODBG != 0 => Err(MonitorError::generic(
                 "SEV: debug access refused: guest policy has NODBG set",
             )),
             _ => Ok(()),
         }
+    }
+
+    fn registers_available(&self, cpu: u32) -> Result<(), MonitorError> {
+        if cpu >= self.vcpu_count() {
+            return Err(MonitorError::generic("no such CPU"));
+        }
+        let st = self.st();
+        if st.virt_needs_stop && !st.stopped_once {
+            return Err(MonitorError::generic(format!(
+                "no register state for CPU {cpu} yet: the vCPUs have not stopped since they \
+                 started (use 'stop' first)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +176,7 @@ impl MonitorBackend for FakeBackend {
         let mut st = self.st();
         if st.run == RunState::Running {
             st.run = RunState::Paused;
+            st.stopped_once = true;
             drop(st);
             self.emit(MonitorEvent::Stop);
         }
@@ -273,6 +301,24 @@ impl MonitorBackend for FakeBackend {
         Ok(r)
     }
 
+    fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
+        self.debug_allowed()?;
+        match cpu {
+            Some(c) => self.registers_available(c),
+            None => Ok(()),
+        }
+    }
+
+    fn check_range(&self, _cpu: Option<u32>, addr: u64, len: u64) -> Result<(), MonitorError> {
+        // Virtual = physical (identity map), so one check serves both.
+        match addr.checked_add(len) {
+            Some(end) if end <= FAKE_MEM_BYTES as u64 => Ok(()),
+            _ => Err(MonitorError::generic(format!(
+                "guest physical range 0x{addr:x}+0x{len:x} is not RAM"
+            ))),
+        }
+    }
+
     fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
         self.debug_allowed()?;
         let st = self.st();
@@ -286,9 +332,7 @@ impl MonitorBackend for FakeBackend {
     }
 
     fn read_guest_virt(&self, cpu: u32, gva: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
-        if cpu >= self.vcpu_count() {
-            return Err(MonitorError::generic("no such CPU"));
-        }
+        self.registers_available(cpu)?;
         // Identity map of the low 1 MiB.
         self.read_guest_phys(gva, len)
     }

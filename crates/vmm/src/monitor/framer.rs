@@ -4,13 +4,15 @@
 //! `qemu.qmp` send no newline). The framer tracks string/escape state and bracket depth and
 //! yields each complete top-level text; stray tokens outside any object are yielded on their
 //! own so the dispatcher can answer "JSON parse error" and carry on, as QEMU's streamer does.
+//! A text nested deeper than [`MAX_NESTING`] is reported once and skipped, as QEMU does.
 //! Like QEMU's parser it also accepts single-quoted strings (`{'execute': 'stop'}`), which old
 //! shell scripts use; they are rewritten to standard JSON strings on the way through.
 //! It never parses JSON itself and never logs content.
 
 /// Largest accepted message in bytes; a client sending more is answered and dropped.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// Deepest accepted nesting of objects/arrays (QEMU's json-streamer limit).
+/// Deepest accepted nesting of objects/arrays (QEMU's json-streamer limit, `MAX_NESTING`
+/// in `qobject/json-streamer.c`): 1024 levels are parsed, the 1025th is an error.
 pub const MAX_NESTING: usize = 1024;
 
 /// One unit of framed input.
@@ -20,7 +22,9 @@ pub enum Frame {
     Json(Vec<u8>),
     /// A message grew past [`MAX_MESSAGE_BYTES`]; the stream cannot be resynchronised.
     TooLarge,
-    /// Nesting went past [`MAX_NESTING`]; the stream cannot be resynchronised.
+    /// Nesting went past [`MAX_NESTING`]. Not fatal: as QEMU's streamer does, the rest of
+    /// that text is skipped (brackets and strings still tracked) until its brackets balance,
+    /// then framing resumes.
     TooDeep,
 }
 
@@ -34,6 +38,8 @@ pub struct Framer {
     escape: bool,
     bare: bool,
     dead: bool,
+    /// Skipping the rest of a text that went past [`MAX_NESTING`].
+    skip: bool,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -51,12 +57,16 @@ impl Framer {
         self.buf.len()
     }
 
-    /// Feed `data`; complete frames are appended to `out`. After a fatal frame
-    /// ([`Frame::TooLarge`], [`Frame::TooDeep`]) further input is ignored.
+    /// Feed `data`; complete frames are appended to `out`. After the fatal frame
+    /// [`Frame::TooLarge`] further input is ignored.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<Frame>) {
         for &b in data {
             if self.dead {
                 return;
+            }
+            if self.skip {
+                self.skip_byte(b);
+                continue;
             }
             if self.bare {
                 if is_ws(b) || matches!(b, b'{' | b'[' | b'"' | b'\'' | b'}' | b']') {
@@ -112,10 +122,9 @@ impl Framer {
                 b'{' | b'[' => {
                     self.depth += 1;
                     if self.depth > MAX_NESTING {
-                        self.dead = true;
+                        self.skip = true;
                         self.buf = Vec::new();
                         out.push(Frame::TooDeep);
-                        return;
                     }
                 }
                 b'}' | b']' => {
@@ -126,6 +135,31 @@ impl Framer {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// One byte of a text being skipped: only strings and bracket depth are followed.
+    fn skip_byte(&mut self, b: u8) {
+        if self.quote != 0 {
+            if self.escape {
+                self.escape = false;
+            } else if b == b'\\' {
+                self.escape = true;
+            } else if b == self.quote {
+                self.quote = 0;
+            }
+            return;
+        }
+        match b {
+            b'"' | b'\'' => self.quote = b,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.skip = false;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -244,8 +278,22 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_fatal() {
-        let out = frames(&[&vec![b'['; MAX_NESTING + 1]]);
-        assert_eq!(out, vec![Frame::TooDeep]);
+    fn nesting_at_the_limit_is_one_frame() {
+        let mut t = vec![b'['; MAX_NESTING];
+        t.extend(vec![b']'; MAX_NESTING]);
+        assert_eq!(frames(&[&t]), vec![Frame::Json(t.clone())]);
+    }
+
+    #[test]
+    fn deep_nesting_skips_that_text_then_resumes() {
+        let mut t = vec![b'['; MAX_NESTING + 1];
+        // Brackets inside strings of the skipped text do not count.
+        t.extend_from_slice(br#""]]]" ']]\'' "#);
+        t.extend(vec![b']'; MAX_NESTING + 1]);
+        t.extend_from_slice(br#"{"a":1}"#);
+        assert_eq!(
+            frames(&[&t[..10], &t[10..]]),
+            vec![Frame::TooDeep, json(r#"{"a":1}"#)]
+        );
     }
 }

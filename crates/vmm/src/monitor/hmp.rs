@@ -102,9 +102,14 @@ fn info(b: &dyn MonitorBackend, cpu: u32, what: &str) -> String {
             }
             _ => "SEV is not enabled\n".into(),
         },
-        "registers" => match b.registers(cpu) {
-            Ok(s) => s,
-            Err(e) => format!("Error: {}\n", e.desc()),
+        "registers" => match b.sev_info() {
+            Some(i) if i.enabled && super::registers_hidden(i.policy) => {
+                format!("Error: {}\n", super::vmsa_refusal(cpu, i.policy).desc())
+            }
+            _ => match b.registers(cpu) {
+                Ok(s) => s,
+                Err(e) => format!("Error: {}\n", e.desc()),
+            },
         },
         "version" => format!("sevm {}\n", env!("CARGO_PKG_VERSION")),
         "" => "info status|kvm|sev|registers|version\n".into(),
@@ -112,40 +117,61 @@ fn info(b: &dyn MonitorBackend, cpu: u32, what: &str) -> String {
     }
 }
 
-/// Parse an address: decimal, 0x-hex or 0-octal terms joined by `+`/`-`.
-fn parse_addr(s: &str) -> Option<u64> {
+/// Why an address expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AddrError {
+    /// Not a number / sum of numbers (QEMU's wording).
+    InvalidChar,
+    /// The value is below zero (e.g. `-1`, `0x10-0x20`).
+    Negative,
+    /// A number or the result does not fit in 64 bits.
+    TooLarge,
+}
+
+/// Parse an address: decimal, 0x-hex or 0-octal terms joined by `+`/`-` (a leading `-` is a
+/// unary minus). The value must lie in 0..=u64::MAX: nothing wraps.
+fn parse_addr(s: &str) -> Result<u64, AddrError> {
     let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: u64 = 0;
-    let mut sign_neg = false;
-    let mut term = String::new();
-    let apply = |total: u64, term: &str, neg: bool| -> Option<u64> {
-        let t = term.trim();
-        let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            u64::from_str_radix(h, 16).ok()?
+    let term = |t: &str| -> Result<i128, AddrError> {
+        let t = t.trim();
+        let (digits, radix) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X"))
+        {
+            (h, 16)
         } else if t.len() > 1 && t.starts_with('0') {
-            u64::from_str_radix(&t[1..], 8).ok()?
+            (&t[1..], 8)
         } else {
-            t.parse::<u64>().ok()?
+            (t, 10)
         };
-        Some(if neg {
-            total.wrapping_sub(v)
-        } else {
-            total.wrapping_add(v)
-        })
-    };
-    for ch in s.chars() {
-        if ch == '+' || ch == '-' {
-            total = apply(total, &term, sign_neg)?;
-            term.clear();
-            sign_neg = ch == '-';
-        } else {
-            term.push(ch);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return Err(AddrError::InvalidChar);
         }
+        u64::from_str_radix(digits, radix)
+            .map(i128::from)
+            .map_err(|_| AddrError::TooLarge)
+    };
+    let mut total: i128 = 0;
+    let mut neg = false;
+    let mut start = 0;
+    let mut first = true;
+    for (i, ch) in s.char_indices().chain(std::iter::once((s.len(), '+'))) {
+        if ch != '+' && ch != '-' {
+            continue;
+        }
+        let t = &s[start..i];
+        if first && ch == '-' && t.trim().is_empty() {
+            // Unary minus on the first term.
+        } else {
+            let v = term(t)?;
+            total = if neg { total - v } else { total + v };
+            if total > i128::from(u64::MAX) {
+                return Err(AddrError::TooLarge);
+            }
+        }
+        first = false;
+        neg = ch == '-';
+        start = i + ch.len_utf8();
     }
-    apply(total, &term, sign_neg)
+    u64::try_from(total).map_err(|_| AddrError::Negative)
 }
 
 /// `x /FMT ADDR` (virtual, `physical` false) and `xp /FMT ADDR` (physical).
@@ -185,12 +211,24 @@ fn dump(b: &dyn MonitorBackend, st: &mut HmpState, cpu: u32, args: &str, physica
     let size = size.unwrap_or(st.size);
     st.fmt = fmt;
     st.size = size;
-    let Some(addr) = parse_addr(rest) else {
-        return if rest.trim().is_empty() {
-            format!("{name}: address expected\n")
-        } else {
-            "invalid char in expression\n".into()
-        };
+    if rest.trim().is_empty() {
+        return format!("{name}: address expected\n");
+    }
+    let addr = match parse_addr(rest) {
+        Ok(a) => a,
+        Err(AddrError::InvalidChar) => return "invalid char in expression\n".into(),
+        Err(AddrError::Negative) => {
+            return format!(
+                "{name}: address '{}' is negative (addresses are 0 to 0xffffffffffffffff)\n",
+                rest.trim()
+            )
+        }
+        Err(AddrError::TooLarge) => {
+            return format!(
+                "{name}: address '{}' is out of range (addresses are 0 to 0xffffffffffffffff)\n",
+                rest.trim()
+            )
+        }
     };
     let len = match count.checked_mul(u64::from(size)) {
         Some(l) if l <= MAX_DUMP => l,
@@ -336,11 +374,24 @@ mod tests {
 
     #[test]
     fn addresses_parse() {
-        assert_eq!(parse_addr("0x1000"), Some(0x1000));
-        assert_eq!(parse_addr("4096"), Some(4096));
-        assert_eq!(parse_addr("0x1000+16"), Some(0x1010));
-        assert_eq!(parse_addr("010"), Some(8));
-        assert_eq!(parse_addr("zz"), None);
-        assert_eq!(parse_addr(""), None);
+        assert_eq!(parse_addr("0x1000"), Ok(0x1000));
+        assert_eq!(parse_addr("4096"), Ok(4096));
+        assert_eq!(parse_addr("0x1000+16"), Ok(0x1010));
+        assert_eq!(parse_addr("0x1000 - 16"), Ok(0xff0));
+        assert_eq!(parse_addr("010"), Ok(8));
+        assert_eq!(parse_addr("-0"), Ok(0));
+        assert_eq!(parse_addr("-16+32"), Ok(16));
+        assert_eq!(parse_addr("0xffffffffffffffff"), Ok(u64::MAX));
+        assert_eq!(parse_addr("zz"), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr(""), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr("0x"), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr("08"), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr("1+"), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr("1--2"), Err(AddrError::InvalidChar));
+        assert_eq!(parse_addr("-1"), Err(AddrError::Negative));
+        assert_eq!(parse_addr("0x10-0x20"), Err(AddrError::Negative));
+        assert_eq!(parse_addr("0xfffffffffffffffff"), Err(AddrError::TooLarge));
+        assert_eq!(parse_addr("18446744073709551616"), Err(AddrError::TooLarge));
+        assert_eq!(parse_addr("0xffffffffffffffff+1"), Err(AddrError::TooLarge));
     }
 }

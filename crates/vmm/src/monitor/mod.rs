@@ -12,6 +12,7 @@
 //! launch secret. Only command names and error classes are logged.
 
 mod dispatch;
+mod dumpfile;
 pub mod fake;
 mod framer;
 mod hmp;
@@ -19,8 +20,11 @@ mod server;
 pub mod vm_backend;
 
 pub use dispatch::{Dispatcher, Reply, Session};
+pub use dumpfile::WRITE_STALL as DUMP_WRITE_STALL;
 pub use framer::{Frame, Framer, MAX_MESSAGE_BYTES, MAX_NESTING};
-pub use server::{parse_qmp_arg, QmpServer, QmpServerError, MAX_CLIENTS, WRITE_TIMEOUT};
+pub use server::{
+    parse_qmp_arg, parse_qmp_spec, QmpServer, QmpServerError, MAX_CLIENTS, WRITE_TIMEOUT,
+};
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,9 +55,30 @@ pub mod qemu_msg {
     /// A command before `qmp_capabilities`.
     pub const EXPECTING_NEGOTIATION: &str =
         "Expecting capabilities negotiation with 'qmp_capabilities'";
+    /// A JSON text nested deeper than [`super::MAX_NESTING`] (QEMU's json-streamer).
+    pub const JSON_NESTING_LIMIT: &str = "JSON nesting depth limit exceeded";
     /// `qmp_capabilities` a second time.
     pub const ALREADY_NEGOTIATED: &str =
         "Capabilities negotiation is already complete, command ignored";
+}
+
+/// Guest policy bit NODBG: the firmware refuses DBG_DECRYPT/DBG_ENCRYPT.
+pub const POLICY_NODBG: u32 = 1;
+/// Guest policy bit ES: an SEV-ES guest (register state in the encrypted VMSA).
+pub const POLICY_ES: u32 = 1 << 2;
+
+/// Whether a guest with this policy keeps its register state out of the host's reach: an
+/// SEV-ES guest (registers in the encrypted VMSA) whose policy also forbids debugging.
+pub fn registers_hidden(policy: u32) -> bool {
+    policy & POLICY_ES != 0 && policy & POLICY_NODBG != 0
+}
+
+/// The refusal of `info registers` for a guest where [`registers_hidden`] holds.
+pub(crate) fn vmsa_refusal(cpu: u32, policy: u32) -> MonitorError {
+    MonitorError::generic(format!(
+        "the register state of CPU {cpu} is inside the encrypted VMSA of this SEV-ES guest \
+         (policy {policy:#x} has NODBG set), so it cannot be shown"
+    ))
 }
 
 /// QEMU's `RunState` (the `status` of `query-status`).
@@ -257,6 +282,17 @@ pub trait MonitorBackend: Send + Sync {
     ) -> Result<(), MonitorError>;
     /// GET_ATTESTATION_REPORT with this mnonce; returns the report bytes.
     fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError>;
+    /// Whether the debug path may be used at all right now, before anything is read or any
+    /// file is opened: `Err` with the real reason when the guest policy has NODBG, or (for
+    /// `cpu` `Some`, a virtual read) when there is no register state of that vCPU to
+    /// translate with (it has not stopped since it started). `pmemsave`/`memsave` return
+    /// the error verbatim.
+    fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError>;
+    /// Whether `len` bytes from `addr` are all guest RAM (`cpu` `None`: guest-physical) or
+    /// all mapped by the page tables of `cpu` onto guest RAM (virtual), without reading
+    /// them. `Err` says what is wrong (the monitor wraps it in QEMU's "Invalid addr"
+    /// message). Called only after [`Self::debug_access`] succeeded.
+    fn check_range(&self, cpu: Option<u32>, addr: u64, len: u64) -> Result<(), MonitorError>;
     /// Read guest-physical memory through the debug path (DBG_DECRYPT for encrypted pages).
     fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError>;
     /// Read guest-virtual memory of `cpu` (C-bit aware page walk, then the debug path).

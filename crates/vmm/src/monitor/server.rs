@@ -7,11 +7,12 @@
 
 use super::dispatch::{Dispatcher, Session};
 use super::framer::{Frame, Framer, MAX_MESSAGE_BYTES, MAX_NESTING};
-use super::{EventSink, MonitorBackend};
+use super::{qemu_msg, EventSink, MonitorBackend};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +26,11 @@ pub const MAX_CLIENTS: usize = 64;
 const EVENT_QUEUE: usize = 256;
 /// How often the listener checks for new clients and for shutdown.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// Stack of a client thread: parsing, echoing and answering a request nested [`MAX_NESTING`]
+/// levels deep recurses once per level. Measured with `monitor_hardening.rs`
+/// (`finding18_nesting_at_1024_levels_is_accepted`, dev build): 1 MiB overflows, 2 MiB is
+/// enough; 8 MiB leaves a 4x margin (only touched pages cost memory).
+const CLIENT_STACK: usize = 8 << 20;
 /// A write to a client blocked this long drops the client.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,9 +40,10 @@ pub enum QmpServerError {
     /// The path exists and is not a socket.
     #[error("refusing to replace {0}: it exists and is not a socket")]
     NotASocket(PathBuf),
-    /// A live server answers on the path.
-    #[error("refusing to replace {0}: another process is listening on it")]
-    InUse(PathBuf),
+    /// A live server answers on the path (the listening process's pid, when the kernel
+    /// tells it).
+    #[error("refusing to replace {}: address in use: {}", .0.display(), listener_desc(.1))]
+    InUse(PathBuf, Option<i32>),
     /// The path has no file name or parent directory.
     #[error("invalid QMP socket path {0}")]
     BadPath(PathBuf),
@@ -56,6 +63,13 @@ pub enum QmpServerError {
     AlreadyStarted,
 }
 
+fn listener_desc(pid: &Option<i32>) -> String {
+    match pid {
+        Some(p) => format!("process {p} (another sevm?) is listening on it"),
+        None => "another process is listening on it".into(),
+    }
+}
+
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> QmpServerError + 'a {
     move |source| QmpServerError::Io {
         path: path.to_path_buf(),
@@ -64,11 +78,196 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Q
     }
 }
 
-/// Parse a `--qmp` argument: `unix:PATH`.
+/// Parse a `--qmp` argument: `unix:PATH` optionally followed by QEMU's socket options
+/// `server` / `server=on` and `nowait` / `wait=off` (accepted: sevm's socket is always a
+/// listening server that does not wait for a client). `,,` in PATH is a literal comma, as in
+/// QEMU's option syntax. Anything else is refused with a message naming the option.
+pub fn parse_qmp_spec(arg: &str) -> Result<PathBuf, String> {
+    let Some(rest) = arg.strip_prefix("unix:") else {
+        return Err(
+            "expected unix:PATH[,server=on][,wait=off] (only Unix sockets are \
+                    supported)"
+                .into(),
+        );
+    };
+    // Split on ',' with ",," an escaped comma.
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' && chars.peek() == Some(&',') {
+            chars.next();
+            cur.push(',');
+        } else if c == ',' {
+            parts.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    let path = parts.remove(0);
+    if path.is_empty() {
+        return Err("the socket path after 'unix:' is empty".into());
+    }
+    for opt in &parts {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        // QEMU's short forms: `server` = server=on, `nowait` = wait=off.
+        let (key, value) = match (key, value) {
+            ("server" | "wait", None) => (key, "on"),
+            ("noserver", None) => ("server", "off"),
+            ("nowait", None) => ("wait", "off"),
+            (k, Some(v)) if k == "server" || k == "wait" => (k, v),
+            _ if opt.is_empty() => return Err("empty option after ','".into()),
+            _ => {
+                return Err(format!(
+                    "unknown option '{opt}' (sevm accepts server, server=on, nowait, wait=off)"
+                ))
+            }
+        };
+        let on = match value {
+            "on" | "yes" | "true" | "y" => true,
+            "off" | "no" | "false" | "n" => false,
+            v => {
+                return Err(format!(
+                    "invalid value '{v}' for option '{key}' (expected on or off)"
+                ))
+            }
+        };
+        match (key, on) {
+            ("server", false) => {
+                return Err(
+                    "server=off (connecting to a client's socket) is not supported: \
+                            sevm's QMP socket is always a listening server"
+                        .into(),
+                )
+            }
+            ("wait", true) => {
+                return Err(
+                    "wait=on (waiting for a client before the VM starts) is not \
+                            supported: use wait=off (with --paused the VM waits for 'cont')"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// [`parse_qmp_spec`] without the reason.
 pub fn parse_qmp_arg(arg: &str) -> Option<PathBuf> {
-    arg.strip_prefix("unix:")
-        .filter(|p| !p.is_empty())
-        .map(|p| PathBuf::from(p.split(',').next().unwrap_or(p)))
+    parse_qmp_spec(arg).ok()
+}
+
+/// The pid of the process listening on the other end of `s` (`SO_PEERCRED`: for a
+/// connection to a listening socket, the process that called `listen`).
+fn peer_pid(s: &UnixStream) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid, writable ucred and `len` its exact size; the descriptor is a
+    // connected Unix socket that `s` keeps open for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
+/// How long [`QmpServer::bind`] waits for another sevm binding a socket in the same directory.
+const BIND_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// An exclusive `flock` on the socket's directory for the duration of a bind, so that two
+/// sevm processes racing for one path are serialised: the loser then finds the winner's live
+/// socket and says so, and never removes it as "stale".
+struct DirLock(Option<std::fs::File>);
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<Self, QmpServerError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir)
+        else {
+            // An unreadable directory cannot be locked; bind without the lock.
+            return Ok(Self(None));
+        };
+        let end = std::time::Instant::now() + BIND_LOCK_WAIT;
+        loop {
+            // SAFETY: flock on a descriptor that `f` keeps open; no memory is passed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Self(Some(f)));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => {}
+                // A filesystem without flock: bind without the lock.
+                _ => return Ok(Self(None)),
+            }
+            if std::time::Instant::now() >= end {
+                return Err(QmpServerError::Io {
+                    path: dir.to_path_buf(),
+                    what: "wait for another process binding a socket in this directory",
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("still locked after {} s", BIND_LOCK_WAIT.as_secs()),
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            // SAFETY: flock on a descriptor `f` keeps open (closing it would unlock too).
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
+/// What is at the socket path now; a stale socket is removed.
+fn clear_path(path: &Path) -> Result<(), QmpServerError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(s) => Err(QmpServerError::InUse(path.to_path_buf(), peer_pid(&s))),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing stale QMP socket");
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(io_err(path, "remove stale socket")(e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            // Listening but its backlog is full: in use.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(QmpServerError::InUse(path.to_path_buf(), None))
+            }
+            Err(e) => Err(io_err(
+                path,
+                "probe the existing socket (cannot tell whether it is in use)",
+            )(e)),
+        },
+        Ok(_) => Err(QmpServerError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, "stat")(e)),
+    }
 }
 
 struct Shared {
@@ -105,18 +304,40 @@ impl QmpServer {
         if path.file_name().is_none() {
             return Err(QmpServerError::BadPath(path));
         }
-        match std::fs::symlink_metadata(&path) {
-            Ok(md) if md.file_type().is_socket() => match UnixStream::connect(&path) {
-                Ok(_) => return Err(QmpServerError::InUse(path)),
-                Err(_) => {
-                    tracing::info!(path = %path.display(), "removing stale QMP socket");
-                    std::fs::remove_file(&path).map_err(io_err(&path, "remove stale socket"))?;
+        let _lock = DirLock::acquire(parent)?;
+        let mut attempt = 0;
+        let listener = loop {
+            clear_path(&path)?;
+            match Self::link_new(parent, &path) {
+                Err(QmpServerError::NotASocket(_)) if attempt < 3 => {
+                    // Something appeared at the path meanwhile (a process not taking the
+                    // lock): look at it again, so the error says what it is.
+                    attempt += 1;
                 }
-            },
-            Ok(_) => return Err(QmpServerError::NotASocket(path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path, "stat")(e)),
-        }
+                r => break r?,
+            }
+        };
+        let md = std::fs::symlink_metadata(&path).map_err(io_err(&path, "stat"))?;
+        tracing::info!(path = %path.display(), "QMP listening");
+        Ok(Self {
+            ino: (md.dev(), md.ino()),
+            path,
+            listener: Some(listener),
+            shared: Arc::new(Shared {
+                dispatcher: Dispatcher::new(backend),
+                events: EventSink::new(),
+                clients: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+                next_conn: AtomicU64::new(0),
+                conns: Mutex::new(HashMap::new()),
+            }),
+            accept_thread: None,
+        })
+    }
+
+    /// Binds a fresh socket in a private directory beside `path` and hard-links it into
+    /// place; `NotASocket` if something exists at `path` by then.
+    fn link_new(parent: &Path, path: &Path) -> Result<UnixListener, QmpServerError> {
         // Bind inside a private 0700 directory, set 0600, then hard-link into place: no
         // moment exists where the socket is reachable with looser permissions, and link()
         // refuses to replace anything created meanwhile.
@@ -135,34 +356,18 @@ impl QmpServer {
             let listener = UnixListener::bind(&tmp).map_err(io_err(&tmp, "bind"))?;
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err(&tmp, "chmod 0600"))?;
-            std::fs::hard_link(&tmp, &path).map_err(|e| {
+            std::fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
-                    QmpServerError::NotASocket(path.clone())
+                    QmpServerError::NotASocket(path.to_path_buf())
                 } else {
-                    io_err(&path, "link into place")(e)
+                    io_err(path, "link into place")(e)
                 }
             })?;
             Ok(listener)
         })();
         let _ = std::fs::remove_file(&tmp);
         let _ = std::fs::remove_dir(&tmpdir);
-        let listener = result?;
-        let md = std::fs::symlink_metadata(&path).map_err(io_err(&path, "stat"))?;
-        tracing::info!(path = %path.display(), "QMP listening");
-        Ok(Self {
-            ino: (md.dev(), md.ino()),
-            path,
-            listener: Some(listener),
-            shared: Arc::new(Shared {
-                dispatcher: Dispatcher::new(backend),
-                events: EventSink::new(),
-                clients: AtomicUsize::new(0),
-                stopping: AtomicBool::new(false),
-                next_conn: AtomicU64::new(0),
-                conns: Mutex::new(HashMap::new()),
-            }),
-            accept_thread: None,
-        })
+        result
     }
 
     /// The socket path.
@@ -267,6 +472,7 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
         let sh = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("qmp-client-{id}"))
+            .stack_size(CLIENT_STACK)
             .spawn(move || {
                 serve_client(&sh, stream);
                 sh.conns
@@ -326,12 +532,20 @@ fn serve_client(shared: &Shared, stream: UnixStream) {
             }
             let text = match frame {
                 Frame::Json(t) => t,
-                Frame::TooLarge | Frame::TooDeep => {
-                    let why = if frame == Frame::TooLarge {
-                        format!("message exceeds {MAX_MESSAGE_BYTES} bytes")
-                    } else {
-                        format!("nesting exceeds {MAX_NESTING} levels")
-                    };
+                Frame::TooDeep => {
+                    // QEMU's json-streamer: an error, the rest of that text is skipped, and
+                    // the session goes on.
+                    tracing::debug!("QMP input nested deeper than {MAX_NESTING} levels");
+                    let msg = json!({"error": {"class": "GenericError",
+                        "desc": qemu_msg::JSON_NESTING_LIMIT}});
+                    if write_line(&writer, &msg.to_string()).is_err() {
+                        alive = false;
+                        break;
+                    }
+                    continue;
+                }
+                Frame::TooLarge => {
+                    let why = format!("message exceeds {MAX_MESSAGE_BYTES} bytes");
                     tracing::warn!("QMP client dropped: {why}");
                     let msg = json!({"error": {"class": "GenericError",
                         "desc": format!("JSON parse error, {why}; closing connection")}});

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// How long `stop`/`cont` wait for the VM to reach the requested state.
 pub const STATE_WAIT: Duration = Duration::from_secs(5);
@@ -96,6 +96,14 @@ fn phase_state(p: Phase) -> SevState {
         Phase::LaunchSecret => SevState::LaunchSecret,
         Phase::Running => SevState::Running,
     }
+}
+
+/// Why the debug path is refused under NODBG.
+fn nodbg_err(policy: u32) -> MonitorError {
+    MonitorError::generic(format!(
+        "SEV: guest memory cannot be read: the guest policy {policy:#x} has NODBG set \
+         (DBG_DECRYPT is refused)"
+    ))
 }
 
 fn conf_err(e: ConfidentialError) -> MonitorError {
@@ -188,10 +196,7 @@ impl VmBackend {
     fn read_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
         match &self.launch {
             Some(l) => l.read(gpa, len, AccessKind::Debug).map_err(|e| match e {
-                ConfidentialError::DebugDisabled { policy } => MonitorError::generic(format!(
-                    "SEV: guest memory cannot be read: the guest policy {policy:#x} has NODBG \
-                     set (DBG_DECRYPT is refused)"
-                )),
+                ConfidentialError::DebugDisabled { policy } => nodbg_err(policy),
                 e => conf_err(e),
             }),
             None => {
@@ -208,7 +213,24 @@ impl VmBackend {
         }
     }
 
+    /// Whether `len` guest-physical bytes from `gpa` are RAM.
+    fn phys_is_ram(&self, gpa: u64, len: u64) -> Result<(), MonitorError> {
+        let ok = usize::try_from(len)
+            .map(|l| self.memory.check_range(GuestAddress(gpa), l))
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(MonitorError::generic(format!(
+                "guest physical range 0x{gpa:x}+0x{len:x} is not all guest RAM"
+            )))
+        }
+    }
+
     fn snapshot(&self, cpu: u32) -> Result<CpuSnapshot, MonitorError> {
+        if cpu >= self.vcpus {
+            return Err(MonitorError::generic(format!("no CPU {cpu}")));
+        }
         self.control.cpu_snapshot(cpu as usize).ok_or_else(|| {
             MonitorError::generic(format!(
                 "no register state for CPU {cpu} yet: the vCPUs have not stopped since they \
@@ -415,6 +437,40 @@ impl MonitorBackend for VmBackend {
         l.attestation_report(mnonce).map_err(attestation_err)
     }
 
+    fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
+        if let Some(l) = &self.launch {
+            let policy = l.status().policy;
+            if policy & super::POLICY_NODBG != 0 {
+                return Err(nodbg_err(policy));
+            }
+        }
+        if let Some(c) = cpu {
+            self.snapshot(c)?;
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, cpu: Option<u32>, addr: u64, len: u64) -> Result<(), MonitorError> {
+        let Some(cpu) = cpu else {
+            return self.phys_is_ram(addr, len);
+        };
+        let snap = self.snapshot(cpu)?;
+        if snap.cr0 & (1 << 31) == 0 {
+            return self.phys_is_ram(addr, len);
+        }
+        // Every page of the range must translate onto RAM.
+        let mut va = addr;
+        let mut left = len;
+        while left > 0 {
+            let gpa = self.translate(snap.cr3, va)?;
+            let n = (0x1000 - (va & 0xfff)).min(left);
+            self.phys_is_ram(gpa, n)?;
+            va = va.wrapping_add(n);
+            left -= n;
+        }
+        Ok(())
+    }
+
     fn read_guest_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, MonitorError> {
         self.read_phys(gpa, len)
     }
@@ -442,6 +498,12 @@ impl MonitorBackend for VmBackend {
     }
 
     fn registers(&self, cpu: u32) -> Result<String, MonitorError> {
+        if let Some(l) = &self.launch {
+            let policy = l.status().policy;
+            if super::registers_hidden(policy) {
+                return Err(super::vmsa_refusal(cpu, policy));
+            }
+        }
         let s = self.snapshot(cpu)?;
         Ok(format!(
             "RIP={:016x} RSP={:016x} CPL={}\nCR0={:08x} CR3={:016x} CR4={:08x}\nEFER={:016x}\n",

@@ -84,7 +84,11 @@ impl Client {
             Ok(0) => None,
             Ok(_) => {
                 assert!(line.ends_with("\r\n"), "QMP lines end in CRLF: {line:?}");
-                Some(serde_json::from_str(&line).expect("server sent valid JSON"))
+                // The server echoes ids nested up to MAX_NESTING (1024) levels.
+                let mut de = serde_json::Deserializer::from_str(&line);
+                de.disable_recursion_limit();
+                let v: Result<Value, _> = serde::Deserialize::deserialize(&mut de);
+                Some(v.expect("server sent valid JSON"))
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
             Err(e) => panic!("read: {e}"),
