@@ -675,10 +675,22 @@ mod tests {
         assert_eq!(b.status(), RunState::Prelaunch);
         assert!(b.system_reset().is_err());
         assert!(b.registers(0).is_err(), "no snapshot before the first stop");
+        // The checks pmemsave/memsave make before opening their file.
+        b.debug_access(None).unwrap();
+        let e = b.debug_access(Some(0)).unwrap_err();
+        assert!(e.desc().ends_with("(use 'stop' first)"), "{}", e.desc());
+        assert!(b.debug_access(Some(1)).is_err(), "one vCPU only");
+        b.check_range(None, 0, 0x1000).unwrap();
+        b.check_range(None, 0xffff_f000, 0x1000).unwrap();
+        let e = b.check_range(None, u64::MAX - 4, 2).unwrap_err();
+        assert!(e.desc().ends_with("is not all guest RAM"), "{}", e.desc());
         b.cont().unwrap();
         assert_eq!(b.status(), RunState::Running);
         b.stop().unwrap();
         assert_eq!(b.status(), RunState::Paused);
+        b.debug_access(Some(0)).unwrap();
+        b.check_range(Some(0), 0xffff_fff0, 16).unwrap();
+        assert!(b.check_range(Some(0), u64::MAX - 4, 2).is_err());
         let regs = b.registers(0).unwrap();
         assert!(regs.contains("RIP=000000000000fff0"), "{regs}");
         // Paging is off: virtual = physical.
