@@ -10,9 +10,9 @@
 //!
 //! Building follows KVM's order for confidential guests, which Linux enforces (SEV init is
 //! refused once a vCPU exists, `sev_guest_init` in arch/x86/kvm/svm/sev.c): create the VM
-//! ([`LaunchHooks::create_vm`]), memory slots and irqchip, [`LaunchHooks::init`] (SEV INIT,
-//! LAUNCH_START, encrypted regions), place the images and [`LaunchHooks::after_load`]
-//! (LAUNCH_UPDATE_DATA), create the vCPUs ([`LaunchHooks::create_vcpu`]) and set their
+//! ([`LaunchHooks::create_vm`]), memory slots and irqchip, place the images (plain memory
+//! writes), [`LaunchHooks::init`] (SEV INIT, LAUNCH_START, encrypted regions),
+//! [`LaunchHooks::after_load`] (LAUNCH_UPDATE_DATA), create the vCPUs ([`LaunchHooks::create_vcpu`]) and set their
 //! registers, [`LaunchHooks::after_vcpus`] (LAUNCH_UPDATE_VMSA, LAUNCH_MEASURE); later
 //! [`LaunchHooks::before_run`] (LAUNCH_FINISH). vCPUs can only be created with the
 //! [`VcpusAllowed`] token that running `init` yields, so the order holds by construction.
@@ -170,8 +170,8 @@ pub trait LaunchHooks: Send {
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
         Ok(kvm.create_vm()?)
     }
-    /// Once memory slots and the irqchip exist and before any vCPU does (and at each
-    /// relaunch): SEV INIT, LAUNCH_START, encrypted-region registration.
+    /// Once memory slots and the irqchip exist and the images are placed, before any vCPU
+    /// exists (and at each relaunch): SEV INIT, LAUNCH_START, encrypted-region registration.
     fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         let _ = ctx;
         Ok(())
@@ -491,12 +491,14 @@ impl Vm {
         Ok(())
     }
 
-    /// One launch on the current VM fd, in KVM's order: `init` (before any vCPU), place the
-    /// images and `after_load`, create the vCPUs (first launch on this VM fd) and load their
+    /// One launch on the current VM fd, in KVM's order: place the images (no KVM involved),
+    /// `init` (before any vCPU; it sees the measured ranges, e.g. to size the memory KVM
+    /// will pin), `after_load`, create the vCPUs (first launch on this VM fd) and load their
     /// boot registers, `after_vcpus`.
     fn launch(&mut self) -> Result<(), VmError> {
-        let allowed = self.init_launch()?;
         self.place()?;
+        let allowed = self.init_launch()?;
+        self.call_hook("after_load")?;
         if self.vcpus.is_empty() {
             self.create_vcpus(allowed)?;
         }
@@ -622,7 +624,7 @@ impl Vm {
             &self.config.boot,
             self.config.page_table_cbit,
         )?;
-        self.call_hook("after_load")
+        Ok(())
     }
 
     fn call_hook(&mut self, stage: &'static str) -> Result<(), VmError> {

@@ -631,6 +631,18 @@ impl Loopback {
     /// `len` readable bytes at `uaddr`.
     unsafe fn sync_in(&self, k: &mut Kernel, uaddr: u64, len: u64) -> KResult<()> {
         // SAFETY: forwarded from this function's contract.
+        unsafe { self.sync_in_as(k, uaddr, len, false) }
+    }
+
+    /// [`sync_in`](Self::sync_in), or with `all` every byte of the range: for a real VM,
+    /// whose host mapping holds the guest's plaintext while the PA page holds ciphertext
+    /// (see [`reveal`](Self::reveal)), what the host hands to a launch command is the
+    /// mapping's content, as on hardware where the host's write reaches DRAM unencrypted.
+    ///
+    /// # Safety
+    /// `len` readable bytes at `uaddr`.
+    unsafe fn sync_in_as(&self, k: &mut Kernel, uaddr: u64, len: u64, all: bool) -> KResult<()> {
+        // SAFETY: forwarded from this function's contract.
         let data = unsafe { copy_from_user(uaddr, len as usize) }?;
         self.pin(k, uaddr, len)?;
         let mut done = 0u64;
@@ -643,7 +655,7 @@ impl Loopback {
             let shadow = k.shadow.get_mut(&page).ok_or(libc::EFAULT)?;
             for i in 0..n {
                 let u = data[done as usize + i];
-                if u != shadow[off + i] {
+                if all || u != shadow[off + i] {
                     phys[i] = u;
                     shadow[off + i] = u;
                 }
@@ -1257,7 +1269,7 @@ impl Loopback {
         error: &mut u32,
     ) -> KResult<()> {
         // SAFETY: `uaddr` points to `len` bytes of the caller's (writable) memory.
-        unsafe { self.sync_in(k, vaddr, size) }?;
+        unsafe { self.sync_in_as(k, vaddr, size, vm.real.is_some()) }?;
         let mut r = Ok(());
         let (mut i, mut v, mut left) = (0usize, vaddr, size);
         while left > 0 {
@@ -1411,7 +1423,7 @@ impl Loopback {
             return Err(libc::EINVAL);
         }
         // SAFETY: the guest range has `guest_len` writable bytes (caller's contract).
-        unsafe { self.sync_in(k, gaddr, glen) }?;
+        unsafe { self.sync_in_as(k, gaddr, glen, vm.real.is_some()) }?;
         // SAFETY: the packet buffers have their stated lengths (caller's contract).
         let trans = unsafe { self.copy_user_blob(k, p.trans_uaddr, p.trans_len) }?;
         // SAFETY: as above.
