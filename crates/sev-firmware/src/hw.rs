@@ -15,8 +15,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[cfg(test)]
-mod loopback;
+#[cfg(any(test, feature = "loopback"))]
+pub mod loopback;
 #[cfg(test)]
 mod loopback_tests;
 
@@ -32,6 +32,11 @@ pub const KVM_MEMORY_ENCRYPT_REG_REGION: u64 = 0x8010_AEBB;
 pub const KVM_MEMORY_ENCRYPT_UNREG_REGION: u64 = 0x8010_AEBC;
 /// `_IO(KVMIO, 0x03)`.
 pub const KVM_CHECK_EXTENSION: u64 = 0xAE03;
+/// `_IO(KVMIO, 0x41)`.
+pub const KVM_CREATE_VCPU: u64 = 0xAE41;
+/// `_IO(KVMIO, 0x78)`: EBUSY once the VM has vCPUs (`kvm->created_vcpus`), else sets the
+/// boot vCPU id.
+pub const KVM_SET_BOOT_CPU_ID: u64 = 0xAE78;
 /// KVM_CAP_VM_TYPES.
 pub const KVM_CAP_VM_TYPES: u32 = kb::KVM_CAP_VM_TYPES;
 /// VM type for SEV.
@@ -106,10 +111,56 @@ pub struct SevUserDataTwoBufs {
     pub len2: u32,
 }
 
+/// RLIMIT_MEMLOCK as `sev_pin_memory` applies it: KVM refuses to pin more than `limit` bytes
+/// for one VM (ENOMEM) unless the process has CAP_IPC_LOCK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memlock {
+    /// The soft limit in bytes; `None` = unlimited.
+    pub limit: Option<u64>,
+    /// The process has CAP_IPC_LOCK (the limit does not apply).
+    pub cap_ipc_lock: bool,
+}
+
+impl Memlock {
+    /// This process's limit (`getrlimit(RLIMIT_MEMLOCK)`) and capability (CapEff in
+    /// /proc/self/status). An unreadable limit counts as unlimited: the check is advisory,
+    /// KVM's own refusal still stands.
+    pub fn of_process() -> Memlock {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `struct rlimit` to the valid pointer it is given.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
+        let limit = (rc == 0 && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur);
+        let cap_ipc_lock = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|t| {
+                let l = t.lines().find(|l| l.starts_with("CapEff:"))?;
+                u64::from_str_radix(l["CapEff:".len()..].trim(), 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << 14) != 0);
+        Memlock {
+            limit,
+            cap_ipc_lock,
+        }
+    }
+
+    /// Whether KVM would pin `bytes` for one VM (counted in whole pages).
+    pub fn allows(&self, bytes: u64) -> bool {
+        match self.limit {
+            _ if self.cap_ipc_lock => true,
+            None => true,
+            Some(l) => bytes.div_ceil(4096) <= l / 4096,
+        }
+    }
+}
+
 /// The one path by which this backend reaches the kernel: every ioctl of [`HwPlatform`],
 /// [`HwGuest`] and [`supported_vm_types`] goes through an `IoctlPort`. The real port is
-/// [`SysIoctl`]; the crate's tests substitute an emulation of the kernel side.
-pub(crate) trait IoctlPort: Send + Sync {
+/// [`SysIoctl`]; tests substitute a model of the kernel side (the `loopback` module, with
+/// the `loopback` feature).
+pub trait IoctlPort: Send + Sync {
     /// Issue `request` on `fd` with argument `arg`; `Ok` carries the non-negative return
     /// value, `Err` the errno.
     ///
@@ -118,10 +169,28 @@ pub(crate) trait IoctlPort: Send + Sync {
     /// correctly laid out struct whose embedded user addresses point to live buffers of the
     /// stated lengths (writable where the kernel writes) for the duration of the call.
     unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32>;
+
+    /// `vm_fd` is a VM the caller just created with KVM_CREATE_VM. The kernel knows its VMs;
+    /// a model of it that does not see KVM_CREATE_VM (issued by kvm-ioctls) is told here.
+    fn vm_created(&self, vm_fd: RawFd) {
+        let _ = vm_fd;
+    }
+
+    /// The VMSA the VMM expects KVM to build for vCPU `index` at LAUNCH_UPDATE_VMSA. The
+    /// kernel builds it from the vCPU's registers (`sev_es_sync_vmsa`) and is not told; a
+    /// model that does not build VMSAs from registers measures this.
+    fn expected_vmsa(&self, vm_fd: RawFd, index: usize, vmsa: &[u8]) {
+        let _ = (vm_fd, index, vmsa);
+    }
+
+    /// RLIMIT_MEMLOCK as the kernel will apply it to this process's VMs.
+    fn memlock(&self) -> Memlock {
+        Memlock::of_process()
+    }
 }
 
 /// The real kernel: `libc::ioctl`.
-pub(crate) struct SysIoctl;
+pub struct SysIoctl;
 
 impl IoctlPort for SysIoctl {
     unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
@@ -174,7 +243,7 @@ impl HwPlatform {
     }
 
     /// Open the SEV device at `path`, issuing its ioctls through `port`.
-    pub(crate) fn open_with_port(path: &Path, port: Arc<dyn IoctlPort>) -> Result<HwPlatform> {
+    pub fn open_with_port(path: &Path, port: Arc<dyn IoctlPort>) -> Result<HwPlatform> {
         let dev = OpenOptions::new()
             .read(true)
             .write(true)
@@ -347,6 +416,10 @@ pub struct HwGuest {
     handle: u32,
     /// KVM_SEV_LAUNCH_UPDATE_VMSA already issued for this launch (KVM does every vCPU).
     vmsa_done: bool,
+    /// `launch_update_vmsa` calls of this launch so far.
+    vmsa_seen: usize,
+    /// vCPUs created through [`SevGuest::create_vcpu`].
+    vcpus: usize,
     port: Arc<dyn IoctlPort>,
 }
 
@@ -358,7 +431,7 @@ impl HwGuest {
     }
 
     /// As [`new`](Self::new), issuing the ioctls through `port`.
-    pub(crate) fn with_port(
+    pub fn with_port(
         vm_fd: RawFd,
         vm_type: u32,
         sev_path: &Path,
@@ -378,6 +451,8 @@ impl HwGuest {
             vm_type,
             handle: 0,
             vmsa_done: false,
+            vmsa_seen: 0,
+            vcpus: 0,
             port,
         })
     }
@@ -451,6 +526,7 @@ impl SevGuest for HwGuest {
         )?;
         self.handle = s.handle;
         self.vmsa_done = false;
+        self.vmsa_seen = 0;
         Ok(s.handle)
     }
 
@@ -467,11 +543,14 @@ impl SevGuest for HwGuest {
         )
     }
 
-    fn launch_update_vmsa(&mut self, _vmsa: &mut [u8]) -> Result<()> {
+    fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()> {
         // KVM_SEV_LAUNCH_UPDATE_VMSA encrypts (and the firmware measures) *every* vCPU's
-        // VMSA; callers invoke this once per vCPU, so only the first call of a launch
-        // reaches KVM (a second one would measure every VMSA again).
-        if self.vmsa_done {
+        // VMSA, built from its registers; callers invoke this once per vCPU, so one call of
+        // a launch reaches KVM (a second one fails: the VMSAs are protected by then): the
+        // last vCPU's when the vCPUs were created through this guest, else the first.
+        self.port.expected_vmsa(self.vm_fd, self.vmsa_seen, vmsa);
+        self.vmsa_seen += 1;
+        if self.vmsa_done || (self.vcpus > 0 && self.vmsa_seen < self.vcpus) {
             return Ok(());
         }
         self.op::<u8>(
@@ -642,9 +721,27 @@ impl SevGuest for HwGuest {
     }
 
     fn decommission(&mut self) -> Result<()> {
-        // KVM deactivates and decommissions when the VM fd is closed.
+        // KVM deactivates and decommissions when the VM fd is closed (a relaunch on the hw
+        // backend closes it: KVM offers no other way, and inits SEV once per VM).
         self.handle = 0;
         Ok(())
+    }
+
+    fn create_vcpu(&mut self, id: u64) -> Result<Option<std::os::fd::OwnedFd>> {
+        let arg = std::ptr::without_provenance_mut(id as usize);
+        // SAFETY: KVM_CREATE_VCPU takes an integer argument and touches no memory.
+        let fd =
+            unsafe { self.port.ioctl(self.vm_fd, KVM_CREATE_VCPU, arg) }.map_err(|source| {
+                FwError::Ioctl {
+                    what: "KVM_CREATE_VCPU",
+                    source,
+                }
+            })?;
+        self.vcpus += 1;
+        // SAFETY: KVM_CREATE_VCPU returned a new fd that nothing else owns.
+        Ok(Some(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
     }
 }
 

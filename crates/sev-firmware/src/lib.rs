@@ -102,4 +102,12 @@ pub trait SevGuest {
     fn host_view(&self, gpa: u64, mem: VolatileSlice<'_>) -> Result<Vec<u8>>;
     /// Teardown: DEACTIVATE + DECOMMISSION.
     fn decommission(&mut self) -> Result<()>;
+    /// KVM_CREATE_VCPU `id` on this guest's VM, for a backend whose kernel must see vCPU
+    /// creation through it (the hw backend, so that its port sees every ioctl of the launch).
+    /// `Ok(None)` (the default): the VMM creates the vCPU itself. Only after [`init`](Self::init):
+    /// Linux refuses SEV init once a vCPU exists.
+    fn create_vcpu(&mut self, id: u64) -> Result<Option<std::os::fd::OwnedFd>> {
+        let _ = id;
+        Ok(None)
+    }
 }

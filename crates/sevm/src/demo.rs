@@ -67,9 +67,24 @@ struct Tamper {
 }
 
 impl LaunchHooks for Tamper {
+    fn create_vm(&mut self, kvm: &vmm::Kvm) -> Result<vmm::VmFd, HookError> {
+        self.inner.create_vm(kvm)
+    }
+    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.inner.init(ctx)
+    }
     fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         write_byte(ctx.memory, self.gpa)?;
         self.inner.after_load(ctx)
+    }
+    fn create_vcpu(&mut self, vm_fd: &vmm::VmFd, id: u64) -> Result<vmm::VcpuFd, HookError> {
+        self.inner.create_vcpu(vm_fd, id)
+    }
+    fn after_vcpus(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.inner.after_vcpus(ctx)
+    }
+    fn new_vm_per_launch(&self) -> bool {
+        self.inner.new_vm_per_launch()
     }
     fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         self.inner.before_run(ctx)

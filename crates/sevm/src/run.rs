@@ -2,16 +2,16 @@
 //! (`--object sev-guest,...`, `--sev-config FILE`, or a TOML `[sev]` table). docs/LAUNCH.md.
 
 use std::io::BufRead;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use sev_firmware::{SevGuest, SevPlatform};
+use sev_firmware::SevPlatform;
 use vmm::confidential::{
-    GuestFactory, LaunchHandle, LaunchParams, PlatformInfo, ResetMode, SevLaunch,
+    HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode, SevBackend, SevLaunch,
+    SoftBackend,
 };
 use vmm::config::{self, SevLaunchConfig, ValidationInputs};
 use vmm::{BootSource, OnReset, SerialOut, Vm, VmConfig};
@@ -302,26 +302,17 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
     })
 }
 
-/// The firmware-context factory for a backend.
-pub fn factory(setup: &SevSetup) -> GuestFactory {
+/// The launch backend: the soft model, or Linux's KVM and SEV device (a new KVM VM per
+/// launch, guest RAM pinned against RLIMIT_MEMLOCK).
+pub fn backend(setup: &SevSetup) -> Box<dyn SevBackend> {
     match &setup.soft {
-        Some(p) => {
-            let p = p.clone();
-            Box::new(move |_vm| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>))
-        }
-        None => {
-            let dev = setup.cfg.sev_device.clone();
-            Box::new(move |vm| {
-                Ok(
-                    Box::new(sev_firmware::hw::HwGuest::new(vm.as_raw_fd(), 0, &dev)?)
-                        as Box<dyn SevGuest + Send>,
-                )
-            })
-        }
+        Some(p) => Box::new(SoftBackend(p.clone())),
+        None => Box::new(HwBackend::new(&setup.cfg.sev_device)),
     }
 }
 
-/// Builds the VM; for SEV, runs the launch up to LAUNCH_MEASURE and returns its handle.
+/// Builds the VM; for SEV, runs the launch up to LAUNCH_MEASURE (in KVM's order, see
+/// `vmm::vm`) and returns its handle.
 pub fn build(
     mut vm_cfg: VmConfig,
     sev: Option<(&SevSetup, LaunchParams)>,
@@ -330,7 +321,7 @@ pub fn build(
         return Ok((Vm::build(&vm_cfg)?, None));
     };
     let cbit = params.cbitpos;
-    let launch = SevLaunch::new(params, setup.info, factory(setup));
+    let launch = SevLaunch::with_backend(params, setup.info, backend(setup));
     launch.prepare(&mut vm_cfg);
     let handle = launch.handle();
     let mut vm = Vm::build_with_hooks(&vm_cfg, Box::new(launch)).map_err(anyhow::Error::new)?;

@@ -25,10 +25,11 @@ pub mod vm;
 pub use boot::{BootSource, MeasuredRange, RangeKind};
 pub use cpu::{CpuidOverride, CpuidOverrides};
 pub use devices::SerialOut;
+pub use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 pub use memory::parse_memory_size;
 pub use vm::{
     ControlRequest, CpuSnapshot, ExitStatus, HookError, LaunchContext, LaunchHooks, MsrHandler,
-    OnReset, ResetAction, RunState, Vm, VmConfig, VmControl, VmError,
+    OnReset, ResetAction, RunState, VcpusAllowed, Vm, VmConfig, VmControl, VmError,
 };
 pub use vm_memory::GuestMemoryMmap;
 

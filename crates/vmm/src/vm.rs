@@ -5,7 +5,17 @@
 //! the guest exits, powers off, triple-faults, fails, times out, or resets with
 //! [`OnReset::Shutdown`]. A reset with [`OnReset::Reboot`] restarts every vCPU from its boot
 //! state without touching RAM (images are not re-placed); [`ResetAction::Relaunch`] from a hook
-//! re-places the boot images and runs the launch hooks again.
+//! re-places the boot images and runs the launch hooks again (on a new KVM VM when
+//! [`LaunchHooks::new_vm_per_launch`] says so).
+//!
+//! Building follows KVM's order for confidential guests, which Linux enforces (SEV init is
+//! refused once a vCPU exists, `sev_guest_init` in arch/x86/kvm/svm/sev.c): create the VM
+//! ([`LaunchHooks::create_vm`]), memory slots and irqchip, place the images (plain memory
+//! writes), [`LaunchHooks::init`] (SEV INIT, LAUNCH_START, encrypted regions),
+//! [`LaunchHooks::after_load`] (LAUNCH_UPDATE_DATA), create the vCPUs ([`LaunchHooks::create_vcpu`]) and set their
+//! registers, [`LaunchHooks::after_vcpus`] (LAUNCH_UPDATE_VMSA, LAUNCH_MEASURE); later
+//! [`LaunchHooks::before_run`] (LAUNCH_FINISH). vCPUs can only be created with the
+//! [`VcpusAllowed`] token that running `init` yields, so the order holds by construction.
 
 use crate::boot::{self, BootError, BootPlan, BootSource, Entry, MeasuredRange};
 use crate::cpu::{self, CpuError, CpuidOverrides};
@@ -19,6 +29,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -88,7 +99,8 @@ pub enum VmError {
     /// A launch hook failed.
     #[error("launch hook {stage} failed: {source}")]
     Hook {
-        /// "after_load", "before_run", "on_reset".
+        /// "create_vm", "init", "after_load", "create_vcpu", "after_vcpus", "before_run",
+        /// "on_reset".
         stage: &'static str,
         /// The hook's error.
         source: HookError,
@@ -150,10 +162,31 @@ pub struct LaunchContext<'a> {
     pub config: &'a VmConfig,
 }
 
-/// Hooks the SEV layer implements. All methods default to doing nothing.
+/// Hooks the SEV layer implements, called in KVM's order (see the module documentation).
+/// All methods default to what a plain VM does.
 pub trait LaunchHooks: Send {
-    /// After the VM is built and boot images are placed (and after each relaunch).
+    /// Creates the KVM VM (at build, and at each relaunch when
+    /// [`new_vm_per_launch`](Self::new_vm_per_launch)).
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        Ok(kvm.create_vm()?)
+    }
+    /// Once memory slots and the irqchip exist and the images are placed, before any vCPU
+    /// exists (and at each relaunch): SEV INIT, LAUNCH_START, encrypted-region registration.
+    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// After the boot images are placed (and after each relaunch), before any vCPU exists.
     fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// Creates vCPU `id` of `vm_fd` (after [`init`](Self::init)).
+    fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
+        Ok(vm_fd.create_vcpu(id)?)
+    }
+    /// Once every vCPU exists and holds its boot registers (and after each relaunch).
+    fn after_vcpus(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         let _ = ctx;
         Ok(())
     }
@@ -167,7 +200,16 @@ pub trait LaunchHooks: Send {
         let _ = ctx;
         Ok(ResetAction::Default)
     }
+    /// Whether a relaunch needs a new KVM VM (KVM refuses a second SEV INIT on one VM).
+    fn new_vm_per_launch(&self) -> bool {
+        false
+    }
 }
+
+/// Proof that the launch's [`LaunchHooks::init`] ran on the current KVM VM: the only way to
+/// get one is [`Vm::init_launch`], and vCPUs are created only with one.
+#[derive(Debug)]
+pub struct VcpusAllowed(());
 
 /// Everything needed to build a VM.
 #[derive(Debug, Clone)]
@@ -274,6 +316,10 @@ impl ExitStatus {
 pub struct Vm {
     vm_fd: VmFd,
     vcpus: Vec<VcpuFd>,
+    kvm: Kvm,
+    aliases: Vec<u64>,
+    /// The vCPUs hold their boot registers and have not run since (set by a (re)launch).
+    regs_fresh: bool,
     memory: GuestMemoryMmap,
     config: VmConfig,
     plan: BootPlan,
@@ -367,25 +413,24 @@ impl Vm {
             });
         }
         let memory = memory::create_guest_memory(config.memory, fw_size)?;
-        let vm_fd = kvm.create_vm().map_err(kvm_err("CREATE_VM"))?;
-        vm_fd
-            .set_tss_address(0xfffb_d000)
-            .map_err(kvm_err("SET_TSS_ADDR"))?;
-        vm_fd.create_irq_chip().map_err(kvm_err("CREATE_IRQCHIP"))?;
-        // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
-        // and stopped when the VM closes; on a loaded host the two scheduling waits were about
-        // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
-        // touch only COM1, the i8042 and the exit port, so they run without one; firmware and
-        // Linux may program the PIT and keep it.
-        if needs_pit(&config.boot) {
-            vm_fd
-                .create_pit2(kvm_pit_config::default())
-                .map_err(kvm_err("CREATE_PIT2"))?;
-        }
+        let mut hooks = hooks;
+        let vm_fd = match hooks.as_mut() {
+            Some(h) => h.create_vm(&kvm).map_err(|source| VmError::Hook {
+                stage: "create_vm",
+                source,
+            })?,
+            None => kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
+        };
         let (control_tx, control_rx) = mpsc::channel();
+        let supported_cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
         let mut vm = Vm {
             vm_fd,
             vcpus: Vec::new(),
+            kvm,
+            aliases: Vec::new(),
+            regs_fresh: false,
             memory,
             config: config.clone(),
             plan: BootPlan {
@@ -394,9 +439,7 @@ impl Vm {
             },
             devices: Arc::new(Mutex::new(Devices::new(&config.serial)?)),
             hooks,
-            supported_cpuid: kvm
-                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-                .map_err(kvm_err("GET_SUPPORTED_CPUID"))?,
+            supported_cpuid,
             next_slot: 0,
             resets: 0,
             started: false,
@@ -406,26 +449,115 @@ impl Vm {
             state: Arc::new(AtomicU8::new(RunState::Created as u8)),
             snapshots: Arc::new(Mutex::new(Vec::new())),
         };
-        vm.register_slots(0)?;
-        if config.msr_handler.is_some() {
+        vm.setup_kvm_vm()?;
+        vm.launch()?;
+        Ok(vm)
+    }
+
+    /// VM-wide KVM state on a fresh VM fd: TSS, irqchip, PIT, memory slots (and aliases),
+    /// user-space MSRs. No vCPU exists yet.
+    fn setup_kvm_vm(&mut self) -> Result<(), VmError> {
+        self.vm_fd
+            .set_tss_address(0xfffb_d000)
+            .map_err(kvm_err("SET_TSS_ADDR"))?;
+        self.vm_fd
+            .create_irq_chip()
+            .map_err(kvm_err("CREATE_IRQCHIP"))?;
+        // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
+        // and stopped when the VM closes; on a loaded host the two scheduling waits were about
+        // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
+        // touch only COM1, the i8042 and the exit port, so they run without one; firmware and
+        // Linux may program the PIT and keep it.
+        if needs_pit(&self.config.boot) {
+            self.vm_fd
+                .create_pit2(kvm_pit_config::default())
+                .map_err(kvm_err("CREATE_PIT2"))?;
+        }
+        self.next_slot = 0;
+        self.register_slots(0)?;
+        for base in self.aliases.clone() {
+            self.register_slots(base)?;
+        }
+        if self.config.msr_handler.is_some() {
             let mut cap = kvm_enable_cap {
                 cap: KVM_CAP_X86_USER_SPACE_MSR,
                 ..Default::default()
             };
             cap.args[0] = (KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER) as u64;
-            vm.vm_fd
+            self.vm_fd
                 .enable_cap(&cap)
                 .map_err(kvm_err("ENABLE_CAP(X86_USER_SPACE_MSR)"))?;
         }
-        for i in 0..config.cpus {
-            let v = vm
-                .vm_fd
-                .create_vcpu(i as u64)
-                .map_err(kvm_err("CREATE_VCPU"))?;
-            vm.vcpus.push(v);
+        Ok(())
+    }
+
+    /// One launch on the current VM fd, in KVM's order: place the images (no KVM involved),
+    /// `init` (before any vCPU; it sees the measured ranges, e.g. to size the memory KVM
+    /// will pin), `after_load`, create the vCPUs (first launch on this VM fd) and load their
+    /// boot registers, `after_vcpus`.
+    fn launch(&mut self) -> Result<(), VmError> {
+        self.place()?;
+        let allowed = self.init_launch()?;
+        self.call_hook("after_load")?;
+        if self.vcpus.is_empty() {
+            self.create_vcpus(allowed)?;
         }
-        vm.place()?;
-        Ok(vm)
+        for i in 0..self.vcpus.len() {
+            self.setup_vcpu(i)?;
+        }
+        self.started_vcpus = true;
+        self.regs_fresh = true;
+        self.call_hook("after_vcpus")
+    }
+
+    /// Runs the `init` hook; its token lets vCPUs be created on this VM fd.
+    pub(crate) fn init_launch(&mut self) -> Result<VcpusAllowed, VmError> {
+        self.call_hook("init")?;
+        Ok(VcpusAllowed(()))
+    }
+
+    /// Creates `config.cpus` vCPUs; needs the token of [`Vm::init_launch`].
+    fn create_vcpus(&mut self, _allowed: VcpusAllowed) -> Result<(), VmError> {
+        for i in 0..self.config.cpus {
+            let v = match self.hooks.as_mut() {
+                Some(h) => {
+                    h.create_vcpu(&self.vm_fd, i as u64)
+                        .map_err(|source| VmError::Hook {
+                            stage: "create_vcpu",
+                            source,
+                        })?
+                }
+                None => self
+                    .vm_fd
+                    .create_vcpu(i as u64)
+                    .map_err(kvm_err("CREATE_VCPU"))?,
+            };
+            self.vcpus.push(v);
+        }
+        Ok(())
+    }
+
+    /// A relaunch: on a new KVM VM if the hooks need one (the old VM fd, its vCPUs and what
+    /// KVM pinned for it are released first), else on the current one.
+    fn relaunch(&mut self) -> Result<(), VmError> {
+        let fresh = self.hooks.as_ref().is_some_and(|h| h.new_vm_per_launch());
+        if fresh {
+            self.vcpus.clear();
+            let vm_fd = match self.hooks.as_mut() {
+                Some(h) => h.create_vm(&self.kvm).map_err(|source| VmError::Hook {
+                    stage: "create_vm",
+                    source,
+                })?,
+                None => self.kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
+            };
+            let old = std::mem::replace(&mut self.vm_fd, vm_fd);
+            tracing::debug!(old = old.as_raw_fd(), "relaunch on a new KVM VM");
+            drop(old);
+            // New vCPUs: CPUID is set again on their first setup.
+            self.started_vcpus = false;
+            self.setup_kvm_vm()?;
+        }
+        self.launch()
     }
 
     /// Registers every region of guest memory as a KVM slot at `base + region start`.
@@ -479,7 +611,10 @@ impl Vm {
                 why: "the VM is already running",
             });
         }
-        self.register_slots(base)
+        self.register_slots(base)?;
+        // Registered again on a new KVM VM at a relaunch.
+        self.aliases.push(base);
+        Ok(())
     }
 
     fn place(&mut self) -> Result<(), VmError> {
@@ -489,7 +624,7 @@ impl Vm {
             &self.config.boot,
             self.config.page_table_cbit,
         )?;
-        self.call_hook("after_load")
+        Ok(())
     }
 
     fn call_hook(&mut self, stage: &'static str) -> Result<(), VmError> {
@@ -503,7 +638,9 @@ impl Vm {
             config: &self.config,
         };
         let r = match stage {
+            "init" => h.init(&ctx),
             "after_load" => h.after_load(&ctx),
+            "after_vcpus" => h.after_vcpus(&ctx),
             _ => h.before_run(&ctx),
         };
         r.map_err(|source| VmError::Hook { stage, source })
@@ -661,7 +798,7 @@ impl Vm {
                 return Ok(Some(ExitStatus::Reset))
             }
             (ResetAction::Relaunch, _) => {
-                self.place()?;
+                self.relaunch()?;
                 self.call_hook("before_run")?;
             }
             _ => {}
@@ -693,6 +830,8 @@ impl Vm {
             self.started = true;
         }
         self.set_state(RunState::Running);
+        // Every (re)launch leaves the vCPUs in their boot state (`regs_fresh`); a reboot
+        // without relaunch loads it again here.
         let mut setup = true;
         loop {
             // A request that arrived while the last epoch was ending is served before the
@@ -702,10 +841,12 @@ impl Vm {
                 Some(r) => Event::Control(r),
                 None => {
                     if setup {
-                        for i in 0..self.vcpus.len() {
-                            self.setup_vcpu(i)?;
+                        if !std::mem::take(&mut self.regs_fresh) {
+                            for i in 0..self.vcpus.len() {
+                                self.setup_vcpu(i)?;
+                            }
+                            self.started_vcpus = true;
                         }
-                        self.started_vcpus = true;
                         setup = false;
                     }
                     self.run_epoch(deadline)?

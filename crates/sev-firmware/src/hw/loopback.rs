@@ -1,6 +1,19 @@
 //! Test-only emulation of the *kernel side* of the hw backend ("loopback"): the `/dev/sev`
 //! driver and KVM's SEV ioctls, served by a [`SoftPlatform`] through its raw command
-//! interface, so `HwPlatform`/`HwGuest` run end to end on a machine without SEV.
+//! interface, so `HwPlatform`/`HwGuest` run end to end on a machine without SEV. Built for
+//! this crate's tests and, with the `loopback` feature, for other crates' tests (sevm's
+//! `hw_launch` runs the VMM's real launch over it).
+//!
+//! Two kinds of VM: emulated ones ([`Loopback::create_vm`]: a file standing for the VM fd)
+//! and real KVM VMs the VMM created on /dev/kvm and announced with
+//! [`IoctlPort::vm_created`](super::IoctlPort::vm_created): a default-type VM whose SEV side
+//! the loopback models while the real KVM runs its vCPUs. For a real VM, KVM_CREATE_VCPU
+//! through the port reaches the real kernel (and is recorded), the created-vCPUs rule of SEV
+//! init also asks the real kernel (KVM_SET_BOOT_CPU_ID answers EBUSY once `created_vcpus` is
+//! non-zero, so vCPUs created around the port count too), and after LAUNCH_UPDATE_DATA and
+//! LAUNCH_SECRET the host mapping gets the guest's plaintext back instead of the ciphertext:
+//! the guest runs on a KVM without memory encryption and must read what it was given.
+//! Every SEV-relevant ioctl is appended to [`Loopback::log`] in order.
 //!
 //! It follows Linux as read in torvalds/linux (sev-dev.c at 0410c612, sev.c at 0097f9df):
 //! - drivers/crypto/ccp/sev-dev.c: `sev_ioctl` (unknown ioctl or `cmd` -> EINVAL, the
@@ -39,12 +52,26 @@
 //! the loopback's directory, recognised by `(st_dev, st_ino)` of the fd the caller passes, so
 //! a wrong fd (e.g. a `sev_fd` that is not the SEV device) fails as in the kernel.
 //!
-//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), RLIMIT_MEMLOCK accounting,
-//! mirror VMs, INIT_EX, the driver's probe-time INIT (`psp_init_on_probe`; the platform
-//! starts as the soft firmware's state) and vCPU debug checks.
+//! Also after Linux (arch/x86/kvm/svm/sev.c as of 2025): `__sev_guest_init`'s checks in
+//! order (`created_vcpus`, `flags`, `vmsa_features` outside the supported set, GHCB version,
+//! `sev->active`: all EINVAL), `sev_guest_init2` (`need_init`), and `sev_pin_memory`'s
+//! accounting: per VM, `pages_locked` plus the pages of the new pin must stay within
+//! RLIMIT_MEMLOCK (modelled by [`Loopback::set_memlock`]) unless CAP_IPC_LOCK, else ENOMEM;
+//! REG_REGION keeps its pages until UNREG_REGION or the VM's end, LAUNCH_UPDATE_DATA,
+//! LAUNCH_SECRET and DBG_* pin theirs for the call. LAUNCH_UPDATE_VMSA fails (EINVAL) on a
+//! second call, as KVM's `guest_state_protected` makes it, and writes the VM's
+//! `vmsa_features` into each VMSA as `sev_es_sync_vmsa` does.
+//!
+//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), mirror VMs, INIT_EX, the
+//! driver's probe-time INIT (`psp_init_on_probe`; the platform starts as the soft firmware's
+//! state), vCPU debug checks, and building a VMSA from a vCPU's registers: the VMSA measured
+//! for a vCPU is the one given with [`Loopback::add_vcpu`] or, for a vCPU created through the
+//! port, the one the VMM declared with
+//! [`IoctlPort::expected_vmsa`](super::IoctlPort::expected_vmsa) (none: EINVAL).
 
+use super::Memlock;
 use super::{IoctlPort, KVM_CHECK_EXTENSION, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
-use super::{KVM_MEMORY_ENCRYPT_UNREG_REGION, SEV_ISSUE_CMD};
+use super::{KVM_CREATE_VCPU, KVM_MEMORY_ENCRYPT_UNREG_REGION, KVM_SET_BOOT_CPU_ID, SEV_ISSUE_CMD};
 use crate::soft::fw::{MAX_ASID, MIN_SEV_ASID};
 use crate::soft::raw::cmd as fwcmd;
 use crate::soft::SoftPlatform;
@@ -69,6 +96,12 @@ const KERNEL_PA_BASE: u64 = 0x80_0000_0000;
 const TMR_PA: u64 = 0x40_0000_0000;
 /// Model PA of vCPU VMSA pages.
 const VMSA_PA_BASE: u64 = 0x60_0000_0000;
+/// Offset of SEV_FEATURES in the VMSA.
+const VMSA_SEV_FEATURES: usize = 0x3B0;
+/// `SVM_SEV_FEAT_DEBUG_SWAP`: the VMSA feature a host with DebugSwap offers SEV-ES guests.
+pub const SVM_SEV_FEAT_DEBUG_SWAP: u64 = 1 << 5;
+/// `GHCB_VERSION_MAX`.
+const GHCB_VERSION_MAX: u16 = 2;
 
 type KResult<T> = Result<T, i32>;
 
@@ -169,8 +202,24 @@ enum DrvState {
     Init,
 }
 
+/// One entry of [`Loopback::log`]: an SEV-relevant ioctl on VM number `vm`, and whether the
+/// kernel accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// VM number (1-based, in creation order).
+    pub vm: u32,
+    /// What: `KVM_CREATE_VCPU`, `KVM_SEV_INIT`, `KVM_SEV_ES_INIT`, `KVM_SEV_INIT2`,
+    /// `LAUNCH_START`, `REG_REGION`, `LAUNCH_UPDATE_DATA`, `LAUNCH_UPDATE_VMSA`,
+    /// `LAUNCH_MEASURE`, `LAUNCH_SECRET`, `LAUNCH_FINISH`, ... (`KVM_SEV_CMD_<id>` otherwise).
+    pub op: String,
+    /// The errno, or 0 if the ioctl succeeded.
+    pub errno: i32,
+}
+
 /// One emulated VM (`struct kvm_sev_info` plus what KVM keeps about the VM).
 struct Vm {
+    /// VM number, for the log.
+    no: u32,
     vm_type: u32,
     need_init: bool,
     active: bool,
@@ -179,9 +228,58 @@ struct Vm {
     handle: u32,
     /// `sev->fd`, remembered at LAUNCH_START.
     sev_fd: RawFd,
-    /// vCPU VMSA contents (what `sev_es_sync_vmsa` would copy), in creation order.
-    vcpus: Vec<Box<[u8; PAGE as usize]>>,
-    regions: Vec<(u64, u64)>,
+    /// `sev->vmsa_features`.
+    vmsa_features: u64,
+    /// The real KVM VM fd, for a VM announced with `vm_created`.
+    real: Option<RawFd>,
+    /// vCPU VMSA contents (what `sev_es_sync_vmsa` would copy), in creation order; `None`
+    /// for a vCPU created through the port until the VMM declares it.
+    vcpus: Vec<Option<Box<[u8; PAGE as usize]>>>,
+    /// LAUNCH_UPDATE_VMSA done (`guest_state_protected`).
+    vmsa_done: bool,
+    /// Registered regions: (addr, size, pages).
+    regions: Vec<(u64, u64, u64)>,
+    /// `sev->pages_locked`.
+    pages_locked: u64,
+}
+
+impl Vm {
+    fn new(no: u32, vm_type: u32, real: Option<RawFd>) -> Vm {
+        let sev_type = vm_type == kb::KVM_X86_SEV_VM || vm_type == kb::KVM_X86_SEV_ES_VM;
+        Vm {
+            no,
+            vm_type,
+            need_init: sev_type,
+            active: false,
+            es_active: false,
+            asid: 0,
+            handle: 0,
+            sev_fd: -1,
+            vmsa_features: 0,
+            real,
+            vcpus: Vec::new(),
+            vmsa_done: false,
+            regions: Vec::new(),
+            pages_locked: 0,
+        }
+    }
+
+    /// `kvm->created_vcpus != 0`: vCPUs created through the loopback, or (real VM) any
+    /// vCPU the real kernel knows of: KVM_SET_BOOT_CPU_ID(0) answers EBUSY then (and
+    /// otherwise sets the boot vCPU to 0, the default).
+    fn created_vcpus(&self) -> bool {
+        if !self.vcpus.is_empty() {
+            return true;
+        }
+        match self.real {
+            Some(fd) => {
+                // SAFETY: KVM_SET_BOOT_CPU_ID takes an integer argument and touches no memory.
+                let r = unsafe { libc::ioctl(fd, KVM_SET_BOOT_CPU_ID as _, 0usize) };
+                r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY)
+            }
+            None => false,
+        }
+    }
 }
 
 /// The emulated kernel.
@@ -199,10 +297,17 @@ struct Kernel {
     asid_used: Vec<bool>,
     asid_reclaim: Vec<bool>,
     next_vm: u32,
+    /// Real KVM VM fd -> its key in `vms`.
+    real: HashMap<RawFd, (u64, u64)>,
+    /// RLIMIT_MEMLOCK and CAP_IPC_LOCK as `sev_pin_memory` sees them.
+    memlock: Memlock,
+    /// `sev_supported_vmsa_features`.
+    vmsa_features: u64,
+    log: Vec<LogEntry>,
 }
 
 /// The loopback kernel: one emulated `/dev/sev` and any number of emulated VMs.
-pub(crate) struct Loopback {
+pub struct Loopback {
     plat: SoftPlatform,
     dev_path: PathBuf,
     dev_id: (u64, u64),
@@ -215,7 +320,7 @@ pub(crate) struct Loopback {
 impl Loopback {
     /// A kernel whose `/dev/sev` is the file `dir/sev` (opened by the code under test like
     /// the real device), backed by a soft platform in `dir/platform`.
-    pub(crate) fn new(dir: &Path) -> Loopback {
+    pub fn new(dir: &Path) -> Loopback {
         let pdir = dir.join("platform");
         std::fs::create_dir_all(&pdir).expect("creating the platform directory");
         let plat = SoftPlatform::open(&pdir).expect("opening the soft platform");
@@ -243,22 +348,29 @@ impl Loopback {
                 asid_used: vec![false; MAX_ASID as usize + 1],
                 asid_reclaim: vec![false; MAX_ASID as usize + 1],
                 next_vm: 0,
+                real: HashMap::new(),
+                memlock: Memlock {
+                    limit: None,
+                    cap_ipc_lock: false,
+                },
+                vmsa_features: SVM_SEV_FEAT_DEBUG_SWAP,
+                log: Vec::new(),
             }),
         }
     }
 
     /// The soft platform behind the emulated PSP.
-    pub(crate) fn platform(&self) -> &SoftPlatform {
+    pub fn platform(&self) -> &SoftPlatform {
         &self.plat
     }
 
     /// Path of the emulated `/dev/sev`.
-    pub(crate) fn sev_path(&self) -> &Path {
+    pub fn sev_path(&self) -> &Path {
         &self.dev_path
     }
 
     /// Path of the emulated `/dev/kvm` (answers KVM_CHECK_EXTENSION(KVM_CAP_VM_TYPES)).
-    pub(crate) fn kvm_path(&self) -> &Path {
+    pub fn kvm_path(&self) -> &Path {
         &self.kvm_path
     }
 
@@ -267,10 +379,11 @@ impl Loopback {
     }
 
     /// KVM_CREATE_VM with `vm_type`: returns the VM "fd" (a file the kernel recognises).
-    pub(crate) fn create_vm(&self, vm_type: u32) -> File {
+    pub fn create_vm(&self, vm_type: u32) -> File {
         let mut k = self.lock();
         k.next_vm += 1;
-        let path = self.dir.join(format!("vm-{}", k.next_vm));
+        let no = k.next_vm;
+        let path = self.dir.join(format!("vm-{no}"));
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -279,39 +392,30 @@ impl Loopback {
             .open(&path)
             .expect("creating an emulated VM file");
         let id = file_id(f.as_raw_fd()).expect("fstat of the emulated VM");
-        let sev_type = vm_type == kb::KVM_X86_SEV_VM || vm_type == kb::KVM_X86_SEV_ES_VM;
-        k.vms.insert(
-            id,
-            Vm {
-                vm_type,
-                need_init: sev_type,
-                active: false,
-                es_active: false,
-                asid: 0,
-                handle: 0,
-                sev_fd: -1,
-                vcpus: Vec::new(),
-                regions: Vec::new(),
-            },
-        );
+        k.vms.insert(id, Vm::new(no, vm_type, None));
         f
     }
 
     /// KVM_CREATE_VCPU whose initial register state encrypts to `vmsa` at
     /// LAUNCH_UPDATE_VMSA.
-    pub(crate) fn add_vcpu(&self, vm: &File, vmsa: [u8; PAGE as usize]) {
+    pub fn add_vcpu(&self, vm: &File, vmsa: [u8; PAGE as usize]) {
         let id = file_id(vm.as_raw_fd()).expect("fstat of the VM");
         let mut k = self.lock();
         let v = k.vms.get_mut(&id).expect("a VM of this loopback");
-        v.vcpus.push(Box::new(vmsa));
+        v.vcpus.push(Some(Box::new(vmsa)));
     }
 
     /// Closing the VM fd (`sev_vm_destroy`): unpin regions, DEACTIVATE + DECOMMISSION,
     /// ASID to the reclaim set.
-    pub(crate) fn destroy_vm(&self, vm: File) {
+    pub fn destroy_vm(&self, vm: File) {
         let id = file_id(vm.as_raw_fd()).expect("fstat of the VM");
         let mut k = self.lock();
-        let Some(v) = k.vms.remove(&id) else { return };
+        if let Some(v) = k.vms.remove(&id) {
+            self.vm_destroyed(&mut k, v);
+        }
+    }
+
+    fn vm_destroyed(&self, k: &mut Kernel, v: Vm) {
         if !v.active {
             return;
         }
@@ -324,6 +428,45 @@ impl Loopback {
         if v.asid != 0 {
             k.asid_reclaim[v.asid as usize] = true;
         }
+    }
+
+    /// Sets RLIMIT_MEMLOCK (bytes, `None` = unlimited) and CAP_IPC_LOCK as the modelled
+    /// kernel applies them to pinning (and as [`IoctlPort::memlock`] reports them).
+    pub fn set_memlock(&self, limit: Option<u64>, cap_ipc_lock: bool) {
+        self.lock().memlock = Memlock {
+            limit,
+            cap_ipc_lock,
+        };
+    }
+
+    /// Sets `sev_supported_vmsa_features` (default: DEBUG_SWAP, as on a host with it).
+    pub fn set_supported_vmsa_features(&self, features: u64) {
+        self.lock().vmsa_features = features;
+    }
+
+    /// Pages currently pinned for the VM numbered `vm` (`sev->pages_locked`), if it exists.
+    pub fn pages_locked(&self, vm: u32) -> Option<u64> {
+        self.lock()
+            .vms
+            .values()
+            .find(|v| v.no == vm)
+            .map(|v| v.pages_locked)
+    }
+
+    /// Every SEV-relevant ioctl so far, in order.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.lock().log.clone()
+    }
+
+    fn note(k: &mut Kernel, vm: u32, op: &str, r: &KResult<impl Sized>) {
+        k.log.push(LogEntry {
+            vm,
+            op: op.to_string(),
+            errno: match r {
+                Ok(_) => 0,
+                Err(e) => *e,
+            },
+        });
     }
 
     // ------------------------------------------------------------ PSP plumbing
@@ -420,6 +563,64 @@ impl Loopback {
         Ok(out)
     }
 
+    /// `sev_pin_memory` for `vm`: EINVAL for an empty or wrapping range, ENOMEM when the
+    /// VM's pinned pages would exceed RLIMIT_MEMLOCK without CAP_IPC_LOCK; else the pages,
+    /// counted in `vm.pages_locked` until [`unpin`](Self::unpin).
+    fn pin_locked(&self, k: &mut Kernel, vm: &mut Vm, uaddr: u64, len: u64) -> KResult<Vec<u64>> {
+        let end = uaddr.checked_add(len).ok_or(libc::EINVAL)?;
+        if len == 0 {
+            return Err(libc::EINVAL);
+        }
+        let npages = (end - 1) / PAGE - uaddr / PAGE + 1;
+        let total = vm.pages_locked + npages;
+        if let Some(limit) = k.memlock.limit {
+            if total > limit / PAGE && !k.memlock.cap_ipc_lock {
+                return Err(libc::ENOMEM);
+            }
+        }
+        let pages = self.pin(k, uaddr, len)?;
+        vm.pages_locked = total;
+        Ok(pages)
+    }
+
+    /// `sev_unpin_memory`.
+    fn unpin(vm: &mut Vm, pages: &[u64]) {
+        vm.pages_locked -= pages.len() as u64;
+    }
+
+    /// For a real VM (its guest runs without memory encryption): put the guest's view
+    /// (plaintext under its key) of `[uaddr, uaddr+len)` back into the host mapping.
+    ///
+    /// # Safety
+    /// `len` writable bytes at `uaddr`.
+    unsafe fn reveal(&self, k: &mut Kernel, vm: &Vm, uaddr: u64, len: u64) -> KResult<()> {
+        if vm.real.is_none() {
+            return Ok(());
+        }
+        let key = self
+            .plat
+            .with_fw(|fw| fw.guest(vm.handle).map(|g| g.key.clone()))
+            .map_err(|_| libc::EIO)?;
+        let mut data = Vec::with_capacity(len as usize);
+        let mut done = 0u64;
+        while done < len {
+            let a = uaddr + done;
+            let (page, off) = (a / PAGE, (a % PAGE) as usize);
+            let n = (PAGE - a % PAGE).min(len - done) as usize;
+            let pa = k.phys[&page] + off as u64;
+            let (lo, hi) = (pa & !15, (pa + n as u64).next_multiple_of(16));
+            let mut blk = self.kread(lo, (hi - lo) as u32)?;
+            key.decrypt(lo, &mut blk).map_err(|_| libc::EIO)?;
+            let plain = &blk[(pa - lo) as usize..(pa - lo) as usize + n];
+            let shadow = k.shadow.get_mut(&page).ok_or(libc::EFAULT)?;
+            shadow[off..off + n].copy_from_slice(plain);
+            data.extend_from_slice(plain);
+            done += n as u64;
+        }
+        // SAFETY: forwarded from this function's contract.
+        unsafe { copy_to_user(uaddr, &data) }
+    }
+
     /// Copy the user bytes `[uaddr, uaddr+len)` into their pinned physical pages. Only
     /// bytes the user changed since the last copy are taken: the model's PA page is the
     /// memory, the user mapping a view of it, and the firmware may have rewritten whole
@@ -429,6 +630,18 @@ impl Loopback {
     /// # Safety
     /// `len` readable bytes at `uaddr`.
     unsafe fn sync_in(&self, k: &mut Kernel, uaddr: u64, len: u64) -> KResult<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.sync_in_as(k, uaddr, len, false) }
+    }
+
+    /// [`sync_in`](Self::sync_in), or with `all` every byte of the range: for a real VM,
+    /// whose host mapping holds the guest's plaintext while the PA page holds ciphertext
+    /// (see [`reveal`](Self::reveal)), what the host hands to a launch command is the
+    /// mapping's content, as on hardware where the host's write reaches DRAM unencrypted.
+    ///
+    /// # Safety
+    /// `len` readable bytes at `uaddr`.
+    unsafe fn sync_in_as(&self, k: &mut Kernel, uaddr: u64, len: u64, all: bool) -> KResult<()> {
         // SAFETY: forwarded from this function's contract.
         let data = unsafe { copy_from_user(uaddr, len as usize) }?;
         self.pin(k, uaddr, len)?;
@@ -442,7 +655,7 @@ impl Loopback {
             let shadow = k.shadow.get_mut(&page).ok_or(libc::EFAULT)?;
             for i in 0..n {
                 let u = data[done as usize + i];
-                if u != shadow[off + i] {
+                if all || u != shadow[off + i] {
                     phys[i] = u;
                     shadow[off + i] = u;
                 }
@@ -742,24 +955,62 @@ impl Loopback {
                 let range: kb::kvm_enc_region = unsafe { get_user(arg) }?;
                 let mut k = self.lock();
                 let unreg = request == KVM_MEMORY_ENCRYPT_UNREG_REGION;
-                let active = k.vms.get(&id).map(|v| v.active).unwrap_or(false);
-                if !active {
-                    return Err(libc::ENOTTY);
-                }
-                if unreg {
-                    let v = k.vms.get_mut(&id).ok_or(libc::ENOTTY)?;
-                    let i = v
+                let mut vm = k.vms.remove(&id).ok_or(libc::ENOTTY)?;
+                let r = if !vm.active {
+                    Err(libc::ENOTTY)
+                } else if unreg {
+                    match vm
                         .regions
                         .iter()
-                        .position(|&r| r == (range.addr, range.size))
-                        .ok_or(libc::EINVAL)?;
-                    v.regions.remove(i);
+                        .position(|&(a, sz, _)| (a, sz) == (range.addr, range.size))
+                    {
+                        Some(i) => {
+                            let (_, _, n) = vm.regions.remove(i);
+                            vm.pages_locked -= n;
+                            Ok(0)
+                        }
+                        None => Err(libc::EINVAL),
+                    }
                 } else {
-                    self.pin(&mut k, range.addr, range.size)?;
-                    let v = k.vms.get_mut(&id).ok_or(libc::ENOTTY)?;
-                    v.regions.push((range.addr, range.size));
+                    self.pin_locked(&mut k, &mut vm, range.addr, range.size)
+                        .map(|pages| {
+                            vm.regions
+                                .push((range.addr, range.size, pages.len() as u64));
+                            0
+                        })
+                };
+                let op = if unreg { "UNREG_REGION" } else { "REG_REGION" };
+                Self::note(&mut k, vm.no, op, &r);
+                k.vms.insert(id, vm);
+                r
+            }
+            KVM_CREATE_VCPU => {
+                let mut k = self.lock();
+                let vm = k.vms.get(&id).ok_or(libc::ENOTTY)?;
+                let (no, real) = (vm.no, vm.real);
+                let r = match real {
+                    // SAFETY: KVM_CREATE_VCPU takes an integer argument.
+                    Some(fd) => match unsafe { libc::ioctl(fd, KVM_CREATE_VCPU as _, arg) } {
+                        r if r < 0 => Err(io::Error::last_os_error()
+                            .raw_os_error()
+                            .unwrap_or(libc::EIO)),
+                        r => Ok(r),
+                    },
+                    None => {
+                        let path = self.dir.join(format!("vm-{no}-vcpu-{arg}"));
+                        match File::create(&path) {
+                            Ok(f) => Ok(std::os::fd::IntoRawFd::into_raw_fd(f)),
+                            Err(_) => Err(libc::ENOMEM),
+                        }
+                    }
+                };
+                if r.is_ok() {
+                    if let Some(v) = k.vms.get_mut(&id) {
+                        v.vcpus.push(None);
+                    }
                 }
-                Ok(0)
+                Self::note(&mut k, no, "KVM_CREATE_VCPU", &r);
+                r
             }
             _ => Err(libc::ENOTTY),
         }
@@ -778,6 +1029,22 @@ impl Loopback {
         let mut vm = k.vms.remove(&id).ok_or(libc::ENOTTY)?;
         let data = cmd.data;
         let mut error = cmd.error;
+        let op = match cmd.id {
+            kb::sev_cmd_id_KVM_SEV_INIT => "KVM_SEV_INIT".to_string(),
+            kb::sev_cmd_id_KVM_SEV_ES_INIT => "KVM_SEV_ES_INIT".to_string(),
+            kb::sev_cmd_id_KVM_SEV_INIT2 => "KVM_SEV_INIT2".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_START => "LAUNCH_START".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_DATA => "LAUNCH_UPDATE_DATA".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_VMSA => "LAUNCH_UPDATE_VMSA".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_MEASURE => "LAUNCH_MEASURE".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_SECRET => "LAUNCH_SECRET".to_string(),
+            kb::sev_cmd_id_KVM_SEV_LAUNCH_FINISH => "LAUNCH_FINISH".to_string(),
+            kb::sev_cmd_id_KVM_SEV_GUEST_STATUS => "GUEST_STATUS".to_string(),
+            kb::sev_cmd_id_KVM_SEV_DBG_DECRYPT => "DBG_DECRYPT".to_string(),
+            kb::sev_cmd_id_KVM_SEV_DBG_ENCRYPT => "DBG_ENCRYPT".to_string(),
+            kb::sev_cmd_id_KVM_SEV_GET_ATTESTATION_REPORT => "ATTESTATION".to_string(),
+            other => format!("KVM_SEV_CMD_{other}"),
+        };
         // SAFETY: forwarded from this function's contract.
         let r = unsafe {
             match cmd.id {
@@ -794,10 +1061,10 @@ impl Loopback {
                     self.launch_start(k, &mut vm, data, cmd.sev_fd as RawFd, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_DATA => {
-                    self.launch_update_data(k, &vm, data, &mut error)
+                    self.launch_update_data(k, &mut vm, data, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_VMSA => {
-                    self.launch_update_vmsa(&vm, &mut error)
+                    self.launch_update_vmsa(&mut vm, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_LAUNCH_MEASURE => {
                     self.measure_or_report(k, &vm, data, false, &mut error)
@@ -806,7 +1073,7 @@ impl Loopback {
                     self.measure_or_report(k, &vm, data, true, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_LAUNCH_SECRET => {
-                    self.launch_secret(k, &vm, data, &mut error)
+                    self.launch_secret(k, &mut vm, data, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_LAUNCH_FINISH => {
                     if !vm.active {
@@ -819,21 +1086,25 @@ impl Loopback {
                 }
                 kb::sev_cmd_id_KVM_SEV_GUEST_STATUS => self.guest_status(&vm, data, &mut error),
                 kb::sev_cmd_id_KVM_SEV_DBG_DECRYPT => {
-                    self.dbg_crypt(k, &vm, data, true, &mut error)
+                    self.dbg_crypt(k, &mut vm, data, true, &mut error)
                 }
                 kb::sev_cmd_id_KVM_SEV_DBG_ENCRYPT => {
-                    self.dbg_crypt(k, &vm, data, false, &mut error)
+                    self.dbg_crypt(k, &mut vm, data, false, &mut error)
                 }
                 // Migration, CERT_EXPORT and SNP are not emulated.
                 _ => Err(-1),
             }
         };
+        if r != Err(-1) {
+            Self::note(k, vm.no, &op, &r);
+        }
         k.vms.insert(id, vm);
         cmd.error = error;
         r
     }
 
-    /// `__sev_guest_init`.
+    /// `__sev_guest_init` after its argument checks: a VM with vCPUs, or one already
+    /// initialised (`sev->active`), is refused with EINVAL.
     fn guest_init_common(
         &self,
         k: &mut Kernel,
@@ -841,7 +1112,7 @@ impl Loopback {
         es: bool,
         error: &mut u32,
     ) -> KResult<()> {
-        if !vm.vcpus.is_empty() || vm.active {
+        if vm.created_vcpus() || vm.active {
             return Err(libc::EINVAL);
         }
         // sev_asid_new: ES guests take 1..MIN_SEV_ASID-1, SEV guests MIN_SEV_ASID..=MAX.
@@ -900,14 +1171,20 @@ impl Loopback {
         // SAFETY: `data` points to a kvm_sev_init (caller's contract).
         let init: kb::kvm_sev_init = unsafe { get_user(data) }?;
         let es = vm.vm_type == kb::KVM_X86_SEV_ES_VM;
-        // No VMSA features are supported by the emulated host.
-        if init.flags != 0 || init.vmsa_features != 0 {
+        // __sev_guest_init's order: vCPUs, flags, VMSA features (SEV-ES only), GHCB version.
+        if vm.created_vcpus() || init.flags != 0 {
             return Err(libc::EINVAL);
         }
-        if init.ghcb_version > 2 || (!es && init.ghcb_version != 0) {
+        let valid = if es { k.vmsa_features } else { 0 };
+        if init.vmsa_features & !valid != 0 {
             return Err(libc::EINVAL);
         }
-        self.guest_init_common(k, vm, es, error)
+        if init.ghcb_version > GHCB_VERSION_MAX || (!es && init.ghcb_version != 0) {
+            return Err(libc::EINVAL);
+        }
+        self.guest_init_common(k, vm, es, error)?;
+        vm.vmsa_features = init.vmsa_features;
+        Ok(())
     }
 
     /// `sev_launch_start` + `sev_bind_asid`.
@@ -961,7 +1238,7 @@ impl Loopback {
     unsafe fn launch_update_data(
         &self,
         k: &mut Kernel,
-        vm: &Vm,
+        vm: &mut Vm,
         data: u64,
         error: &mut u32,
     ) -> KResult<()> {
@@ -971,9 +1248,28 @@ impl Loopback {
         // SAFETY: `data` points to a kvm_sev_launch_update_data (caller's contract).
         let params: kb::kvm_sev_launch_update_data = unsafe { get_user(data) }?;
         let (vaddr, size) = (params.uaddr, params.len as u64);
-        let pages = self.pin(k, vaddr, size)?;
+        let pages = self.pin_locked(k, vm, vaddr, size)?;
+        // SAFETY: as below.
+        let r = unsafe { self.update_pinned(k, vm, &pages, vaddr, size, error) };
+        Self::unpin(vm, &pages);
+        r
+    }
+
+    /// The firmware commands of `sev_launch_update_data` over pinned `pages`.
+    ///
+    /// # Safety
+    /// `size` writable bytes at `vaddr`.
+    unsafe fn update_pinned(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        pages: &[u64],
+        vaddr: u64,
+        size: u64,
+        error: &mut u32,
+    ) -> KResult<()> {
         // SAFETY: `uaddr` points to `len` bytes of the caller's (writable) memory.
-        unsafe { self.sync_in(k, vaddr, size) }?;
+        unsafe { self.sync_in_as(k, vaddr, size, vm.real.is_some()) }?;
         let mut r = Ok(());
         let (mut i, mut v, mut left) = (0usize, vaddr, size);
         while left > 0 {
@@ -997,15 +1293,26 @@ impl Loopback {
         }
         // SAFETY: as above; the pages were updated in place.
         unsafe { self.sync_out(k, vaddr, size) }?;
+        if r.is_ok() {
+            // SAFETY: as above.
+            unsafe { self.reveal(k, vm, vaddr, size) }?;
+        }
         r
     }
 
-    /// `sev_launch_update_vmsa`: every vCPU, in order.
-    fn launch_update_vmsa(&self, vm: &Vm, error: &mut u32) -> KResult<()> {
+    /// `sev_launch_update_vmsa`: every vCPU, in order; `sev_es_sync_vmsa` sets each VMSA's
+    /// SEV_FEATURES to the VM's `vmsa_features` and fails once the state is protected.
+    fn launch_update_vmsa(&self, vm: &mut Vm, error: &mut u32) -> KResult<()> {
         if !vm.active || !vm.es_active {
             return Err(libc::ENOTTY);
         }
+        if vm.vmsa_done {
+            return Err(libc::EINVAL);
+        }
         for (i, vmsa) in vm.vcpus.iter().enumerate() {
+            let mut vmsa = *vmsa.clone().ok_or(libc::EINVAL)?;
+            vmsa[VMSA_SEV_FEATURES..VMSA_SEV_FEATURES + 8]
+                .copy_from_slice(&vm.vmsa_features.to_le_bytes());
             let pa = VMSA_PA_BASE + i as u64 * PAGE;
             self.plat
                 .write_pa(pa, &vmsa[..])
@@ -1016,6 +1323,7 @@ impl Loopback {
             wr32(&mut b, 0x10, PAGE as u32);
             self.vm_cmd(vm, fwcmd::LAUNCH_UPDATE_VMSA, &mut b, error)?;
         }
+        vm.vmsa_done = true;
         Ok(())
     }
 
@@ -1075,11 +1383,13 @@ impl Loopback {
         r
     }
 
-    /// `sev_launch_secret`.
+    /// `sev_launch_secret`: pins the guest destination (counted against RLIMIT_MEMLOCK),
+    /// which must be physically contiguous; the header and the ciphertext are
+    /// `psp_copy_user_blob`s (0 or over 16 KiB: EINVAL).
     unsafe fn launch_secret(
         &self,
         k: &mut Kernel,
-        vm: &Vm,
+        vm: &mut Vm,
         data: u64,
         error: &mut u32,
     ) -> KResult<()> {
@@ -1089,12 +1399,31 @@ impl Loopback {
         // SAFETY: `data` points to a kvm_sev_launch_secret (caller's contract).
         let p: kb::kvm_sev_launch_secret = unsafe { get_user(data) }?;
         let (gaddr, glen) = (p.guest_uaddr, p.guest_len as u64);
-        let pages = self.pin(k, gaddr, glen)?;
+        let pages = self.pin_locked(k, vm, gaddr, glen)?;
+        // SAFETY: forwarded from this function's contract.
+        let r = unsafe { self.secret_pinned(k, vm, &pages, &p, error) };
+        Self::unpin(vm, &pages);
+        r
+    }
+
+    /// `sev_launch_secret` once the destination is pinned.
+    ///
+    /// # Safety
+    /// The buffers of `p` have their stated lengths (writable for the guest range).
+    unsafe fn secret_pinned(
+        &self,
+        k: &mut Kernel,
+        vm: &Vm,
+        pages: &[u64],
+        p: &kb::kvm_sev_launch_secret,
+        error: &mut u32,
+    ) -> KResult<()> {
+        let (gaddr, glen) = (p.guest_uaddr, p.guest_len as u64);
         if pages.windows(2).any(|w| w[1] != w[0] + PAGE) {
             return Err(libc::EINVAL);
         }
         // SAFETY: the guest range has `guest_len` writable bytes (caller's contract).
-        unsafe { self.sync_in(k, gaddr, glen) }?;
+        unsafe { self.sync_in_as(k, gaddr, glen, vm.real.is_some()) }?;
         // SAFETY: the packet buffers have their stated lengths (caller's contract).
         let trans = unsafe { self.copy_user_blob(k, p.trans_uaddr, p.trans_len) }?;
         // SAFETY: as above.
@@ -1110,6 +1439,10 @@ impl Loopback {
         let r = self.vm_cmd(vm, fwcmd::LAUNCH_SECRET, &mut b, error);
         // SAFETY: as above; the firmware wrote the guest pages in place.
         unsafe { self.sync_out(k, gaddr, glen) }?;
+        if r.is_ok() {
+            // SAFETY: as above.
+            unsafe { self.reveal(k, vm, gaddr, glen) }?;
+        }
         r
     }
 
@@ -1163,7 +1496,7 @@ impl Loopback {
     unsafe fn dbg_crypt(
         &self,
         k: &mut Kernel,
-        vm: &Vm,
+        vm: &mut Vm,
         data: u64,
         dec: bool,
         error: &mut u32,
@@ -1186,8 +1519,18 @@ impl Loopback {
             let s_off = vaddr % PAGE;
             let d_off = dst % PAGE;
             let n = (PAGE - s_off).min(size);
-            let src_pa = self.pin(k, vaddr & !(PAGE - 1), PAGE)?[0] + s_off;
-            let dst_pa = self.pin(k, dst & !(PAGE - 1), PAGE)?[0] + d_off;
+            // Both pages count against RLIMIT_MEMLOCK for the chunk (`sev_dbg_crypt`).
+            let src_p = self.pin_locked(k, vm, vaddr & !(PAGE - 1), PAGE)?;
+            let dst_p = match self.pin_locked(k, vm, dst & !(PAGE - 1), PAGE) {
+                Ok(p) => p,
+                Err(e) => {
+                    Self::unpin(vm, &src_p);
+                    return Err(e);
+                }
+            };
+            Self::unpin(vm, &src_p);
+            Self::unpin(vm, &dst_p);
+            let (src_pa, dst_pa) = (src_p[0] + s_off, dst_p[0] + d_off);
             // SAFETY: the source and destination ranges hold `len` bytes each (caller's
             // contract); this chunk lies inside them.
             unsafe {
@@ -1245,9 +1588,51 @@ impl Loopback {
 }
 
 impl IoctlPort for Loopback {
+    fn vm_created(&self, vm_fd: RawFd) {
+        let mut k = self.lock();
+        // The fd number is free again only if the VM that had it was closed.
+        if let Some(old) = k.real.remove(&vm_fd) {
+            if let Some(v) = k.vms.remove(&old) {
+                self.vm_destroyed(&mut k, v);
+            }
+        }
+        k.next_vm += 1;
+        let no = k.next_vm;
+        let key = (u64::MAX, no as u64);
+        k.real.insert(vm_fd, key);
+        k.vms
+            .insert(key, Vm::new(no, kb::KVM_X86_DEFAULT_VM, Some(vm_fd)));
+    }
+
+    fn expected_vmsa(&self, vm_fd: RawFd, index: usize, vmsa: &[u8]) {
+        let mut k = self.lock();
+        let key = match k.real.get(&vm_fd) {
+            Some(&key) => Some(key),
+            None => file_id(vm_fd).ok(),
+        };
+        let Some(v) = key.and_then(|key| k.vms.get_mut(&key)) else {
+            return;
+        };
+        if let (Some(slot @ None), Ok(page)) = (
+            v.vcpus.get_mut(index),
+            <[u8; PAGE as usize]>::try_from(vmsa),
+        ) {
+            *slot = Some(Box::new(page));
+        }
+    }
+
+    fn memlock(&self) -> Memlock {
+        self.lock().memlock
+    }
+
     unsafe fn ioctl(&self, fd: RawFd, request: u64, arg: *mut c_void) -> io::Result<i32> {
-        let id = file_id(fd).map_err(os)?;
         let arg = arg as u64;
+        let real = self.lock().real.get(&fd).copied();
+        if let Some(key) = real {
+            // SAFETY: the caller upholds the port contract for `arg`.
+            return unsafe { self.vm_ioctl(key, request, arg) }.map_err(os);
+        }
+        let id = file_id(fd).map_err(os)?;
         // SAFETY: the caller upholds the port contract for `arg`, which is all these need.
         let r = unsafe {
             if id == self.dev_id {

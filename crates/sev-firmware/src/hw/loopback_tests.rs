@@ -349,7 +349,10 @@ fn es_launch_measures_each_vcpu_once() {
         let mut ld = LaunchDigest::new();
         ld.update(&plain);
         for v in &vmsas {
-            ld.update(v);
+            // sev_es_sync_vmsa writes the VM's vmsa_features (0 here) into SEV_FEATURES.
+            let mut v = *v;
+            v[0x3B0..0x3B8].fill(0);
+            ld.update(&v);
         }
         let ld = ld.finish();
         let mnonce: [u8; 16] = m[32..].try_into().unwrap();
@@ -358,6 +361,13 @@ fn es_launch_measures_each_vcpu_once() {
             &m[..32],
             &expect[..],
             "firmware ‖ VMSA0 ‖ VMSA1 measured exactly once each (vm type {vm_type})"
+        );
+        // The VMSAs are protected now: KVM refuses a second LAUNCH_UPDATE_VMSA.
+        let mut again =
+            HwGuest::with_port(vm.as_raw_fd(), vm_type, r.lb.sev_path(), r.port()).unwrap();
+        assert_eq!(
+            errno_of(again.launch_update_vmsa(&mut [0u8; 4096])),
+            libc::EINVAL
         );
         g.launch_finish().unwrap();
         assert_eq!(g.guest_status().unwrap().policy, policy);
@@ -726,4 +736,214 @@ fn physically_scattered_pages() {
     );
     drop(g);
     r.lb.destroy_vm(vm);
+}
+
+/// KVM_SEV_INIT2 with `features` on `vm` straight through the port: 0 or the errno.
+fn init2(r: &Rig, vm: &File, features: u64) -> i32 {
+    let sev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(r.lb.sev_path())
+        .unwrap();
+    let mut init = kb::kvm_sev_init {
+        vmsa_features: features,
+        ..Default::default()
+    };
+    let mut c = kb::kvm_sev_cmd {
+        id: kb::sev_cmd_id_KVM_SEV_INIT2,
+        data: &mut init as *mut kb::kvm_sev_init as u64,
+        sev_fd: sev.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: `c` is a kvm_sev_cmd whose data points to a live kvm_sev_init.
+    let r = unsafe {
+        r.lb.ioctl(
+            vm.as_raw_fd(),
+            KVM_MEMORY_ENCRYPT_OP,
+            (&mut c as *mut kb::kvm_sev_cmd).cast(),
+        )
+    };
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+/// `__sev_guest_init`: SEV init (legacy or INIT2) once a vCPU exists is EINVAL, and the
+/// loopback's log shows the vCPU before the refused INIT.
+#[test]
+fn sev_init_after_a_vcpu_is_refused() {
+    let r = rig();
+    for vm_type in [0, KVM_X86_SEV_VM, KVM_X86_SEV_ES_VM] {
+        let vm = r.lb.create_vm(vm_type);
+        let mut g = r.guest(&vm, vm_type);
+        let vcpu = g.create_vcpu(0).unwrap();
+        assert!(
+            vcpu.is_some(),
+            "the hw backend creates vCPUs through its port"
+        );
+        let es = vm_type == KVM_X86_SEV_ES_VM;
+        assert_eq!(errno_of(g.init(es)), libc::EINVAL, "vm type {vm_type}");
+        let log = r.lb.log();
+        let mine: Vec<_> = log
+            .iter()
+            .filter(|e| e.vm == log.last().unwrap().vm)
+            .collect();
+        assert_eq!(mine[0].op, "KVM_CREATE_VCPU");
+        assert_eq!(mine[0].errno, 0);
+        assert!(mine[1].op.starts_with("KVM_SEV_INIT") || mine[1].op == "KVM_SEV_ES_INIT");
+        assert_eq!(mine[1].errno, libc::EINVAL);
+    }
+}
+
+/// The same rule on a real KVM VM whose vCPU was created behind the loopback's back:
+/// the real kernel's `created_vcpus` (KVM_SET_BOOT_CPU_ID answers EBUSY) decides.
+#[test]
+fn sev_init_on_a_real_vm_with_a_vcpu_is_refused() {
+    let kvm = match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(f) => f,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "/dev/kvm: {e}, and CI is set"
+            );
+            eprintln!("SKIP sev_init_on_a_real_vm_with_a_vcpu_is_refused: /dev/kvm: {e}");
+            return;
+        }
+    };
+    let r = rig();
+    let new_vm = || {
+        // SAFETY: KVM_CREATE_VM takes an integer (the VM type) and returns a new fd.
+        let fd = unsafe { libc::ioctl(kvm.as_raw_fd(), 0xAE01, 0usize) };
+        assert!(fd >= 0, "KVM_CREATE_VM: {}", io::Error::last_os_error());
+        // SAFETY: a new fd nothing else owns.
+        unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    };
+    // Clean VM: INIT succeeds; a second INIT on it is refused (`sev->active`).
+    let vm = new_vm();
+    r.lb.vm_created(vm.as_raw_fd());
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+    assert_eq!(errno_of(g.init(false)), libc::EINVAL, "second INIT");
+    drop(g);
+    drop(vm);
+    // A vCPU made directly with KVM_CREATE_VCPU (not through the port).
+    let vm = new_vm();
+    r.lb.vm_created(vm.as_raw_fd());
+    // SAFETY: KVM_CREATE_VCPU takes an integer (the vCPU id) and returns a new fd.
+    let vcpu = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_CREATE_VCPU as _, 0usize) };
+    assert!(vcpu >= 0, "KVM_CREATE_VCPU: {}", io::Error::last_os_error());
+    // SAFETY: a new fd nothing else owns.
+    let _vcpu = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(vcpu) };
+    let mut g = r.guest(&vm, 0);
+    assert_eq!(errno_of(g.init(false)), libc::EINVAL);
+    assert_eq!(errno_of(g.init(true)), libc::EINVAL);
+}
+
+/// `__sev_guest_init` for INIT2: VMSA features outside `sev_supported_vmsa_features` (and
+/// any on a plain SEV VM) are EINVAL; accepted features land in every VMSA's SEV_FEATURES;
+/// a second INIT2 is refused (`need_init` is gone).
+#[test]
+fn init2_vmsa_features_follow_the_host() {
+    let r = rig();
+    let vm = r.lb.create_vm(KVM_X86_SEV_VM);
+    assert_eq!(init2(&r, &vm, 1 << 5), libc::EINVAL, "features on SEV");
+    assert_eq!(init2(&r, &vm, 0), 0);
+    assert_eq!(init2(&r, &vm, 0), libc::EINVAL, "second INIT2");
+    let vm = r.lb.create_vm(KVM_X86_SEV_ES_VM);
+    assert_eq!(init2(&r, &vm, 1 << 7), libc::EINVAL, "unsupported feature");
+    r.lb.set_supported_vmsa_features(0);
+    assert_eq!(
+        init2(&r, &vm, 1 << 5),
+        libc::EINVAL,
+        "host without DebugSwap"
+    );
+    r.lb.set_supported_vmsa_features(1 << 5);
+    assert_eq!(init2(&r, &vm, 1 << 5), 0);
+    // The feature is measured: the digest of a one-vCPU launch has SEV_FEATURES = 1 << 5.
+    let hw = r.platform();
+    let o = owner(&r, &hw, 0x4);
+    let mut g = r.guest(&vm, KVM_X86_SEV_ES_VM);
+    r.lb.add_vcpu(&vm, [0u8; 4096]);
+    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+        .unwrap();
+    g.launch_update_vmsa(&mut [0u8; 4096]).unwrap();
+    let m = g.launch_measure().unwrap();
+    let mut v = [0u8; 4096];
+    v[0x3B0] = 1 << 5;
+    let mut ld = LaunchDigest::new();
+    ld.update(&v);
+    let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+    let expect = measurement(
+        &o.keys.tik,
+        API.0,
+        API.1,
+        BUILD,
+        0x4u32,
+        &ld.finish(),
+        &mnonce,
+    );
+    assert_eq!(&m[..32], &expect[..]);
+}
+
+/// `sev_pin_memory`: per VM, registered pages plus a command's own pins must stay within
+/// RLIMIT_MEMLOCK (ENOMEM), unless CAP_IPC_LOCK; transient pins are released after the call.
+#[test]
+fn pinning_counts_against_rlimit_memlock() {
+    let r = rig();
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    let no = r.lb.log().last().unwrap().vm;
+    let mut backing = vec![0u8; 4 * 4096];
+    let ram = aligned(&mut backing, 3 * 4096);
+    r.lb.set_memlock(Some(2 * 4096), false);
+    assert_eq!(errno_of(g.register_region(0, ram)), libc::ENOMEM);
+    assert_eq!(r.lb.pages_locked(no), Some(0));
+    g.register_region(0, &mut ram[..2 * 4096]).unwrap();
+    assert_eq!(r.lb.pages_locked(no), Some(2));
+    // LAUNCH_UPDATE_DATA pins its page on top of the registered ones: 3 > 2.
+    assert_eq!(
+        errno_of(g.launch_update_data(0, &mut ram[..4096])),
+        libc::ENOMEM
+    );
+    r.lb.set_memlock(Some(3 * 4096), false);
+    g.launch_update_data(0, &mut ram[..4096]).unwrap();
+    assert_eq!(
+        r.lb.pages_locked(no),
+        Some(2),
+        "the command's pin is released"
+    );
+    // CAP_IPC_LOCK lifts the limit.
+    r.lb.set_memlock(Some(0), true);
+    g.register_region(0, &mut ram[2 * 4096..]).unwrap();
+    assert_eq!(r.lb.pages_locked(no), Some(3));
+    assert_eq!(
+        r.lb.memlock(),
+        Memlock {
+            limit: Some(0),
+            cap_ipc_lock: true
+        }
+    );
+}
+
+/// `sev_launch_secret`: the ciphertext is a `psp_copy_user_blob` (over 16 KiB: EINVAL) and
+/// the firmware never runs for it.
+#[test]
+fn launch_secret_over_16_kib_is_einval() {
+    let r = rig();
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(false).unwrap();
+    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_measure().unwrap();
+    let mut backing = vec![0u8; 7 * 4096];
+    let dest = aligned(&mut backing, 0x4010);
+    let ct = vec![0u8; 0x4010];
+    let hdr = [0u8; 52];
+    assert_eq!(errno_of(g.launch_secret(&hdr, &ct, 0, dest)), libc::EINVAL);
+    let last = r.lb.log().pop().unwrap();
+    assert_eq!(
+        (last.op.as_str(), last.errno),
+        ("LAUNCH_SECRET", libc::EINVAL)
+    );
+    assert_eq!(g.guest_status().unwrap().state, GuestState::LSecret);
 }

@@ -1,13 +1,17 @@
 //! SEV guests: the launch lifecycle as [`LaunchHooks`] over a [`SevGuest`], the CPUID and
 //! MSR view an SEV guest gets, the C-bit alias, and one API for host-side guest-RAM access.
 //!
-//! Sequence (docs/LAUNCH.md): `after_load`: INIT/ES_INIT, LAUNCH_START (policy, owner GODH
-//! certificate and session if given), LAUNCH_UPDATE_DATA of every measured range in
-//! [`LaunchContext::measured`] order, LAUNCH_UPDATE_VMSA per vCPU when the policy asks for
-//! SEV-ES, LAUNCH_MEASURE. Between `after_load` and `before_run` (the `--paused` window) the
-//! owner reads the measurement and may inject a secret ([`LaunchHandle::inject_secret`]).
+//! Sequence (docs/LAUNCH.md), in KVM's order (Linux refuses SEV init once a vCPU exists):
+//! `init` (VM created, no vCPU yet): INIT/ES_INIT, LAUNCH_START (policy, owner GODH
+//! certificate and session if given), the RLIMIT_MEMLOCK check and
+//! KVM_MEMORY_ENCRYPT_REG_REGION of guest RAM; `after_load`: LAUNCH_UPDATE_DATA of every
+//! measured range in [`LaunchContext::measured`] order; the vCPUs are created and get their
+//! registers; `after_vcpus`: LAUNCH_UPDATE_VMSA per vCPU when the policy asks for SEV-ES,
+//! LAUNCH_MEASURE. Between `after_vcpus` and `before_run` (the `--paused` window) the owner
+//! reads the measurement and may inject a secret ([`LaunchHandle::inject_secret`]).
 //! `before_run`: LAUNCH_FINISH. A guest reset is a fresh launch ([`ResetMode::Relaunch`]:
-//! new context and key, everything re-measured, new MNONCE) or stops the VM.
+//! new context and key, everything re-measured, new MNONCE; on a new KVM VM when the backend
+//! needs one, see [`SevBackend::new_vm_per_launch`]) or stops the VM.
 //!
 //! The soft backend has no #VC handling: for SEV-ES the register state (VMSA) is measured,
 //! but the guest runs as a plain SEV guest. It has no memory encryption either: the guest
@@ -20,9 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use serde_json::json;
+use sev_firmware::hw::{IoctlPort, Memlock};
 use sev_firmware::{FwError, GuestState, SevGuest, Status};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileSlice};
 
 use crate::config::SevLaunchConfig;
@@ -106,7 +112,42 @@ pub enum ConfidentialError {
     /// Waiting for the launch timed out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// Guest RAM cannot be pinned: RLIMIT_MEMLOCK is below what KVM will lock.
+    #[error(
+        "KVM_MEMORY_ENCRYPT_REG_REGION would fail: KVM pins {needed} bytes for this SEV guest \
+         ({ram} bytes of guest memory plus {transient} bytes the launch commands pin while they \
+         run) but RLIMIT_MEMLOCK is {limit} bytes. Raise the limit to at least {needed} bytes: \
+         `ulimit -l {kib}` (KiB) in the shell that starts sevm, `LimitMEMLOCK={needed}` in its \
+         systemd unit, or give sevm CAP_IPC_LOCK"
+    )]
+    Memlock {
+        /// Bytes KVM will count against the limit at the peak of the launch.
+        needed: u64,
+        /// Guest memory registered with REG_REGION.
+        ram: u64,
+        /// The largest temporary pin (LAUNCH_UPDATE_DATA range, LAUNCH_SECRET, debug page).
+        transient: u64,
+        /// The soft limit.
+        limit: u64,
+        /// `needed` in KiB, rounded up (what `ulimit -l` takes).
+        kib: u64,
+    },
+    /// A secret larger than KVM passes to the firmware.
+    #[error(
+        "secret of {len} bytes refused: KVM_SEV_LAUNCH_SECRET takes at most {max} bytes of \
+         ciphertext (SEV_FW_BLOB_MAX_SIZE), the firmware was not called"
+    )]
+    SecretTooLarge {
+        /// Ciphertext length.
+        len: usize,
+        /// KVM's limit.
+        max: usize,
+    },
 }
+
+/// KVM's limit on a LAUNCH_SECRET ciphertext (and header): `psp_copy_user_blob` refuses a
+/// blob over `SEV_FW_BLOB_MAX_SIZE` (16 KiB) with EINVAL (drivers/crypto/ccp/sev-dev.c).
+pub const KVM_SECRET_MAX: usize = 16 * 1024;
 
 fn hint(e: &FwError) -> &'static str {
     match e.status() {
@@ -184,6 +225,97 @@ pub enum AccessKind {
 
 /// Makes a fresh firmware guest context for a VM (called at every launch).
 pub type GuestFactory = Box<dyn FnMut(&VmFd) -> Result<Box<dyn SevGuest + Send>, FwError> + Send>;
+
+/// How a launch reaches KVM and the SEV firmware: the soft model ([`SoftBackend`]), Linux
+/// ([`HwBackend`]), or any [`GuestFactory`].
+pub trait SevBackend: Send {
+    /// A fresh firmware guest context for one launch on `vm` (no vCPU exists yet).
+    fn new_guest(&mut self, vm: &VmFd) -> Result<Box<dyn SevGuest + Send>, FwError>;
+    /// Creates the KVM VM of a launch.
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        Ok(kvm.create_vm()?)
+    }
+    /// Whether each launch needs its own KVM VM: KVM refuses a second SEV INIT on a VM
+    /// (`sev->active`) and keeps the first context until the VM fd closes.
+    fn new_vm_per_launch(&self) -> bool {
+        false
+    }
+    /// RLIMIT_MEMLOCK as the kernel will apply it to KVM_MEMORY_ENCRYPT_REG_REGION, when the
+    /// backend pins guest memory (`None`: nothing is pinned).
+    fn memlock(&self) -> Option<Memlock> {
+        None
+    }
+}
+
+/// A [`GuestFactory`] as a backend on the caller's KVM VM (nothing pinned, one VM for every
+/// launch).
+struct FactoryBackend(GuestFactory);
+
+impl SevBackend for FactoryBackend {
+    fn new_guest(&mut self, vm: &VmFd) -> Result<Box<dyn SevGuest + Send>, FwError> {
+        (self.0)(vm)
+    }
+}
+
+/// The soft firmware model: guest contexts on a [`sev_firmware::soft::SoftPlatform`]; the
+/// guest runs unencrypted, so relaunches reuse the VM.
+pub struct SoftBackend(pub sev_firmware::soft::SoftPlatform);
+
+impl SevBackend for SoftBackend {
+    fn new_guest(&mut self, _vm: &VmFd) -> Result<Box<dyn SevGuest + Send>, FwError> {
+        Ok(Box::new(self.0.new_guest()))
+    }
+}
+
+/// Linux's SEV: KVM_MEMORY_ENCRYPT_OP on the VM fd with the SEV device's fd. Each launch gets
+/// a new VM (KVM inits SEV once per VM); REG_REGION pins guest RAM against RLIMIT_MEMLOCK.
+/// VMs are of the default type with KVM_SEV_INIT / ES_INIT, QEMU's `legacy-vm-type=auto`
+/// for a guest without options that need KVM_SEV_INIT2 (sevm offers none of them).
+pub struct HwBackend {
+    sev_device: PathBuf,
+    port: Arc<dyn IoctlPort>,
+}
+
+impl HwBackend {
+    /// The backend over the real kernel, with the SEV device at `sev_device`.
+    pub fn new(sev_device: &Path) -> Self {
+        Self::with_port(sev_device, Arc::new(sev_firmware::hw::SysIoctl))
+    }
+
+    /// The backend issuing every SEV and vCPU-creation ioctl through `port` (tests: the
+    /// loopback model of Linux).
+    pub fn with_port(sev_device: &Path, port: Arc<dyn IoctlPort>) -> Self {
+        HwBackend {
+            sev_device: sev_device.to_path_buf(),
+            port,
+        }
+    }
+}
+
+impl SevBackend for HwBackend {
+    fn new_guest(&mut self, vm: &VmFd) -> Result<Box<dyn SevGuest + Send>, FwError> {
+        Ok(Box::new(sev_firmware::hw::HwGuest::with_port(
+            vm.as_raw_fd(),
+            0,
+            &self.sev_device,
+            self.port.clone(),
+        )?))
+    }
+
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        let vm = kvm.create_vm()?;
+        self.port.vm_created(vm.as_raw_fd());
+        Ok(vm)
+    }
+
+    fn new_vm_per_launch(&self) -> bool {
+        true
+    }
+
+    fn memlock(&self) -> Option<Memlock> {
+        Some(self.port.memlock())
+    }
+}
 
 /// Launch parameters (from [`SevLaunchConfig`] plus the CLI).
 #[derive(Debug, Clone)]
@@ -269,7 +401,9 @@ impl SevStatus {
 
 struct State {
     guest: Option<Box<dyn SevGuest + Send>>,
-    factory: GuestFactory,
+    backend: Box<dyn SevBackend>,
+    /// Launch-time digest over what LAUNCH_UPDATE_DATA got, finished after the VMSAs.
+    pending: Option<(sev_proto::measure::LaunchDigest, Vec<MeasuredBlob>)>,
     params: LaunchParams,
     platform: PlatformInfo,
     phase: Phase,
@@ -294,9 +428,10 @@ struct Shared {
 #[derive(Clone)]
 pub struct LaunchHandle(Arc<Shared>);
 
-/// The [`LaunchHooks`] of an SEV VM. Build with [`SevLaunch::new`], adjust the [`VmConfig`]
-/// with [`SevLaunch::prepare`], pass `Box::new(launch)` to
-/// [`crate::Vm::build_with_hooks`], then call `vm.add_alias(1 << cbitpos)`.
+/// The [`LaunchHooks`] of an SEV VM. Build with [`SevLaunch::new`] (or
+/// [`SevLaunch::with_backend`]), adjust the [`VmConfig`] with [`SevLaunch::prepare`], pass
+/// `Box::new(launch)` to [`crate::Vm::build_with_hooks`], then call
+/// `vm.add_alias(1 << cbitpos)` when the guest runs without hardware encryption.
 pub struct SevLaunch {
     handle: LaunchHandle,
 }
@@ -304,11 +439,21 @@ pub struct SevLaunch {
 impl SevLaunch {
     /// A launch that asks `factory` for a firmware guest context at every launch.
     pub fn new(params: LaunchParams, platform: PlatformInfo, factory: GuestFactory) -> Self {
+        Self::with_backend(params, platform, Box::new(FactoryBackend(factory)))
+    }
+
+    /// A launch on `backend`.
+    pub fn with_backend(
+        params: LaunchParams,
+        platform: PlatformInfo,
+        backend: Box<dyn SevBackend>,
+    ) -> Self {
         SevLaunch {
             handle: LaunchHandle(Arc::new(Shared {
                 state: Mutex::new(State {
                     guest: None,
-                    factory,
+                    backend,
+                    pending: None,
                     params,
                     platform,
                     phase: Phase::Uninit,
@@ -481,6 +626,13 @@ impl LaunchHandle {
             return Err(ConfidentialError::Phase {
                 op: "LAUNCH_SECRET",
                 phase: st.phase,
+            });
+        }
+        // KVM's own limit first, so both backends refuse what Linux would (before the firmware).
+        if ct.len() > KVM_SECRET_MAX {
+            return Err(ConfidentialError::SecretTooLarge {
+                len: ct.len(),
+                max: KVM_SECRET_MAX,
             });
         }
         let gpa = gpa.unwrap_or(layout::SECRET_AREA_START);
@@ -668,8 +820,18 @@ impl LaunchHandle {
     }
 }
 
+/// Pages KVM pins for `[addr, addr+len)` (`sev_pin_memory`: the range need not be aligned).
+fn pages_spanned(addr: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    (addr + len - 1) / 4096 - addr / 4096 + 1
+}
+
 impl State {
-    fn launch(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
+    /// Before any vCPU exists: INIT/ES_INIT, LAUNCH_START, the RLIMIT_MEMLOCK check and
+    /// REG_REGION of every region of guest RAM.
+    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
         if let Some(mut old) = self.guest.take() {
             // A relaunch: the old context (and its key) is gone.
             if let Err(e) = old.decommission() {
@@ -679,11 +841,15 @@ impl State {
         self.phase = Phase::Uninit;
         self.measure = None;
         self.digest = None;
+        self.pending = None;
         self.private.clear();
         self.released = !self.params.paused;
         self.memory = Some(ctx.memory.clone());
         let es = self.params.es();
-        let mut guest = (self.factory)(ctx.vm_fd).map_err(fw("opening the SEV guest context"))?;
+        let mut guest = self
+            .backend
+            .new_guest(ctx.vm_fd)
+            .map_err(fw("opening the SEV guest context"))?;
         guest
             .init(es)
             .map_err(fw(if es { "ES_INIT" } else { "INIT" }))?;
@@ -697,18 +863,38 @@ impl State {
             .map_err(fw("LAUNCH_START"))?;
         self.launches += 1;
         self.phase = Phase::LaunchUpdate;
+        // From here on the guest context exists: a later failure leaves it to the relaunch
+        // or the VM's teardown to decommission.
+        self.guest = Some(guest);
+        if let Some(limit) = self.backend.memlock() {
+            check_memlock(ctx, limit)?;
+        }
+        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "MEMORY_ENCRYPT_REG_REGION",
+            phase: Phase::Uninit,
+        })?;
         for r in ctx.memory.iter() {
             let s = host_slice(ctx.memory, r.start_addr().0, r.len() as usize)?;
             guest
                 .register_region(r.start_addr().0, s)
                 .map_err(fw("MEMORY_ENCRYPT_REG_REGION"))?;
         }
+        Ok(())
+    }
+
+    /// LAUNCH_UPDATE_DATA of every measured range (no vCPU exists yet).
+    fn update_data(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
+        let dumping = self.params.dump_dir.is_some();
+        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "LAUNCH_UPDATE_DATA",
+            phase: self.phase,
+        })?;
         let mut dump: Vec<MeasuredBlob> = Vec::new();
         let mut digest = sev_proto::measure::LaunchDigest::new();
         for r in ctx.measured {
             let s = host_slice(ctx.memory, r.gpa, r.len as usize)?;
             digest.update(s);
-            if self.params.dump_dir.is_some() {
+            if dumping {
                 dump.push(MeasuredBlob {
                     gpa: r.gpa,
                     kind: r.kind,
@@ -720,6 +906,22 @@ impl State {
                 .map_err(fw("LAUNCH_UPDATE_DATA"))?;
             self.private.push((r.gpa, r.gpa + r.len));
         }
+        self.pending = Some((digest, dump));
+        Ok(())
+    }
+
+    /// Once the vCPUs exist with their boot registers: LAUNCH_UPDATE_VMSA (SEV-ES),
+    /// LAUNCH_MEASURE.
+    fn measure(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
+        let es = self.params.es();
+        let (mut digest, dump) = self.pending.take().ok_or(ConfidentialError::Phase {
+            op: "LAUNCH_MEASURE",
+            phase: self.phase,
+        })?;
+        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
+            op: "LAUNCH_MEASURE",
+            phase: self.phase,
+        })?;
         let vmsas = if es {
             recipe::es_vmsas(ctx.config.cpus)
         } else {
@@ -737,7 +939,6 @@ impl State {
         if let Some(dir) = self.params.dump_dir.clone() {
             write_dump(&dir, &dump, &vmsas, &d, &m, self.params.policy)?;
         }
-        self.guest = Some(guest);
         self.measure = Some(m);
         self.digest = Some(d);
         self.phase = Phase::LaunchSecret;
@@ -748,6 +949,41 @@ impl State {
         );
         Ok(())
     }
+}
+
+/// Refuses a launch whose guest memory KVM could not pin under RLIMIT_MEMLOCK, before
+/// REG_REGION fails with a bare ENOMEM. KVM counts per VM (`sev->pages_locked`): every
+/// registered region stays pinned, and LAUNCH_UPDATE_DATA, LAUNCH_SECRET and DBG_* pin their
+/// range on top of that while they run (`sev_pin_memory` in arch/x86/kvm/svm/sev.c).
+fn check_memlock(ctx: &LaunchContext<'_>, limit: Memlock) -> Result<(), ConfidentialError> {
+    let mut ram_pages = 0;
+    for r in ctx.memory.iter() {
+        let host = ctx.memory.get_host_address(r.start_addr()).map_err(|_| {
+            ConfidentialError::BadRange {
+                gpa: r.start_addr().0,
+                len: r.len(),
+            }
+        })? as u64;
+        ram_pages += pages_spanned(host, r.len());
+    }
+    let mut transient = pages_spanned(0x10, KVM_SECRET_MAX as u64).max(2);
+    for m in ctx.measured {
+        if let Ok(h) = ctx.memory.get_host_address(GuestAddress(m.gpa)) {
+            transient = transient.max(pages_spanned(h as u64, m.len));
+        }
+    }
+    let needed = (ram_pages + transient) * 4096;
+    if limit.allows(needed) {
+        return Ok(());
+    }
+    let lim = limit.limit.unwrap_or(u64::MAX);
+    Err(ConfidentialError::Memlock {
+        needed,
+        ram: ram_pages * 4096,
+        transient: transient * 4096,
+        limit: lim,
+        kib: needed.div_ceil(1024),
+    })
 }
 
 fn write_file(path: PathBuf, data: &[u8]) -> Result<(), ConfidentialError> {
@@ -791,16 +1027,57 @@ fn boxed(e: ConfidentialError) -> HookError {
     Box::new(e)
 }
 
-impl LaunchHooks for SevLaunch {
-    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+impl SevLaunch {
+    /// Runs one launch step; a failure marks the launch failed and wakes waiters.
+    fn step(
+        &mut self,
+        f: impl FnOnce(&mut State) -> Result<(), ConfidentialError>,
+    ) -> Result<(), HookError> {
         let mut st = self.handle.lock();
-        let r = st.launch(ctx);
+        let r = f(&mut st);
         if r.is_err() {
             st.phase = Phase::Failed;
         }
         drop(st);
         self.handle.0.cond.notify_all();
         r.map_err(boxed)
+    }
+}
+
+impl LaunchHooks for SevLaunch {
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        self.handle.lock().backend.create_vm(kvm)
+    }
+
+    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.step(|st| st.init(ctx))
+    }
+
+    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.step(|st| st.update_data(ctx))
+    }
+
+    fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
+        let mut st = self.handle.lock();
+        let created = match st.guest.as_mut() {
+            Some(g) => g.create_vcpu(id).map_err(fw("KVM_CREATE_VCPU"))?,
+            None => None,
+        };
+        Ok(match created {
+            // SAFETY: `fd` is a vCPU fd KVM_CREATE_VCPU just returned for `vm_fd` (the
+            // backend issues it on the VM fd it was given at `new_guest`, which is `vm_fd`),
+            // owned by nothing else: `into_raw_fd` hands its ownership to the VcpuFd.
+            Some(fd) => unsafe { vm_fd.create_vcpu_from_rawfd(fd.into_raw_fd()) }?,
+            None => vm_fd.create_vcpu(id)?,
+        })
+    }
+
+    fn after_vcpus(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.step(|st| st.measure(ctx))
+    }
+
+    fn new_vm_per_launch(&self) -> bool {
+        self.handle.lock().backend.new_vm_per_launch()
     }
 
     fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
