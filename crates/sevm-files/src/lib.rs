@@ -5,7 +5,9 @@
 //! - the path is `stat`ed first, and anything but a regular file (a directory, a FIFO, a
 //!   socket, a character or block device) is refused by name, without being opened: opening a
 //!   FIFO blocks until a writer comes, reading `/dev/zero` never ends, and opening some devices
-//!   has side effects (a watchdog arms, a tape rewinds);
+//!   has side effects (a watchdog arms, a tape rewinds). The one exception is `/dev/null`
+//!   (the character device 1:3 under any name), read as an empty file: it ends at once, and
+//!   tools use it for "no kernel/initrd" (the `sev` crate's measurement vectors do);
 //! - the file is then opened `O_RDONLY | O_NONBLOCK | O_CLOEXEC` (so a FIFO swapped in after the
 //!   `stat` still cannot block the open) and the *opened* descriptor is `fstat`ed again;
 //! - a size above the format's limit is refused before any byte is read, naming the limit and
@@ -189,6 +191,31 @@ impl FileError {
         }
     }
 
+    /// What is wrong, without the "what: path" prefix (for callers whose own message already
+    /// names the file).
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::Open { source, .. }
+            | FileError::Read { source, .. }
+            | FileError::Create { source, .. }
+            | FileError::Write { source, .. } => source.to_string(),
+            FileError::NotRegular { kind, needs, .. } => format!("{kind}; {needs}"),
+            FileError::TooLarge { size, max, why, .. } => {
+                format!("{size} bytes, more than the limit of {max} bytes ({why})")
+            }
+            FileError::Grew { max, why, .. } => {
+                format!("grew past the limit of {max} bytes while being read ({why})")
+            }
+            FileError::Empty { .. } => "empty".into(),
+            FileError::NotUtf8 { .. } => "not UTF-8 text".into(),
+            FileError::Symlink { target, why, .. } => format!("a symbolic link{target}; {why}"),
+            FileError::NoReader { .. } => {
+                "cannot be opened for writing: a FIFO with no reader, or a socket".into()
+            }
+            FileError::UnsafeDir { reason, .. } => reason.clone(),
+        }
+    }
+
     /// True when the file does not exist (a missing input, as opposed to a bad one).
     pub fn is_not_found(&self) -> bool {
         matches!(self, FileError::Open { source, .. } if source.kind() == io::ErrorKind::NotFound)
@@ -285,6 +312,9 @@ impl<'a> Limit<'a> {
     }
 
     fn check_meta(&self, path: &Path, m: &Metadata) -> Result<()> {
+        if is_dev_null(m) {
+            return self.check_size(path, 0);
+        }
         if let Some(kind) = describe(m.file_type()) {
             if kind == "is a symbolic link" {
                 return Err(self.open_err(path, io::Error::from_raw_os_error(libc::ELOOP)));
@@ -296,16 +326,20 @@ impl<'a> Limit<'a> {
                 needs: NEEDS_REGULAR,
             });
         }
-        if m.len() > self.max {
+        self.check_size(path, m.len())
+    }
+
+    fn check_size(&self, path: &Path, len: u64) -> Result<()> {
+        if len > self.max {
             return Err(FileError::TooLarge {
                 what: self.what.into(),
                 path: path.into(),
-                size: m.len(),
+                size: len,
                 max: self.max,
                 why: self.why.into(),
             });
         }
-        if m.len() == 0 && !self.allow_empty {
+        if len == 0 && !self.allow_empty {
             return Err(FileError::Empty {
                 what: self.what.into(),
                 path: path.into(),
@@ -343,7 +377,7 @@ impl<'a> Limit<'a> {
         self.check_meta(path, &m)?;
         Ok(Opened {
             file,
-            size: m.len(),
+            size: if is_dev_null(&m) { 0 } else { m.len() },
             path: path.to_path_buf(),
             what: self.what.to_string(),
             max: self.max,
@@ -365,6 +399,11 @@ impl<'a> Limit<'a> {
             path: path.into(),
         })
     }
+}
+
+/// True for `/dev/null` (character device 1:3), whatever its name.
+fn is_dev_null(m: &Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3)
 }
 
 fn link_target(path: &Path) -> String {
@@ -797,6 +836,11 @@ impl OutputFile {
     /// The open file.
     pub fn file_mut(&mut self) -> &mut File {
         &mut self.file
+    }
+
+    /// The open file, for callers that keep writing to it (e.g. a serial console).
+    pub fn into_file(self) -> File {
+        self.file
     }
 
     /// Closes the output and removes it, but only if this call created it; an existing file,

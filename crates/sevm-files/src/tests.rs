@@ -90,6 +90,17 @@ fn dev_zero_is_refused_as_a_character_device() {
 }
 
 #[test]
+fn dev_null_reads_as_an_empty_file() {
+    let e = read_bounded(Path::new("/dev/null"), "--kernel", 100).unwrap_err();
+    assert!(matches!(e, FileError::Empty { .. }), "{e}");
+    let v = Limit::new("--kernel", 100)
+        .allow_empty()
+        .read(Path::new("/dev/null"))
+        .unwrap();
+    assert!(v.is_empty());
+}
+
+#[test]
 fn directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let e = read_bounded(d.path(), "--initrd", 100).unwrap_err();
@@ -133,6 +144,15 @@ fn empty_file_is_reported_unless_allowed() {
         format!("--firmware: {} is empty", p.display())
     );
     assert_eq!(Limit::new("x", 100).allow_empty().read(&p).unwrap(), b"");
+}
+
+#[test]
+fn reason_leaves_out_what_and_path() {
+    let e = read_bounded(Path::new("/dev/zero"), "--kernel", 1).unwrap_err();
+    assert_eq!(
+        e.reason(),
+        "is a character device (e.g. /dev/zero); a regular file is needed"
+    );
 }
 
 #[test]
