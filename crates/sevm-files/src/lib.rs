@@ -477,6 +477,9 @@ impl Opened {
             .read_to_end(&mut buf)
             .map_err(|e| self.read_err(e))?;
         if buf.len() as u64 > self.max {
+            // What was read may be key material (a state file): clear it before dropping.
+            buf.fill(0);
+            std::hint::black_box(&buf);
             return Err(self.grew());
         }
         if buf.is_empty() && !self.allow_empty {
