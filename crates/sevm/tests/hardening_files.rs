@@ -172,6 +172,8 @@ fn finding2_unbounded_reads_are_refused_before_reading() {
         .unwrap()
         .set_len(8 << 30)
         .unwrap();
+    let kernel = t.path().join("bzImage");
+    std::fs::write(&kernel, bzimage(4096, 4096)).unwrap();
     let dz = "/dev/zero";
     let chardev = ["/dev/zero", "is a character device"];
     let runs: Vec<(Command, Vec<&str>)> = vec![
@@ -205,11 +207,22 @@ fn finding2_unbounded_reads_are_refused_before_reading() {
             {
                 let mut c = sevm();
                 c.args(["run", "--kernel"])
-                    .arg(&sparse)
+                    .arg(&kernel)
                     .args(["--initrd", dz, "--timeout", "5"]);
                 c
             },
-            vec!["sparse-8g"],
+            vec!["initrd", dz, "is a character device"],
+        ),
+        (
+            {
+                let mut c = sevm();
+                c.args(["config", "check", "--kernel"])
+                    .arg(&kernel)
+                    .arg("--initrd")
+                    .arg(&sparse);
+                c
+            },
+            vec!["initrd", "sparse-8g", "8589934592 bytes"],
         ),
         (
             {
