@@ -70,6 +70,21 @@ pub enum FwError {
     /// A caller-supplied argument was malformed (not a firmware status).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A file or directory of the platform is unsafe or unusable (a symbolic link in place of
+    /// the state file, a platform directory others can write, a special file...).
+    #[error(transparent)]
+    File(sevm_files::FileError),
+}
+
+impl From<sevm_files::FileError> for FwError {
+    /// A write failure stays [`FwError::Write`] (naming the file and the OS error); anything
+    /// else is [`FwError::File`].
+    fn from(e: sevm_files::FileError) -> Self {
+        match e {
+            sevm_files::FileError::Write { path, source, .. } => FwError::Write { path, source },
+            other => FwError::File(other),
+        }
+    }
 }
 
 impl FwError {

@@ -51,16 +51,10 @@ pub enum ArgError {
         /// The base64 decoder's complaint.
         source: base64::DecodeError,
     },
-    /// A file could not be read.
-    #[error("{arg}: cannot read {path}: {source}")]
-    Read {
-        /// The argument name.
-        arg: String,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// A file could not be read, or is not a regular file of a sane size (the message names
+    /// the argument, the file and what is wrong).
+    #[error(transparent)]
+    File(#[from] sevm_files::FileError),
     /// A value had the wrong length.
     #[error("{arg}: {what} must be {expected} bytes, got {got}")]
     Length {
@@ -174,18 +168,21 @@ pub fn encode_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Reads a file named by argument `arg`, naming both in the error.
-pub fn read_file(arg: &str, path: &Path) -> Result<Vec<u8>, ArgError> {
-    std::fs::read(path).map_err(|source| ArgError::Read {
-        arg: arg.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })
+/// Reads the regular file named by argument `arg` (at most `max` bytes, `why` saying why),
+/// naming both in the error; FIFOs, devices and directories are refused without blocking.
+pub fn read_file(arg: &str, path: &Path, max: u64, why: &str) -> Result<Vec<u8>, ArgError> {
+    Ok(sevm_files::Limit::new(arg, max).why(why).read(path)?)
 }
+
+/// Largest file read as a "path or base64" value: these hold a key or nonce (16 bytes), a
+/// LAUNCH_MEASURE blob (48), a packet header (52) or a secret payload (at most 16 KiB).
+pub const MAX_PATH_OR_B64_FILE: u64 = 64 << 10;
 
 /// Reads a "path or base64" value as sevctl does: an existing file is read as raw bytes (its
 /// contents are not base64-decoded), anything else is decoded as base64.
 ///
+/// A value that names something that exists but is not a regular file (`/dev/zero`, a FIFO,
+/// a directory such as `/tmp`, which is also valid base64) is refused as such, never decoded.
 /// A value that is neither an existing file nor valid base64 is refused with an error saying
 /// both, since a mistyped or missing file name is the likelier mistake.
 ///
@@ -193,8 +190,21 @@ pub fn read_file(arg: &str, path: &Path) -> Result<Vec<u8>, ArgError> {
 /// drop.
 pub fn path_or_b64(arg: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, ArgError> {
     let p = Path::new(value);
-    if p.is_file() {
-        return read_file(arg, p).map(Zeroizing::new);
+    let absent = match std::fs::metadata(p) {
+        Ok(_) => false,
+        Err(e) => {
+            e.kind() == std::io::ErrorKind::NotFound
+                || matches!(e.raw_os_error(), Some(libc::ENAMETOOLONG | libc::ENOTDIR))
+        }
+    };
+    if !absent {
+        return read_file(
+            arg,
+            p,
+            MAX_PATH_OR_B64_FILE,
+            "keys, nonces, measurements and secret packets are far smaller",
+        )
+        .map(Zeroizing::new);
     }
     match decode_b64(arg, value) {
         Ok(bytes) => Ok(Zeroizing::new(bytes)),

@@ -43,6 +43,8 @@ pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
             );
         }
     }
+    // The image files as `run` will open them (type, size, truncated bzImage), unread.
+    vmm::boot::check_files(&r.vm.boot, r.vm.memory)?;
     let boot = format!("{:?}", r.vm.boot);
     let mut v = json!({
         "ok": true,

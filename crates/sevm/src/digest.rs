@@ -2,10 +2,10 @@
 //! (`sev-spec-notes.md` §10.3): `LD = SHA-256(OVMF ‖ padded kernel-hashes table ‖ VMSAs)`.
 //!
 //! Files are read in fixed-size chunks so that peak memory stays small whatever the image
-//! sizes; only the OVMF footer (the last 4 KiB) and the VMSA pages are held whole.
+//! sizes; only the OVMF footer (the last 4 KiB) and the VMSA pages are held whole. Every file
+//! goes through `sevm_files`: special files are refused without blocking, and a size above
+//! what the format can hold is refused before anything is read.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +17,13 @@ const CHUNK: usize = 256 * 1024;
 
 /// Size of a VMSA page.
 const VMSA_LEN: usize = 4096;
+
+/// Largest firmware measured: what sevm maps below 4 GiB (an OVMF image is 2-4 MiB).
+const MAX_FIRMWARE: u64 = vmm::layout::FIRMWARE_MAX_SIZE;
+const WHY_FIRMWARE: &str = "the firmware is mapped to end at 4 GiB, in at most 16 MiB";
+/// Largest kernel or initrd hashed: QEMU loads both into guest memory below 4 GiB.
+const MAX_KERNEL_OR_INITRD: u64 = 4 << 30;
+const WHY_KERNEL: &str = "QEMU loads the kernel and initrd into guest memory below 4 GiB";
 
 /// The images and options that determine a launch digest.
 #[derive(Debug, Clone, Default)]
@@ -37,62 +44,28 @@ pub struct Images {
     pub vmsa_cpu1: Option<PathBuf>,
 }
 
-/// Streams a file through `sink` in chunks; returns the number of bytes read.
-fn stream(path: &Path, what: &str, mut sink: impl FnMut(&[u8])) -> Result<u64> {
-    let mut f =
-        File::open(path).with_context(|| format!("{what}: cannot open {}", path.display()))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{what}: cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        sink(&buf[..n]);
-        total += n as u64;
-    }
-    Ok(total)
-}
-
-/// SHA-256 of a whole file, streamed.
+/// SHA-256 of a whole file (a kernel or initrd, at most 4 GiB), streamed. A bzImage whose
+/// header claims more than the file holds is refused as truncated.
 pub fn sha256_file(path: &Path, what: &str) -> Result<[u8; 32]> {
+    let mut f = sevm_files::Limit::new(what, MAX_KERNEL_OR_INITRD)
+        .why(WHY_KERNEL)
+        .allow_empty()
+        .open(path)?;
+    if what == "--kernel" {
+        let head = f.read_head(vmm::boot::BZIMAGE_HEADER_END)?;
+        vmm::boot::check_bzimage_size(&head, f.size())
+            .map_err(|m| anyhow::anyhow!("{what}: {}: {m}", path.display()))?;
+    }
     let mut h = Sha256::new();
-    stream(path, what, |b| h.update(b))?;
+    f.stream(CHUNK, |b| h.update(b))?;
     Ok(h.finish())
-}
-
-/// Reads the last `len` bytes of a file (or all of it when shorter).
-fn read_tail(path: &Path, what: &str, len: u64) -> Result<Vec<u8>> {
-    let mut f =
-        File::open(path).with_context(|| format!("{what}: cannot open {}", path.display()))?;
-    let size = f
-        .metadata()
-        .with_context(|| format!("{what}: cannot stat {}", path.display()))?
-        .len();
-    let start = size.saturating_sub(len);
-    f.seek(SeekFrom::Start(start))
-        .with_context(|| format!("{what}: cannot seek in {}", path.display()))?;
-    let mut tail = Vec::with_capacity((size - start) as usize);
-    f.read_to_end(&mut tail)
-        .with_context(|| format!("{what}: cannot read {}", path.display()))?;
-    Ok(tail)
 }
 
 /// Reads one 4096-byte VMSA page.
 fn read_vmsa(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("{what}: cannot stat {}", path.display()))?;
-    if meta.len() != VMSA_LEN as u64 {
-        bail!(
-            "{what}: {} is {} bytes, a VMSA must be {VMSA_LEN}",
-            path.display(),
-            meta.len()
-        );
-    }
-    let b =
-        std::fs::read(path).with_context(|| format!("{what}: cannot read {}", path.display()))?;
+    let b = sevm_files::Limit::new(what, VMSA_LEN as u64)
+        .why("a VMSA is one 4096-byte page")
+        .read(path)?;
     if b.len() != VMSA_LEN {
         bail!(
             "{what}: {} is {} bytes, a VMSA must be {VMSA_LEN}",
@@ -106,16 +79,16 @@ fn read_vmsa(path: &Path, what: &str) -> Result<Vec<u8>> {
 /// Computes the launch digest of `images`, streaming every file.
 pub fn launch_digest(images: &Images) -> Result<[u8; 32]> {
     let mut ld = LaunchDigest::new();
-    let fw_len = stream(&images.firmware, "--firmware", |b| ld.update(b))?;
-    if fw_len == 0 {
-        bail!("--firmware: {} is empty", images.firmware.display());
-    }
+    let mut fw = sevm_files::Limit::new("--firmware", MAX_FIRMWARE)
+        .why(WHY_FIRMWARE)
+        .open(&images.firmware)?;
+    // The footer table sits in the last 32 bytes + table; 4 KiB holds any real one.
+    let tail = fw.read_tail(4096)?;
+    fw.stream(CHUNK, |b| ld.update(b))?;
     if images.kernel.is_some() || images.initrd.is_some() || images.cmdline.is_some() {
         let Some(kernel) = &images.kernel else {
             bail!("--initrd/--cmdline need --kernel (the kernel-hashes table covers all three)");
         };
-        // The footer table sits in the last 32 bytes + table; 4 KiB holds any real one.
-        let tail = read_tail(&images.firmware, "--firmware", 4096)?;
         let table = sev_proto::ovmf::FooterTable::parse(&tail).with_context(|| {
             format!(
                 "--firmware: {}: no OVMF footer table, cannot place the kernel hashes",

@@ -34,6 +34,22 @@ impl Output {
         }
     }
 
+    /// Like [`emit`](Self::emit), but on stderr when `aside` is true: when a command's output
+    /// file is standard output (`-`, `/dev/stdout`), its report must not end up in that data.
+    pub fn emit_aside(&self, aside: bool, value: &Value, text: &str) {
+        if !aside {
+            return self.emit(value, text);
+        }
+        if self.json {
+            match serde_json::to_string_pretty(value) {
+                Ok(s) => eprintln!("{s}"),
+                Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+            }
+        } else if !text.is_empty() {
+            eprintln!("{}", text.trim_end_matches('\n'));
+        }
+    }
+
     /// Reports an error with its whole context chain, each cause once (see [`error_message`]).
     pub fn error(&self, e: &anyhow::Error) {
         let message = error_message(e);

@@ -396,23 +396,16 @@ fn parse_ca_chain(path: &Path, bytes: &[u8], base: usize) -> Result<(CaCert, CaC
 /// Largest certificate file we read: a full chain is 4 x 2084 + 2 x 1600 bytes.
 const MAX_CHAIN_FILE: u64 = 64 * 1024;
 
-/// Reads a certificate file, refusing absurd sizes before reading them. `what` prefixes
-/// messages (e.g. `"--ca: "`).
+/// Reads a certificate file, refusing absurd sizes before reading them and special files
+/// (FIFOs, devices, directories) without blocking. `what` names it in messages (`--ca`).
 fn read_cert_file(what: &str, path: &Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("{what}cannot read {}", path.display()))?
-        .len();
-    if len > MAX_CHAIN_FILE {
-        bail!(
-            "{what}{}: {len} bytes is too large for a certificate chain (at most {MAX_CHAIN_FILE})",
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("{what}cannot read {}", path.display()))
+    Ok(sevm_files::Limit::new(what, MAX_CHAIN_FILE)
+        .why("too large for a certificate chain: a full chain is 4 x 2084 + 2 x 1600 bytes")
+        .read(path)?)
 }
 
 fn load_chain(path: &Path) -> Result<LoadedChain> {
-    let bytes = read_cert_file("", path)?;
+    let bytes = read_cert_file("certificate chain", path)?;
     let sev_len = 4 * SEV_CERT_LEN;
     if bytes.len() < sev_len {
         bail!(
@@ -431,7 +424,7 @@ fn load_chain(path: &Path) -> Result<LoadedChain> {
 }
 
 fn load_ca(path: &Path) -> Result<(CaCert, CaCert)> {
-    let bytes = read_cert_file("--ca: ", path)?;
+    let bytes = read_cert_file("--ca", path)?;
     parse_ca_chain(path, &bytes, 0).context("--ca")
 }
 
@@ -671,35 +664,101 @@ fn verify_chain(a: VerifyChainArgs, out: &Output) -> Result<ExitCode> {
 
 /// Writes `bytes` to `dir/name`, naming the file on failure; `private` files get mode 0600.
 fn write_out(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf> {
-    write_path(&dir.join(name), bytes, private)
+    let p = dir.join(name);
+    write_path(&p, name, bytes, private)?;
+    Ok(p)
 }
 
-/// Writes `bytes` to `path`, naming the file on failure; `private` files get mode 0600.
+/// Writes `bytes` to `path` for `what`, naming the file on failure; `private` files get mode
+/// 0600 (`sevm_files::create_output`).
 ///
 /// A private file is 0600 whether it is new or overwritten: the mode of an existing file is
-/// tightened before any byte is written, so a key never sits in a world-readable file.
-pub(crate) fn write_path(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let path = path.to_path_buf();
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true);
-    if private {
-        opts.mode(0o600);
+/// tightened before any byte is written, so a key never sits in a world-readable file. `-` is
+/// standard output; pipes and character devices (`/dev/stdout`) are written, not truncated;
+/// symbolic links to files are refused. The returned output says whether it was stdout.
+pub(crate) fn write_path(
+    path: &Path,
+    what: &str,
+    bytes: &[u8],
+    private: bool,
+) -> Result<sevm_files::OutputFile> {
+    let mode = if private {
+        sevm_files::MODE_PRIVATE
+    } else {
+        sevm_files::MODE_PUBLIC
+    };
+    Ok(sevm_files::write_output(path, what, bytes, mode)?)
+}
+
+/// Refuses a `--name` that would put the session files outside `--out` or read as an option:
+/// it is a file-name prefix, not a path.
+fn check_session_name(name: &str) -> Result<()> {
+    let bad = |why: &str| -> Result<()> {
+        bail!("--name {name:?}: {why}; it is a file-name prefix (the files go into --out)")
+    };
+    if name.is_empty() {
+        return bad("empty");
     }
-    let mut f = opts
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    if private {
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+    if name.contains('/') {
+        return bad("contains '/'");
     }
-    // Truncate only now, so an old key is not left behind in a still-readable file either.
-    f.set_len(0)
-        .with_context(|| format!("cannot truncate {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    if name.contains("..") {
+        return bad("contains '..'");
+    }
+    if name.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if name.starts_with('-') {
+        return bad("starts with '-'");
+    }
+    Ok(())
+}
+
+/// The file `p` would be (device and inode), for existing files and for `-` (stdout).
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = if p.as_os_str() == "-" {
+        let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+            .try_clone_to_owned()
+            .ok()?;
+        std::fs::File::from(fd).metadata().ok()?
+    } else {
+        std::fs::metadata(p).ok()?
+    };
+    Some((m.dev(), m.ino()))
+}
+
+/// `p` with its directory made absolute and resolved (the file itself need not exist).
+fn resolved(p: &Path) -> PathBuf {
+    let name = p.file_name().map(PathBuf::from).unwrap_or_default();
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match dir.canonicalize() {
+        Ok(d) => d.join(name),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+/// Refuses two outputs that are the same file (same path, or the same file through another
+/// name, `-` and `/dev/stdout` included): the second write would destroy the first.
+fn check_distinct_outputs(a: (&str, &Path), b: (&str, &Path)) -> Result<()> {
+    let same = a.1 == b.1
+        || (a.1.as_os_str() != "-" && b.1.as_os_str() != "-" && resolved(a.1) == resolved(b.1))
+        || matches!((file_id(a.1), file_id(b.1)), (Some(x), Some(y)) if x == y);
+    if same {
+        bail!(
+            "{} {} and {} {} are the same file: the {} would overwrite the {}; give two different files",
+            a.0,
+            a.1.display(),
+            b.0,
+            b.1.display(),
+            b.0,
+            a.0
+        );
+    }
+    Ok(())
 }
 
 fn random<const N: usize>(what: &str) -> Result<[u8; N]> {
@@ -709,8 +768,9 @@ fn random<const N: usize>(what: &str) -> Result<[u8; N]> {
 }
 
 fn session(a: SessionArgs, out: &Output) -> Result<ExitCode> {
+    check_session_name(&a.name)?;
     let (pdh, verified) = if a.no_verify {
-        let bytes = read_cert_file("", &a.chain)?;
+        let bytes = read_cert_file("certificate chain", &a.chain)?;
         let mut v = load_sev_certs(&a.chain, &bytes, 1)?;
         (v.remove(0), None)
     } else {
@@ -937,6 +997,11 @@ fn verify(a: VerifyArgs, out: &Output) -> Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // Secret
 
+/// Size of the guest's secret area, and the most Linux passes to LAUNCH_SECRET (16 KiB).
+const SECRET_AREA: u64 = vmm::layout::SECRET_AREA_SIZE;
+/// Bytes before each secret in the table: GUID and length.
+const SECRET_ENTRY_HEADER: u64 = 20;
+
 fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
     let tik = args::key16("--tik", "TIK", &a.tik)?;
     let tek = args::key16("--tek", "TEK", &a.tek)?;
@@ -945,11 +1010,35 @@ fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
         Some(v) => args::bytes16("--iv", "IV", v)?,
         None => random::<16>("IV")?,
     };
+    check_distinct_outputs(
+        ("HEADER_OUT", &a.header_out),
+        ("PAYLOAD_OUT", &a.payload_out),
+    )?;
+    let mut guids = std::collections::HashSet::new();
+    for s in &a.secret {
+        if !guids.insert(s.guid) {
+            bail!(
+                "--secret {}: this GUID is given twice; the guest looks a secret up by its GUID, \
+                 so each GUID names one secret",
+                s.guid
+            );
+        }
+    }
     // SecretTable wipes its entries on drop; a failed read leaves the ones read so far to it.
+    // Each file is checked against the room left in the secret area before it is read.
     let mut table = sev_proto::secret_table::SecretTable::default();
     for s in &a.secret {
-        let bytes = std::fs::read(&s.path)
-            .with_context(|| format!("--secret {}: cannot read {}", s.guid, s.path.display()))?;
+        let used = table.unpadded_len() as u64 + SECRET_ENTRY_HEADER;
+        let room = SECRET_AREA.saturating_sub(used);
+        let what = format!("--secret {}", s.guid);
+        let why = format!(
+            "the secret table must fit the {SECRET_AREA}-byte secret area and {used} bytes \
+             of it are taken by the table header, the entry headers and the secrets before"
+        );
+        let bytes = sevm_files::Limit::new(&what, room)
+            .why(&why)
+            .allow_empty()
+            .read(&s.path)?;
         table.entries.push((s.guid, bytes));
     }
     let plaintext = zeroize::Zeroizing::new(table.encode().context("--secret: secret table")?);
@@ -959,9 +1048,11 @@ fn secret(a: SecretArgs, out: &Output) -> Result<ExitCode> {
     };
     let (hdr, payload) = sev_proto::secret::build_packet(&keys, &measure, iv, 0, &plaintext)
         .context("building the secret packet")?;
-    let h = write_path(&a.header_out, &hdr.to_bytes(), false)?;
-    let p = write_path(&a.payload_out, &payload, false)?;
-    out.emit(
+    let h = write_path(&a.header_out, "HEADER_OUT", &hdr.to_bytes(), false)?;
+    let p = write_path(&a.payload_out, "PAYLOAD_OUT", &payload, false)?;
+    let (h, p, aside) = (h.path(), p.path(), h.is_stdout() || p.is_stdout());
+    out.emit_aside(
+        aside,
         &json!({"ok": true, "header": h.display().to_string(), "payload": p.display().to_string(),
                 "header_b64": args::encode_b64(&hdr.to_bytes()), "payload_len": payload.len()}),
         &format!(
@@ -988,18 +1079,18 @@ mod tests {
         let tek = dir.path().join("vm_tek.bin");
         std::fs::write(&tek, b"an older, longer public file").unwrap();
         std::fs::set_permissions(&tek, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_path(&tek, &[7u8; 16], true).unwrap();
+        write_path(&tek, "TEK", &[7u8; 16], true).unwrap();
         assert_eq!(mode(&tek), 0o600);
         assert_eq!(std::fs::read(&tek).unwrap(), vec![7u8; 16]);
         // A new private file is 0600 too.
         let tik = dir.path().join("vm_tik.bin");
-        write_path(&tik, &[9u8; 16], true).unwrap();
+        write_path(&tik, "TIK", &[9u8; 16], true).unwrap();
         assert_eq!(mode(&tik), 0o600);
         // Public outputs keep an existing file's mode and are truncated.
         let hdr = dir.path().join("header.bin");
         std::fs::write(&hdr, b"0123456789").unwrap();
         std::fs::set_permissions(&hdr, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_path(&hdr, b"ab", false).unwrap();
+        write_path(&hdr, "HEADER_OUT", b"ab", false).unwrap();
         assert_eq!(mode(&hdr), 0o644);
         assert_eq!(std::fs::read(&hdr).unwrap(), b"ab");
     }

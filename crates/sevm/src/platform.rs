@@ -52,7 +52,7 @@ enum PlatformCmd {
         /// Export only the CA chain (ASK, ARK).
         #[arg(long)]
         ca: bool,
-        /// Output file.
+        /// Output file (`-` for standard output; pipes and `/dev/stdout` work too).
         file: PathBuf,
     },
     /// PDH_GEN: make a new PDH.
@@ -92,10 +92,15 @@ pub fn default_platform_dir() -> Result<PathBuf> {
     Ok(base.join("sevm").join("platform"))
 }
 
+/// Largest certificate or key file read (a SEV certificate is 2084 bytes, a PEM EC key
+/// under 1 KiB).
+const MAX_CERT_OR_KEY_FILE: u64 = 64 << 10;
+
 /// Reads a SEV certificate file (2084 bytes), naming the argument and file on error.
 fn read_sev_cert(arg: &str, path: &Path) -> Result<Vec<u8>> {
-    let b =
-        std::fs::read(path).with_context(|| format!("{arg}: cannot read {}", path.display()))?;
+    let b = sevm_files::Limit::new(arg, MAX_CERT_OR_KEY_FILE)
+        .why("a SEV certificate is 2084 bytes")
+        .read(path)?;
     SevCert::parse(&b)
         .with_context(|| format!("{arg}: {} is not a SEV certificate", path.display()))?;
     Ok(b)
@@ -133,8 +138,7 @@ fn open(a: &PlatformArgs) -> Result<(Box<dyn SevPlatform>, Option<SoftPlatform>,
                 Some(d) => d.clone(),
                 None => default_platform_dir()?,
             };
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("--platform-dir: cannot create {}", dir.display()))?;
+            // Created 0700 (and checked: a directory others can write is refused) by the store.
             let p = SoftPlatform::open(&dir)
                 .with_context(|| format!("opening the soft platform in {}", dir.display()))?;
             Ok((
@@ -215,8 +219,9 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
                     ([e.pdh, e.chain].concat(), "PDH, PEK, OCA, CEK")
                 }
             };
-            write_path(file, &bytes, false)?;
-            out.emit(
+            let o = write_path(file, "export", &bytes, false)?;
+            out.emit_aside(
+                o.is_stdout(),
                 &json!({"ok": true, "file": file.display().to_string(), "certificates": what, "len": bytes.len()}),
                 &format!("wrote {what} ({} bytes) to {}", bytes.len(), file.display()),
             );
@@ -237,8 +242,9 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
         }
         PlatformCmd::PekCsr { file } => {
             let csr = p.pek_csr().context("PEK_CSR")?;
-            write_path(file, &csr, false)?;
-            out.emit(
+            let o = write_path(file, "pek-csr", &csr, false)?;
+            out.emit_aside(
+                o.is_stdout(),
                 &json!({"ok": true, "file": file.display().to_string()}),
                 &format!("wrote the PEK CSR to {}", file.display()),
             );
@@ -257,8 +263,11 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
         PlatformCmd::Provision { oca_cert, oca_key } => {
             let oca = read_sev_cert("OCA_CERT", oca_cert)?;
             let oca_parsed = SevCert::parse(&oca)?;
-            let pem = std::fs::read(oca_key)
-                .with_context(|| format!("OCA_KEY: cannot read {}", oca_key.display()))?;
+            let pem = zeroize::Zeroizing::new(
+                sevm_files::Limit::new("OCA_KEY", MAX_CERT_OR_KEY_FILE)
+                    .why("an EC private key in PEM or DER is under 1 KiB")
+                    .read(oca_key)?,
+            );
             let key = load_ec_private_key(&pem).with_context(|| {
                 format!(
                     "OCA_KEY: {} is not an EC private key (PEM or DER, SEC1 or PKCS#8)",

@@ -3,6 +3,11 @@
 //!
 //! Placement writes images and boot structures into guest RAM and returns the entry point and
 //! the ordered list of ranges an SEV launch must measure. It never touches KVM.
+//!
+//! Image files are opened through `sevm_files`: a FIFO, a device or a directory is refused
+//! without blocking, and a file larger than where it must go (the firmware region, the RAM
+//! above 1 MiB, the initrd window) is refused before a byte of it is read. A bzImage whose
+//! header announces more than the file holds is refused as truncated.
 
 use crate::cpu::{self, CpuError};
 use crate::layout::*;
@@ -64,6 +69,9 @@ pub enum BootError {
     /// The firmware cannot take the kernel-hashes table (QEMU's messages).
     #[error("{0}")]
     KernelHashes(String),
+    /// An image file is not a regular file, or changed while being read.
+    #[error(transparent)]
+    File(sevm_files::FileError),
     /// Writing into guest memory failed.
     #[error("cannot write {what} into guest memory at {gpa:#x}: {msg}")]
     Memory {
@@ -193,42 +201,215 @@ pub struct BootPlan {
     pub measured: Vec<MeasuredRange>,
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
-    std::fs::read(path).map_err(|source| BootError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })
+/// Opens image `path` (`what`: "kernel", "initrd", "firmware") for reading at most `max`
+/// bytes; `room` says where it must fit. Errors keep this module's variants: a file too large
+/// is [`BootError::TooBig`], an empty one [`BootError::Malformed`], a missing one
+/// [`BootError::Read`]; a special file is [`BootError::File`].
+fn open_image(
+    what: &'static str,
+    path: &Path,
+    max: u64,
+    room: &str,
+) -> Result<sevm_files::Opened, BootError> {
+    let label = format!("{what} image");
+    let mut limit = sevm_files::Limit::new(&label, max).why(room);
+    if what == "initrd" {
+        // An empty initrd is allowed, as before (it loads nothing; it hashes as no initrd).
+        limit = limit.allow_empty();
+    }
+    let r = limit.open(path);
+    r.map_err(|e| image_err(what, path, e))
 }
 
-/// Size of a firmware image file (needed before guest memory is created).
-pub fn firmware_size(path: &Path) -> Result<u64, BootError> {
-    let size = std::fs::metadata(path)
-        .map_err(|source| BootError::Read {
-            what: "firmware",
+fn image_err(what: &'static str, path: &Path, e: sevm_files::FileError) -> BootError {
+    use sevm_files::FileError as F;
+    match e {
+        F::TooLarge { size, why, .. } => BootError::TooBig {
+            what,
+            path: path.to_path_buf(),
+            size,
+            room: why,
+        },
+        F::Empty { .. } => BootError::Malformed {
+            what,
+            path: path.to_path_buf(),
+            msg: "file is empty".into(),
+        },
+        F::Open { source, .. } | F::Read { source, .. } => BootError::Read {
+            what,
             path: path.to_path_buf(),
             source,
-        })?
-        .len();
-    if size == 0 {
+        },
+        other => BootError::File(other),
+    }
+}
+
+/// Reads a whole image (see [`open_image`]).
+fn read_image(what: &'static str, path: &Path, max: u64, room: &str) -> Result<Vec<u8>, BootError> {
+    open_image(what, path, max, room)?
+        .read_all()
+        .map_err(|e| image_err(what, path, e))
+}
+
+/// SHA-256 of a kernel or initrd for the kernel-hashes table, streamed (never held whole).
+fn hash_image(what: &'static str, path: &Path) -> Result<[u8; 32], BootError> {
+    let mut f = open_image(
+        what,
+        path,
+        HASHED_IMAGE_MAX,
+        "a kernel or initrd is loaded into guest memory below 4 GiB",
+    )?;
+    if what == "kernel" {
+        let head = f
+            .read_head(BZIMAGE_HEADER_END)
+            .map_err(|e| image_err(what, path, e))?;
+        check_bzimage_size(&head, f.size()).map_err(|msg| BootError::Malformed {
+            what,
+            path: path.to_path_buf(),
+            msg,
+        })?;
+    }
+    let mut h = openssl::sha::Sha256::new();
+    f.stream(256 << 10, |b| h.update(b))
+        .map_err(|e| image_err(what, path, e))?;
+    Ok(h.finish())
+}
+
+/// Largest kernel or initrd hashed for the kernel-hashes table (both must be loaded below
+/// 4 GiB).
+pub const HASHED_IMAGE_MAX: u64 = 4 << 30;
+
+/// Why the firmware's size is limited.
+const FIRMWARE_ROOM: &str = "at most 16 MiB of firmware is mapped below 4 GiB";
+
+/// How much of a bzImage [`check_bzimage_size`] needs: the setup header (it ends below
+/// 0x280 in boot protocol 2.15).
+pub const BZIMAGE_HEADER_END: usize = 0x400;
+
+/// Checks that a bzImage holds what its header announces: `(setup_sects + 1) * 512` bytes of
+/// real-mode setup (`setup_sects` at 0x1f1, 0 meaning 4), then `syssize * 16` bytes of
+/// protected-mode code (`syssize` at 0x1f4, in 16-byte paragraphs; 32 bits from boot
+/// protocol 2.04). `head` is the start of the file (at least [`BZIMAGE_HEADER_END`] bytes
+/// when the file has them), `file_len` its size. Files without the `HdrS` magic at 0x202
+/// (ELF kernels, other formats) are not bzImages and pass.
+pub fn check_bzimage_size(head: &[u8], file_len: u64) -> Result<(), String> {
+    if head.starts_with(b"\x7fELF") || head.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Ok(());
+    }
+    let le16 = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
+    let version = le16(0x206);
+    let setup_sects = match head[0x1f1] {
+        0 => 4u64,
+        n => u64::from(n),
+    };
+    let syssize = if version >= 0x0204 {
+        u64::from(u32::from_le_bytes([
+            head[0x1f4],
+            head[0x1f5],
+            head[0x1f6],
+            head[0x1f7],
+        ]))
+    } else {
+        u64::from(le16(0x1f4))
+    };
+    let setup = (setup_sects + 1) * 512;
+    let need = setup + syssize * 16;
+    if need > file_len {
+        return Err(format!(
+            "truncated kernel: its bzImage header announces {need} bytes ({setup} of setup, \
+             then syssize {syssize} x 16 = {} of protected-mode code) but the file has \
+             {file_len}; it would be measured and then fail to boot",
+            syssize * 16
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the image files of `src` as [`place`] will, without reading them: each is a
+/// regular file of a size that fits (guest RAM of `ram_size` bytes), a bzImage is not
+/// truncated, a firmware is whole pages. For `sevm config check`, so that it refuses the
+/// files `sevm run` would refuse (and never blocks on a FIFO).
+pub fn check_files(src: &BootSource, ram_size: u64) -> Result<(), BootError> {
+    let kernel = |k: &Path, max: u64, room: &str| -> Result<(), BootError> {
+        let mut f = open_image("kernel", k, max, room)?;
+        let head = f
+            .read_head(BZIMAGE_HEADER_END)
+            .map_err(|e| image_err("kernel", k, e))?;
+        check_bzimage_size(&head, f.size()).map_err(|msg| BootError::Malformed {
+            what: "kernel",
+            path: k.to_path_buf(),
+            msg,
+        })
+    };
+    match src {
+        BootSource::Bundled(_) => Ok(()),
+        BootSource::Firmware(f) => firmware_size(f).map(drop),
+        BootSource::Linux {
+            kernel: k, initrd, ..
+        } => {
+            kernel(
+                k,
+                ram_size.saturating_sub(KERNEL_START),
+                &format!("RAM from {KERNEL_START:#x} to {ram_size:#x}"),
+            )?;
+            if let Some(i) = initrd {
+                let window = ram_size.min(INITRD_MAX_END);
+                open_image(
+                    "initrd",
+                    i,
+                    window,
+                    &format!("it must lie in guest RAM below {window:#x}"),
+                )?;
+            }
+            Ok(())
+        }
+        BootSource::FirmwareKernelHashes {
+            firmware,
+            kernel: k,
+            initrd,
+            ..
+        } => {
+            firmware_size(firmware)?;
+            kernel(
+                k,
+                HASHED_IMAGE_MAX,
+                "a kernel is loaded into guest memory below 4 GiB",
+            )?;
+            if let Some(i) = initrd {
+                open_image(
+                    "initrd",
+                    i,
+                    HASHED_IMAGE_MAX,
+                    "an initrd is loaded into guest memory below 4 GiB",
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Size of a firmware image file (needed before guest memory is created): at least one
+/// 4 KiB page and a whole number of them (the region below 4 GiB is mapped in pages, and the
+/// reset vector is in its last 16 bytes), at most [`FIRMWARE_MAX_SIZE`].
+pub fn firmware_size(path: &Path) -> Result<u64, BootError> {
+    let size = open_image("firmware", path, FIRMWARE_MAX_SIZE, FIRMWARE_ROOM)?.size();
+    check_firmware_size(path, size)?;
+    Ok(size)
+}
+
+fn check_firmware_size(path: &Path, size: u64) -> Result<(), BootError> {
+    if size < PAGE_SIZE || size & (PAGE_SIZE - 1) != 0 {
         return Err(BootError::Malformed {
             what: "firmware",
             path: path.to_path_buf(),
-            msg: "file is empty".into(),
-        });
-    }
-    if size > FIRMWARE_MAX_SIZE {
-        return Err(BootError::TooBig {
-            what: "firmware",
-            path: path.to_path_buf(),
-            size,
-            room: format!(
-                "at most {} MiB of firmware is mapped below 4 GiB",
-                FIRMWARE_MAX_SIZE >> 20
+            msg: format!(
+                "{size} bytes: a firmware image is a whole number of 4 KiB pages (at least \
+                 one; it is mapped in pages to end at 4 GiB, the reset vector in its last \
+                 16 bytes)"
             ),
         });
     }
-    Ok(size)
+    Ok(())
 }
 
 fn mem_write(
@@ -310,11 +491,9 @@ fn place_firmware(
     mem: &GuestMemoryMmap,
     path: &Path,
 ) -> Result<(Vec<u8>, MeasuredRange), BootError> {
-    let img = read_file("firmware", path)?;
+    let img = read_image("firmware", path, FIRMWARE_MAX_SIZE, FIRMWARE_ROOM)?;
     let size = img.len() as u64;
-    if size == 0 || size > FIRMWARE_MAX_SIZE {
-        firmware_size(path)?;
-    }
+    check_firmware_size(path, size)?;
     let gpa = FIRMWARE_END - size;
     mem_write(mem, "firmware", gpa, &img).map_err(|_| BootError::TooBig {
         what: "firmware",
@@ -369,11 +548,11 @@ fn place_kernel_hashes(
              the measured firmware image; sevm needs it in guest RAM"
         )));
     }
-    let k = kh::file_hash(&read_file("kernel", kernel)?);
-    let i = kh::file_hash(&match initrd {
-        Some(p) => read_file("initrd", p)?,
-        None => Vec::new(),
-    });
+    let k = hash_image("kernel", kernel)?;
+    let i = match initrd {
+        Some(p) => hash_image("initrd", p)?,
+        None => kh::file_hash(&[]),
+    };
     if cmdline.contains('\0') {
         return Err(BootError::Cmdline("it contains a NUL byte".into()));
     }
@@ -486,15 +665,14 @@ fn place_linux(
     if cmdline.contains('\0') {
         return Err(BootError::Cmdline("contains a NUL byte".into()));
     }
-    let img = read_file("kernel", kernel)?;
-    if img.len() as u64 > ram_size.saturating_sub(KERNEL_START) {
-        return Err(BootError::TooBig {
-            what: "kernel",
-            path: kernel.to_path_buf(),
-            size: img.len() as u64,
-            room: format!("RAM from {KERNEL_START:#x} to {ram_size:#x}"),
-        });
-    }
+    // Its size is checked against the RAM above 1 MiB before it is read.
+    let img = read_image(
+        "kernel",
+        kernel,
+        ram_size.saturating_sub(KERNEL_START),
+        &format!("RAM from {KERNEL_START:#x} to {ram_size:#x}"),
+    )?;
+    check_bzimage_size(&img, img.len() as u64).map_err(&malformed)?;
     let is_elf = img.starts_with(b"\x7fELF");
     let mut cur = Cursor::new(img.as_slice());
     let res: KernelLoaderResult = if is_elf {
@@ -536,7 +714,15 @@ fn place_linux(
 
     let mut initrd_range = None;
     if let Some(p) = initrd {
-        let data = read_file("initrd", p)?;
+        // Never more than the window below INITRD_MAX_END and the end of RAM; the exact room
+        // (above the kernel) is checked below.
+        let window = ram_size.min(INITRD_MAX_END);
+        let data = read_image(
+            "initrd",
+            p,
+            window,
+            &format!("it must lie in guest RAM below {window:#x}"),
+        )?;
         let max_end = ram_size
             .min(INITRD_MAX_END)
             .min(if params.hdr.initrd_addr_max != 0 {
@@ -853,6 +1039,71 @@ mod tests {
         let long = "x".repeat(CMDLINE_MAX_SIZE as usize);
         let e = place(&mem, ram, &linux(k.path(), None, &long), None).unwrap_err();
         assert!(matches!(e, BootError::Cmdline(_)));
+    }
+
+    /// Finding 12 of issue 17: a bzImage cut short of what its header announces is refused
+    /// before measurement (direct boot and kernel-hashes alike); so is a firmware that is not
+    /// a whole number of pages. Special files are refused by name (finding 13).
+    #[test]
+    fn finding12_truncated_bzimage_and_tiny_firmware_are_refused() {
+        let ram = 64u64 << 20;
+        let mem = create_guest_memory(ram, None).unwrap();
+        let linux = |k: &Path| BootSource::Linux {
+            kernel: k.into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let mut img = synthetic_bzimage(&[0x90u8; 4096]);
+        img[0x1f4..0x1f8].copy_from_slice(&(4096u32 / 16).to_le_bytes());
+        let whole = tmp(&img);
+        place(&mem, ram, &linux(whole.path()), None).unwrap();
+        assert!(hash_image("kernel", whole.path()).is_ok());
+        let cut = tmp(&img[..img.len() - 1000]);
+        let e = place(&mem, ram, &linux(cut.path()), None).unwrap_err();
+        assert!(
+            matches!(e, BootError::Malformed { what: "kernel", .. }),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("truncated kernel")
+                && msg.contains("announces 5120 bytes")
+                && msg.contains("has 4120"),
+            "{msg}"
+        );
+        let e = hash_image("kernel", cut.path()).unwrap_err();
+        assert!(e.to_string().contains("truncated kernel"), "{e}");
+        // setup_sects 0 means 4; an old (2.02) header has a 16-bit syssize.
+        let mut h = vec![0u8; BZIMAGE_HEADER_END];
+        h[0x202..0x206].copy_from_slice(b"HdrS");
+        h[0x206..0x208].copy_from_slice(&0x0202u16.to_le_bytes());
+        h[0x1f4..0x1f8].copy_from_slice(&0xffff_0001u32.to_le_bytes());
+        assert!(check_bzimage_size(&h, 5 * 512 + 16).is_ok());
+        assert!(check_bzimage_size(&h, 5 * 512 + 15).is_err());
+        // Not a bzImage: not checked here.
+        assert!(check_bzimage_size(b"\x7fELF", 4).is_ok());
+        assert!(check_bzimage_size(&[0u8; 16], 16).is_ok());
+
+        for bad in [1usize, 16, 4095, 4097] {
+            let fw = tmp(&vec![0xf4u8; bad]);
+            let e = firmware_size(fw.path()).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    BootError::Malformed {
+                        what: "firmware",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("whole number of 4 KiB pages"), "{e}");
+        }
+        let e = firmware_size(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "firmware image: /dev/zero is a character device (e.g. /dev/zero); a regular file is needed"
+        );
     }
 
     #[test]

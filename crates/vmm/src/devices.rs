@@ -4,7 +4,6 @@
 //! themselves; they return an [`IoAction`] for the vCPU loop.
 
 use crate::layout;
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,14 +14,10 @@ use vm_superio::{Serial, Trigger};
 /// Errors of the device model.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    /// The serial output file cannot be created.
-    #[error("cannot create serial output file {path}: {source}")]
-    SerialFile {
-        /// File path.
-        path: PathBuf,
-        /// Underlying error.
-        source: io::Error,
-    },
+    /// The serial output file cannot be created or opened (a FIFO without a reader, a link
+    /// to a file, a directory...); the message names the file.
+    #[error(transparent)]
+    SerialFile(sevm_files::FileError),
 }
 
 /// Where COM1 output goes.
@@ -31,7 +26,9 @@ pub enum SerialOut {
     /// The process's standard output.
     #[default]
     Stdout,
-    /// A file (created or truncated).
+    /// A file: created (mode 0666 less the umask), or truncated if it is a regular file; a
+    /// FIFO (with a reader) or a character device is written as it is. Opened through
+    /// `sevm_files::create_output`, so a FIFO without a reader is an error, not a hang.
     File(PathBuf),
     /// An in-memory buffer (tests, the monitor).
     Buffer(Arc<Mutex<Vec<u8>>>),
@@ -58,12 +55,11 @@ impl SerialOut {
     fn writer(&self) -> Result<Box<dyn Write + Send>, DeviceError> {
         Ok(match self {
             SerialOut::Stdout => Box::new(io::stdout()),
-            SerialOut::File(p) => {
-                Box::new(File::create(p).map_err(|source| DeviceError::SerialFile {
-                    path: p.clone(),
-                    source,
-                })?)
-            }
+            SerialOut::File(p) => Box::new(
+                sevm_files::create_output(p, "serial output file", sevm_files::MODE_PUBLIC)
+                    .map_err(DeviceError::SerialFile)?
+                    .into_file(),
+            ),
             SerialOut::Buffer(b) => Box::new(BufferWriter(b.clone())),
             SerialOut::Sink => Box::new(io::sink()),
         })

@@ -7,6 +7,13 @@
 //! processes sharing a directory never tear it. A corrupt or partial file is an error
 //! naming the file; it is never replaced by a new identity.
 //!
+//! The directory holds private keys: it is created 0700 and refused when another user owns it
+//! or group/others can write it (they could plant files or links in it). The temp file is
+//! made by `tempfile` (`O_CREAT | O_EXCL`, mode 0600, unpredictable name), and a symbolic link
+//! in place of the state file, dangling or not, is refused: it is never read, never replaced
+//! and never taken for "no state yet" (which would create a new identity). All of this goes
+//! through `sevm_files`.
+//!
 //! Real firmware has one state machine per machine; the soft platform has one per process.
 //! What must not diverge is kept in `<dir>/sev-guests.lock`: every process that has live
 //! guests holds a shared `flock` on it, and the commands the spec allows only without guests
@@ -21,7 +28,7 @@ use openssl::rsa::Rsa;
 use serde::{Deserialize, Serialize};
 use sev_proto::cert::{Algo, CaCert, CertError, SevCert, Usage};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -74,6 +81,9 @@ pub(crate) struct NoGuestsHold {
 
 /// State file name inside the platform directory.
 pub const STATE_FILE: &str = "sev-state.json";
+/// Largest state file read: one is about 20 KiB (two RSA-4096 and five P-384 keys, in hex,
+/// and their certificates).
+pub const MAX_STATE_FILE: u64 = 1 << 20;
 /// Lock file name inside the platform directory.
 pub const LOCK_FILE: &str = "sev-state.lock";
 /// Name given to the soft root key; it is not AMD's.
@@ -394,13 +404,6 @@ pub struct Store {
     dir: PathBuf,
 }
 
-fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
-    move |source| FwError::Write {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
     move |source| FwError::Io {
         path: path.to_path_buf(),
@@ -408,10 +411,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FwError + '_ {
     }
 }
 
+/// Opens (creating it, no following of a final symbolic link) a lock or count file of the
+/// platform directory, mode 0600.
+fn open_lock_file(p: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(io(p))
+}
+
 impl Store {
-    /// Open (creating the directory if needed) a store. Does not read the state.
+    /// Open (creating the directory 0700 if needed) a store. Does not read the state.
+    /// A directory that is not one, belongs to another user or is writable by group or
+    /// others is refused (see the module docs).
     pub fn new(dir: &Path) -> Result<Store> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        sevm_files::create_private_dir(dir, "SEV platform directory").map_err(FwError::File)?;
         Ok(Store {
             dir: dir.to_path_buf(),
         })
@@ -424,13 +443,7 @@ impl Store {
 
     fn lock(&self, exclusive: bool) -> Result<File> {
         let p = self.dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .map_err(io(&p))?;
+        let f = open_lock_file(&p)?;
         if exclusive {
             f.lock().map_err(io(&p))?;
         } else {
@@ -440,14 +453,7 @@ impl Store {
     }
 
     fn open_guests_lock(&self) -> Result<File> {
-        let p = self.dir.join(GUESTS_LOCK_FILE);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&p)
-            .map_err(io(&p))
+        open_lock_file(&self.dir.join(GUESTS_LOCK_FILE))
     }
 
     /// A shared hold on the guests lock: "this process has live guests". Waits while another
@@ -473,7 +479,11 @@ impl Store {
 
     fn publish_count(&self) -> Result<(File, PathBuf)> {
         let d = self.dir.join(GUESTS_DIR);
-        fs::create_dir_all(&d).map_err(io(&d))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .map_err(io(&d))?;
         let mut tag = [0u8; 8];
         openssl::rand::rand_bytes(&mut tag)?;
         let name = format!("{}-{}", std::process::id(), hex::encode(tag));
@@ -485,6 +495,7 @@ impl Store {
             .create_new(true)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp))?;
         let locked = file.lock().map_err(io(&tmp));
@@ -507,14 +518,22 @@ impl Store {
             if Some(p.as_path()) == own || p.extension().is_none_or(|x| x != "count") {
                 continue;
             }
-            let Ok(f) = File::open(&p) else { continue };
-            match f.try_lock_shared() {
+            // A count file is 11 bytes; anything else (a FIFO, a huge file) is skipped.
+            let Ok(f) = sevm_files::Limit::new("guest count file", 64)
+                .allow_empty()
+                .no_follow()
+                .open(&p)
+            else {
+                continue;
+            };
+            match f.file().try_lock_shared() {
                 Ok(()) => {
                     // Its holder died without removing it.
                     let _ = fs::remove_file(&p);
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let text = fs::read_to_string(&p).unwrap_or_default();
+                    let text = f.read_all().unwrap_or_default();
+                    let text = String::from_utf8_lossy(&text);
                     n = n.saturating_add(text.trim().parse::<u32>().unwrap_or(0));
                 }
                 Err(std::fs::TryLockError::Error(_)) => {}
@@ -529,13 +548,7 @@ impl Store {
     /// PLATFORM_RESET waits for this one instead of being mistaken for a guest.
     pub(crate) fn hold_no_guests(&self) -> Result<Option<NoGuestsHold>> {
         let ap = self.dir.join(ADMIN_LOCK_FILE);
-        let admin = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&ap)
-            .map_err(io(&ap))?;
+        let admin = open_lock_file(&ap)?;
         admin.lock().map_err(io(&ap))?;
         let f = self.open_guests_lock()?;
         match f.try_lock() {
@@ -550,11 +563,18 @@ impl Store {
 
     fn read_unlocked(&self) -> Result<Option<Identity>> {
         let p = self.state_path();
-        // The whole file holds private keys: wiped on drop.
-        let bytes = match fs::read(&p) {
+        // The whole file holds private keys: wiped on drop. Only a missing file means "no
+        // state yet": a symbolic link (even dangling) or a special file is an error.
+        let read = sevm_files::Limit::new("SEV state file", MAX_STATE_FILE)
+            .why("a platform state file is about 20 KiB")
+            .allow_empty()
+            .no_follow()
+            .read(&p);
+        let bytes = match read {
             Ok(b) => Zeroizing::new(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&p)(e)),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(sevm_files::FileError::Open { source, .. }) => return Err(io(&p)(source)),
+            Err(e) => return Err(FwError::File(e)),
         };
         let f: StateFileV1 = serde_json::from_slice(&bytes).map_err(|e| FwError::StateFile {
             path: p.clone(),
@@ -572,25 +592,9 @@ impl Store {
                     reason: format!("encode: {e}"),
                 }
             })?);
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(write_err(&p))?;
-            f.write_all(&json).map_err(write_err(&p))?;
-            f.sync_all().map_err(write_err(&p))?;
-        }
-        fs::rename(&tmp, &p).map_err(write_err(&p))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_err(&p))?;
+        // tempfile's O_EXCL temp (0600, random name), fsync, rename, directory fsync; a link
+        // in place of the state file is refused.
+        sevm_files::write_atomic(&p, "SEV state file", &json, 0o600)?;
         Ok(())
     }
 
@@ -694,6 +698,74 @@ mod tests {
             pdh_key.public_key_to_der().unwrap(),
             id.pdh.as_ref().unwrap().key.public_key_to_der().unwrap()
         );
+    }
+
+    /// Finding 3 of issue 17: the directory is created 0700; one that group or others can
+    /// write is refused; a temp file planted under the old predictable name
+    /// (`.sev-state.json.tmp.<PID>`, here a link to a file its planter can read) never
+    /// receives the keys.
+    #[test]
+    fn finding3_state_temp_file_cannot_be_planted() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("platform");
+        let store = Store::new(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        store.load_or_create(47).unwrap();
+        // The planter's file, outside the directory, and a link to it under the old name.
+        let loot = t.path().join("loot");
+        let planted = dir.join(format!(".{STATE_FILE}.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&loot, &planted).unwrap();
+        store
+            .update(|id| {
+                id.new_pdh()?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            !loot.exists(),
+            "the keys were written through the planted link"
+        );
+        assert!(fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let st = dir.join(STATE_FILE);
+        assert!(fs::symlink_metadata(&st).unwrap().file_type().is_file());
+        assert_eq!(mode(&st), 0o600);
+        // A directory others can write is refused before anything is read or written.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Store::new(&dir).unwrap_err().to_string();
+        assert!(e.contains("writable by group or others (mode 0777)"), "{e}");
+    }
+
+    /// Finding 5 of issue 17: a symbolic link as the state file, dangling or not, is an error;
+    /// no new identity is created through it and the link is not replaced.
+    #[test]
+    fn finding5_symlinked_state_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("platform");
+        let store = Store::new(&dir).unwrap();
+        let st = dir.join(STATE_FILE);
+        // Dangling: before, "not found" made a new identity at the link's target.
+        let target = t.path().join("elsewhere.json");
+        std::os::unix::fs::symlink(&target, &st).unwrap();
+        let e = store.load_or_create(47).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(
+            !target.exists(),
+            "a new identity was created through the link"
+        );
+        // To a real state file: refused too, and the link stays a link.
+        fs::remove_file(&st).unwrap();
+        let other = Store::new(&t.path().join("other")).unwrap();
+        other.load_or_create(47).unwrap();
+        std::os::unix::fs::symlink(other.state_path(), &st).unwrap();
+        assert!(store.load().is_err());
+        let e = store.update(|_| Ok(())).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(fs::symlink_metadata(&st).unwrap().file_type().is_symlink());
     }
 
     /// Signing through `edit_cert` fills the free slot and refuses a third signature.

@@ -986,8 +986,15 @@ fn check_memlock(ctx: &LaunchContext<'_>, limit: Memlock) -> Result<(), Confiden
     })
 }
 
+/// Writes one `--dump-launch` file (no following of a link; a regular file is truncated only
+/// once opened; `sevm_files::create_output`).
 fn write_file(path: PathBuf, data: &[u8]) -> Result<(), ConfidentialError> {
-    fs::write(&path, data).map_err(|source| ConfidentialError::Io { path, source })
+    sevm_files::write_output(&path, "--dump-launch", data, sevm_files::MODE_PUBLIC)
+        .map(drop)
+        .map_err(|e| ConfidentialError::Io {
+            source: std::io::Error::other(e.reason()),
+            path,
+        })
 }
 
 /// Writes the measured bytes: `NN-<kind>-<gpa>.bin` per range, `vmsa-cpuN.bin`, the

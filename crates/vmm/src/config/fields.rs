@@ -711,22 +711,18 @@ fn read_owner_file(
     want: usize,
     what: &str,
 ) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read;
-    let missing = |reason: String| ConfigError::MissingFile {
-        at: at.clone(),
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| missing(e.to_string()))?;
-    let mut text = Vec::new();
-    file.take(MAX_OWNER_FILE + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| missing(e.to_string()))?;
-    if text.len() as u64 > MAX_OWNER_FILE {
-        return Err(missing(format!(
-            "larger than {MAX_OWNER_FILE} bytes; a base64 {what} is much smaller"
-        )));
-    }
+    // A FIFO or a device (`dh-cert-file=/dev/zero`) is refused without blocking; the size
+    // before reading.
+    let why = format!("a base64 {what} is much smaller");
+    let text = sevm_files::Limit::new(what, MAX_OWNER_FILE)
+        .why(&why)
+        .allow_empty()
+        .read(path)
+        .map_err(|e| ConfigError::MissingFile {
+            at: at.clone(),
+            path: path.to_path_buf(),
+            reason: e.reason(),
+        })?;
     let compact: Vec<u8> = text
         .into_iter()
         .filter(|b| !b.is_ascii_whitespace())

@@ -261,6 +261,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The config file is not a regular file, too large or not text (the message names it).
+    #[error(transparent)]
+    File(sevm_files::FileError),
     /// A file named by a key is missing, unreadable or too large.
     #[error("{at}: cannot read file {path}: {reason}")]
     MissingFile {
@@ -389,7 +392,7 @@ impl ConfigError {
     /// Where the error was, if it is tied to a place.
     pub fn location(&self) -> Option<&Where> {
         match self {
-            ConfigError::ReadConfig { .. } => None,
+            ConfigError::ReadConfig { .. } | ConfigError::File(_) => None,
             ConfigError::MissingFile { at, .. }
             | ConfigError::Syntax { at, .. }
             | ConfigError::UnknownKey { at, .. }
@@ -432,29 +435,21 @@ pub fn check_cli_cpus(n: u32) -> Result<u8, ConfigError> {
     )
 }
 
-/// Reads a config file with a size limit.
+/// Reads a config file (at most [`MAX_CONFIG_FILE`] bytes of UTF-8; FIFOs, devices and
+/// directories are refused without blocking).
 pub(crate) fn read_config_text(path: &Path) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::ReadConfig {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut buf = Vec::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_end(&mut buf)
-        .map_err(|source| ConfigError::ReadConfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if buf.len() as u64 > MAX_CONFIG_FILE {
-        return Err(ConfigError::ReadConfig {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(format!("larger than the {MAX_CONFIG_FILE}-byte limit")),
-        });
-    }
-    String::from_utf8(buf).map_err(|_| ConfigError::ReadConfig {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    let r = sevm_files::Limit::new("config file", MAX_CONFIG_FILE)
+        .why("a configuration file is a few KiB")
+        .allow_empty()
+        .read_to_string(path);
+    r.map_err(|e| match e {
+        sevm_files::FileError::Open { source, .. } | sevm_files::FileError::Read { source, .. } => {
+            ConfigError::ReadConfig {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        other => ConfigError::File(other),
     })
 }
 

@@ -162,10 +162,13 @@ pub fn from_toml_str(
         };
         match std::fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(p),
-            Ok(_) => Err(ConfigError::MissingFile {
+            Ok(m) => Err(ConfigError::MissingFile {
                 at: at(v.span(), key),
                 path: p,
-                reason: "not a regular file".into(),
+                reason: format!(
+                    "{}; a regular file is needed",
+                    sevm_files::describe(m.file_type()).unwrap_or("is not a regular file")
+                ),
             }),
             Err(e) => Err(ConfigError::MissingFile {
                 at: at(v.span(), key),
