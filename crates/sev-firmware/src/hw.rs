@@ -372,7 +372,12 @@ impl SevPlatform for HwPlatform {
 /// C-bit position from CPUID 0x8000001F EBX[5:0], if the leaf exists.
 pub fn host_cbit_pos() -> Option<u8> {
     #[cfg(target_arch = "x86_64")]
-    {
+    // `__cpuid` is an unsafe fn in older compilers (the MSRV, 1.89, among them) and a safe
+    // one in newer ones: the block keeps both building (`unused_unsafe` allowed).
+    #[allow(unused_unsafe)]
+    // SAFETY: every x86_64 CPU has CPUID, and reading leaves 0x8000_0000 and (if the maximum
+    // allows) 0x8000_001F has no other precondition.
+    unsafe {
         let max = std::arch::x86_64::__cpuid(0x8000_0000).eax;
         if max < 0x8000_001F {
             return None;

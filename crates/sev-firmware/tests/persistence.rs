@@ -153,7 +153,8 @@ fn factory_reset_keeps_identity_and_ownership_round_trip() {
     wrong[0x20] ^= 1;
     assert_eq!(
         p.pek_cert_import(&wrong, &oca).unwrap_err().status(),
-        Some(Status::InvalidCertificate)
+        Some(Status::BadSignature),
+        "the body changed after the OCA signed it (sev_cert_validate_sig)"
     );
     p.pek_cert_import(&pek, &oca).unwrap();
     assert_eq!(

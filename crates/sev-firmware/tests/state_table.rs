@@ -334,9 +334,14 @@ fn asid_rules_and_df_flush() {
     );
     assert_eq!(launch_start(&p, 0x4, 0), (Success, 2));
     assert_eq!(
-        ex(&p, ACTIVATE, &mut h_asid(2, 5)),
+        ex(&p, ACTIVATE, &mut h_asid(2, 6)),
         InvalidAsid,
         "SEV range for an ES guest"
+    );
+    assert_eq!(
+        ex(&p, ACTIVATE, &mut h_asid(2, 5)),
+        AsidOwned,
+        "ownership is checked before the range (mcmd_activate_common)"
     );
     assert_eq!(launch_start(&p, 0, 0), (Success, 3));
     assert_eq!(ex(&p, ACTIVATE, &mut h_asid(3, 5)), AsidOwned);
@@ -348,8 +353,8 @@ fn asid_rules_and_df_flush() {
     );
     assert_eq!(
         ex(&p, ACTIVATE, &mut h_asid(1, 5)),
-        Active,
-        "already holds this ASID"
+        AsidOwned,
+        "already holds this ASID: the firmware counts the guest itself"
     );
     // ES VMSA: exact 4096, ES only.
     assert_eq!(

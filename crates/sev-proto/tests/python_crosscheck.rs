@@ -1,9 +1,11 @@
 //! Independent cross-check: runs the reference Python scripts (../shared/reference/kat/) and
 //! compares every value they print with what this crate computes for the same inputs.
-//! Skips (with a reason) when python3 or its `cryptography` module is unavailable.
+//! The interpreter is `$SEVM_PYTHON`, else `.venv/bin/python`, else `python3` (one with the
+//! `cryptography` module); without one, or without the scripts, the tests print SKIP, or fail
+//! when `CI` is set. A script that fails under a working interpreter is a test failure.
 
 mod common;
-use common::seq;
+use common::{missing, python, seq};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
@@ -18,26 +20,21 @@ fn run(script: &str) -> Option<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/kat");
     let path = dir.join(script);
     if !path.is_file() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{} missing (CI is set)", path.display());
-        }
-        eprintln!("SKIP: {} not found", path.display());
-        return None;
+        return missing(&format!("{} not found", path.display()));
     }
-    match Command::new("python3").arg(&path).output() {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Ok(o) => {
-            eprintln!(
-                "SKIP: {script} failed (python3 'cryptography' missing?): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("SKIP: cannot run python3: {e}");
-            None
-        }
-    }
+    let py = python()?;
+    let o = Command::new(&py)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+    assert!(
+        o.status.success(),
+        "{} {script} failed ({}):\n{}",
+        py.display(),
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Maps "name value" / "name= value" lines to name -> last hex word.

@@ -9,7 +9,7 @@
 //! and an error naming the file and the errno (ENOSPC / EROFS), and the identity on disk
 //! (chip id, CEK, CA, PDH, PEK, OCA) is byte-for-byte what it was before.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

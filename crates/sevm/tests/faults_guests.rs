@@ -3,7 +3,7 @@
 //! exit 124, on time, in bounded memory), and a guest flooding COM1 into `--serial file:`.
 //! Needs /dev/kvm: without it the tests print SKIP (or fail when CI is set).
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@
 //!   no PEK or OCA change under a running guest);
 //! * afterwards the chip identity (chip id, CEK) is unchanged and the chain verifies.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! library-level SIGKILL loop and concurrent writers; these tests cover the CLI, which adds
 //! process start-up, directory creation and output-file writes.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! `1 << cbitpos` (as on the soft backend) and the loopback leaves the guest's plaintext in
 //! the host mapping after LAUNCH_UPDATE_DATA / LAUNCH_SECRET.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::path::Path;

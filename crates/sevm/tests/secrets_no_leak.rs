@@ -10,7 +10,7 @@
 //!   `owner session`, `owner secret`, `platform status/pdh-gen`, `--json` variants, and
 //!   `sevm demo` when KVM is usable.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! QEMU does, so the launch digest equals `sevm owner measure --firmware ... --kernel ...`
 //! and sevctl's `measurement build --firmware ... --kernel ...`.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::fs;

@@ -1,6 +1,6 @@
 //! End-to-end SEV launches under KVM with the soft backend, through the `sevm` binary.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::fs;

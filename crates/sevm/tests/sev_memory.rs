@@ -1,7 +1,7 @@
 //! SEV guest-memory access, reset-as-relaunch and device writes, through `vmm::confidential`
 //! on the soft backend under KVM.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -118,6 +118,12 @@ fn debug_reads_plaintext_nodbg_refuses_host_sees_ciphertext() {
             .unwrap(),
         vec![0x5a; 16]
     );
+    // Unaligned debug write, as KVM's DBG_ENCRYPT read-modify-write allows: only those bytes
+    // of the measured image change.
+    h.write_debug(gpa + 5, b"abc").unwrap();
+    let mut want = image[..32].to_vec();
+    want[5..8].copy_from_slice(b"abc");
+    assert_eq!(h.read(gpa, 32, AccessKind::Debug).unwrap(), want);
 
     let (_vm2, h2, _) = launch(&plat, "hello", 0x1, ResetMode::Relaunch);
     let e = h2.read(gpa, 64, AccessKind::Debug).unwrap_err();

@@ -1,7 +1,7 @@
 //! `sevm run --paused`: the owner reads the measurement, builds a secret with `sevm owner
 //! secret`, and sevm injects it before LAUNCH_FINISH; the guest reads it via the C-bit map.
 
-#[path = "sev_common.rs"]
+#[path = "sev_common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1260,22 +1260,34 @@ mod tests {
         assert!(e.to_string().contains(&d.path().display().to_string()));
     }
 
+    /// Also as root (CI runs as root): the open runs on a thread whose filesystem uid is
+    /// `nobody`, which drops CAP_DAC_OVERRIDE for that thread only (capabilities(7)), so mode
+    /// 000 denies it as it would an ordinary user. No skip.
     #[test]
     fn permission_denied_is_reported() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = d.path().join("kvm");
         std::fs::write(&p, b"").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-        if std::fs::File::open(&p).is_ok() {
-            eprintln!("SKIP: running as root, mode 000 does not deny access");
-            return;
-        }
         let cfg = VmConfig {
             kvm_path: p.clone(),
             ..Default::default()
         };
-        let e = Vm::build(&cfg).unwrap_err();
+        let e = std::thread::spawn(move || {
+            // SAFETY: setfsuid takes a plain integer and only changes this thread's
+            // filesystem uid (it is not propagated to other threads); the thread ends after
+            // the open below.
+            unsafe { libc::setfsuid(65534) };
+            assert!(
+                std::fs::File::open(&p).is_err(),
+                "mode 000 must deny a thread with fsuid 65534"
+            );
+            Vm::build(&cfg).unwrap_err()
+        })
+        .join()
+        .unwrap();
         assert!(matches!(e, VmError::KvmPermission(_)), "{e}");
         assert!(e.to_string().contains("permission denied"));
     }

@@ -166,7 +166,7 @@ fn platform_commands_through_dev_sev() {
     wrong[0x20] ^= 1;
     assert_eq!(
         status_of(hw.pek_cert_import(&wrong, &oca)),
-        Status::InvalidCertificate
+        Status::BadSignature
     );
     // psp_copy_user_blob refuses an empty blob before the firmware runs.
     assert_eq!(errno_of(hw.pek_cert_import(&[], &oca)), libc::EINVAL);

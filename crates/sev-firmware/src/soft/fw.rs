@@ -12,12 +12,20 @@
 //! - WBINVD is treated as always done (DF_FLUSH never answers WBINVD_REQUIRED).
 //! - Migration (SEND_*/RECEIVE_*), COPY, SWAP, ACTIVATE_EX, INIT_EX, DOWNLOAD_FIRMWARE and
 //!   RING_BUFFER pass their platform-state check, then answer UNSUPPORTED.
+//!
+//! Checked against AMD's published SEV firmware source (`sev_mcmd.c`, `sev_cert.c`,
+//! `sev_plat.c`; see docs/THREAT-MODEL.md "Firmware fidelity"): PEK_CERT_IMPORT validates
+//! signatures before bodies and answers BAD_SIGNATURE for one that does not verify; ACTIVATE
+//! checks ownership of the ASID (its own included) and cleanliness before the ES range;
+//! LAUNCH_UPDATE_VMSA checks its length first; GET_ID is a secp256k1 point; the exported CEK
+//! carries this firmware's API version. DBG_DECRYPT/ENCRYPT need 16-byte alignment here, as
+//! in the firmware; KVM's bouncing of unaligned ranges lives in [`super::SoftGuest`].
 
-use super::store::{cert_bytes, edit_cert, Identity, Store, API, BUILD};
+use super::store::{cert_bytes, Identity, Store, API, BUILD};
 use crate::engine::MemoryKey;
 use crate::error::FwError;
 use openssl::hash::{Hasher, MessageDigest};
-use sev_proto::cert::{Algo, SevCert, Usage};
+use sev_proto::cert::{chip_id, firmware_validate, Algo, SevCert, Usage};
 use sev_proto::secret::{open_packet, PacketHeader, SecretError};
 use sev_proto::session::{
     check_godh, ecdh_shared_secret, platform_unwrap, SessionBlob, SessionError, TransportKeys,
@@ -35,6 +43,10 @@ pub const MAX_GUESTS: u32 = 64;
 pub const MAX_SECRET_LEN: u32 = 0x5000;
 /// Size of an attestation report.
 pub const REPORT_LEN: usize = 0xD0;
+/// Offset of a SEV certificate's first signature slot.
+const SIG1: usize = 0x414;
+/// Size of one signature slot (usage, algo, signature).
+const SIG_SLOT: usize = 0x208;
 
 /// Platform state (spec notes §1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,10 +168,22 @@ fn crypto_fail(_: openssl::error::ErrorStack) -> Status {
     Status::HwerrorPlatform
 }
 
-/// The encoded certificate with both signature slots emptied (PEK CSR, exported CEK).
+/// The encoded certificate with both signature slots emptied (PEK CSR).
 fn unsigned(c: &[u8; SevCert::LEN]) -> St<[u8; SevCert::LEN]> {
     let parsed = SevCert::parse(c).map_err(|_| Status::HwerrorPlatform)?;
     cert_bytes(&parsed.unsigned()).map_err(fw_fail)
+}
+
+/// The CEK certificate PDH_CERT_EXPORT returns. The firmware makes it afresh from the CEK's
+/// public key on every export (`pdh_cert_chain_init` → `sev_cert_create` → `sev_cert_init`),
+/// so it carries the running firmware's API version and no signature; the ASK-signed CEK that
+/// AMD's KDS serves keeps the version it was made with (0.14 on real parts).
+fn exported_cek(c: &[u8; SevCert::LEN]) -> St<[u8; SevCert::LEN]> {
+    let mut cek = SevCert::parse(c)
+        .map_err(|_| Status::HwerrorPlatform)?
+        .unsigned();
+    (cek.api_major, cek.api_minor) = API;
+    cert_bytes(&cek).map_err(fw_fail)
 }
 
 thread_local! {
@@ -380,7 +404,16 @@ impl Fw {
         Ok(c)
     }
 
-    /// PEK_CERT_IMPORT (0x07): INIT only.
+    /// PEK_CERT_IMPORT (0x07): INIT only. The firmware's order (`sev_mcmd_pek_cert_import`):
+    /// ALREADY_OWNED, both lengths exactly 2084 (INVALID_LENGTH), the OCA validated as
+    /// self-signed and then the PEK against the OCA's key, each signature before the body
+    /// ([`firmware_validate`]: a signature that does not verify is BAD_SIGNATURE), then the PEK
+    /// body must be the current PEK's (INVALID_CERTIFICATE). The current PEK's CEK signature
+    /// moves into the imported PEK's free slot; the PDH is regenerated.
+    ///
+    /// Model limit: the state file keeps EC owners only, so an OCA or PEK that passes the
+    /// firmware's checks but that the model cannot store (an RSA OCA, a signature slot of an
+    /// unknown usage) is refused with UNSUPPORTED, where real firmware would accept it.
     pub fn pek_cert_import(&mut self, pek: &[u8], oca: &[u8]) -> St<()> {
         self.need(&[PlatformState::Init])?;
         let _no_guests = self.no_guests_anywhere()?;
@@ -388,31 +421,37 @@ impl Fw {
         if self.id.owner_external {
             return Err(Status::AlreadyOwned);
         }
-        if pek.len() != SevCert::LEN || oca.len() != SevCert::LEN {
+        let (Ok(pek), Ok(oca)) = (
+            <&[u8; SevCert::LEN]>::try_from(pek),
+            <&[u8; SevCert::LEN]>::try_from(oca),
+        ) else {
             return Err(Status::InvalidLength);
-        }
-        let invalid = |_| Status::InvalidCertificate;
-        let (oca_c, pek_c) = (
-            SevCert::parse(oca).map_err(invalid)?,
-            SevCert::parse(pek).map_err(invalid)?,
-        );
-        if oca_c.usage != Usage::OCA || pek_c.usage != Usage::PEK {
-            return Err(Status::InvalidCertificate);
-        }
-        // The model keeps EC owners only (the state file stores the OCA as a P-384 key).
-        oca_c.ec_public_key().map_err(invalid)?;
-        oca_c.verify_self_signed().map_err(invalid)?;
-        pek_c.verify_signed_by(&oca_c).map_err(invalid)?;
+        };
+        firmware_validate(oca, oca)?;
+        firmware_validate(pek, oca)?;
         let cur = self.id.pek.as_ref().ok_or(Status::HwerrorPlatform)?.cert;
-        if pek[..0x414] != cur[..0x414] {
+        if pek[..SevCert::BODY_LEN] != cur[..SevCert::BODY_LEN] {
             return Err(Status::InvalidCertificate);
         }
-        // The imported PEK must have one free slot for our CEK signature.
-        let mut newpek: [u8; SevCert::LEN] = pek.try_into().map_err(|_| Status::InvalidLength)?;
-        let oca: [u8; SevCert::LEN] = oca.try_into().map_err(|_| Status::InvalidLength)?;
-        let cek_key = self.id.cek.key.clone();
-        edit_cert(&mut newpek, |c| c.sign_with(&cek_key, Usage::CEK))
-            .map_err(|_| Status::InvalidCertificate)?;
+        // sev_cert_set_sig: the CEK signature of the current PEK into the first free slot.
+        let slot = |i: usize| SIG1 + i * SIG_SLOT..SIG1 + (i + 1) * SIG_SLOT;
+        let usage_of = |c: &[u8; SevCert::LEN], i: usize| {
+            let o = slot(i).start;
+            u32::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3]])
+        };
+        let cek_sig = (0..2)
+            .find(|&i| usage_of(&cur, i) == Usage::CEK.0)
+            .ok_or(Status::InvalidCertificate)?;
+        let free = (0..2)
+            .find(|&i| usage_of(pek, i) == Usage::INVALID.0)
+            .ok_or(Status::InvalidCertificate)?;
+        let mut newpek = *pek;
+        newpek[slot(free)].copy_from_slice(&cur[slot(cek_sig)]);
+        let storable = |c: &[u8; SevCert::LEN]| SevCert::parse(c).and_then(|c| c.ec_public_key());
+        if storable(oca).is_err() || storable(&newpek).is_err() {
+            return Err(Status::Unsupported);
+        }
+        let oca = *oca;
         let (id, _) = self
             .store
             .update(|id| {
@@ -444,7 +483,7 @@ impl Fw {
         let (Some(pdh), Some(pek), Some(oca)) = (&id.pdh, &id.pek, id.oca_cert()) else {
             return Err(Status::HwerrorPlatform);
         };
-        let cek = unsigned(&id.cek.cert)?;
+        let cek = exported_cek(&id.cek.cert)?;
         let mut chain = Vec::with_capacity(3 * SevCert::LEN);
         chain.extend_from_slice(&pek.cert);
         chain.extend_from_slice(&oca);
@@ -480,13 +519,20 @@ impl Fw {
     }
 
     /// GET_ID (0x0C): no state check; `len` < 64 gives INVALID_LENGTH and `len` = 64.
+    ///
+    /// As the firmware's `sev_get_id`: the public point of the chip-unique key (CUK) on
+    /// secp256k1, X ‖ Y big-endian ([`chip_id`]); one socket, so 64 bytes even when 128 are
+    /// offered. The model's CUK is SHA-256 of the 64 random bytes persisted as `chip_id` in
+    /// the state file, so the id is stable per platform directory.
     pub fn get_id(&mut self, len: &mut u32) -> St<[u8; 64]> {
         if *len < 64 {
             *len = 64;
             return Err(Status::InvalidLength);
         }
+        let cuk = Zeroizing::new(openssl::sha::sha256(&self.id.chip_id));
+        let id = chip_id(&cuk).map_err(|_| Status::HwerrorPlatform)?;
         *len = 64;
-        Ok(self.id.chip_id)
+        Ok(id)
     }
 
     // ---------------- guest commands ----------------
@@ -572,7 +618,10 @@ impl Fw {
         Ok(slot as u32 + 1)
     }
 
-    /// The checks of LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32), in order.
+    /// The checks of LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32), in the
+    /// firmware's order (`sev_mcmd_launch_update_vmsa`, `launch_update_common`): for a VMSA,
+    /// its length (exactly 4096) before anything else, even the platform state; then platform
+    /// WORKING, handle, LUPDATE, ES (VMSA only), active, address and length alignment.
     pub(crate) fn launch_update_check(
         &mut self,
         handle: u32,
@@ -580,18 +629,16 @@ impl Fw {
         len: u32,
         vmsa: bool,
     ) -> St<&mut Guest> {
+        if vmsa && len != 4096 {
+            return Err(Status::InvalidLength);
+        }
         self.need(&[PlatformState::Working])?;
         let g = self.guest_mut(handle)?;
         if g.state != GuestState::LUpdate {
             return Err(Status::InvalidGuestState);
         }
-        if vmsa {
-            if len != 4096 {
-                return Err(Status::InvalidLength);
-            }
-            if !g.es {
-                return Err(Status::Unsupported);
-            }
+        if vmsa && !g.es {
+            return Err(Status::Unsupported);
         }
         if g.asid == 0 {
             return Err(Status::Inactive);
@@ -783,32 +830,42 @@ impl Fw {
         })
     }
 
-    /// ACTIVATE (0x21).
+    /// ACTIVATE (0x21), in the firmware's order (`sev_mcmd_activate`,
+    /// `mcmd_activate_common`, `activate_common`, `sev_guest_activate`):
+    /// 1. platform WORKING, handle valid;
+    /// 2. ASID 0 or above the maximum: INVALID_ASID;
+    /// 3. the ASID held by **any** guest (in use or allocated), this one included:
+    ///    ASID_OWNED — so a guest re-activating its own ASID gets ASID_OWNED, not ACTIVE;
+    /// 4. this guest already active or pending: ACTIVE;
+    /// 5. guest SENT: INVALID_GUEST_STATE;
+    /// 6. the ASID dirty: DF_FLUSH_REQUIRED;
+    /// 7. only then the ES / non-ES range (`sev_es_validate_asid`): INVALID_ASID.
     pub fn activate(&mut self, handle: u32, asid: u32) -> St<()> {
         self.need(&[PlatformState::Working])?;
         let g = self.guest(handle)?;
         let (gstate, gasid, ges) = (g.state, g.asid, g.es);
-        if gstate == GuestState::Sent {
-            return Err(Status::InvalidGuestState);
-        }
-        // Spec notes §1.3 order: ASID range, held by another guest, this guest active,
-        // then cleanliness.
-        let range_ok = if ges {
-            (1..MIN_SEV_ASID).contains(&asid)
-        } else {
-            (MIN_SEV_ASID..=MAX_ASID).contains(&asid)
-        };
-        if asid == 0 || asid > MAX_ASID || !range_ok {
+        if asid == 0 || asid > MAX_ASID {
             return Err(Status::InvalidAsid);
         }
-        if matches!(self.asids[asid as usize], Asid::Owned(h) if h != handle) {
+        if matches!(self.asids[asid as usize], Asid::Owned(_)) {
             return Err(Status::AsidOwned);
         }
         if gasid != 0 {
             return Err(Status::Active);
         }
+        if gstate == GuestState::Sent {
+            return Err(Status::InvalidGuestState);
+        }
         if self.asids[asid as usize] == Asid::Dirty {
             return Err(Status::DfFlushRequired);
+        }
+        let range_ok = if ges {
+            (1..MIN_SEV_ASID).contains(&asid)
+        } else {
+            (MIN_SEV_ASID..=MAX_ASID).contains(&asid)
+        };
+        if !range_ok {
+            return Err(Status::InvalidAsid);
         }
         self.asids[asid as usize] = Asid::Owned(handle);
         let running = gstate == GuestState::Running;

@@ -271,6 +271,26 @@ impl SevPlatform for SoftPlatform {
     }
 }
 
+/// The whole 16-byte blocks covering `len` bytes at `gpa`, as KVM's `sev_dbg_crypt` hands
+/// them to the firmware (`__sev_dbg_decrypt` rounds the start down and the size up;
+/// `__sev_dbg_encrypt_user` does the same around a read-modify-write). KVM refuses a zero
+/// length (`zero`, its EINVAL) and a range that wraps before calling the firmware.
+fn kvm_dbg_blocks(gpa: u64, len: usize, zero: &'static str) -> Result<(u64, u32)> {
+    if len == 0 {
+        return Err(FwError::InvalidArgument(zero));
+    }
+    let start = gpa & !15;
+    let end = gpa
+        .checked_add(len as u64)
+        .and_then(|e| e.checked_next_multiple_of(16))
+        .ok_or(FwError::InvalidArgument(
+            "DBG range wraps the address space (KVM: EINVAL)",
+        ))?;
+    let wide =
+        u32::try_from(end - start).map_err(|_| FwError::InvalidArgument("DBG range over 4 GiB"))?;
+    Ok((start, wide))
+}
+
 /// One VM's SEV context on a [`SoftPlatform`].
 pub struct SoftGuest {
     plat: SoftPlatform,
@@ -393,8 +413,10 @@ impl SevGuest for SoftGuest {
         let h = self.need_handle("LAUNCH_UPDATE_VMSA")?;
         let mut g = self.plat.lock();
         // VMSAs live outside guest RAM; the model uses a fixed 16-aligned PA for the check.
+        // A length beyond u32 is not 4096 either: the firmware's INVALID_LENGTH.
+        let len = u32::try_from(vmsa.len()).unwrap_or(u32::MAX);
         let guest =
-            g.fw.launch_update_check(h, 0, vmsa.len() as u32, true)
+            g.fw.launch_update_check(h, 0, len, true)
                 .map_err(st("LAUNCH_UPDATE_VMSA"))?;
         Fw::measure_data(guest, vmsa).map_err(st("LAUNCH_UPDATE_VMSA"))
     }
@@ -451,10 +473,12 @@ impl SevGuest for SoftGuest {
                 "DBG_DECRYPT buffers differ in length",
             ));
         }
+        // KVM bounces an unaligned range through whole 16-byte blocks: the firmware sees them.
+        let (start, len) = kvm_dbg_blocks(gpa, mem.len(), "DBG_DECRYPT of 0 bytes (KVM: EINVAL)")?;
         self.plat
             .lock()
             .fw
-            .dbg_check(h, gpa, 0, mem.len() as u32)
+            .dbg_check(h, start, 0, len)
             .map_err(st("DBG_DECRYPT"))?;
         // Guest RAM holds plaintext in the soft model (the guest runs unencrypted on KVM):
         // a volatile copy out of the (possibly running) guest's memory is the decryption.
@@ -469,14 +493,23 @@ impl SevGuest for SoftGuest {
                 "DBG_ENCRYPT buffers differ in length",
             ));
         }
-        self.plat
-            .lock()
-            .fw
-            .dbg_check(h, 0, gpa, mem.len() as u32)
-            .map_err(st("DBG_ENCRYPT"))?;
-        // Plaintext in, plaintext stored (see dbg_decrypt), with volatile writes.
+        // KVM's read-modify-write: an unaligned destination or length is widened to whole
+        // 16-byte blocks (DBG_DECRYPT of the blocks, the new bytes spliced in, DBG_ENCRYPT of
+        // the blocks), so the firmware sees aligned blocks and re-encrypts all of them.
+        let (start, len) = kvm_dbg_blocks(gpa, mem.len(), "DBG_ENCRYPT of 0 bytes (KVM: EINVAL)")?;
+        {
+            let mut g = self.plat.lock();
+            if (start, len as usize) != (gpa, data.len()) {
+                g.fw.dbg_check(h, start, start, len)
+                    .map_err(st("DBG_DECRYPT"))?;
+            }
+            g.fw.dbg_check(h, start, start, len)
+                .map_err(st("DBG_ENCRYPT"))?;
+        }
+        // Plaintext in, plaintext stored (see dbg_decrypt), with volatile writes: the
+        // neighbours in the widened blocks keep their bytes, as after KVM's read-modify-write.
         mem.copy_from(data);
-        self.mark_private(gpa, data.len() as u64);
+        self.mark_private(start, len as u64);
         Ok(())
     }
 

@@ -8,8 +8,10 @@
 
 mod ca;
 pub mod chain;
+mod firmware;
 
 pub use ca::CaCert;
+pub use firmware::{chip_id, firmware_validate};
 
 use crate::util::{array_at, le_u32};
 use openssl::bn::{BigNum, BigNumContext};

@@ -3,6 +3,16 @@
 
 use std::path::PathBuf;
 
+/// A prerequisite is missing (`what`): a hard failure when `CI` is set, else `None` after
+/// printing `SKIP: what` (never a silent pass).
+pub fn missing<T>(what: &str) -> Option<T> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} (CI is set, so this is an error)");
+    }
+    eprintln!("SKIP: {what}");
+    None
+}
+
 /// The shared testdata directory, or `None` (after printing a SKIP reason) when it is missing
 /// and `CI` is not set. With `CI` set, a missing directory is a hard failure.
 pub fn testdata() -> Option<PathBuf> {
@@ -10,14 +20,36 @@ pub fn testdata() -> Option<PathBuf> {
     if p.is_dir() {
         return Some(p);
     }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "testdata directory {} is missing (CI is set, so this is an error)",
+    missing(&format!("testdata directory {} not found", p.display()))
+}
+
+/// A Python 3 with the `cryptography` package: `$SEVM_PYTHON` when set (an explicit choice is
+/// honoured, never silently replaced), else the workspace's `.venv/bin/python`, else
+/// `python3`. `None` after a SKIP line (or a failure under `CI`) when there is none.
+pub fn python() -> Option<PathBuf> {
+    let usable = |p: &std::path::Path| {
+        std::process::Command::new(p)
+            .args(["-c", "import cryptography"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if let Some(p) = std::env::var_os("SEVM_PYTHON").map(PathBuf::from) {
+        if usable(&p) {
+            return Some(p);
+        }
+        return missing(&format!(
+            "SEVM_PYTHON={} cannot run `import cryptography`",
             p.display()
-        );
+        ));
     }
-    eprintln!("SKIP: testdata directory {} not found", p.display());
-    None
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    for c in [venv, PathBuf::from("python3")] {
+        if usable(&c) {
+            return Some(c);
+        }
+    }
+    missing("no Python with the `cryptography` package (set SEVM_PYTHON)")
 }
 
 /// Reads a testdata file (panics with the path on error; only called after `testdata()`).

@@ -493,7 +493,12 @@ impl SevLaunch {
 /// EBX[11:6] reduced physical bits; ECX number of encrypted guests; EDX minimum SEV ASID) and
 /// 0x80000008 with MAXPHYADDR above the C-bit.
 pub fn sev_cpuid(cbitpos: u8, reduced_phys_bits: u8, es: bool) -> CpuidOverrides {
-    let host = std::arch::x86_64::__cpuid(CPUID_ADDR_LEAF);
+    // `__cpuid` is an unsafe fn in older compilers (the MSRV, 1.89, among them) and a safe
+    // one in newer ones: the block keeps both building (`unused_unsafe` allowed).
+    #[allow(unused_unsafe)]
+    // SAFETY: every x86_64 CPU has CPUID, and leaf 0x8000_0008 (address sizes) exists on every
+    // CPU that can run a SEV guest; reading it has no other precondition.
+    let host = unsafe { std::arch::x86_64::__cpuid(CPUID_ADDR_LEAF) };
     let maxphys = (host.eax & 0xff).max(cbitpos as u32 + 1);
     CpuidOverrides(vec![
         CpuidOverride {
@@ -767,8 +772,9 @@ impl LaunchHandle {
     }
 
     /// Writes guest memory through DBG_ENCRYPT (refused under NODBG). `gpa` and the length
-    /// must be 16-byte aligned. Sound while vCPUs run: guest RAM is reached as a
-    /// `VolatileSlice`, never a Rust slice.
+    /// need no alignment: KVM (and the soft backend, which models it) read-modify-writes the
+    /// 16-byte blocks around an unaligned range. Sound while vCPUs run: guest RAM is reached as
+    /// a `VolatileSlice`, never a Rust slice.
     pub fn write_debug(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
         let mut st = self.lock();
         let policy = st.params.policy;

@@ -1,6 +1,7 @@
-//! Not a test: helpers for the tests that drive the `sevm` binary with argument lists and
-//! launch SEV guests under KVM (`#[path = "sev_common.rs"] mod common;`): prerequisites,
-//! running `sevm` and checking its exit status, `sevm run` command lines, owner sessions from
+//! Not a test target (a module in a directory, so cargo builds no empty test binary for it):
+//! helpers for the tests that drive the `sevm` binary with argument lists and launch SEV
+//! guests under KVM (`#[path = "sev_common/mod.rs"] mod common;`): prerequisites, running
+//! `sevm` and checking its exit status, `sevm run` command lines, owner sessions from
 //! `sevm owner session` or sevctl, the files `--dump-launch` writes, and paused launches that
 //! wait for the owner's secret.
 #![allow(dead_code)]
