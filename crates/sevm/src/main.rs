@@ -9,6 +9,7 @@ mod args;
 mod config_check;
 mod demo;
 mod digest;
+mod lifecycle;
 mod output;
 mod owner;
 mod platform;

@@ -1,10 +1,10 @@
 //! `sevm run`: boot a guest on KVM, under SEV when a configuration asks for it
 //! (`--object sev-guest,...`, `--sev-config FILE`, or a TOML `[sev]` table). docs/LAUNCH.md.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -17,8 +17,12 @@ use vmm::config::{self, SevLaunchConfig, ValidationInputs};
 use vmm::{BootSource, OnReset, SerialOut, Vm, VmConfig};
 
 use crate::args::{encode_b64, path_or_b64};
+use crate::lifecycle::{
+    deadline_after, Lifecycle, LineEvent, LineReader, SignalWatch, StopReason, POLL_SLICE,
+};
 use crate::output::Output;
 use crate::platform::{default_platform_dir, Backend};
+use sev_proto::secret::PacketHeader;
 
 /// What to boot and how (shared by `run` and `config check`).
 #[derive(Debug, Args, Clone)]
@@ -40,7 +44,8 @@ pub struct GuestArgs {
     /// Linux command line.
     #[arg(long, requires = "kernel")]
     pub cmdline: Option<String>,
-    /// Guest RAM (e.g. 256M).
+    /// Guest RAM, as QEMU's `-m`: a bare number is MiB (`256`), or give a unit (`256M`, `1G`,
+    /// `65536K`, `16777216B`).
     #[arg(long)]
     pub memory: Option<String>,
     /// Number of vCPUs.
@@ -94,7 +99,8 @@ pub struct RunArgs {
     /// KVM device.
     #[arg(long, default_value = "/dev/kvm")]
     kvm_device: PathBuf,
-    /// Stop the guest after this many seconds (exit 124).
+    /// Stop the guest after this many seconds (exit 124). Also bounds the wait for the
+    /// owner's line on stdin under `--paused`. A value too large for the clock is no limit.
     #[arg(long)]
     timeout: Option<u64>,
     /// QMP monitor socket, `unix:PATH` (docs/QMP.md). With `--paused`, `cont` starts the VM.
@@ -135,25 +141,90 @@ pub struct SevSetup {
 
 /// The boot source. `kernel_hashes` (SEV `kernel-hashes=on`) allows `--firmware` with
 /// `--kernel`: measured direct boot, the kernel-hashes table placed where the firmware says.
+/// A value that may be given both on the command line (`--opt`) and in the TOML file (`key`):
+/// when both are given they must agree, so that neither silently overrides the other.
+fn one_of<T: Clone>(
+    opt: &str,
+    key: &str,
+    toml_file: Option<&Path>,
+    cli: Option<&T>,
+    file: Option<&T>,
+    same: impl Fn(&T, &T) -> bool,
+    show: impl Fn(&T) -> String,
+) -> Result<Option<T>> {
+    match (cli, file) {
+        (Some(a), Some(b)) if !same(a, b) => bail!(
+            "{opt} {} disagrees with the key `{key}` ({}) in {}: give it in one place \
+             (neither overrides the other)",
+            show(a),
+            show(b),
+            toml_file.map_or("the config file".into(), |p| p.display().to_string())
+        ),
+        (a, b) => Ok(a.or(b).cloned()),
+    }
+}
+
+/// Two paths name the same file (as written, or once resolved).
+fn same_path(a: &PathBuf, b: &PathBuf) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 fn boot_source(
     g: &GuestArgs,
     toml: Option<&config::tomlfile::VmSettings>,
+    toml_file: Option<&Path>,
     kernel_hashes: bool,
 ) -> Result<BootSource> {
-    let pick = |a: &Option<PathBuf>, b: Option<&Option<PathBuf>>| {
-        a.clone().or_else(|| b.and_then(|x| x.clone()))
+    let path = |opt: &str, key: &str, a: &Option<PathBuf>, b: Option<&Option<PathBuf>>| {
+        one_of(
+            opt,
+            key,
+            toml_file,
+            a.as_ref(),
+            b.and_then(|x| x.as_ref()),
+            same_path,
+            |p| p.display().to_string(),
+        )
     };
-    let guest = g
-        .guest
-        .clone()
-        .or_else(|| toml.and_then(|t| t.guest.clone()));
-    let firmware = pick(&g.firmware, toml.map(|t| &t.firmware));
-    let kernel = pick(&g.kernel, toml.map(|t| &t.kernel));
-    let initrd = pick(&g.initrd, toml.map(|t| &t.initrd));
-    let cmdline = g
-        .cmdline
-        .clone()
-        .or_else(|| toml.and_then(|t| t.cmdline.clone()));
+    let text = |opt: &str, key: &str, a: &Option<String>, b: Option<&Option<String>>| {
+        one_of(
+            opt,
+            key,
+            toml_file,
+            a.as_ref(),
+            b.and_then(|x| x.as_ref()),
+            |x, y| x == y,
+            |v| format!("{v:?}"),
+        )
+    };
+    let guest = text("--guest", "guest", &g.guest, toml.map(|t| &t.guest))?;
+    let firmware = path(
+        "--firmware",
+        "firmware",
+        &g.firmware,
+        toml.map(|t| &t.firmware),
+    )?;
+    let kernel = path("--kernel", "kernel", &g.kernel, toml.map(|t| &t.kernel))?;
+    let initrd = path("--initrd", "initrd", &g.initrd, toml.map(|t| &t.initrd))?;
+    let cmdline = text("--cmdline", "cmdline", &g.cmdline, toml.map(|t| &t.cmdline))?;
+    if let (Some(n), None, None) = (&guest, &firmware, &kernel) {
+        // The bundled guests take no initrd and no command line: refuse, not ignore.
+        for (opt, given) in [
+            ("--initrd", initrd.is_some()),
+            ("--cmdline", cmdline.is_some()),
+        ] {
+            if given {
+                bail!(
+                    "{opt}: the bundled guest `{n}` takes no initrd or command line \
+                     ({opt} goes with --kernel)"
+                );
+            }
+        }
+    }
     Ok(match (guest, firmware, kernel) {
         (Some(n), None, None) => BootSource::Bundled(n),
         (None, Some(f), None) => BootSource::Firmware(f),
@@ -218,11 +289,26 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
     };
     // First pass: learn the backend and platform dir; second pass: check against the platform.
     let (first, toml) = parse_sev(s, &inputs)?;
-    let memory = match (&g.memory, toml.as_ref().and_then(|t| t.memory_mib)) {
-        (Some(m), _) => vmm::parse_memory_size(m).with_context(|| format!("--memory {m}"))?,
-        (None, Some(mib)) => mib << 20,
-        (None, None) => 256 << 20,
+    let cli_memory = match &g.memory {
+        Some(m) => Some(vmm::parse_memory_size(m).with_context(|| format!("--memory {m}"))?),
+        None => None,
     };
+    // The TOML parser checked `memory` against the VM's limits (as `Vm::build` does).
+    let toml_memory = toml
+        .as_ref()
+        .and_then(|t| t.memory_mib)
+        .map(|mib| mib << 20);
+    let memory = one_of(
+        "--memory",
+        "memory",
+        s.config.as_deref(),
+        cli_memory.as_ref(),
+        toml_memory.as_ref(),
+        |a, b| a == b,
+        |b| format!("{} MiB", b >> 20),
+    )?
+    .unwrap_or(256 << 20);
+    vmm::memory::check_memory_size(memory).context("memory")?;
     let cpus = match (g.cpus, toml.as_ref().and_then(|t| t.cpus)) {
         (Some(c), _) => c,
         (None, Some(c)) => u8::try_from(c).context("config: cpus is too large")?,
@@ -232,7 +318,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
     let vm = VmConfig {
         memory,
         cpus,
-        boot: boot_source(g, toml.as_ref(), kernel_hashes)?,
+        boot: boot_source(g, toml.as_ref(), s.config.as_deref(), kernel_hashes)?,
         ..VmConfig::default()
     };
     let Some(first) = first else {
@@ -274,6 +360,11 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
             (p.platform_status()?, p.cbit_pos()?, None)
         }
     };
+    // A C-bit position no page table can carry is refused here, so `config check` refuses
+    // what `run` would (the soft store also refuses one when it loads the state file).
+    vmm::cpu::cbit_mask(Some(cbit)).with_context(|| {
+        format!("the {backend:?} SEV platform reports C-bit position {cbit}, outside 32..=51")
+    })?;
     inputs.platform_cbitpos = Some(cbit);
     let (cfg, _) = parse_sev(s, &inputs)?;
     let cfg = cfg.context("the SEV configuration vanished on the second pass")?;
@@ -342,36 +433,192 @@ fn serial(s: &str) -> Result<SerialOut> {
     })
 }
 
+/// Exit status of a run ended by SIGTERM, SIGINT or SIGHUP: 0, as QEMU ("terminating on
+/// signal N", exit 0). docs/OPERATOR.md section 3.
+pub const SIGNAL_EXIT: u8 = 0;
+
+const fn max_usize(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// Length of the padded base64 of `n` bytes.
+const fn b64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// Longest file name a field of the owner's line may hold (Linux PATH_MAX).
+const PATH_MAX: usize = 4096;
+/// Largest secret payload: the EFI secret area.
+const MAX_SECRET: usize = vmm::layout::SECRET_AREA_SIZE as usize;
+
+/// Longest owner line on stdin (`--paused` without `--qmp`): `HEADER SECRET`, each the base64
+/// of the 52-byte packet header and of at most the 16 KiB secret area, or a file name (at
+/// most PATH_MAX), with room for separators. A longer line is refused without being read.
+pub const MAX_OWNER_LINE: usize =
+    max_usize(b64_len(PacketHeader::LEN), PATH_MAX) + max_usize(b64_len(MAX_SECRET), PATH_MAX) + 64;
+
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// One field of the owner's line: an existing regular file of at most `limit` bytes (read
+/// raw), or base64; its bytes must be exactly `limit` (`exact`) or 1..=`limit` long. Errors
+/// name the field.
+fn owner_field(
+    name: &str,
+    what: &str,
+    value: &str,
+    limit: usize,
+    exact: bool,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let mut from_file = false;
+    match std::fs::metadata(value) {
+        Ok(m) if !m.is_file() => {
+            return Err(format!(
+                "{name}: '{value}' is {}, not a file or base64",
+                file_kind(m.file_type())
+            ))
+        }
+        Ok(m) if m.len() > limit as u64 => {
+            return Err(format!(
+                "{name}: file '{value}' is {} bytes; {what} is {}{limit} bytes",
+                m.len(),
+                if exact { "" } else { "at most " }
+            ))
+        }
+        Ok(_) => from_file = true,
+        Err(_) => {}
+    }
+    let bytes = path_or_b64(name, value).map_err(|e| e.to_string())?;
+    let ok = if exact {
+        bytes.len() == limit
+    } else {
+        (1..=limit).contains(&bytes.len())
+    };
+    if !ok {
+        let src = if from_file {
+            format!("file '{value}' holds")
+        } else {
+            let shown: String = value.chars().take(40).collect();
+            let more = if shown.len() < value.len() { "..." } else { "" };
+            format!("'{shown}{more}' (no such file) decodes as base64 to")
+        };
+        return Err(format!(
+            "{name}: {src} {} bytes; {what} is {}{limit} bytes",
+            bytes.len(),
+            if exact { "exactly " } else { "1 to " }
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A secret packet from the owner: header and encrypted payload.
+type OwnerSecret = (zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroizing<Vec<u8>>);
+
+/// The owner's line: empty (no secret) or `HEADER SECRET`.
+fn owner_line(line: &[u8]) -> Result<Option<OwnerSecret>, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8 text".to_string())?;
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    match parts[..] {
+        [] => Ok(None),
+        [h, c] => {
+            let h = owner_field("HEADER", "a packet header", h, PacketHeader::LEN, true)?;
+            let c = owner_field("SECRET", "a secret payload", c, MAX_SECRET, false)?;
+            Ok(Some((h, c)))
+        }
+        _ => Err(format!(
+            "expected `HEADER SECRET` (two fields) or an empty line, got {} fields",
+            parts.len()
+        )),
+    }
+}
+
 /// Owner interaction on stdin for `--paused`: for each launch, print the measurement and
-/// read `HEADER SECRET` (or an empty line).
-fn paused_owner(handle: LaunchHandle) {
-    let stdin = std::io::stdin();
+/// read `HEADER SECRET` (or an empty line, or end of input: no secret). A refused line is
+/// reported and another one read. The wait for the line is bounded by `deadline`
+/// (`--timeout`) and ends when `life` stops; a line longer than [`MAX_OWNER_LINE`] stops the
+/// run. Every way out releases the launch, after the VM was asked to quit.
+fn paused_owner(handle: LaunchHandle, life: Arc<Lifecycle>, deadline: Option<Instant>) {
+    let stop = |reason: StopReason| {
+        life.stop(reason);
+        handle.release();
+    };
+    let mut reader = match LineReader::stdin(MAX_OWNER_LINE) {
+        Ok(r) => r,
+        Err(e) => {
+            return stop(StopReason::OwnerError(format!(
+                "--paused: cannot read the owner's line on stdin: {e}"
+            )))
+        }
+    };
     let mut launch = 1;
     loop {
-        let Ok(m) = handle.wait_measured(launch, Duration::from_secs(24 * 3600)) else {
-            return;
+        let m = loop {
+            if life.stopping() {
+                return handle.release();
+            }
+            let t0 = Instant::now();
+            match handle.wait_measured(launch, POLL_SLICE) {
+                Ok(m) => break m,
+                // Back before the slice ended: the launch failed (the VM reports why).
+                Err(_) if t0.elapsed() < POLL_SLICE / 2 => return,
+                Err(_) => {}
+            }
         };
         eprintln!(
             "sevm: launch {launch} measured: {} (paused; enter `HEADER SECRET` or an empty line)",
             encode_b64(&m)
         );
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).unwrap_or(0) > 0 {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            if parts.len() == 2 {
-                let r = path_or_b64("HEADER", parts[0])
-                    .and_then(|h| Ok((h, path_or_b64("SECRET", parts[1])?)))
-                    .map_err(anyhow::Error::new)
-                    .and_then(|(h, c)| Ok(handle.inject_secret(&h, &c, None)?));
-                match r {
-                    Ok(()) => eprintln!("sevm: secret injected"),
-                    Err(e) => {
-                        eprintln!("sevm: secret refused: {}", crate::output::error_message(&e))
-                    }
+        loop {
+            let refused = match reader.read_line(deadline, &life) {
+                Ok(LineEvent::Line(l)) => match owner_line(&l) {
+                    Ok(None) => break,
+                    Ok(Some((h, c))) => match handle.inject_secret(&h, &c, None) {
+                        Ok(()) => {
+                            eprintln!("sevm: secret injected");
+                            break;
+                        }
+                        Err(e) => format!("secret refused: {e}"),
+                    },
+                    Err(e) => format!("line refused: {e}"),
+                },
+                Ok(LineEvent::Eof) => break,
+                Ok(LineEvent::Stopped) => return handle.release(),
+                Ok(LineEvent::TimedOut) => return stop(StopReason::OwnerTimeout { launch }),
+                Ok(LineEvent::TooLong) => {
+                    return stop(StopReason::OwnerError(format!(
+                        "--paused: the owner's line on stdin is longer than {MAX_OWNER_LINE} \
+                         bytes (`HEADER SECRET`: each a file name or the base64 of a 52-byte \
+                         header / of at most {MAX_SECRET} bytes); refused without reading it"
+                    )))
                 }
-            } else if !parts.is_empty() {
-                eprintln!("sevm: expected `HEADER SECRET`; continuing without a secret");
-            }
+                Err(e) => {
+                    return stop(StopReason::OwnerError(format!(
+                        "--paused: reading the owner's line on stdin: {e}"
+                    )))
+                }
+            };
+            eprintln!(
+                "sevm: {refused}; enter `HEADER SECRET` again, or an empty line to continue \
+                 without a secret"
+            );
         }
         handle.release();
         launch += 1;
@@ -380,21 +627,26 @@ fn paused_owner(handle: LaunchHandle) {
 
 /// Runs `sevm run ...`.
 pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
+    // From here on SIGTERM, SIGINT and SIGHUP stop the VM cleanly (docs/OPERATOR.md).
+    let life = Arc::new(Lifecycle::default());
+    let _signals = SignalWatch::install(life.clone())?;
     let r = resolve(&a.guest, &a.sev)?;
     let mut vm_cfg = r.vm;
     vm_cfg.serial = serial(&a.serial)?;
     vm_cfg.kvm_path = a.kvm_device.clone();
-    vm_cfg.timeout = a.timeout.map(Duration::from_secs);
+    let timeout = a.timeout.map(Duration::from_secs);
+    vm_cfg.timeout = timeout;
     vm_cfg.on_reset = match a.on_reset {
         ResetArg::Relaunch => OnReset::Reboot,
         ResetArg::Shutdown => OnReset::Shutdown,
     };
     // QMP: `--paused` is QEMU's -S (the VM waits for `cont`), not the stdin owner.
     vm_cfg.start_paused = a.paused && a.qmp.is_some();
+    let owner_stdin = a.paused && a.qmp.is_none();
     let cpus = vm_cfg.cpus;
     let sev = r.sev.as_ref().map(|s| {
         let mut p = LaunchParams::from_config(&s.cfg, s.info.cbitpos);
-        p.paused = a.paused && a.qmp.is_none();
+        p.paused = owner_stdin;
         p.dump_dir = a.dump_launch.clone();
         p.on_reset = match a.on_reset {
             ResetArg::Relaunch => ResetMode::Relaunch,
@@ -402,10 +654,11 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         };
         (s, p)
     });
-    if sev.is_none() && ((a.paused && a.qmp.is_none()) || a.dump_launch.is_some()) {
+    if sev.is_none() && (owner_stdin || a.dump_launch.is_some()) {
         bail!("--paused and --dump-launch need an SEV guest (--object sev-guest,..., --sev-config or a [sev] table)");
     }
     let (mut vm, handle) = build(vm_cfg, sev)?;
+    life.attach(vm.control());
     if let Some(h) = &handle {
         let st = h.status();
         let m = h.measurement().map(|m| encode_b64(&m)).unwrap_or_default();
@@ -421,10 +674,7 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
             st.handle, st.policy
         );
         tracing::debug!(status = %st.to_query_sev(), "query-sev");
-        if a.paused && a.qmp.is_none() {
-            let h = h.clone();
-            std::thread::spawn(move || paused_owner(h));
-        } else {
+        if !owner_stdin {
             h.release();
         }
     }
@@ -439,9 +689,57 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         )?),
         None => None,
     };
+    // The owner thread holds a launch handle (and so the SEV context): it is joined below.
+    let owner = match (&handle, owner_stdin) {
+        (Some(h), true) => {
+            let (h, life) = (h.clone(), life.clone());
+            let deadline = timeout.and_then(deadline_after);
+            Some(
+                std::thread::Builder::new()
+                    .name("owner-stdin".into())
+                    .spawn(move || paused_owner(h, life, deadline))
+                    .context("starting the stdin owner thread")?,
+            )
+        }
+        _ => None,
+    };
     let status = vm.run();
+    life.finish();
+    if let Some(t) = owner {
+        let _ = t.join();
+    }
+    // A VM that sevm asked to quit (not QMP `quit`) ended for the recorded reason.
+    let reason = match &status {
+        Ok(vmm::ExitStatus::Quit) => life.reason(),
+        _ => None,
+    };
+    // QMP: the final SHUTDOWN event, then the socket goes.
     if let Some(q) = qmp {
-        q.finish(status.as_ref().ok());
+        match &reason {
+            Some(StopReason::Signal(_)) => q.finish_on_signal(),
+            Some(StopReason::OwnerTimeout { .. }) => q.finish(Some(&vmm::ExitStatus::Timeout)),
+            Some(StopReason::OwnerError(_)) => q.finish(None),
+            None => q.finish(status.as_ref().ok()),
+        }
+    }
+    // The SEV context ends with the run, whoever still holds a handle (a QMP client thread).
+    if let Some(h) = &handle {
+        h.end();
+    }
+    match reason {
+        Some(StopReason::Signal(_)) => return Ok(ExitCode::from(SIGNAL_EXIT)),
+        Some(StopReason::OwnerTimeout { launch }) => {
+            eprintln!(
+                "sevm: --timeout {} s elapsed while waiting for the owner's line on stdin \
+                 (launch {launch}); the guest did not run",
+                a.timeout.unwrap_or_default()
+            );
+            return Ok(ExitCode::from(
+                u8::try_from(vmm::ExitStatus::Timeout.exit_code()).unwrap_or(1),
+            ));
+        }
+        Some(StopReason::OwnerError(msg)) => bail!("{msg}"),
+        None => {}
     }
     let status = status?;
     tracing::info!(?status, "guest stopped");

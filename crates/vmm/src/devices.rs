@@ -1,7 +1,9 @@
 //! The minimal device model: a 16550 UART on COM1 (vm-superio), the i8042 reset line and an
 //! exit port. Anything else a guest touches is logged (rate-limited) and ignored: reads of
 //! unhandled ports and MMIO return all-ones, writes are dropped. Devices never stop the VM by
-//! themselves; they return an [`IoAction`] for the vCPU loop.
+//! themselves; they return an [`IoAction`] for the vCPU loop. A failed write of COM1 output
+//! (a full disk, a closed stdout) is [`IoAction::OutputFailed`]: the VM stops with
+//! [`DeviceError::SerialOutput`] rather than losing the console silently (docs/OPERATOR.md).
 
 use crate::layout;
 use std::io::{self, Write};
@@ -18,6 +20,17 @@ pub enum DeviceError {
     /// to a file, a directory...); the message names the file.
     #[error(transparent)]
     SerialFile(sevm_files::FileError),
+    /// Writing COM1 output failed; the VM was stopped.
+    #[error(
+        "COM1 serial output to {target} failed: {source}; the VM was stopped so that the \
+         console is not lost silently"
+    )]
+    SerialOutput {
+        /// Where the output went (`stdout`, `file PATH`).
+        target: String,
+        /// The write or flush error.
+        source: io::Error,
+    },
 }
 
 /// Where COM1 output goes.
@@ -52,6 +65,16 @@ impl Write for BufferWriter {
 }
 
 impl SerialOut {
+    /// Where the output goes, for messages.
+    fn target(&self) -> String {
+        match self {
+            SerialOut::Stdout => "stdout".into(),
+            SerialOut::File(p) => format!("file {}", p.display()),
+            SerialOut::Buffer(_) => "a buffer".into(),
+            SerialOut::Sink => "nowhere".into(),
+        }
+    }
+
     fn writer(&self) -> Result<Box<dyn Write + Send>, DeviceError> {
         Ok(match self {
             SerialOut::Stdout => Box::new(io::stdout()),
@@ -85,6 +108,8 @@ pub enum IoAction {
     Exit(u8),
     /// The guest pulsed the i8042 reset line.
     Reset,
+    /// Writing COM1 output failed ([`Devices::take_output_error`] says why): stop the VM.
+    OutputFailed,
 }
 
 /// Rate limiter for log lines about unhandled accesses: the first 16, then every 1024th.
@@ -106,6 +131,11 @@ impl RateLimit {
 /// All port-I/O devices of one VM.
 pub struct Devices {
     serial: Serial<NoIrq, NoEvents, Box<dyn Write + Send>>,
+    serial_target: String,
+    /// The first failed write of COM1 output, until taken.
+    output_error: Option<io::Error>,
+    /// A write failed: output is no longer attempted.
+    output_failed: bool,
     unhandled: RateLimit,
 }
 
@@ -122,6 +152,9 @@ impl Devices {
     pub fn new(out: &SerialOut) -> Result<Self, DeviceError> {
         Ok(Devices {
             serial: Serial::new(NoIrq, out.writer()?),
+            serial_target: out.target(),
+            output_error: None,
+            output_failed: false,
             unhandled: RateLimit::default(),
         })
     }
@@ -131,18 +164,42 @@ impl Devices {
         self.unhandled.count()
     }
 
+    /// The failure behind [`IoAction::OutputFailed`] (once; `None` if there was none).
+    pub fn take_output_error(&mut self) -> Option<DeviceError> {
+        self.output_error
+            .take()
+            .map(|source| DeviceError::SerialOutput {
+                target: self.serial_target.clone(),
+                source,
+            })
+    }
+
+    fn serial_out(&mut self, offset: u8, v: u8) -> IoAction {
+        if self.output_failed {
+            // The VM is stopping; nothing more is written (or reported) after a failure.
+            return IoAction::OutputFailed;
+        }
+        let r = match self.serial.write(offset, v) {
+            Err(vm_superio::serial::Error::IOError(e)) => Err(e),
+            Err(e) => Err(io::Error::other(e.to_string())),
+            Ok(()) => self.serial.writer_mut().flush(),
+        };
+        match r {
+            Ok(()) => IoAction::Continue,
+            Err(e) => {
+                self.output_failed = true;
+                self.output_error = Some(e);
+                IoAction::OutputFailed
+            }
+        }
+    }
+
     /// Handles `out` to `port`.
     pub fn io_out(&mut self, port: u16, data: &[u8]) -> IoAction {
         let v = data.first().copied().unwrap_or(0);
         match port {
             p if (layout::COM1_PORT..layout::COM1_PORT + 8).contains(&p) => {
-                if let Err(e) = self.serial.write((p - layout::COM1_PORT) as u8, v) {
-                    if self.unhandled.tick() {
-                        tracing::warn!("serial write failed: {e:?}");
-                    }
-                }
-                let _ = self.serial.writer_mut().flush();
-                IoAction::Continue
+                self.serial_out((p - layout::COM1_PORT) as u8, v)
             }
             layout::EXIT_PORT => IoAction::Exit(v),
             layout::I8042_CMD_PORT if v == 0xfe => IoAction::Reset,
@@ -226,6 +283,28 @@ mod tests {
         let r = RateLimit::default();
         let logged = (0..3000).filter(|_| r.tick()).count();
         assert_eq!(logged, 16 + 2); // 0..16, then 1024 and 2048
+    }
+
+    #[test]
+    fn finding16_serial_output_failure_is_reported_once_and_stops() {
+        let full = std::path::Path::new("/dev/full");
+        if !full.exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI: /dev/full is needed");
+            eprintln!("SKIP: no /dev/full");
+            return;
+        }
+        let mut d = Devices::new(&SerialOut::File(full.into())).unwrap();
+        assert_eq!(d.io_out(0x3f8, b"h"), IoAction::OutputFailed);
+        // Later writes are not attempted; the failure is reported once.
+        assert_eq!(d.io_out(0x3f8, b"i"), IoAction::OutputFailed);
+        let e = d.take_output_error().expect("the failure").to_string();
+        assert!(
+            e.contains("file /dev/full") && e.contains("No space left") && e.contains("stopped"),
+            "{e}"
+        );
+        assert!(d.take_output_error().is_none());
+        // Other ports still work (the exit port).
+        assert_eq!(d.io_out(0xf4, &[3]), IoAction::Exit(3));
     }
 
     #[test]

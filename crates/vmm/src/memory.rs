@@ -9,8 +9,8 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 /// Errors about guest memory.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MemoryError {
-    /// The size string is empty or not `<number>[K|M|G]`.
-    #[error("memory size {0:?} is malformed: expected a number with an optional K, M or G suffix (e.g. 256M)")]
+    /// The size string is empty or not `<number>[B|K|M|G|T]`.
+    #[error("memory size {0:?} is malformed: expected a number of MiB, or a number with a B, K, M, G or T suffix (e.g. 256M), as QEMU's -m")]
     Malformed(String),
     /// The size is below the minimum.
     #[error("memory size {size:#x} bytes is too small: at least {min} MiB is needed")]
@@ -41,35 +41,37 @@ pub enum MemoryError {
     },
 }
 
-/// Parses a memory size such as `256M`, `1G`, `65536K`, `0x10000000` or a plain byte count,
-/// and checks it against [`layout::RAM_MIN`] and [`layout::RAM_MAX`].
+/// Parses a memory size as QEMU's `-m` does: a bare number is MiB (`256` = 256 MiB), a
+/// suffix gives the unit (`B` bytes, `K`, `M`, `G`, `T`, any case, optionally followed by `B`
+/// or `iB`: `65536K`, `512MB`, `1GiB`); the number is decimal or `0x` hex. The size is checked
+/// against [`layout::RAM_MIN`] and [`layout::RAM_MAX`] ([`check_memory_size`]).
 pub fn parse_memory_size(s: &str) -> Result<u64, MemoryError> {
     let t = s.trim();
     let bad = || MemoryError::Malformed(s.to_string());
-    if t.is_empty() {
-        return Err(bad());
-    }
-    // Accept "256M", "256MB", "256MiB".
+    // "256MB" / "256MiB" are "256M"; a lone "B" means bytes.
     let t = ["iB", "ib", "B", "b"]
         .iter()
         .find_map(|suf| {
             t.strip_suffix(suf)
-                .filter(|r| r.ends_with(['K', 'M', 'G', 'k', 'm', 'g']))
+                .filter(|r| r.ends_with(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']))
         })
         .unwrap_or(t);
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let (num, mult) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
-        b'K' => (&t[..t.len() - 1], 1u64 << 10),
-        b'M' => (&t[..t.len() - 1], 1 << 20),
-        b'G' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
+    let (num, mult) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        None => return Err(bad()),
+        Some(b'B') => (&t[..t.len() - 1], 1u64),
+        Some(b'K') => (&t[..t.len() - 1], 1 << 10),
+        Some(b'M') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'G') => (&t[..t.len() - 1], 1 << 30),
+        Some(b'T') => (&t[..t.len() - 1], 1 << 40),
+        // QEMU: "If no suffix is given, the value is in megabytes".
+        Some(_) => (t, 1 << 20),
     };
     let n = if let Some(h) = num.strip_prefix("0x").or_else(|| num.strip_prefix("0X")) {
         u64::from_str_radix(h, 16)
-    } else {
+    } else if num.bytes().all(|b| b.is_ascii_digit()) {
         num.parse::<u64>()
+    } else {
+        return Err(bad());
     }
     .map_err(|_| bad())?;
     let size = n.checked_mul(mult).ok_or_else(bad)?;
@@ -126,8 +128,34 @@ mod tests {
         assert_eq!(parse_memory_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_memory_size("512MB"), Ok(512 << 20));
         assert_eq!(parse_memory_size("8192K"), Ok(8 << 20));
-        assert_eq!(parse_memory_size("0x1000000"), Ok(16 << 20));
-        assert_eq!(parse_memory_size(" 16777216 "), Ok(16 << 20));
+        assert_eq!(parse_memory_size("16777216B"), Ok(16 << 20));
+        assert_eq!(parse_memory_size("0x1000000b"), Ok(16 << 20));
+    }
+
+    #[test]
+    fn finding17_bare_numbers_are_mib_as_in_qemu() {
+        // QEMU's `-m 4096` is 4 GiB, not 4096 bytes; `-m 0x10` is 16 MiB.
+        assert_eq!(parse_memory_size("64"), Ok(64 << 20));
+        assert_eq!(parse_memory_size(" 256 "), Ok(256 << 20));
+        assert_eq!(parse_memory_size("0x10"), Ok(16 << 20));
+        assert!(matches!(
+            parse_memory_size("4096"),
+            Err(MemoryError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_memory_size("1"),
+            Err(MemoryError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            parse_memory_size("1T"),
+            Err(MemoryError::TooLarge { .. })
+        ));
+        for bad in ["B", "KB", "+64", "6 4", "64X"] {
+            assert!(
+                matches!(parse_memory_size(bad), Err(MemoryError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -153,7 +181,7 @@ mod tests {
             Err(MemoryError::TooLarge { .. })
         ));
         assert_eq!(
-            parse_memory_size("4194305"),
+            parse_memory_size("4194305B"),
             Err(MemoryError::Unaligned(4194305))
         );
     }

@@ -232,7 +232,8 @@ pub struct VmConfig {
     pub cpuid_overrides: CpuidOverrides,
     /// User-space MSR handler; enables KVM_CAP_X86_USER_SPACE_MSR when set.
     pub msr_handler: Option<Arc<dyn MsrHandler>>,
-    /// Stop the VM after this long ([`ExitStatus::Timeout`]).
+    /// Stop the VM after this long ([`ExitStatus::Timeout`]); a duration too large to add to
+    /// the clock (e.g. `u64::MAX` seconds) is no limit.
     pub timeout: Option<Duration>,
     /// Wait for [`VmControl::resume`] before `before_run` and the first vCPU run (QEMU `-S`).
     pub start_paused: bool,
@@ -811,7 +812,11 @@ impl Vm {
     /// `before_run` hook.
     pub fn run(&mut self) -> Result<ExitStatus, VmError> {
         install_kick_handler()?;
-        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        // A timeout too large to add to the clock (e.g. u64::MAX seconds) is no deadline.
+        let deadline = self
+            .config
+            .timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let result = self.run_inner(deadline);
         self.set_state(RunState::Stopped);
         result
@@ -860,6 +865,7 @@ impl Vm {
             }
             match event {
                 Event::Io(IoAction::Exit(v)) => return Ok(ExitStatus::Exited(v)),
+                Event::Io(IoAction::OutputFailed) => return Err(self.output_failure()),
                 Event::Io(IoAction::Reset)
                 | Event::SystemReset
                 | Event::Control(ControlRequest::Reset) => {
@@ -874,6 +880,19 @@ impl Vm {
                 Event::Failed(msg, cpu) => return Err(VmError::Vcpu { cpu, msg }),
             }
         }
+    }
+
+    /// The device error behind [`IoAction::OutputFailed`].
+    fn output_failure(&self) -> VmError {
+        let e = self
+            .devices
+            .lock()
+            .ok()
+            .and_then(|mut d| d.take_output_error());
+        e.map(VmError::Device).unwrap_or_else(|| VmError::Vcpu {
+            cpu: 0,
+            msg: "COM1 serial output failed".into(),
+        })
     }
 
     /// A pending control request, without waiting (`Resume` while running is a no-op).

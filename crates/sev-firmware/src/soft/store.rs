@@ -86,6 +86,10 @@ pub const STATE_FILE: &str = "sev-state.json";
 pub const MAX_STATE_FILE: u64 = 1 << 20;
 /// Lock file name inside the platform directory.
 pub const LOCK_FILE: &str = "sev-state.lock";
+/// C-bit positions the soft platform can hold: a guest-physical address bit that page-table
+/// entries can carry (below MAXPHYADDR 52) and above 4 GiB. Real parts report 47 or 51.
+pub const CBIT_POS_RANGE: std::ops::RangeInclusive<u8> = 32..=51;
+
 /// Name given to the soft root key; it is not AMD's.
 pub const SOFT_ARK_NAME: &str = "sevm soft ARK — NOT AMD";
 /// Firmware API version and build the model reports.
@@ -206,6 +210,11 @@ pub(crate) fn cert_ec_key(
 impl Identity {
     /// Generate a whole new identity (only when the directory holds no state file).
     pub fn generate(cbit_pos: u8) -> Result<Identity> {
+        if !CBIT_POS_RANGE.contains(&cbit_pos) {
+            return Err(FwError::InvalidArgument(
+                "C-bit position outside 32..=51 (CBIT_POS_RANGE)",
+            ));
+        }
         let ark = Rsa::generate(4096)?;
         let ask = Rsa::generate(4096)?;
         let ark_ca = CaCert::new_self_signed_rsa(&ark, Usage::ARK)?;
@@ -371,6 +380,14 @@ impl Identity {
             Rsa::private_key_from_der(&unhex_key(field, s)?)
                 .map_err(|e| bad(format!("field {field}: {e}")))
         };
+        if !CBIT_POS_RANGE.contains(&f.cbit_pos) {
+            return Err(bad(format!(
+                "field cbit_pos: {} is not a usable C-bit position ({}..={})",
+                f.cbit_pos,
+                CBIT_POS_RANGE.start(),
+                CBIT_POS_RANGE.end()
+            )));
+        }
         Ok(Identity {
             chip_id,
             cbit_pos: f.cbit_pos,
@@ -766,6 +783,45 @@ mod tests {
         let e = store.update(|_| Ok(())).err().unwrap().to_string();
         assert!(e.contains("is a symbolic link"), "{e}");
         assert!(fs::symlink_metadata(&st).unwrap().file_type().is_symlink());
+    }
+
+    /// Issue 17 finding 11: a state file whose C-bit position no guest can use is refused
+    /// when loaded, naming the field, so `config check` refuses what `run` would.
+    #[test]
+    fn finding11_stored_cbit_pos_is_range_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::new(d.path()).unwrap();
+        store.load_or_create(47).unwrap();
+        let path = store.state_path();
+        let good = fs::read_to_string(&path).unwrap();
+        assert!(
+            good.contains("\"cbit_pos\": 47"),
+            "state file layout changed"
+        );
+        for bad in [0u8, 31, 52, 64, 255] {
+            fs::write(
+                &path,
+                good.replace("\"cbit_pos\": 47", &format!("\"cbit_pos\": {bad}")),
+            )
+            .unwrap();
+            let e = store.load().err().expect("a bad C-bit position is refused");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("field cbit_pos")
+                    && msg.contains(&format!("{bad} is not a usable C-bit position (32..=51)"))
+                    && msg.contains(&path.display().to_string()),
+                "{bad}: {msg}"
+            );
+        }
+        for ok in [32u8, 51] {
+            fs::write(
+                &path,
+                good.replace("\"cbit_pos\": 47", &format!("\"cbit_pos\": {ok}")),
+            )
+            .unwrap();
+            assert_eq!(store.load().unwrap().cbit_pos, ok);
+        }
+        assert!(Identity::generate(64).is_err());
     }
 
     /// Signing through `edit_cert` fills the free slot and refuses a third signature.

@@ -690,6 +690,23 @@ impl LaunchHandle {
         self.0.cond.notify_all();
     }
 
+    /// The VM has stopped for good: decommissions the SEV context now (the soft platform's
+    /// guest count drops, its `sev-guests.d` count file goes) instead of when the last clone
+    /// of this handle is dropped, which a monitor client thread may delay past the process's
+    /// exit. Later operations see no guest.
+    pub fn end(&self) {
+        let mut st = self.lock();
+        if let Some(mut g) = st.guest.take() {
+            if let Err(e) = g.decommission() {
+                tracing::warn!("decommissioning the SEV context at the end of the run: {e}");
+            }
+        }
+        st.phase = Phase::Uninit;
+        st.memory = None;
+        drop(st);
+        self.0.cond.notify_all();
+    }
+
     /// `query-sev` status.
     pub fn status(&self) -> SevStatus {
         let mut st = self.lock();

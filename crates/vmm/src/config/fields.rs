@@ -649,6 +649,11 @@ impl Raw {
                 vcpus = Some((n, at.clone()));
             }
         }
+        // A count the format can hold (vcpu_count up to MAX_VCPUS, a mask of as many bits) is
+        // still refused when no sevm VM can have that many vCPUs, naming the real limit.
+        if let Some((n, at)) = &vcpus {
+            super::check_vm_cpus(i64::from(*n), at.clone())?;
+        }
         if let (Some((len, at)), Some((n, _))) = (&self.vcpu_length, &vcpus) {
             if (*len as usize) < (*n as usize).div_ceil(8) {
                 return Err(ConfigError::Conflict {

@@ -548,6 +548,63 @@ mod tests {
     }
 
     #[test]
+    fn finding11_toml_memory_is_checked_as_run_checks_it() {
+        let inputs = ValidationInputs::default();
+        for (text, why) in [
+            ("memory = 1\n", "too small"),
+            ("memory = 1048576\n", "too large"),
+            ("memory = \"1G\"\nmemory2 = 1\n", ""),
+            ("memory = -5\n", "negative"),
+            ("memory = \"8192G\"\n", "too large"),
+        ] {
+            let r = tomlfile::from_toml_str(text, Path::new("vm.toml"), &inputs);
+            if why.is_empty() {
+                assert!(r.is_err(), "{text}: unknown key accepted");
+                continue;
+            }
+            let msg = r.unwrap_err().to_string();
+            assert!(
+                msg.contains("vm.toml:1: key `memory`")
+                    && msg.contains("out of range")
+                    && msg.contains("4..=3072 MiB")
+                    && msg.contains(why),
+                "{text}: {msg}"
+            );
+        }
+        // What the VM takes is still accepted, at both ends.
+        for (text, mib) in [("memory = 4\n", 4), ("memory = \"3G\"\n", 3072)] {
+            let c = tomlfile::from_toml_str(text, Path::new("vm.toml"), &inputs).unwrap();
+            assert_eq!(c.vm.memory_mib, Some(mib), "{text}");
+            crate::memory::check_memory_size(mib << 20).unwrap();
+        }
+    }
+
+    #[test]
+    fn finding20_vcpu_count_beyond_the_vm_limit_names_the_limit() {
+        let inputs = ValidationInputs::default();
+        for (key, value) in [("vcpu_count", "1024"), ("vcpu_mask", "ffff")] {
+            let text = format!("[sev-launch]\n{key} = \"{value}\"\n");
+            let e =
+                sevlaunch::from_sev_launch_str(&text, Path::new("s.conf"), &inputs).unwrap_err();
+            assert!(matches!(e, ConfigError::OutOfRange { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("s.conf:2: key `{key}`"))
+                    && msg.contains(&format!("1..={MAX_VM_CPUS} vCPUs"))
+                    && !msg.contains("--cpus"),
+                "{msg}"
+            );
+        }
+        let ok = sevlaunch::from_sev_launch_str(
+            "[sev-launch]\nvcpu_count = \"8\"\n",
+            Path::new("s.conf"),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(ok.vcpus, Some(8));
+    }
+
+    #[test]
     fn unsupported_vm_type_and_debug_swap_are_refused() {
         let inputs = ValidationInputs::default();
         let parse = |sev: &str| {

@@ -20,9 +20,6 @@ use super::{
     SevLaunchConfig, ValidationInputs, Where,
 };
 
-/// Largest `memory` accepted, MiB (1 TiB).
-pub const MAX_MEMORY_MIB: u64 = 1 << 20;
-
 /// The VM keys of a TOML file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmSettings {
@@ -179,7 +176,13 @@ pub fn from_toml_str(
     };
 
     if let Some(v) = &doc.memory {
-        let range = format!("1..={MAX_MEMORY_MIB} MiB");
+        // The VM's own check (`Vm::build` runs it too), so `config check` refuses what `run`
+        // refuses.
+        let vm_check = |mib: u64| {
+            mib.checked_mul(1 << 20)
+                .ok_or_else(|| "the size overflows 64 bits".to_string())
+                .and_then(|b| crate::memory::check_memory_size(b).map_err(|e| e.to_string()))
+        };
         let mib = match v.get_ref() {
             toml::Value::Integer(i) => u64::try_from(*i).ok(),
             toml::Value::String(s) => parse_size_mib(s)
@@ -193,13 +196,22 @@ pub fn from_toml_str(
                 ))
             }
         };
-        match mib {
-            Some(m) if (1..=MAX_MEMORY_MIB).contains(&m) => vm.memory_mib = Some(m),
-            _ => {
+        match mib
+            .ok_or_else(|| "a negative size".to_string())
+            .and_then(|m| {
+                vm_check(m)?;
+                Ok(m)
+            }) {
+            Ok(m) => vm.memory_mib = Some(m),
+            Err(why) => {
                 return Err(ConfigError::OutOfRange {
                     at: at(v.span(), "memory"),
                     value: clip(&v.get_ref().to_string()),
-                    range,
+                    range: format!(
+                        "{}..={} MiB, the VM's limits ({why})",
+                        crate::layout::RAM_MIN >> 20,
+                        crate::layout::RAM_MAX >> 20
+                    ),
                 })
             }
         }

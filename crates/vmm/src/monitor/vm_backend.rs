@@ -565,23 +565,31 @@ impl QmpRuntime {
 
     /// Emits the final events for how the VM ended (`None`: `run` failed), gives clients a
     /// moment to read them, then shuts the server down and removes the socket.
-    pub fn finish(mut self, status: Option<&ExitStatus>) {
+    pub fn finish(self, status: Option<&ExitStatus>) {
+        let (guest, reason) = match status {
+            Some(ExitStatus::Exited(_)) | Some(ExitStatus::Poweroff) => (true, "guest-shutdown"),
+            Some(ExitStatus::Reset) => (true, "guest-reset"),
+            Some(ExitStatus::Quit) => (false, "host-qmp-quit"),
+            Some(ExitStatus::TripleFault { .. }) => (true, "guest-panic"),
+            Some(ExitStatus::Timeout) => (false, "host-signal"),
+            _ => (false, "host-error"),
+        };
+        self.finish_with(guest, reason);
+    }
+
+    /// [`QmpRuntime::finish`] for a VM stopped because the process got SIGTERM, SIGINT or
+    /// SIGHUP: SHUTDOWN `{"guest": false, "reason": "host-signal"}`, as QEMU sends.
+    pub fn finish_on_signal(self) {
+        self.finish_with(false, "host-signal");
+    }
+
+    fn finish_with(mut self, guest: bool, reason: &str) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
         self.backend.sync_sev();
         if !self.backend.shutdown_sent.swap(true, Ordering::SeqCst) {
-            let (guest, reason) = match status {
-                Some(ExitStatus::Exited(_)) | Some(ExitStatus::Poweroff) => {
-                    (true, "guest-shutdown")
-                }
-                Some(ExitStatus::Reset) => (true, "guest-reset"),
-                Some(ExitStatus::Quit) => (false, "host-qmp-quit"),
-                Some(ExitStatus::TripleFault { .. }) => (true, "guest-panic"),
-                Some(ExitStatus::Timeout) => (false, "host-signal"),
-                _ => (false, "host-error"),
-            };
             self.backend.emit(MonitorEvent::Shutdown {
                 guest,
                 reason: reason.into(),
