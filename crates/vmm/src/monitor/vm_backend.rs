@@ -16,7 +16,7 @@ use super::{
     qemu_msg, EventSink, KvmInfo, MonitorBackend, MonitorError, MonitorEvent, QmpServer,
     QmpServerError, RunState, SevCapabilities, SevInfo, SevState,
 };
-use crate::confidential::{AccessKind, ConfidentialError, LaunchHandle, Phase};
+use crate::confidential::{AccessKind, ConfidentialError, LaunchHandle};
 use crate::vm::{CpuSnapshot, ExitStatus, RunState as VmState, VmControl};
 use crate::{paging, GuestMemoryMmap, Vm};
 use std::path::Path;
@@ -89,15 +89,6 @@ pub struct VmBackend {
     events: OnceLock<EventSink>,
 }
 
-fn phase_state(p: Phase) -> SevState {
-    match p {
-        Phase::Uninit | Phase::Failed => SevState::Uninit,
-        Phase::LaunchUpdate => SevState::LaunchUpdate,
-        Phase::LaunchSecret => SevState::LaunchSecret,
-        Phase::Running => SevState::Running,
-    }
-}
-
 /// Why the debug path is refused under NODBG.
 fn nodbg_err(policy: u32) -> MonitorError {
     MonitorError::generic(format!(
@@ -137,7 +128,7 @@ impl VmBackend {
             start_paused: cfg.start_paused,
             started: AtomicBool::new(!cfg.start_paused),
             shutdown_sent: AtomicBool::new(false),
-            sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| phase_state(l.status().phase))),
+            sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| l.status().phase.sev_state())),
             launch: cfg.launch,
             caps: cfg.caps,
             events: OnceLock::new(),
@@ -164,7 +155,7 @@ impl VmBackend {
     /// Emits SEV_LAUNCH_STATE if the launch phase changed since the last call.
     fn sync_sev(&self) {
         let Some(l) = &self.launch else { return };
-        let now = phase_state(l.status().phase);
+        let now = l.status().phase.sev_state();
         let mut seen = self.sev_seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen != Some(now) {
             *seen = Some(now);
@@ -389,16 +380,7 @@ impl MonitorBackend for VmBackend {
     }
 
     fn sev_info(&self) -> Option<SevInfo> {
-        let st = self.launch.as_ref()?.status();
-        Some(SevInfo {
-            enabled: true,
-            api_major: st.platform.api_major,
-            api_minor: st.platform.api_minor,
-            build_id: st.platform.build,
-            policy: st.policy,
-            state: phase_state(st.phase),
-            handle: st.handle,
-        })
+        Some(self.launch.as_ref()?.status().sev_info())
     }
 
     fn sev_launch_measure(&self) -> Result<Vec<u8>, MonitorError> {
@@ -440,7 +422,7 @@ impl MonitorBackend for VmBackend {
     fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
         if let Some(l) = &self.launch {
             let policy = l.status().policy;
-            if policy & super::POLICY_NODBG != 0 {
+            if sev_proto::policy::GuestPolicy(policy).nodbg() {
                 return Err(nodbg_err(policy));
             }
         }
@@ -605,6 +587,7 @@ impl QmpRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confidential::Phase;
     use crate::{BootSource, SerialOut, VmConfig};
 
     #[test]
