@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// How long `stop`/`cont` wait for the VM to reach the requested state.
@@ -173,20 +173,14 @@ impl VmBackend {
     }
 
     fn wait_state(&self, want: &[VmState]) -> Result<VmState, MonitorError> {
-        let end = Instant::now() + STATE_WAIT;
-        loop {
-            let s = self.control.state();
-            if want.contains(&s) {
-                return Ok(s);
-            }
-            if Instant::now() >= end {
-                return Err(MonitorError::generic(format!(
-                    "the VM did not reach the requested state within {}s (it is {s:?})",
-                    STATE_WAIT.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // Woken by the VM's state change itself: no polling.
+        self.control.wait_state(want, STATE_WAIT).ok_or_else(|| {
+            MonitorError::generic(format!(
+                "the VM did not reach the requested state within {}s (it is {:?})",
+                STATE_WAIT.as_secs(),
+                self.control.state()
+            ))
+        })
     }
 
     fn gone() -> MonitorError {
