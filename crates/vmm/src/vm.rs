@@ -657,6 +657,8 @@ impl Vm {
             "after_vcpus" => h.after_vcpus(&ctx),
             _ => h.before_run(&ctx),
         };
+        // The launch phase may have changed (the QMP watcher reports SEV_LAUNCH_STATE).
+        self.shared.bump();
         r.map_err(|source| VmError::Hook { stage, source })
     }
 
@@ -798,6 +800,12 @@ impl Vm {
 
     /// Handles a guest or host reset. Returns `Some(status)` if the VM must stop.
     fn handle_reset(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        let r = self.handle_reset_inner();
+        self.shared.bump();
+        r
+    }
+
+    fn handle_reset_inner(&mut self) -> Result<Option<ExitStatus>, VmError> {
         self.resets += 1;
         tracing::info!(resets = self.resets, "reset");
         let action = match self.hooks.as_mut() {
@@ -1184,6 +1192,28 @@ impl VmControl {
             g = self.shared.wait_ctl(g, deadline)?;
         }
     }
+    /// The change counter (see [`VmControl::wait_change`]).
+    pub fn changes(&self) -> u64 {
+        self.shared.lock().changes
+    }
+    /// Waits (without polling) until the change counter differs from `seen` (a state
+    /// change, a launch hook or reset done, or [`VmControl::wake`]), at most `timeout`;
+    /// returns the counter.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut g = self.shared.lock();
+        while g.changes == seen {
+            g = match self.shared.wait_ctl(g, deadline) {
+                Some(g) => g,
+                None => return self.shared.lock().changes,
+            };
+        }
+        g.changes
+    }
+    /// Bumps the change counter, waking every [`VmControl::wait_change`].
+    pub fn wake(&self) {
+        self.shared.bump();
+    }
     /// Host thread ids (Linux tids) of the vCPU threads, by vCPU index; empty before the
     /// first run. The same threads serve every pause, resume and reset of one KVM VM.
     pub fn vcpu_thread_ids(&self) -> Vec<i32> {
@@ -1221,6 +1251,9 @@ struct SyncState {
     closed: bool,
     /// Linux tids of the vCPU threads (0 until a thread has started).
     tids: Vec<i32>,
+    /// Bumped at every state change, after every launch hook and reset, and by
+    /// [`VmControl::wake`]: what [`VmControl::wait_change`] waits for.
+    changes: u64,
 }
 
 impl Shared {
@@ -1238,8 +1271,14 @@ impl Shared {
     }
 
     fn set_state(&self, s: RunState) {
-        let _g = self.lock();
+        let mut g = self.lock();
         self.state.store(s as u8, Ordering::SeqCst);
+        g.changes += 1;
+        self.ctl_cv.notify_all();
+    }
+
+    fn bump(&self) {
+        self.lock().changes += 1;
         self.ctl_cv.notify_all();
     }
 
