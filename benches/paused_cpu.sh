@@ -135,6 +135,6 @@ with open(out, "w") as f:
             "idle": "running, guest in `hlt`, no QMP"}
     for scenario, r in rows:
         (cb, wb), (ca, wa) = r["before"], r["after"]
-        f.write(f"| {desc[scenario]} | {cb:.2f} | {ca:.2f} | {wb:.0f} | {wa:.0f} |\n")
+        f.write(f"| {desc[scenario]} | {cb:.2f} | {ca:.2f} | {wb:.1f} | {wa:.1f} |\n")
 print(open(out).read())
 EOF
