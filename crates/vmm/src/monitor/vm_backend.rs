@@ -23,13 +23,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// How long `stop`/`cont` wait for the VM to reach the requested state.
 pub const STATE_WAIT: Duration = Duration::from_secs(5);
-/// Poll period of the event watcher thread.
-const WATCH_PERIOD: Duration = Duration::from_millis(10);
+/// Longest wait of the event watcher thread between two looks at the SEV launch state (it is
+/// woken at once by every VM state change, launch hook and reset, and by QMP commands that
+/// change the launch).
+const WATCH_PERIOD: Duration = Duration::from_secs(5);
 
 /// Produces the `query-sev-capabilities` answer (PDH_CERT_EXPORT, GET_ID of the platform).
 pub type CapsSource = Box<dyn Fn() -> Result<SevCapabilities, MonitorError> + Send + Sync>;
@@ -164,20 +166,14 @@ impl VmBackend {
     }
 
     fn wait_state(&self, want: &[VmState]) -> Result<VmState, MonitorError> {
-        let end = Instant::now() + STATE_WAIT;
-        loop {
-            let s = self.control.state();
-            if want.contains(&s) {
-                return Ok(s);
-            }
-            if Instant::now() >= end {
-                return Err(MonitorError::generic(format!(
-                    "the VM did not reach the requested state within {}s (it is {s:?})",
-                    STATE_WAIT.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // Woken by the VM's state change itself: no polling.
+        self.control.wait_state(want, STATE_WAIT).ok_or_else(|| {
+            MonitorError::generic(format!(
+                "the VM did not reach the requested state within {}s (it is {:?})",
+                STATE_WAIT.as_secs(),
+                self.control.state()
+            ))
+        })
     }
 
     fn gone() -> MonitorError {
@@ -408,7 +404,9 @@ impl MonitorBackend for VmBackend {
             .launch
             .as_ref()
             .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED_FOR_GUEST))?;
-        l.inject_secret(header, secret, gpa).map_err(conf_err)
+        let r = l.inject_secret(header, secret, gpa).map_err(conf_err);
+        self.sync_sev();
+        r
     }
 
     fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError> {
@@ -525,9 +523,12 @@ pub fn start(path: &Path, vm: &Vm, cfg: VmBackendConfig) -> Result<QmpRuntime, S
     let watcher = std::thread::Builder::new()
         .name("qmp-watch".into())
         .spawn(move || {
+            // Woken by the VM (state changes, launch hooks, resets) and by `finish`; the
+            // period only bounds how late a change made elsewhere is reported.
+            let mut seen = b.control.changes();
             while !s.load(Ordering::SeqCst) {
                 b.sync_sev();
-                std::thread::sleep(WATCH_PERIOD);
+                seen = b.control.wait_change(seen, WATCH_PERIOD);
             }
         })
         .ok();
@@ -567,6 +568,7 @@ impl QmpRuntime {
 
     fn finish_with(mut self, guest: bool, reason: &str) {
         self.stop.store(true, Ordering::SeqCst);
+        self.backend.control.wake();
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
