@@ -171,6 +171,8 @@ pub struct LaunchContext<'a> {
     pub measured: &'a [MeasuredRange],
     /// The configuration the VM was built from.
     pub config: &'a VmConfig,
+    /// The registers each vCPU was given at this launch (empty before the vCPUs exist).
+    pub vcpu_regs: &'a [cpu::BootRegs],
 }
 
 /// Hooks the SEV layer implements, called in KVM's order (see the module documentation).
@@ -337,6 +339,8 @@ pub struct Vm {
     aliases: Vec<u64>,
     /// The vCPUs hold their boot registers and have not run since (set by a (re)launch).
     regs_fresh: bool,
+    /// The registers [`Vm::setup_vcpu`] gave each vCPU at the current launch.
+    boot_regs: Vec<cpu::BootRegs>,
     memory: GuestMemoryMmap,
     config: VmConfig,
     plan: BootPlan,
@@ -445,6 +449,7 @@ impl Vm {
             kvm,
             aliases: Vec::new(),
             regs_fresh: false,
+            boot_regs: Vec::new(),
             memory,
             config: config.clone(),
             plan: BootPlan {
@@ -513,8 +518,10 @@ impl Vm {
         if self.vcpus.is_empty() {
             self.create_vcpus(allowed)?;
         }
+        self.boot_regs.clear();
         for i in 0..self.vcpus.len() {
-            self.setup_vcpu(i)?;
+            let b = self.setup_vcpu(i)?;
+            self.boot_regs.push(b);
         }
         self.started_vcpus = true;
         self.regs_fresh = true;
@@ -650,6 +657,7 @@ impl Vm {
             memory: &self.memory,
             measured: &self.plan.measured,
             config: &self.config,
+            vcpu_regs: &self.boot_regs,
         };
         let r = match stage {
             "init" => h.init(&ctx),
@@ -695,7 +703,7 @@ impl Vm {
             .unwrap_or(0)
     }
 
-    fn setup_vcpu(&self, idx: usize) -> Result<(), VmError> {
+    fn setup_vcpu(&self, idx: usize) -> Result<cpu::BootRegs, VmError> {
         let v = lock(&self.vcpus[idx]);
         let err = |op| {
             move |source| {
@@ -715,40 +723,17 @@ impl Vm {
         }
         v.set_msrs(&cpu::boot_msrs()).map_err(err("SET_MSRS"))?;
         let sregs = v.get_sregs().map_err(err("GET_SREGS"))?;
-        let cpus = self.vcpus.len() as u64;
-        let runnable = match self.plan.entry {
-            Entry::LongMode {
-                rip,
-                cr3,
-                enc_mask,
-                bundled,
-            } => {
-                v.set_sregs(&cpu::long_mode_sregs(sregs, cr3))
-                    .map_err(err("SET_SREGS"))?;
-                let rsp = layout::BOOT_STACK_TOP - idx as u64 * layout::BOOT_STACK_SIZE;
-                let regs = if bundled {
-                    cpu::long_mode_regs(rip, rsp, idx as u64, cpus, enc_mask)
-                } else {
-                    cpu::long_mode_regs(rip, rsp, 0, layout::ZERO_PAGE_START, 0)
-                };
-                v.set_regs(&regs).map_err(err("SET_REGS"))?;
-                bundled || idx == 0
-            }
-            Entry::ResetVector => {
-                v.set_sregs(&cpu::reset_sregs(sregs))
-                    .map_err(err("SET_SREGS"))?;
-                v.set_regs(&cpu::reset_regs()).map_err(err("SET_REGS"))?;
-                idx == 0
-            }
-        };
-        let mp_state = if runnable {
+        let b = cpu::boot_regs(self.plan.entry, idx, self.vcpus.len(), sregs);
+        v.set_sregs(&b.sregs).map_err(err("SET_SREGS"))?;
+        v.set_regs(&b.regs).map_err(err("SET_REGS"))?;
+        let mp_state = if b.runnable {
             KVM_MP_STATE_RUNNABLE
         } else {
             KVM_MP_STATE_UNINITIALIZED
         };
         v.set_mp_state(kvm_mp_state { mp_state })
             .map_err(err("SET_MP_STATE"))?;
-        Ok(())
+        Ok(b)
     }
 
     /// A handle to pause, resume, reset or stop this VM from another thread (the monitor).
@@ -815,6 +800,7 @@ impl Vm {
                     memory: &self.memory,
                     measured: &self.plan.measured,
                     config: &self.config,
+                    vcpu_regs: &self.boot_regs,
                 };
                 h.on_reset(&ctx).map_err(|source| VmError::Hook {
                     stage: "on_reset",

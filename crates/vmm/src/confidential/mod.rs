@@ -38,7 +38,7 @@ use crate::layout;
 use crate::vm::{HookError, LaunchContext, LaunchHooks, MsrHandler, ResetAction, VmConfig};
 use crate::GuestMemoryMmap;
 
-pub use recipe::{MeasuredBlob, VMSA_CPU_SIG};
+pub use recipe::MeasuredBlob;
 
 /// The SEV status MSR.
 pub const MSR_SEV_STATUS: u32 = 0xC001_0131;
@@ -961,8 +961,10 @@ impl State {
             op: "LAUNCH_MEASURE",
             phase: self.phase,
         })?;
-        let vmsas = if es {
-            recipe::es_vmsas(ctx.config.cpus)
+        // The VMSAs of the registers the vCPUs were just given: what KVM measures on
+        // hardware (the hw backend lets KVM build them; the soft firmware measures these).
+        let vmsas: Vec<[u8; 4096]> = if es {
+            ctx.vcpu_regs.iter().map(recipe::vcpu_vmsa).collect()
         } else {
             Vec::new()
         };
