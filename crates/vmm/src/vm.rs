@@ -873,6 +873,10 @@ impl Vm {
                 }
             };
             if let Event::Control(ControlRequest::Pause) = event {
+                // A pause served before any epoch ran (a `stop` right after `cont`) finds no
+                // snapshot of this run yet: publish the parked vCPUs' registers now, so a
+                // register or memory read after `stop` always has one.
+                self.take_snapshots();
                 event = loop {
                     match self.wait_paused(deadline)? {
                         None => break Event::Stop(ExitStatus::Timeout),
