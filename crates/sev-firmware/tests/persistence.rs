@@ -55,7 +55,18 @@ fn sigkill_at_random_points_never_corrupts() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + seed % 120));
+        // Wait for the child's first write (a loaded host can take longer than any fixed
+        // delay to start it), then kill it at a random point of the writes that follow.
+        let before = Store::new(d.path()).unwrap().load().unwrap().generation;
+        let started = std::time::Instant::now();
+        while Store::new(d.path()).unwrap().load().unwrap().generation == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the child wrote nothing in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(seed % 60));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let (c, i, a) = verify_dir(d.path());
