@@ -458,7 +458,7 @@ struct Shared {
 pub struct LaunchHandle(Arc<Shared>);
 
 /// The [`LaunchHooks`] of an SEV VM, driving one [`SevLaunch`] typestate per launch.
-/// [`crate::builder::build`] makes and installs them; [`SevHooks::new`] and
+/// [`crate::builder::VmBuilder::build`] makes and installs them; [`SevHooks::new`] and
 /// [`SevHooks::prepare`] remain for tests of the hooks themselves.
 pub struct SevHooks {
     handle: LaunchHandle,
