@@ -946,21 +946,27 @@ impl State {
         let mut dump: Vec<MeasuredBlob> = Vec::new();
         let mut private = Vec::new();
         let launch = self.started("LAUNCH_UPDATE_DATA")?;
-        for r in ctx.measured {
-            let s = host_slice(ctx.memory, r.gpa, r.len as usize)?;
-            if dumping {
-                dump.push(MeasuredBlob {
-                    gpa: r.gpa,
-                    kind: r.kind,
-                    bytes: s.to_vec(),
-                });
+        let mut r = Ok(());
+        for m in ctx.measured {
+            r = host_slice(ctx.memory, m.gpa, m.len as usize).and_then(|s| {
+                if dumping {
+                    dump.push(MeasuredBlob {
+                        gpa: m.gpa,
+                        kind: m.kind,
+                        bytes: s.to_vec(),
+                    });
+                }
+                launch.update_data(m.gpa, s)
+            });
+            if r.is_err() {
+                break;
             }
-            launch.update_data(r.gpa, s)?;
-            private.push((r.gpa, r.gpa + r.len));
+            private.push((m.gpa, m.gpa + m.len));
         }
+        // The ranges the firmware took are private even when a later one failed.
         self.private.extend(private);
         self.dump = dump;
-        Ok(())
+        r
     }
 
     /// Once the vCPUs exist with their boot registers: LAUNCH_UPDATE_VMSA (SEV-ES),
