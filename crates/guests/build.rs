@@ -286,6 +286,25 @@ fn reset() -> R<Vec<u8>> {
     g.finish()
 }
 
+/// Runs until stopped from outside: prints one line, then every vCPU (APs too) increments
+/// its own u64 at `TICKS + 8 * index` in a loop, so a host can see each vCPU make progress.
+fn ticker() -> R<Vec<u8>> {
+    let mut g = G::new()?;
+    let mut count = g.a.create_label();
+    g.a.mov(r12, rdi)?; // vCPU index
+    g.a.test(r12, r12)?;
+    g.a.jnz(count)?;
+    g.puts("ticker: counting\n")?;
+    g.a.set_label(&mut count)?;
+    g.a.mov(rbx, abi::TICKS)?;
+    g.a.lea(rbx, qword_ptr(rbx + r12 * 8))?;
+    let mut lp = g.a.create_label();
+    g.a.set_label(&mut lp)?;
+    g.a.inc(qword_ptr(rbx))?;
+    g.a.jmp(lp)?;
+    g.finish()
+}
+
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -682,7 +701,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/abi.rs");
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
-    let guests: [GuestSpec; 4] = [
+    let guests: [GuestSpec; 5] = [
         ("hello", "prints a line on COM1 and exits 0", hello),
         (
             "cpuid",
@@ -694,6 +713,11 @@ fn main() {
             "secret-reader",
             "prints GUID, length and SHA-256 of each EFI secret table entry, or `no secret`",
             secret_reader,
+        ),
+        (
+            "ticker",
+            "never exits: every vCPU counts up its own u64 at 0x6100 + 8 * index (for pause/resume tests)",
+            ticker,
         ),
     ];
     let mut src = String::from("/// All bundled guests.\npub static GUESTS: &[Guest] = &[\n");

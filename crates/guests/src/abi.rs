@@ -22,3 +22,5 @@ pub const EXIT_PORT: u16 = 0xf4;
 pub const I8042_CMD: u16 = 0x64;
 /// How many times the `reset` guest resets itself before exiting.
 pub const RESET_TIMES: u32 = 3;
+/// Per-vCPU progress counters of the `ticker` guest: u64 at `TICKS + 8 * vcpu index`.
+pub const TICKS: u64 = SCRATCH + 0x100;

@@ -35,7 +35,7 @@ pub struct Guest {
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// Names of all bundled guests.
-pub const NAMES: &[&str] = &["hello", "cpuid", "reset", "secret-reader"];
+pub const NAMES: &[&str] = &["hello", "cpuid", "reset", "secret-reader", "ticker"];
 
 /// Looks a bundled guest up by name.
 pub fn get(name: &str) -> Option<&'static Guest> {

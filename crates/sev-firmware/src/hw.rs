@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod kvm_state;
 #[cfg(any(test, feature = "loopback"))]
 pub mod loopback;
 #[cfg(test)]
@@ -174,13 +175,6 @@ pub trait IoctlPort: Send + Sync {
     /// a model of it that does not see KVM_CREATE_VM (issued by kvm-ioctls) is told here.
     fn vm_created(&self, vm_fd: RawFd) {
         let _ = vm_fd;
-    }
-
-    /// The VMSA the VMM expects KVM to build for vCPU `index` at LAUNCH_UPDATE_VMSA. The
-    /// kernel builds it from the vCPU's registers (`sev_es_sync_vmsa`) and is not told; a
-    /// model that does not build VMSAs from registers measures this.
-    fn expected_vmsa(&self, vm_fd: RawFd, index: usize, vmsa: &[u8]) {
-        let _ = (vm_fd, index, vmsa);
     }
 
     /// RLIMIT_MEMLOCK as the kernel will apply it to this process's VMs.
@@ -548,12 +542,12 @@ impl SevGuest for HwGuest {
         )
     }
 
-    fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()> {
+    fn launch_update_vmsa(&mut self, _vmsa: &mut [u8]) -> Result<()> {
         // KVM_SEV_LAUNCH_UPDATE_VMSA encrypts (and the firmware measures) *every* vCPU's
-        // VMSA, built from its registers; callers invoke this once per vCPU, so one call of
+        // VMSA, which KVM builds from the vCPU's registers (`sev_es_sync_vmsa`): the bytes
+        // the VMM predicts are not passed. Callers invoke this once per vCPU, so one call of
         // a launch reaches KVM (a second one fails: the VMSAs are protected by then): the
         // last vCPU's when the vCPUs were created through this guest, else the first.
-        self.port.expected_vmsa(self.vm_fd, self.vmsa_seen, vmsa);
         self.vmsa_seen += 1;
         if self.vmsa_done || (self.vcpus > 0 && self.vmsa_seen < self.vcpus) {
             return Ok(());

@@ -74,8 +74,8 @@ pub trait SevGuest {
     ) -> Result<u32>;
     /// LAUNCH_UPDATE_DATA over `mem`, which is guest memory at `gpa`. Launch time.
     fn launch_update_data(&mut self, gpa: u64, mem: &mut [u8]) -> Result<()>;
-    /// LAUNCH_UPDATE_VMSA for one vCPU's 4096-byte VMSA (the hw backend lets KVM
-    /// encrypt every vCPU's VMSA and ignores the bytes).
+    /// LAUNCH_UPDATE_VMSA for one vCPU's 4096-byte VMSA (the hw backend lets KVM build every
+    /// vCPU's VMSA from its registers and encrypt it, and ignores the bytes).
     fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()>;
     /// LAUNCH_MEASURE: MEASURE[32] ‖ MNONCE[16].
     fn launch_measure(&mut self) -> Result<[u8; 48]>;

@@ -6,7 +6,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use openssl::rsa::Rsa;
 use sev_proto::cert::chain::{
-    builtin_ark_ask, verify_full, CaChain, FullChain, Generation, Link, SevChain,
+    builtin_ark_ask, check_links, verify_full, CaChain, FullChain, Generation, Link, SevChain,
 };
 use sev_proto::cert::{Algo, CaCert, CertError, SevCert, Usage};
 
@@ -209,4 +209,75 @@ fn soft_chain_2048_root_like_naples() {
     };
     use sev::certs::sev::Verifiable;
     (&theirs).verify().unwrap();
+}
+
+/// `check_links` (the one chain verifier, which `sevm owner verify-chain` reports from) checks
+/// every link in `Link::ALL`'s order without stopping; `verify_full` names its first failure.
+#[test]
+fn check_links_reports_every_link_in_order() {
+    let ark_key = Rsa::generate(2048).unwrap();
+    let ask_key = Rsa::generate(2048).unwrap();
+    let ark = CaCert::new_self_signed_rsa(&ark_key, Usage::ARK).unwrap();
+    let ask = CaCert::new_signed(&ask_key, &ark_key, ark.key_id).unwrap();
+    let (cek_k, oca_k, pek_k, pdh_k) = (p384(), p384(), p384(), p384());
+    let mut cek = SevCert::new_ec(Usage::CEK, Algo::ECDSA_SHA256, 0, 24, &cek_k).unwrap();
+    cek.sign_with_rsa(&ask_key, Usage::ASK).unwrap();
+    let mut oca = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, 0, 24, &oca_k).unwrap();
+    oca.sign_with(&oca_k, Usage::OCA).unwrap();
+    let mut pek = SevCert::new_ec(Usage::PEK, Algo::ECDSA_SHA256, 0, 24, &pek_k).unwrap();
+    pek.sign_with(&oca_k, Usage::OCA).unwrap();
+    pek.sign_with(&cek_k, Usage::CEK).unwrap();
+    let mut pdh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &pdh_k).unwrap();
+    pdh.sign_with(&pek_k, Usage::PEK).unwrap();
+    let mut chain = FullChain {
+        sev: SevChain { pdh, pek, oca, cek },
+        ca: CaChain { ask, ark },
+    };
+    let all = check_links(&chain.sev, &chain.ca);
+    assert_eq!(all.iter().map(|c| c.link).collect::<Vec<_>>(), Link::ALL);
+    assert!(all.iter().all(|c| c.result.is_ok()), "{all:?}");
+    assert_eq!(Link::OcaSelf.to_string(), "OCA <- OCA (self)");
+    assert_eq!(Link::ArkSelf.to_string(), "ARK <- ARK (self)");
+
+    // Two broken signatures: the OCA's self-signature and the PDH's.
+    chain.sev.oca.sigs[0].sig[5] ^= 0x40;
+    chain.sev.pdh.sigs[0].sig[5] ^= 0x40;
+    let failed: Vec<Link> = check_links(&chain.sev, &chain.ca)
+        .into_iter()
+        .filter(|c| c.result.is_err())
+        .map(|c| c.link)
+        .collect();
+    assert_eq!(failed, [Link::OcaSelf, Link::PdhByPek]);
+    assert_eq!(verify_full(&chain, None).unwrap_err().link, Link::OcaSelf);
+    assert_eq!(chain.sev.verify().unwrap_err().link, Link::OcaSelf);
+}
+
+/// The GODH key as the 2016 launch file writes it (`dh_pub_qx`/`dh_pub_qy`): the stored
+/// little-endian coordinates, P-384 only.
+#[test]
+fn p384_point_le_is_the_stored_key() {
+    let k = p384();
+    let c = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 0, &k).unwrap();
+    let (qx, qy) = c.p384_point_le().unwrap();
+    let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+    let (mut x, mut y) = (
+        openssl::bn::BigNum::new().unwrap(),
+        openssl::bn::BigNum::new().unwrap(),
+    );
+    k.public_key()
+        .affine_coordinates(k.group(), &mut x, &mut y, &mut ctx)
+        .unwrap();
+    let mut qx_be = qx.to_vec();
+    qx_be.reverse();
+    let mut qy_be = qy.to_vec();
+    qy_be.reverse();
+    assert_eq!(qx_be, x.to_vec_padded(48).unwrap());
+    assert_eq!(qy_be, y.to_vec_padded(48).unwrap());
+    let p256 = EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+    let c = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 0, &p256).unwrap();
+    assert!(c
+        .p384_point_le()
+        .unwrap_err()
+        .to_string()
+        .contains("not P-384"));
 }

@@ -19,8 +19,9 @@ use crate::args::{self, SecretSpec};
 use crate::digest::{self, Images};
 use crate::output::Output;
 
-use sev_proto::cert::chain::{builtin_ark_ask, CaChain, Generation};
+use sev_proto::cert::chain::{self, builtin_ark_ask, CaChain, Generation, LinkCheck, SevChain};
 use sev_proto::cert::{CaCert, SevCert};
+use sev_proto::policy::GuestPolicy;
 
 /// `sevm owner` arguments.
 #[derive(Debug, Args)]
@@ -337,8 +338,8 @@ const SEV_NAMES: [&str; 4] = ["PDH", "PEK", "OCA", "CEK"];
 
 /// A chain file split into its certificates.
 struct LoadedChain {
-    sev: Vec<SevCert>,
-    ca: Option<(CaCert, CaCert)>,
+    sev: SevChain,
+    ca: Option<CaChain>,
 }
 
 fn load_sev_certs(path: &Path, bytes: &[u8], count: usize) -> Result<Vec<SevCert>> {
@@ -414,13 +415,19 @@ fn load_chain(path: &Path) -> Result<LoadedChain> {
             bytes.len()
         );
     }
-    let sev = load_sev_certs(path, &bytes, 4)?;
+    let [pdh, pek, oca, cek]: [SevCert; 4] = load_sev_certs(path, &bytes, 4)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{}: not 4 SEV certificates", path.display()))?;
     let ca = if bytes.len() > sev_len {
-        Some(parse_ca_chain(path, &bytes[sev_len..], sev_len)?)
+        let (ask, ark) = parse_ca_chain(path, &bytes[sev_len..], sev_len)?;
+        Some(CaChain { ask, ark })
     } else {
         None
     };
-    Ok(LoadedChain { sev, ca })
+    Ok(LoadedChain {
+        sev: SevChain { pdh, pek, oca, cek },
+        ca,
+    })
 }
 
 fn load_ca(path: &Path) -> Result<(CaCert, CaCert)> {
@@ -428,25 +435,32 @@ fn load_ca(path: &Path) -> Result<(CaCert, CaCert)> {
     parse_ca_chain(path, &bytes, 0).context("--ca")
 }
 
-/// One checked signature in a chain.
+/// One checked link of a chain, as reported: a signature (named by sev-proto's
+/// [`chain::Link`]) or the check that the chain's ARK is the trusted one.
 struct Link {
-    name: &'static str,
+    name: String,
     ok: bool,
     detail: String,
 }
 
-fn link(name: &'static str, r: std::result::Result<(), impl std::fmt::Display>) -> Link {
+fn link(name: &str, r: std::result::Result<(), impl std::fmt::Display>) -> Link {
     match r {
         Ok(()) => Link {
-            name,
+            name: name.to_string(),
             ok: true,
             detail: String::new(),
         },
         Err(e) => Link {
-            name,
+            name: name.to_string(),
             ok: false,
             detail: e.to_string(),
         },
+    }
+}
+
+impl From<LinkCheck> for Link {
+    fn from(c: LinkCheck) -> Self {
+        link(&c.link.to_string(), c.result)
     }
 }
 
@@ -508,45 +522,41 @@ fn describe_ca(name: &str, c: &CaCert) -> (serde_json::Value, String) {
 }
 
 /// Picks the CA chain to verify against: --ca, else the chain's own, checked against the
-/// built-in root of the given or detected generation.
+/// built-in root of the given or detected generation. The signatures are checked by sev-proto's
+/// chain verifier ([`chain::check_links`]); this adds the choice of root and the report.
 fn check_chain(chain: &LoadedChain, ca: Option<&Path>, gen: Option<GenArg>) -> Result<ChainReport> {
-    let [pdh, pek, oca, cek] = [&chain.sev[0], &chain.sev[1], &chain.sev[2], &chain.sev[3]];
+    let sev = &chain.sev;
     let mut certs = Vec::new();
     let mut text = String::new();
-    for (name, c) in SEV_NAMES.iter().zip(chain.sev.iter()) {
+    for (name, c) in SEV_NAMES
+        .iter()
+        .zip([&sev.pdh, &sev.pek, &sev.oca, &sev.cek])
+    {
         let (v, t) = describe_sev(name, c);
         certs.push(v);
         text.push_str(&t);
     }
-    // Links are listed root first, so the first failing link is the tampered certificate's
-    // own signature (a changed body breaks its signature before it breaks its children).
-    let sev_links = [
-        link("OCA <- OCA (self)", oca.verify_self_signed()),
-        link("PEK <- OCA", pek.verify_signed_by(oca)),
-        link("PEK <- CEK", pek.verify_signed_by(cek)),
-        link("PDH <- PEK", pdh.verify_signed_by(pek)),
-    ];
     let mut ark_check = None;
 
     // The CA pair to anchor the CEK: explicit --ca, else the chain's, else a built-in root.
-    let (ask, ark, root) = if let Some(p) = ca {
+    let (anchor, root) = if let Some(p) = ca {
         let (ask, ark) = load_ca(p)?;
-        if let Some((_, cark)) = &chain.ca {
+        if let Some(own) = &chain.ca {
             // A full chain checked against --ca: its own ARK must be the trusted one.
             ark_check = Some(link(
                 "ARK == --ca ARK",
-                if cark.fingerprint() == ark.fingerprint() {
+                if own.ark.fingerprint() == ark.fingerprint() {
                     Ok(())
                 } else {
                     Err(format!(
                         "the chain's ARK ({}) is not the --ca ARK ({})",
-                        cark.fingerprint(),
+                        own.ark.fingerprint(),
                         ark.fingerprint()
                     ))
                 },
             ));
         }
-        (ask, ark, format!("CA chain {}", p.display()))
+        (CaChain { ask, ark }, format!("CA chain {}", p.display()))
     } else {
         let g = match gen {
             Some(g) => g,
@@ -556,44 +566,45 @@ fn check_chain(chain: &LoadedChain, ca: Option<&Path>, gen: Option<GenArg>) -> R
             })?,
         };
         let builtin = g.builtin()?;
-        let (bask, bark) = (builtin.ask, builtin.ark);
-        if let Some((cask, cark)) = &chain.ca {
+        let root = format!("built-in AMD {} root", g.name());
+        if let Some(own) = &chain.ca {
             // A full chain: its ARK must be AMD's.
             ark_check = Some(link(
                 "ARK == built-in AMD ARK",
-                if cark.fingerprint() == bark.fingerprint() {
+                if own.ark.fingerprint() == builtin.ark.fingerprint() {
                     Ok(())
                 } else {
                     Err(format!(
                         "the chain's ARK ({}) is not AMD's {} ARK ({})",
-                        cark.fingerprint(),
+                        own.ark.fingerprint(),
                         g.name(),
-                        bark.fingerprint()
+                        builtin.ark.fingerprint()
                     ))
                 },
             ));
-            (
-                cask.clone(),
-                cark.clone(),
-                format!("built-in AMD {} root", g.name()),
-            )
+            (own.clone(), root)
         } else {
-            (bask, bark, format!("built-in AMD {} root", g.name()))
+            (builtin, root)
         }
     };
     if ca.is_some() || chain.ca.is_some() {
-        let (v, t) = describe_ca("ASK", &ask);
+        let (v, t) = describe_ca("ASK", &anchor.ask);
         certs.push(v);
         text.push_str(&t);
-        let (v, t) = describe_ca("ARK", &ark);
+        let (v, t) = describe_ca("ARK", &anchor.ark);
         certs.push(v);
         text.push_str(&t);
     }
-    let mut links = vec![link("ARK <- ARK (self)", ark.verify_self_signed())];
-    links.extend(ark_check);
-    links.push(link("ASK <- ARK", ask.verify_signed_by(&ark)));
-    links.push(link("CEK <- ASK", cek.verify_signed_by_ca(&ask)));
-    links.extend(sev_links);
+    // Every link, root first (the first failing link is the tampered certificate's own
+    // signature); the ARK trust check follows the ARK's self-signature.
+    let mut links = Vec::new();
+    for c in chain::check_links(sev, &anchor) {
+        let is_ark = c.link == chain::Link::ArkSelf;
+        links.push(Link::from(c));
+        if is_ark {
+            links.extend(ark_check.take());
+        }
+    }
     Ok(ChainReport {
         certs,
         text,
@@ -605,12 +616,12 @@ fn check_chain(chain: &LoadedChain, ca: Option<&Path>, gen: Option<GenArg>) -> R
 /// Finds the generation whose built-in ARK matches the chain's ARK key id, or whose ASK
 /// signs the chain's CEK.
 fn detect_generation(chain: &LoadedChain) -> Option<GenArg> {
-    if let Some((_, ark)) = &chain.ca {
-        if let Some(g) = Generation::from_ark_key_id(&ark.key_id) {
+    if let Some(own) = &chain.ca {
+        if let Some(g) = Generation::from_ark_key_id(&own.ark.key_id) {
             return Some(GenArg::from_generation(g));
         }
     }
-    let cek = &chain.sev[3];
+    let cek = &chain.sev.cek;
     GenArg::ALL.into_iter().find(|g| {
         g.builtin()
             .map(|c| cek.verify_signed_by_ca(&c.ask).is_ok())
@@ -635,7 +646,7 @@ fn verify_chain(a: VerifyChainArgs, out: &Output) -> Result<ExitCode> {
         .map(|l| json!({"link": l.name, "ok": l.ok, "error": if l.ok { None } else { Some(&l.detail) }}))
         .collect();
     let ok = rep.ok();
-    let failed = rep.first_failure().map(|l| l.name);
+    let failed = rep.first_failure().map(|l| l.name.as_str());
     if ok {
         text.push_str(&format!("chain OK against the {}\n", rep.root));
     } else {
@@ -786,8 +797,7 @@ fn session(a: SessionArgs, out: &Output) -> Result<ExitCode> {
             );
         }
         let root = rep.root.clone();
-        let mut sev = chain.sev;
-        (sev.remove(0), Some(root))
+        (chain.sev.pdh, Some(root))
     };
     if pdh.usage != sev_proto::cert::Usage::PDH || !pdh.algo.is_ecdh() {
         bail!(
@@ -870,12 +880,10 @@ fn launch_digest(images: &ImageArgs, given: Option<&str>) -> Result<[u8; 32]> {
     }
 }
 
-/// Policy bit ES: the guest runs under SEV-ES, so its VMSAs are part of the digest.
-const POLICY_ES: u32 = 1 << 2;
-
-/// Refuses a digest computed from images without VMSAs for an SEV-ES policy (as sevctl).
+/// Refuses a digest computed from images without VMSAs for an SEV-ES policy (as sevctl): under
+/// the ES bit the VMSAs are part of the digest.
 fn check_es(images: &ImageArgs, given_digest: bool, policy: u32) -> Result<()> {
-    if !given_digest && policy & POLICY_ES != 0 && images.num_cpus.is_none() {
+    if !given_digest && GuestPolicy(policy).es() && images.num_cpus.is_none() {
         bail!(
             "--policy {policy:#x} has the ES bit (0x4): the launch digest of an SEV-ES guest covers \
              its VMSAs; pass --num-cpus, --vmsa-cpu0 and --vmsa-cpu1 (or --launch-digest)"

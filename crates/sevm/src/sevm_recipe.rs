@@ -80,7 +80,7 @@ pub fn digest(
         .ok()
         .filter(|c| (1..=vmm::layout::MAX_CPUS).contains(c))
         .with_context(|| format!("--num-cpus: 1..={} vCPUs", vmm::layout::MAX_CPUS))?;
-    let es = policy.unwrap_or(0) & (1 << 2) != 0;
+    let es = sev_proto::policy::GuestPolicy(policy.unwrap_or(0)).es();
     let d = vmm::confidential::recipe::expected_digest(memory, &boot, Some(a.cbitpos), cpus, es)?;
     Ok(Some(d))
 }

@@ -253,7 +253,7 @@ fn finding8_signal_stops_running_vcpus() {
         c.args(["run", "--firmware", s(&fw_path), "--memory", "32M"])
             .args(["--serial", "none", "--cpus", "2"]);
         let p = Proc::spawn(c, Stdio::null());
-        // The vCPU threads (named vcpuN) exist only while the guest runs.
+        // The vCPU threads (named vcpuN) start with the first run (docs/LAUNCH.md).
         wait_for_thread(p.pid(), "vcpu1");
         let t0 = Instant::now();
         p.signal(sig);

@@ -13,6 +13,7 @@
 #[path = "sev_common/mod.rs"]
 mod common;
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,10 @@ use vmm::builder::{LaunchBackend, SevSpec, VmBuilder};
 use vmm::confidential::{
     ConfidentialError, HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode,
 };
-use vmm::{BootSource, ExitStatus, SerialOut, Vm, VmConfig, VmError};
+use vmm::{
+    BootSource, ExitStatus, HookError, LaunchContext, LaunchHooks, SerialOut, VcpuFd, Vm, VmConfig,
+    VmError, VmFd,
+};
 
 /// Guest RAM of every launch here (and `--memory` of `sevm owner measure`).
 const MEMORY: u64 = 16 << 20;
@@ -98,8 +102,23 @@ impl Rig {
         policy: u32,
         on_reset: ResetMode,
     ) -> Result<Launched, VmError> {
+        self.build_with(kind, guest, cpus, owner, policy, on_reset, |h| h)
+    }
+
+    /// [`build`](Self::build) with the launch hooks passed through `wrap`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_with(
+        &self,
+        kind: Kind,
+        guest: &str,
+        cpus: u8,
+        owner: &OwnerSession,
+        policy: u32,
+        on_reset: ResetMode,
+        wrap: impl FnOnce(Box<dyn LaunchHooks>) -> Box<dyn LaunchHooks> + Send + 'static,
+    ) -> Result<Launched, VmError> {
         let (b, serial) = self.builder(kind, guest, cpus, owner, policy, on_reset);
-        let l = b.build()?;
+        let l = b.wrap_hooks(Box::new(wrap)).build()?;
         let handle = l.launch.expect("an SEV launch");
         Ok(Launched {
             vm: l.vm,
@@ -334,8 +353,10 @@ fn sev_launch_with_a_secret_over_the_loopback() {
     );
 }
 
-/// SEV-ES with 2 vCPUs over the loopback: LAUNCH_UPDATE_VMSA after both vCPUs exist, the
-/// measurement is what `sevm owner measure --num-cpus 2` prints, and soft agrees.
+/// SEV-ES with 2 vCPUs over the loopback: LAUNCH_UPDATE_VMSA after both vCPUs exist, where
+/// the loopback builds each VMSA from the registers it reads from the real vCPU (as
+/// `sev_es_sync_vmsa`: the long-mode state sevm set, not a reset state); that measurement is
+/// what `sevm owner measure --num-cpus 2` prints, and soft agrees.
 #[test]
 fn sev_es_two_vcpus_measure_as_the_owner_predicts() {
     let Some(r) = rig("sev_es_two_vcpus_measure_as_the_owner_predicts") else {
@@ -360,6 +381,180 @@ fn sev_es_two_vcpus_measure_as_the_owner_predicts() {
     assert_eq!(digests[0], digests[1]);
     let log = r.lb.log();
     assert_kvm_order(&log, 2, true);
+}
+
+/// Launch hooks that, once sevm has set the vCPUs' registers and before LAUNCH_UPDATE_VMSA,
+/// change one register of vCPU `cpu` behind sevm's back (KVM_GET_* / KVM_SET_* on its fd).
+struct Poke {
+    inner: Box<dyn LaunchHooks>,
+    fds: Vec<RawFd>,
+    cpu: usize,
+    poke: fn(RawFd),
+}
+
+impl LaunchHooks for Poke {
+    fn create_vm(&mut self, kvm: &vmm::Kvm) -> Result<VmFd, HookError> {
+        self.inner.create_vm(kvm)
+    }
+    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.inner.init(ctx)
+    }
+    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.inner.after_load(ctx)
+    }
+    fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
+        let v = self.inner.create_vcpu(vm_fd, id)?;
+        self.fds.push(v.as_raw_fd());
+        Ok(v)
+    }
+    fn after_vcpus(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        (self.poke)(self.fds[self.cpu]);
+        self.inner.after_vcpus(ctx)
+    }
+    fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
+        self.inner.before_run(ctx)
+    }
+    fn on_reset(&mut self, ctx: &LaunchContext<'_>) -> Result<vmm::ResetAction, HookError> {
+        self.inner.on_reset(ctx)
+    }
+    fn new_vm_per_launch(&self) -> bool {
+        self.inner.new_vm_per_launch()
+    }
+}
+
+/// Reads a `T` with `get`, changes it with `f`, writes it back with `set`, on vCPU fd `fd`.
+fn modify<T: Default>(fd: RawFd, get: u64, set: u64, f: impl FnOnce(&mut T)) {
+    let mut v = T::default();
+    // SAFETY: `get` is KVM_GET_REGS/KVM_GET_SREGS with `T` its struct: KVM writes one `T`.
+    let r = unsafe { libc::ioctl(fd, get as _, &mut v as *mut T) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    f(&mut v);
+    // SAFETY: `set` is the matching KVM_SET_*: KVM reads one `T`.
+    let r = unsafe { libc::ioctl(fd, set as _, &mut v as *mut T) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+fn rip_plus_16(fd: RawFd) {
+    use sev_firmware::hw::loopback::{KVM_GET_REGS, KVM_SET_REGS};
+    modify(
+        fd,
+        KVM_GET_REGS,
+        KVM_SET_REGS,
+        |r: &mut kvm_bindings::kvm_regs| r.rip += 16,
+    );
+}
+
+fn cr3_next_page(fd: RawFd) {
+    use sev_firmware::hw::loopback::{KVM_GET_SREGS, KVM_SET_SREGS};
+    modify(
+        fd,
+        KVM_GET_SREGS,
+        KVM_SET_SREGS,
+        |s: &mut kvm_bindings::kvm_sregs| s.cr3 += 0x1000,
+    );
+}
+
+fn unchanged(fd: RawFd) {
+    use sev_firmware::hw::loopback::{KVM_GET_SREGS, KVM_SET_SREGS};
+    modify(
+        fd,
+        KVM_GET_SREGS,
+        KVM_SET_SREGS,
+        |_: &mut kvm_bindings::kvm_sregs| {},
+    );
+}
+
+/// A vCPU, how to change its registers on KVM, and the same change to the model's state
+/// (`None`: written back unchanged).
+type Case = (
+    usize,
+    fn(RawFd),
+    Option<fn(&mut sev_proto::vmsa::VcpuState)>,
+);
+
+/// The loopback measures the vCPUs' registers, not what sevm predicts: a register changed on
+/// the vCPU after sevm set it (RIP of vCPU 1, CR3 of vCPU 0) changes the hw measurement, which
+/// then no longer matches `sevm owner measure` and equals the digest of the changed registers
+/// through the VMSA model; writing the registers back unchanged keeps the prediction.
+#[test]
+fn loopback_measures_the_vcpu_registers() {
+    let Some(r) = rig("loopback_measures_the_vcpu_registers") else {
+        return;
+    };
+    let policy = 0x5; // NODBG | ES
+    let owner = r.owner(policy);
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [Case; 3] = [
+        (0, unchanged, None),
+        (1, rip_plus_16, Some(|s| s.rip += 16)),
+        (0, cr3_next_page, Some(|s| s.cr3 += 0x1000)),
+    ];
+    for (cpu, poke, change) in cases {
+        let l = r
+            .build_with(
+                Kind::Hw,
+                "hello",
+                2,
+                &owner,
+                policy,
+                ResetMode::Shutdown,
+                move |inner| {
+                    Box::new(Poke {
+                        inner,
+                        fds: Vec::new(),
+                        cpu,
+                        poke,
+                    })
+                },
+            )
+            .unwrap();
+        let m = l.handle.measurement().unwrap();
+        let predicted = owner_measure(dir.path(), "hello", 2, policy, &r, &owner, &m);
+        let Some(change) = change else {
+            assert_eq!(
+                predicted,
+                common::b64(&m),
+                "registers written back unchanged"
+            );
+            continue;
+        };
+        assert_ne!(
+            predicted,
+            common::b64(&m),
+            "vCPU {cpu}: the change is measured"
+        );
+        // What the firmware measured: sevm's images, then the VMSAs of the changed registers.
+        use vmm::confidential::recipe;
+        let mut states: Vec<_> = (0..2)
+            .map(|i| {
+                let b = vmm::cpu::boot_regs(l.vm.entry(), i, 2, Default::default());
+                recipe::vcpu_state(&b)
+            })
+            .collect();
+        change(&mut states[cpu]);
+        let vmsas: Vec<[u8; 4096]> = states
+            .iter()
+            .map(|s| sev_proto::vmsa::kvm_es_vmsa(s, &recipe::VMSA_PARAMS))
+            .collect();
+        let blobs = recipe::measured_blobs(
+            MEMORY,
+            &BootSource::Bundled("hello".into()),
+            Some(r.info.cbitpos),
+        )
+        .unwrap();
+        let ld = recipe::launch_digest(&blobs, &vmsas);
+        let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+        let expect = sev_proto::measure::measurement(
+            &owner.keys.tik,
+            r.info.api_major,
+            r.info.api_minor,
+            r.info.build,
+            policy,
+            &ld,
+            &mnonce,
+        );
+        assert_eq!(&m[..32], &expect[..], "vCPU {cpu}");
+    }
 }
 
 /// A guest reset with `--on-reset relaunch` on hw: each launch on a new KVM VM (KVM inits SEV

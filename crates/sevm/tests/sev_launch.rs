@@ -80,16 +80,22 @@ fn sev_es_measures_vmsas_and_dump_matches_owner_recipe() {
         .exits(0);
     assert!(out.contains("cpuid 8000001f eax=0000000a"), "{out}");
     assert!(out.contains("msr c0010131=0000000000000003"), "{out}");
-    // Two VMSAs measured, equal to sev-proto's QEMU VMSA.
+    // Two VMSAs measured: what KVM builds from the long-mode registers sevm sets (entry point
+    // in RIP, C-bit CR3, long mode in EFER/CR0, vCPU index in RDI), not a reset state.
     let v0 = fs::read(dump.join("vmsa-cpu0.bin")).unwrap();
     let v1 = fs::read(dump.join("vmsa-cpu1.bin")).unwrap();
-    assert_eq!(
+    let q = |o: usize, v: &[u8]| u64::from_le_bytes(v[o..o + 8].try_into().unwrap());
+    use sev_proto::vmsa::{CR0, CR3, EFER, RDI, RIP};
+    for (i, v) in [&v0, &v1].into_iter().enumerate() {
+        assert_eq!(v.len(), 4096);
+        assert_eq!(q(RIP, v), 0x10_0000, "vCPU {i} starts at the guest image");
+        assert_eq!(q(CR3, v), 0x9000 | 1 << 47, "page tables with the C-bit");
+        assert_eq!((q(EFER, v), q(CR0, v)), (0x1500, 0x8000_0031));
+        assert_eq!(q(RDI, v), i as u64);
+    }
+    assert_ne!(
         v0,
         sev_proto::vmsa::qemu_vmsa(true, 0xffff_fff0, 0x80_0f12).to_vec()
-    );
-    assert_eq!(
-        v1,
-        sev_proto::vmsa::qemu_vmsa(false, 0xffff_fff0, 0x80_0f12).to_vec()
     );
     // The concatenated bytes hash to the reported digest, which the owner recipe predicts.
     let digest = hex::encode(measured_sha256(&dump));

@@ -237,3 +237,75 @@ fn paused_relaunch_waits_for_the_owner_each_time() {
         }
     }
 }
+
+/// Sends one QMP command line on `s` and returns the next non-event reply.
+fn qmp_cmd(
+    s: &mut std::os::unix::net::UnixStream,
+    r: &mut impl std::io::BufRead,
+    cmd: &str,
+) -> serde_json::Value {
+    use std::io::Write as _;
+    writeln!(s, "{{\"execute\": \"{cmd}\"}}").unwrap();
+    loop {
+        let mut line = String::new();
+        assert_ne!(
+            r.read_line(&mut line).unwrap(),
+            0,
+            "QMP closed before {cmd}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("event").is_none() {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn query_sev_over_qmp_says_sev_for_an_sev_es_guest() {
+    let Some((_t, plat)) = soft_platform("query_sev_over_qmp_says_sev_for_an_sev_es_guest") else {
+        return;
+    };
+    let es = sev_proto::policy::GuestPolicy::ES | sev_proto::policy::GuestPolicy::NODBG;
+    for (policy, is_es) in [(es, true), (sev_proto::policy::GuestPolicy::NODBG, false)] {
+        let (vm, h, _) = launch(&plat, "hello", policy, ResetMode::Shutdown);
+        assert_eq!(h.status().es, is_es);
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let cfg = vmm::monitor::vm_backend::VmBackendConfig {
+            launch: Some(h.clone()),
+            caps: None,
+            cbitpos: Some(plat.cbit_pos().unwrap()),
+            start_paused: false,
+            vcpus: 1,
+        };
+        let rt = vmm::monitor::vm_backend::start(&sock, &vm, cfg).expect("QMP server starts");
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut greeting = String::new();
+        std::io::BufRead::read_line(&mut r, &mut greeting).unwrap();
+        assert!(greeting.contains("\"QMP\""), "{greeting}");
+        assert_eq!(
+            qmp_cmd(&mut s, &mut r, "qmp_capabilities"),
+            serde_json::json!({"return": {}})
+        );
+        let q = qmp_cmd(&mut s, &mut r, "query-sev");
+        let ret = &q["return"];
+        // QEMU's SevGuestType: `sev` for legacy SEV and SEV-ES guests alike (only SNP differs).
+        assert_eq!(ret["sev-type"], "sev", "policy {policy:#x}: {q}");
+        assert_eq!(ret["state"], "launch-secret", "{q}");
+        let p = sev_proto::policy::GuestPolicy(ret["policy"].as_u64().unwrap() as u32);
+        assert_eq!(p.bits(), policy, "{q}");
+        assert_eq!(
+            p.es(),
+            is_es,
+            "the ES bit is how QMP tells an SEV-ES guest: {q}"
+        );
+        // One renderer: the run log's query-sev is QMP's.
+        assert_eq!(ret, &h.status().to_query_sev(), "{q}");
+        drop((s, r));
+        rt.finish(None);
+        drop(vm);
+    }
+}

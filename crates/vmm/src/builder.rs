@@ -123,7 +123,11 @@ pub struct VmBuilder {
     vm: VmConfig,
     sev: Option<SevSpec>,
     before_measure: Option<BeforeMeasure>,
+    wrap: Option<WrapHooks>,
 }
+
+/// Wraps the launch hooks (a test's fault injection or register poke around the SEV hooks).
+pub type WrapHooks = Box<dyn FnOnce(Box<dyn LaunchHooks>) -> Box<dyn LaunchHooks> + Send>;
 
 impl VmBuilder {
     /// A builder for `vm` (a plain VM until [`sev`](Self::sev) is given).
@@ -132,6 +136,7 @@ impl VmBuilder {
             vm,
             sev: None,
             before_measure: None,
+            wrap: None,
         }
     }
 
@@ -144,6 +149,13 @@ impl VmBuilder {
     /// Runs `f` on guest RAM after the images are placed, before they are measured.
     pub fn before_measure(mut self, f: BeforeMeasure) -> Self {
         self.before_measure = Some(f);
+        self
+    }
+
+    /// Passes the SEV launch hooks through `f` before the VM is built (tests: fault injection
+    /// and register changes between the launch steps). Ignored for a plain VM.
+    pub fn wrap_hooks(mut self, f: WrapHooks) -> Self {
+        self.wrap = Some(f);
         self
     }
 
@@ -188,17 +200,14 @@ impl VmBuilder {
             stage: "check",
             source: Box::new(e),
         };
-        let blobs =
-            recipe::measured_blobs(vm.memory, &vm.boot, Some(p.cbitpos)).map_err(sev_err)?;
-        let mut digest = sev_proto::measure::LaunchDigest::new();
-        for b in &blobs {
-            digest.update(&b.bytes);
-        }
-        if p.es() {
-            for v in recipe::es_vmsas(vm.cpus) {
-                digest.update(&v);
-            }
-        }
+        let (blobs, entry) =
+            recipe::plan_blobs(vm.memory, &vm.boot, Some(p.cbitpos)).map_err(sev_err)?;
+        let vmsas = if p.es() {
+            recipe::es_vmsas(entry, vm.cpus)
+        } else {
+            Vec::new()
+        };
+        let digest = recipe::launch_digest(&blobs, &vmsas);
         let memlock_needed = match &sev.backend {
             LaunchBackend::Hw(h) => {
                 let ranges: Vec<(u64, u64)> = blobs
@@ -225,7 +234,7 @@ impl VmBuilder {
         };
         Ok(Plan {
             vm,
-            expected_digest: Some(digest.finish()),
+            expected_digest: Some(digest),
             memlock_needed,
             alias: (!sev.backend.host_encrypts()).then_some(1u64 << p.cbitpos),
         })
@@ -246,6 +255,10 @@ impl VmBuilder {
         let hooks: Box<dyn LaunchHooks> = match self.before_measure {
             Some(f) => Box::new(BeforeMeasureHooks { inner: hooks, f }),
             None => Box::new(hooks),
+        };
+        let hooks = match self.wrap {
+            Some(w) => w(hooks),
+            None => hooks,
         };
         let mut vm = Vm::build_with_hooks(&plan.vm, hooks)?;
         if let Some(base) = plan.alias {

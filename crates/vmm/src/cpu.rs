@@ -218,6 +218,60 @@ fn seg(selector: u16, type_: u8, l: u8, db: u8, dpl: u8) -> kvm_segment {
     }
 }
 
+/// The LDT register as KVM's reset leaves it (selector 0, limit 0xffff, type 2, present). Set
+/// explicitly so that no register of the initial VMSA depends on what KVM reports.
+fn reset_ldt() -> kvm_segment {
+    kvm_segment {
+        limit: 0xffff,
+        type_: 0x2,
+        present: 1,
+        ..Default::default()
+    }
+}
+
+/// The registers one vCPU starts with, as [`boot_regs`] computes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BootRegs {
+    /// KVM_SET_REGS.
+    pub regs: kvm_regs,
+    /// KVM_SET_SREGS.
+    pub sregs: kvm_sregs,
+    /// Whether the vCPU starts runnable (else it waits for INIT/SIPI).
+    pub runnable: bool,
+}
+
+/// The registers vCPU `idx` of `cpus` starts with for `entry`: a pure function of the boot
+/// plan, so that the SEV-ES measurement recipe (which turns them into VMSAs) sees exactly
+/// what the VM sets. `base` is the vCPU's current sregs: only its APIC base, CR8 and
+/// interrupt bitmap are kept, every register of the VMSA is set here.
+pub fn boot_regs(entry: crate::boot::Entry, idx: usize, cpus: usize, base: kvm_sregs) -> BootRegs {
+    match entry {
+        crate::boot::Entry::LongMode {
+            rip,
+            cr3,
+            enc_mask,
+            bundled,
+        } => {
+            let rsp = BOOT_STACK_TOP - idx as u64 * BOOT_STACK_SIZE;
+            let regs = if bundled {
+                long_mode_regs(rip, rsp, idx as u64, cpus as u64, enc_mask)
+            } else {
+                long_mode_regs(rip, rsp, 0, ZERO_PAGE_START, 0)
+            };
+            BootRegs {
+                regs,
+                sregs: long_mode_sregs(base, cr3),
+                runnable: bundled || idx == 0,
+            }
+        }
+        crate::boot::Entry::ResetVector => BootRegs {
+            regs: reset_regs(),
+            sregs: reset_sregs(base),
+            runnable: idx == 0,
+        },
+    }
+}
+
 /// Special registers for 64-bit entry at CPL0 with the VMM's tables.
 pub fn long_mode_sregs(mut s: kvm_sregs, cr3: u64) -> kvm_sregs {
     s.cs = seg(0x08, 0xb, 1, 0, 0);
@@ -235,10 +289,12 @@ pub fn long_mode_sregs(mut s: kvm_sregs, cr3: u64) -> kvm_sregs {
         present: 1,
         ..Default::default()
     };
+    s.ldt = reset_ldt();
     s.gdt.base = GDT_START;
     s.gdt.limit = (GDT_ENTRIES * 8 - 1) as u16;
     s.idt.base = IDT_START;
     s.idt.limit = 0;
+    s.cr2 = 0;
     s.cr3 = cr3;
     s.cr4 = 0x20; // PAE
     s.cr0 = 0x8000_0031; // PG | NE | ET | PE
@@ -270,10 +326,12 @@ pub fn reset_sregs(mut s: kvm_sregs) -> kvm_sregs {
         present: 1,
         ..Default::default()
     };
+    s.ldt = reset_ldt();
     s.gdt.base = 0;
     s.gdt.limit = 0xffff;
     s.idt.base = 0;
     s.idt.limit = 0xffff;
+    s.cr2 = 0;
     s.cr0 = 0x6000_0010;
     s.cr3 = 0;
     s.cr4 = 0;

@@ -27,6 +27,8 @@ pub const SCRATCH: u64 = 0x0000_6000;
 pub const RESET_COUNTER: u64 = SCRATCH;
 /// Count of application processors that checked in (u32, bundled guests).
 pub const AP_ONLINE: u64 = SCRATCH + 0x10;
+/// Per-vCPU progress counters of the bundled `ticker` guest (u64 at `TICKS + 8 * index`).
+pub const TICKS: u64 = SCRATCH + 0x100;
 /// Linux zero page (`struct boot_params`).
 pub const ZERO_PAGE_START: u64 = 0x0000_7000;
 /// Top of the boot stack of vCPU 0 (grows down); vCPU n uses `BOOT_STACK_TOP - n * BOOT_STACK_SIZE`.
@@ -121,6 +123,7 @@ mod tests {
         assert_eq!(abi::SCRATCH, SCRATCH);
         assert_eq!(abi::RESET_COUNTER, RESET_COUNTER);
         assert_eq!(abi::AP_ONLINE, AP_ONLINE);
+        assert_eq!(abi::TICKS, TICKS);
         assert_eq!(abi::SECRET_AREA, SECRET_AREA_START);
         assert_eq!(abi::SECRET_AREA_SIZE, SECRET_AREA_SIZE);
         assert_eq!(abi::COM1, COM1_PORT);

@@ -1,6 +1,16 @@
 //! The VM: configuration, building (KVM VM, memory slots, irqchip, vCPUs, devices, images),
 //! the hooks the SEV layer plugs into, and the run loop (one thread per vCPU).
 //!
+//! vCPU threads: one per vCPU, started at the first [`Vm::run`] and kept across pause,
+//! resume and reset; they end (and new ones start) only when a relaunch builds a new KVM VM,
+//! or when the `Vm` is dropped. Between run phases each thread is parked on a condition
+//! variable (no CPU use). The run loop releases them all, then waits on a condition variable
+//! for a vCPU event, a [`VmControl`] request or the deadline; to stop them it sets a stop
+//! flag, writes `immediate_exit` in each vCPU's `kvm_run` and sends the kick signal
+//! (SIGRTMIN+1, a no-op handler), and waits until every thread has parked again. Launch and
+//! reset hooks, register setup and snapshots run only while all threads are parked, so no
+//! vCPU thread is ever in the guest while a hook runs.
+//!
 //! Lifecycle: [`Vm::build`] -> (optional [`Vm::add_alias`]) -> [`Vm::run`]. `run` returns when
 //! the guest exits, powers off, triple-faults, fails, times out, or resets with
 //! [`OnReset::Shutdown`]. A reset with [`OnReset::Reboot`] restarts every vCPU from its boot
@@ -28,13 +38,14 @@ use kvm_bindings::{
     KVM_MP_STATE_UNINITIALIZED, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -160,6 +171,8 @@ pub struct LaunchContext<'a> {
     pub measured: &'a [MeasuredRange],
     /// The configuration the VM was built from.
     pub config: &'a VmConfig,
+    /// The registers each vCPU was given at this launch (empty before the vCPUs exist).
+    pub vcpu_regs: &'a [cpu::BootRegs],
 }
 
 /// Hooks the SEV layer implements, called in KVM's order (see the module documentation).
@@ -315,12 +328,19 @@ impl ExitStatus {
 
 /// A built VM.
 pub struct Vm {
+    /// vCPU threads of the current VM fd (started at the first run, joined when the VM fd is
+    /// rebuilt or the VM dropped). Declared first: they end before the vCPU fds go.
+    threads: Vec<VcpuThread>,
     vm_fd: VmFd,
-    vcpus: Vec<VcpuFd>,
+    /// Locked by a vCPU thread while it is out of its park; the run loop uses them only
+    /// while every vCPU thread is parked.
+    vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     kvm: Kvm,
     aliases: Vec<u64>,
     /// The vCPUs hold their boot registers and have not run since (set by a (re)launch).
     regs_fresh: bool,
+    /// The registers [`Vm::setup_vcpu`] gave each vCPU at the current launch.
+    boot_regs: Vec<cpu::BootRegs>,
     memory: GuestMemoryMmap,
     config: VmConfig,
     plan: BootPlan,
@@ -331,10 +351,7 @@ pub struct Vm {
     resets: u32,
     started: bool,
     started_vcpus: bool,
-    control_tx: mpsc::Sender<ControlRequest>,
-    control_rx: mpsc::Receiver<ControlRequest>,
-    state: Arc<AtomicU8>,
-    snapshots: Arc<Mutex<Vec<CpuSnapshot>>>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -422,16 +439,17 @@ impl Vm {
             })?,
             None => kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
         };
-        let (control_tx, control_rx) = mpsc::channel();
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
         let mut vm = Vm {
+            threads: Vec::new(),
             vm_fd,
             vcpus: Vec::new(),
             kvm,
             aliases: Vec::new(),
             regs_fresh: false,
+            boot_regs: Vec::new(),
             memory,
             config: config.clone(),
             plan: BootPlan {
@@ -445,10 +463,7 @@ impl Vm {
             resets: 0,
             started: false,
             started_vcpus: false,
-            control_tx,
-            control_rx,
-            state: Arc::new(AtomicU8::new(RunState::Created as u8)),
-            snapshots: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::new(Shared::default()),
         };
         vm.setup_kvm_vm()?;
         vm.launch()?;
@@ -503,8 +518,10 @@ impl Vm {
         if self.vcpus.is_empty() {
             self.create_vcpus(allowed)?;
         }
+        self.boot_regs.clear();
         for i in 0..self.vcpus.len() {
-            self.setup_vcpu(i)?;
+            let b = self.setup_vcpu(i)?;
+            self.boot_regs.push(b);
         }
         self.started_vcpus = true;
         self.regs_fresh = true;
@@ -533,7 +550,7 @@ impl Vm {
                     .create_vcpu(i as u64)
                     .map_err(kvm_err("CREATE_VCPU"))?,
             };
-            self.vcpus.push(v);
+            self.vcpus.push(Arc::new(Mutex::new(v)));
         }
         Ok(())
     }
@@ -543,6 +560,9 @@ impl Vm {
     fn relaunch(&mut self) -> Result<(), VmError> {
         let fresh = self.hooks.as_ref().is_some_and(|h| h.new_vm_per_launch());
         if fresh {
+            // The vCPU threads belong to the old VM fd: they end (they are parked) before
+            // its vCPUs close; the new vCPUs get new threads at the next run.
+            self.end_vcpu_threads();
             self.vcpus.clear();
             let vm_fd = match self.hooks.as_mut() {
                 Some(h) => h.create_vm(&self.kvm).map_err(|source| VmError::Hook {
@@ -637,6 +657,7 @@ impl Vm {
             memory: &self.memory,
             measured: &self.plan.measured,
             config: &self.config,
+            vcpu_regs: &self.boot_regs,
         };
         let r = match stage {
             "init" => h.init(&ctx),
@@ -644,6 +665,8 @@ impl Vm {
             "after_vcpus" => h.after_vcpus(&ctx),
             _ => h.before_run(&ctx),
         };
+        // The launch phase may have changed (the QMP watcher reports SEV_LAUNCH_STATE).
+        self.shared.bump();
         r.map_err(|source| VmError::Hook { stage, source })
     }
 
@@ -680,8 +703,8 @@ impl Vm {
             .unwrap_or(0)
     }
 
-    fn setup_vcpu(&self, idx: usize) -> Result<(), VmError> {
-        let v = &self.vcpus[idx];
+    fn setup_vcpu(&self, idx: usize) -> Result<cpu::BootRegs, VmError> {
+        let v = lock(&self.vcpus[idx]);
         let err = |op| {
             move |source| {
                 VmError::Cpu(CpuError::Kvm {
@@ -700,83 +723,74 @@ impl Vm {
         }
         v.set_msrs(&cpu::boot_msrs()).map_err(err("SET_MSRS"))?;
         let sregs = v.get_sregs().map_err(err("GET_SREGS"))?;
-        let cpus = self.vcpus.len() as u64;
-        let runnable = match self.plan.entry {
-            Entry::LongMode {
-                rip,
-                cr3,
-                enc_mask,
-                bundled,
-            } => {
-                v.set_sregs(&cpu::long_mode_sregs(sregs, cr3))
-                    .map_err(err("SET_SREGS"))?;
-                let rsp = layout::BOOT_STACK_TOP - idx as u64 * layout::BOOT_STACK_SIZE;
-                let regs = if bundled {
-                    cpu::long_mode_regs(rip, rsp, idx as u64, cpus, enc_mask)
-                } else {
-                    cpu::long_mode_regs(rip, rsp, 0, layout::ZERO_PAGE_START, 0)
-                };
-                v.set_regs(&regs).map_err(err("SET_REGS"))?;
-                bundled || idx == 0
-            }
-            Entry::ResetVector => {
-                v.set_sregs(&cpu::reset_sregs(sregs))
-                    .map_err(err("SET_SREGS"))?;
-                v.set_regs(&cpu::reset_regs()).map_err(err("SET_REGS"))?;
-                idx == 0
-            }
-        };
-        let mp_state = if runnable {
+        let b = cpu::boot_regs(self.plan.entry, idx, self.vcpus.len(), sregs);
+        v.set_sregs(&b.sregs).map_err(err("SET_SREGS"))?;
+        v.set_regs(&b.regs).map_err(err("SET_REGS"))?;
+        let mp_state = if b.runnable {
             KVM_MP_STATE_RUNNABLE
         } else {
             KVM_MP_STATE_UNINITIALIZED
         };
         v.set_mp_state(kvm_mp_state { mp_state })
             .map_err(err("SET_MP_STATE"))?;
-        Ok(())
+        Ok(b)
     }
 
     /// A handle to pause, resume, reset or stop this VM from another thread (the monitor).
     pub fn control(&self) -> VmControl {
         VmControl {
-            tx: self.control_tx.clone(),
-            state: self.state.clone(),
-            snapshots: self.snapshots.clone(),
+            shared: self.shared.clone(),
         }
     }
 
     fn set_state(&self, s: RunState) {
-        self.state.store(s as u8, Ordering::SeqCst);
+        self.shared.set_state(s);
     }
 
-    /// Waits while paused. Returns the request that ended the pause (never `Pause`).
+    /// Waits while paused (every vCPU thread is parked: nothing runs). Returns the request
+    /// that ended the pause (never `Pause`), or `None` at the deadline. The state stays
+    /// [`RunState::Paused`]; the caller sets the next one.
     fn wait_paused(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Option<ControlRequest>, VmError> {
         self.set_state(RunState::Paused);
+        let mut g = self.shared.lock();
         loop {
-            let r = match deadline {
-                Some(d) => match self
-                    .control_rx
-                    .recv_timeout(d.saturating_duration_since(Instant::now()))
-                {
-                    Ok(r) => r,
-                    Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => ControlRequest::Resume,
-                },
-                // The Vm holds a sender itself, so this cannot disconnect.
-                None => self.control_rx.recv().unwrap_or(ControlRequest::Resume),
-            };
-            if r != ControlRequest::Pause {
-                self.set_state(RunState::Running);
-                return Ok(Some(r));
+            while let Some(r) = g.requests.pop_front() {
+                if r != ControlRequest::Pause {
+                    return Ok(Some(r));
+                }
             }
+            g = match self.shared.wait_ctl(g, deadline) {
+                Some(g) => g,
+                None => return Ok(None),
+            };
         }
+    }
+
+    /// Loads every vCPU's boot registers now (unless a relaunch just did) and publishes
+    /// them as the snapshot: a VM reset while paused shows its boot state.
+    fn load_boot_state(&mut self) -> Result<(), VmError> {
+        if !self.regs_fresh {
+            for i in 0..self.vcpus.len() {
+                self.setup_vcpu(i)?;
+            }
+            self.started_vcpus = true;
+            self.regs_fresh = true;
+        }
+        self.take_snapshots();
+        Ok(())
     }
 
     /// Handles a guest or host reset. Returns `Some(status)` if the VM must stop.
     fn handle_reset(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        let r = self.handle_reset_inner();
+        self.shared.bump();
+        r
+    }
+
+    fn handle_reset_inner(&mut self) -> Result<Option<ExitStatus>, VmError> {
         self.resets += 1;
         tracing::info!(resets = self.resets, "reset");
         let action = match self.hooks.as_mut() {
@@ -786,6 +800,7 @@ impl Vm {
                     memory: &self.memory,
                     measured: &self.plan.measured,
                     config: &self.config,
+                    vcpu_regs: &self.boot_regs,
                 };
                 h.on_reset(&ctx).map_err(|source| VmError::Hook {
                     stage: "on_reset",
@@ -828,7 +843,7 @@ impl Vm {
                 match self.wait_paused(deadline)? {
                     None => return Ok(ExitStatus::Timeout),
                     Some(ControlRequest::Quit) => return Ok(ExitStatus::Quit),
-                    Some(_) => {}
+                    Some(_) => self.set_state(RunState::Running),
                 }
             }
             self.call_hook("before_run")?;
@@ -858,9 +873,28 @@ impl Vm {
                 }
             };
             if let Event::Control(ControlRequest::Pause) = event {
-                event = match self.wait_paused(deadline)? {
-                    None => Event::Stop(ExitStatus::Timeout),
-                    Some(r) => Event::Control(r),
+                // A pause served before any epoch ran (a `stop` right after `cont`) finds no
+                // snapshot of this run yet: publish the parked vCPUs' registers now, so a
+                // register or memory read after `stop` always has one.
+                self.take_snapshots();
+                event = loop {
+                    match self.wait_paused(deadline)? {
+                        None => break Event::Stop(ExitStatus::Timeout),
+                        // As QEMU: a reset while paused resets the machine and stays paused
+                        // (the vCPU threads stay parked; `cont` starts from the boot state).
+                        Some(ControlRequest::Reset) => {
+                            if let Some(st) = self.handle_reset()? {
+                                return Ok(st);
+                            }
+                            self.load_boot_state()?;
+                            // The next run consumes `regs_fresh`.
+                            setup = true;
+                        }
+                        Some(r) => {
+                            self.set_state(RunState::Running);
+                            break Event::Control(r);
+                        }
+                    }
                 };
             }
             match event {
@@ -897,80 +931,101 @@ impl Vm {
 
     /// A pending control request, without waiting (`Resume` while running is a no-op).
     fn poll_control(&mut self) -> Option<ControlRequest> {
-        loop {
-            match self.control_rx.try_recv() {
-                Ok(ControlRequest::Resume) => continue,
-                Ok(r) => return Some(r),
-                Err(_) => return None,
+        pop_request(&mut self.shared.lock())
+    }
+
+    /// Starts the vCPU threads of the current VM fd (once per VM fd), each parked until
+    /// [`Vm::run_epoch`] releases it.
+    fn ensure_vcpu_threads(&mut self) -> Result<(), VmError> {
+        if !self.threads.is_empty() {
+            return Ok(());
+        }
+        let start = {
+            let mut g = self.shared.lock();
+            g.exit = false;
+            g.tids = vec![0; self.vcpus.len()];
+            g.generation
+        };
+        for (idx, vcpu) in self.vcpus.iter().enumerate() {
+            let kick = Arc::new(ImmediateExit::new(vcpu.clone()));
+            let ctx = VcpuCtx {
+                idx,
+                shared: self.shared.clone(),
+                devices: self.devices.clone(),
+                msr: self.config.msr_handler.clone(),
+                kick: kick.clone(),
+                vcpu: vcpu.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{idx}"))
+                .spawn(move || vcpu_thread(ctx, start));
+            match spawned {
+                Ok(handle) => self.threads.push(VcpuThread { handle, kick }),
+                Err(e) => {
+                    self.end_vcpu_threads();
+                    return Err(VmError::Vcpu {
+                        cpu: idx,
+                        msg: format!("cannot spawn thread: {e}"),
+                    });
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Ends the (parked) vCPU threads and joins them.
+    fn end_vcpu_threads(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        {
+            let mut g = self.shared.lock();
+            g.exit = true;
+            self.shared.vcpu_cv.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.handle.join();
         }
     }
 
-    /// Runs all vCPUs until one reports an event; stops the others and takes them back.
+    /// Runs all vCPUs until one reports an event, a control request arrives or the deadline
+    /// passes; then kicks every vCPU out of KVM_RUN and waits until all are parked again.
     fn run_epoch(&mut self, deadline: Option<Instant>) -> Result<Event, VmError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel::<(usize, Event)>();
-        let mut handles: Vec<JoinHandle<VcpuFd>> = Vec::new();
-        for (idx, vcpu) in self.vcpus.drain(..).enumerate() {
-            let ctx = VcpuCtx {
-                idx,
-                stop: stop.clone(),
-                devices: self.devices.clone(),
-                msr: self.config.msr_handler.clone(),
-                tx: tx.clone(),
-            };
-            let h = std::thread::Builder::new()
-                .name(format!("vcpu{idx}"))
-                .spawn(move || vcpu_loop(vcpu, ctx))
-                .map_err(|e| VmError::Vcpu {
-                    cpu: idx,
-                    msg: format!("cannot spawn thread: {e}"),
-                })?;
-            handles.push(h);
-        }
-        drop(tx);
-        // Wait for a vCPU event, a control request or the deadline.
-        let event = loop {
-            let mut wait = Duration::from_millis(20);
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break Event::Stop(ExitStatus::Timeout);
+        self.ensure_vcpu_threads()?;
+        let n = self.threads.len();
+        let shared = self.shared.clone();
+        // The guard lives in this block only: `stop_vcpus` needs the lock.
+        let event = {
+            let mut g = shared.lock();
+            // Events from the vCPUs of the last epoch that were not the one served are stale.
+            g.events.clear();
+            self.shared.stop.store(false, Ordering::SeqCst);
+            g.generation += 1;
+            g.active = n;
+            self.shared.vcpu_cv.notify_all();
+            loop {
+                if let Some((_, e)) = g.events.pop_front() {
+                    break e;
                 }
-                wait = wait.min(left);
-            }
-            match rx.recv_timeout(wait) {
-                Ok((_, e)) => break e,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Event::Failed("all vCPU threads ended".into(), 0)
+                if let Some(r) = pop_request(&mut g) {
+                    break Event::Control(r);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            if let Some(r) = self.poll_control() {
-                break Event::Control(r);
+                g = match shared.wait_ctl(g, deadline) {
+                    Some(g) => g,
+                    None => break Event::Stop(ExitStatus::Timeout),
+                };
             }
         };
-        stop.store(true, Ordering::SeqCst);
-        // Kick until every thread is out of KVM_RUN (a kick can race with entering it).
-        loop {
-            let mut all = true;
-            for h in &handles {
-                if !h.is_finished() {
-                    all = false;
-                    let _ = h.kill(kick_signal());
-                }
-            }
-            if all {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.stop_vcpus();
+        self.take_snapshots();
+        Ok(event)
+    }
+
+    /// Publishes every vCPU's registers for [`VmControl::cpu_snapshot`] (vCPUs parked).
+    fn take_snapshots(&self) {
         let mut snaps = Vec::new();
-        for (idx, h) in handles.into_iter().enumerate() {
-            let v = h.join().map_err(|_| VmError::Vcpu {
-                cpu: idx,
-                msg: "vCPU thread panicked".into(),
-            })?;
+        for v in &self.vcpus {
+            let v = lock(v);
             if let (Ok(r), Ok(s)) = (v.get_regs(), v.get_sregs()) {
                 snaps.push(CpuSnapshot {
                     rip: r.rip,
@@ -982,12 +1037,39 @@ impl Vm {
                     cpl: s.cs.dpl,
                 });
             }
-            self.vcpus.push(v);
         }
-        if let Ok(mut g) = self.snapshots.lock() {
-            *g = snaps;
+        *self
+            .shared
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = snaps;
+    }
+
+    /// Kicks every vCPU out of the guest (`immediate_exit` set, then the kick signal) and
+    /// waits until each has parked. One kick per thread suffices: a thread that has not
+    /// entered KVM_RUN yet either sees `stop` or enters with `immediate_exit` set, which
+    /// KVM returns from at once with EINTR.
+    fn stop_vcpus(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in &self.threads {
+            t.kick.set(1);
+            let _ = t.handle.kill(kick_signal());
         }
-        Ok(event)
+        let mut g = self.shared.lock();
+        while g.active > 0 {
+            g = self
+                .shared
+                .ctl_cv
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.end_vcpu_threads();
     }
 }
 
@@ -1038,17 +1120,29 @@ pub struct CpuSnapshot {
 }
 
 /// Thread-safe handle to a VM: pause, resume, reset, quit, run state, vCPU snapshots.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VmControl {
-    tx: mpsc::Sender<ControlRequest>,
-    state: Arc<AtomicU8>,
-    snapshots: Arc<Mutex<Vec<CpuSnapshot>>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for VmControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmControl")
+            .field("state", &self.state())
+            .finish()
+    }
 }
 
 impl VmControl {
-    /// Sends a request; false if the VM is gone.
+    /// Queues a request and wakes the run loop; false if the VM is gone.
     pub fn request(&self, r: ControlRequest) -> bool {
-        self.tx.send(r).is_ok()
+        let mut g = self.shared.lock();
+        if g.closed {
+            return false;
+        }
+        g.requests.push_back(r);
+        self.shared.ctl_cv.notify_all();
+        true
     }
     /// Pauses the vCPUs.
     pub fn pause(&self) -> bool {
@@ -1069,10 +1163,95 @@ impl VmControl {
     /// Registers of vCPU `cpu` as of the last time the vCPUs stopped (e.g. while paused);
     /// `None` before the first stop.
     pub fn cpu_snapshot(&self, cpu: usize) -> Option<CpuSnapshot> {
-        self.snapshots.lock().ok()?.get(cpu).copied()
+        self.shared.snapshots.lock().ok()?.get(cpu).copied()
     }
     /// Current run state.
     pub fn state(&self) -> RunState {
+        self.shared.state()
+    }
+    /// Waits (without polling) until the run state is one of `want`, at most `timeout`.
+    /// Returns the state reached, or `None` if it was not reached in time.
+    pub fn wait_state(&self, want: &[RunState], timeout: Duration) -> Option<RunState> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut g = self.shared.lock();
+        loop {
+            let s = self.shared.state();
+            if want.contains(&s) {
+                return Some(s);
+            }
+            g = self.shared.wait_ctl(g, deadline)?;
+        }
+    }
+    /// The change counter (see [`VmControl::wait_change`]).
+    pub fn changes(&self) -> u64 {
+        self.shared.lock().changes
+    }
+    /// Waits (without polling) until the change counter differs from `seen` (a state
+    /// change, a launch hook or reset done, or [`VmControl::wake`]), at most `timeout`;
+    /// returns the counter.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut g = self.shared.lock();
+        while g.changes == seen {
+            g = match self.shared.wait_ctl(g, deadline) {
+                Some(g) => g,
+                None => return self.shared.lock().changes,
+            };
+        }
+        g.changes
+    }
+    /// Bumps the change counter, waking every [`VmControl::wait_change`].
+    pub fn wake(&self) {
+        self.shared.bump();
+    }
+    /// Host thread ids (Linux tids) of the vCPU threads, by vCPU index; empty before the
+    /// first run. The same threads serve every pause, resume and reset of one KVM VM.
+    pub fn vcpu_thread_ids(&self) -> Vec<i32> {
+        self.shared.lock().tids.clone()
+    }
+}
+
+/// State shared by the run loop, the vCPU threads and every [`VmControl`].
+#[derive(Default)]
+struct Shared {
+    sync: Mutex<SyncState>,
+    /// Parked vCPU threads wait here for the next generation (or `exit`).
+    vcpu_cv: Condvar,
+    /// The run loop waits here for vCPU events, control requests and parked vCPUs;
+    /// [`VmControl::wait_state`] waits here for state changes.
+    ctl_cv: Condvar,
+    /// The vCPUs must leave the guest (checked after every exit; set before the kicks).
+    stop: AtomicBool,
+    /// [`RunState`] as u8; changed with `sync` held so waiters see every change.
+    state: AtomicU8,
+    snapshots: Mutex<Vec<CpuSnapshot>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    requests: VecDeque<ControlRequest>,
+    events: VecDeque<(usize, Event)>,
+    /// Bumped each time the vCPUs are released; a thread runs once per generation.
+    generation: u64,
+    /// vCPU threads released for the current generation that have not parked again.
+    active: usize,
+    /// The vCPU threads must end (VM fd rebuilt, or the VM dropped).
+    exit: bool,
+    /// The VM is gone: requests are refused.
+    closed: bool,
+    /// Linux tids of the vCPU threads (0 until a thread has started).
+    tids: Vec<i32>,
+    /// Bumped at every state change, after every launch hook and reset, and by
+    /// [`VmControl::wake`]: what [`VmControl::wait_change`] waits for.
+    changes: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self) -> RunState {
         match self.state.load(Ordering::SeqCst) {
             1 => RunState::Running,
             2 => RunState::Paused,
@@ -1080,6 +1259,55 @@ impl VmControl {
             _ => RunState::Created,
         }
     }
+
+    fn set_state(&self, s: RunState) {
+        let mut g = self.lock();
+        self.state.store(s as u8, Ordering::SeqCst);
+        g.changes += 1;
+        self.ctl_cv.notify_all();
+    }
+
+    fn bump(&self) {
+        self.lock().changes += 1;
+        self.ctl_cv.notify_all();
+    }
+
+    /// Waits on `ctl_cv` until notified (or the deadline): `None` once the deadline passed.
+    fn wait_ctl<'a>(
+        &self,
+        g: MutexGuard<'a, SyncState>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, SyncState>> {
+        match deadline {
+            None => Some(self.ctl_cv.wait(g).unwrap_or_else(|p| p.into_inner())),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                Some(
+                    self.ctl_cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0,
+                )
+            }
+        }
+    }
+}
+
+/// The next request that matters (`Resume` while running is a no-op).
+fn pop_request(g: &mut SyncState) -> Option<ControlRequest> {
+    while let Some(r) = g.requests.pop_front() {
+        if r != ControlRequest::Resume {
+            return Some(r);
+        }
+    }
+    None
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a vCPU thread reports.
@@ -1092,12 +1320,48 @@ enum Event {
     Failed(String, usize),
 }
 
+/// The `immediate_exit` byte of one vCPU's `kvm_run` page, written by the run loop (to
+/// kick) and by the vCPU thread (to clear) while KVM reads it at each KVM_RUN.
+struct ImmediateExit {
+    flag: NonNull<u8>,
+    /// Keeps the vCPU fd, and so its `kvm_run` mapping, alive as long as `flag` is used.
+    _vcpu: Arc<Mutex<VcpuFd>>,
+}
+
+// SAFETY: `flag` points into the vCPU's `kvm_run` mapping, which lives as long as the VcpuFd
+// that `_vcpu` keeps alive; it is only ever accessed as an `AtomicU8` (see `set`), so any
+// thread may use it.
+unsafe impl Send for ImmediateExit {}
+// SAFETY: as for Send: every access is an atomic store.
+unsafe impl Sync for ImmediateExit {}
+
+impl ImmediateExit {
+    fn new(vcpu: Arc<Mutex<VcpuFd>>) -> Self {
+        let flag = NonNull::from(&mut lock(&vcpu).get_kvm_run().immediate_exit);
+        ImmediateExit { flag, _vcpu: vcpu }
+    }
+
+    fn set(&self, v: u8) {
+        // SAFETY: `flag` is a valid, aligned u8 in the live `kvm_run` mapping (see the
+        // struct); user space accesses it only through this atomic, the kernel reads it with
+        // READ_ONCE at each KVM_RUN.
+        unsafe { AtomicU8::from_ptr(self.flag.as_ptr()) }.store(v, Ordering::SeqCst);
+    }
+}
+
+/// A vCPU thread of the current VM fd.
+struct VcpuThread {
+    handle: JoinHandle<()>,
+    kick: Arc<ImmediateExit>,
+}
+
 struct VcpuCtx {
     idx: usize,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     devices: Arc<Mutex<Devices>>,
     msr: Option<Arc<dyn MsrHandler>>,
-    tx: mpsc::Sender<(usize, Event)>,
+    kick: Arc<ImmediateExit>,
+    vcpu: Arc<Mutex<VcpuFd>>,
 }
 
 fn kick_signal() -> i32 {
@@ -1123,12 +1387,53 @@ fn install_kick_handler() -> Result<(), VmError> {
     Ok(())
 }
 
-fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuCtx) -> VcpuFd {
-    let send = |e: Event| {
-        let _ = ctx.tx.send((ctx.idx, e));
-    };
+/// A vCPU thread: parked on `vcpu_cv` until the run loop releases a new generation, then in
+/// the guest until an event or a kick, then parked again; ends on `exit`.
+fn vcpu_thread(ctx: VcpuCtx, start_generation: u64) {
+    // SAFETY: gettid has no arguments and no failure mode.
+    let tid = unsafe { libc::gettid() };
+    let mut seen = start_generation;
+    {
+        let mut g = ctx.shared.lock();
+        if let Some(t) = g.tids.get_mut(ctx.idx) {
+            *t = tid;
+        }
+    }
+    loop {
+        {
+            let mut g = ctx.shared.lock();
+            while !g.exit && g.generation == seen {
+                g = ctx
+                    .shared
+                    .vcpu_cv
+                    .wait(g)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            if g.exit {
+                return;
+            }
+            seen = g.generation;
+        }
+        let ev = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut vcpu = lock(&ctx.vcpu);
+            // Cleared before `stop` is read: a kick after this point is seen either way.
+            ctx.kick.set(0);
+            run_vcpu(&mut vcpu, &ctx)
+        }))
+        .unwrap_or_else(|_| Some(Event::Failed("vCPU thread panicked".into(), ctx.idx)));
+        let mut g = ctx.shared.lock();
+        if let Some(ev) = ev {
+            g.events.push_back((ctx.idx, ev));
+        }
+        g.active = g.active.saturating_sub(1);
+        ctx.shared.ctl_cv.notify_all();
+    }
+}
+
+/// Runs the vCPU until it reports an event or `stop` is set.
+fn run_vcpu(vcpu: &mut VcpuFd, ctx: &VcpuCtx) -> Option<Event> {
     let cpu = ctx.idx;
-    while !ctx.stop.load(Ordering::SeqCst) {
+    while !ctx.shared.stop.load(Ordering::SeqCst) {
         let exit = vcpu.run();
         let ev = match exit {
             Ok(VcpuExit::IoOut(port, data)) => {
@@ -1209,12 +1514,11 @@ fn vcpu_loop(mut vcpu: VcpuFd, ctx: VcpuCtx) -> VcpuFd {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
             Err(e) => Some(Event::Failed(format!("KVM_RUN failed: {e}"), cpu)),
         };
-        if let Some(ev) = ev {
-            send(ev);
-            break;
+        if ev.is_some() {
+            return ev;
         }
     }
-    vcpu
+    None
 }
 
 #[cfg(test)]

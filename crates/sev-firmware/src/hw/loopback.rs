@@ -59,16 +59,24 @@
 //! RLIMIT_MEMLOCK (modelled by [`Loopback::set_memlock`]) unless CAP_IPC_LOCK, else ENOMEM;
 //! REG_REGION keeps its pages until UNREG_REGION or the VM's end, LAUNCH_UPDATE_DATA,
 //! LAUNCH_SECRET and DBG_* pin theirs for the call. LAUNCH_UPDATE_VMSA fails (EINVAL) on a
-//! second call, as KVM's `guest_state_protected` makes it, and writes the VM's
-//! `vmsa_features` into each VMSA as `sev_es_sync_vmsa` does.
+//! second call, as KVM's `guest_state_protected` makes it.
+//!
+//! LAUNCH_UPDATE_VMSA builds each vCPU's VMSA from the vCPU's registers as
+//! `sev_es_sync_vmsa` does (Linux 6.10+, [`sev_proto::vmsa::kvm_es_vmsa`]: the VM's
+//! `vmsa_features` in SEV_FEATURES, FPU state only on a `KVM_SEV_INIT2` VM; a DR7 with bits
+//! other than 0x400 is EINVAL). The registers come from where the kernel has them: for a vCPU
+//! of a real VM created through the port, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_DEBUGREGS,
+//! KVM_GET_XCRS, KVM_GET_MSRS and KVM_GET_XSAVE on its fd (so whatever the VMM set with
+//! KVM_SET_* is what is measured); for an emulated vCPU, the state given to
+//! [`Loopback::add_vcpu`] or, for one created through the port, KVM's reset state updated by
+//! the KVM_SET_REGS / KVM_SET_SREGS issued on its fd through the port. A real VM with vCPUs
+//! the port did not see created cannot be read: EINVAL.
 //!
 //! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), mirror VMs, INIT_EX, the
 //! driver's probe-time INIT (`psp_init_on_probe`; the platform starts as the soft firmware's
-//! state), vCPU debug checks, and building a VMSA from a vCPU's registers: the VMSA measured
-//! for a vCPU is the one given with [`Loopback::add_vcpu`] or, for a vCPU created through the
-//! port, the one the VMM declared with
-//! [`IoctlPort::expected_vmsa`](super::IoctlPort::expected_vmsa) (none: EINVAL).
+//! state), and the `guest_debug` check of LAUNCH_UPDATE_VMSA (KVM has no ioctl to read it).
 
+use super::kvm_state;
 use super::Memlock;
 use super::{IoctlPort, KVM_CHECK_EXTENSION, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
 use super::{KVM_CREATE_VCPU, KVM_MEMORY_ENCRYPT_UNREG_REGION, KVM_SET_BOOT_CPU_ID, SEV_ISSUE_CMD};
@@ -77,6 +85,7 @@ use crate::soft::raw::cmd as fwcmd;
 use crate::soft::SoftPlatform;
 use kvm_bindings as kb;
 use sev_proto::status::Status;
+use sev_proto::vmsa::{KvmVmsaParams, VcpuState, DR7_FIXED_1};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
@@ -96,8 +105,6 @@ const KERNEL_PA_BASE: u64 = 0x80_0000_0000;
 const TMR_PA: u64 = 0x40_0000_0000;
 /// Model PA of vCPU VMSA pages.
 const VMSA_PA_BASE: u64 = 0x60_0000_0000;
-/// Offset of SEV_FEATURES in the VMSA.
-const VMSA_SEV_FEATURES: usize = 0x3B0;
 /// `SVM_SEV_FEAT_DEBUG_SWAP`: the VMSA feature a host with DebugSwap offers SEV-ES guests.
 pub const SVM_SEV_FEAT_DEBUG_SWAP: u64 = 1 << 5;
 /// `GHCB_VERSION_MAX`.
@@ -232,9 +239,8 @@ struct Vm {
     vmsa_features: u64,
     /// The real KVM VM fd, for a VM announced with `vm_created`.
     real: Option<RawFd>,
-    /// vCPU VMSA contents (what `sev_es_sync_vmsa` would copy), in creation order; `None`
-    /// for a vCPU created through the port until the VMM declares it.
-    vcpus: Vec<Option<Box<[u8; PAGE as usize]>>>,
+    /// The vCPUs, in creation order: where `sev_es_sync_vmsa` finds their registers.
+    vcpus: Vec<Vcpu>,
     /// LAUNCH_UPDATE_VMSA done (`guest_state_protected`).
     vmsa_done: bool,
     /// Registered regions: (addr, size, pages).
@@ -282,6 +288,14 @@ impl Vm {
     }
 }
 
+/// Where a vCPU's registers are.
+enum Vcpu {
+    /// A vCPU of a real KVM VM: its fd (KVM_GET_* read the registers).
+    Real(RawFd),
+    /// An emulated vCPU: its register state.
+    Emulated(Box<VcpuState>),
+}
+
 /// The emulated kernel.
 struct Kernel {
     drv: DrvState,
@@ -299,6 +313,8 @@ struct Kernel {
     next_vm: u32,
     /// Real KVM VM fd -> its key in `vms`.
     real: HashMap<RawFd, (u64, u64)>,
+    /// Emulated vCPU file -> (its VM's key, its index).
+    vcpu_files: HashMap<(u64, u64), ((u64, u64), usize)>,
     /// RLIMIT_MEMLOCK and CAP_IPC_LOCK as `sev_pin_memory` sees them.
     memlock: Memlock,
     /// `sev_supported_vmsa_features`.
@@ -349,6 +365,7 @@ impl Loopback {
                 asid_reclaim: vec![false; MAX_ASID as usize + 1],
                 next_vm: 0,
                 real: HashMap::new(),
+                vcpu_files: HashMap::new(),
                 memlock: Memlock {
                     limit: None,
                     cap_ipc_lock: false,
@@ -396,13 +413,13 @@ impl Loopback {
         f
     }
 
-    /// KVM_CREATE_VCPU whose initial register state encrypts to `vmsa` at
-    /// LAUNCH_UPDATE_VMSA.
-    pub fn add_vcpu(&self, vm: &File, vmsa: [u8; PAGE as usize]) {
+    /// KVM_CREATE_VCPU on an emulated VM, the vCPU then holding the registers `state` (as
+    /// if the VMM had set them): LAUNCH_UPDATE_VMSA builds its VMSA from them.
+    pub fn add_vcpu(&self, vm: &File, state: VcpuState) {
         let id = file_id(vm.as_raw_fd()).expect("fstat of the VM");
         let mut k = self.lock();
         let v = k.vms.get_mut(&id).expect("a VM of this loopback");
-        v.vcpus.push(Some(Box::new(vmsa)));
+        v.vcpus.push(Vcpu::Emulated(Box::new(state)));
     }
 
     /// Closing the VM fd (`sev_vm_destroy`): unpin regions, DEACTIVATE + DECOMMISSION,
@@ -926,6 +943,48 @@ impl Loopback {
         self.fw(cmd, buf, Some(error))
     }
 
+    /// The VM key and index of the emulated vCPU whose file is `id`.
+    fn vcpu_file(&self, id: (u64, u64)) -> Option<((u64, u64), usize)> {
+        self.lock().vcpu_files.get(&id).copied()
+    }
+
+    /// KVM vCPU ioctls on an emulated vCPU: KVM_SET_REGS and KVM_SET_SREGS update the state
+    /// LAUNCH_UPDATE_VMSA builds the VMSA from (once it is protected: EINVAL, as KVM's
+    /// `guest_state_protected`); anything else is ENOTTY.
+    ///
+    /// # Safety
+    /// The `IoctlPort::ioctl` contract for `arg`.
+    unsafe fn vcpu_ioctl(
+        &self,
+        vm: (u64, u64),
+        index: usize,
+        request: u64,
+        arg: u64,
+    ) -> KResult<i32> {
+        let mut k = self.lock();
+        let v = k.vms.get_mut(&vm).ok_or(libc::EBADF)?;
+        let protected = v.vmsa_done;
+        let Some(Vcpu::Emulated(st)) = v.vcpus.get_mut(index) else {
+            return Err(libc::EBADF);
+        };
+        match request {
+            KVM_SET_REGS | KVM_SET_SREGS if protected => Err(libc::EINVAL),
+            KVM_SET_REGS => {
+                // SAFETY: `arg` points to a kvm_regs (port contract).
+                let r: kb::kvm_regs = unsafe { get_user(arg) }?;
+                kvm_state::apply_regs(st, &r);
+                Ok(0)
+            }
+            KVM_SET_SREGS => {
+                // SAFETY: `arg` points to a kvm_sregs (port contract).
+                let r: kb::kvm_sregs = unsafe { get_user(arg) }?;
+                kvm_state::apply_sregs(st, &r);
+                Ok(0)
+            }
+            _ => Err(libc::ENOTTY),
+        }
+    }
+
     /// KVM VM ioctls.
     ///
     /// # Safety
@@ -987,7 +1046,7 @@ impl Loopback {
             KVM_CREATE_VCPU => {
                 let mut k = self.lock();
                 let vm = k.vms.get(&id).ok_or(libc::ENOTTY)?;
-                let (no, real) = (vm.no, vm.real);
+                let (no, real, index) = (vm.no, vm.real, vm.vcpus.len());
                 let r = match real {
                     // SAFETY: KVM_CREATE_VCPU takes an integer argument.
                     Some(fd) => match unsafe { libc::ioctl(fd, KVM_CREATE_VCPU as _, arg) } {
@@ -1004,9 +1063,19 @@ impl Loopback {
                         }
                     }
                 };
-                if r.is_ok() {
+                if let Ok(fd) = r {
+                    let vcpu = match real {
+                        Some(_) => Vcpu::Real(fd),
+                        None => {
+                            if let Ok(f) = file_id(fd) {
+                                k.vcpu_files.insert(f, (id, index));
+                            }
+                            // kvm_vcpu_reset's state until KVM_SET_* through the port.
+                            Vcpu::Emulated(Box::new(VcpuState::kvm_reset()))
+                        }
+                    };
                     if let Some(v) = k.vms.get_mut(&id) {
-                        v.vcpus.push(None);
+                        v.vcpus.push(vcpu);
                     }
                 }
                 Self::note(&mut k, no, "KVM_CREATE_VCPU", &r);
@@ -1300,8 +1369,9 @@ impl Loopback {
         r
     }
 
-    /// `sev_launch_update_vmsa`: every vCPU, in order; `sev_es_sync_vmsa` sets each VMSA's
-    /// SEV_FEATURES to the VM's `vmsa_features` and fails once the state is protected.
+    /// `sev_launch_update_vmsa`: every vCPU, in order; `sev_es_sync_vmsa` builds each VMSA
+    /// from the vCPU's registers (refusing a DR7 with bits beyond 0x400) and fails once the
+    /// state is protected.
     fn launch_update_vmsa(&self, vm: &mut Vm, error: &mut u32) -> KResult<()> {
         if !vm.active || !vm.es_active {
             return Err(libc::ENOTTY);
@@ -1309,10 +1379,23 @@ impl Loopback {
         if vm.vmsa_done {
             return Err(libc::EINVAL);
         }
-        for (i, vmsa) in vm.vcpus.iter().enumerate() {
-            let mut vmsa = *vmsa.clone().ok_or(libc::EINVAL)?;
-            vmsa[VMSA_SEV_FEATURES..VMSA_SEV_FEATURES + 8]
-                .copy_from_slice(&vm.vmsa_features.to_le_bytes());
+        if vm.vcpus.is_empty() && vm.created_vcpus() {
+            // vCPUs created around the port: their registers cannot be found.
+            return Err(libc::EINVAL);
+        }
+        let params = KvmVmsaParams {
+            vmsa_features: vm.vmsa_features,
+            init2: vm.vm_type != kb::KVM_X86_DEFAULT_VM,
+        };
+        for (i, vcpu) in vm.vcpus.iter().enumerate() {
+            let state = match vcpu {
+                Vcpu::Real(fd) => read_vcpu_state(*fd)?,
+                Vcpu::Emulated(s) => **s,
+            };
+            if state.dr7 & !DR7_FIXED_1 != 0 {
+                return Err(libc::EINVAL);
+            }
+            let vmsa = sev_proto::vmsa::kvm_es_vmsa(&state, &params);
             let pa = VMSA_PA_BASE + i as u64 * PAGE;
             self.plat
                 .write_pa(pa, &vmsa[..])
@@ -1587,6 +1670,109 @@ impl Loopback {
     }
 }
 
+/// `_IOC(dir, KVMIO, nr, size)`.
+const fn kvm_ioc(dir: u64, nr: u64, size: usize) -> u64 {
+    dir << 30 | (size as u64) << 16 | 0xAE << 8 | nr
+}
+const IOC_W: u64 = 1;
+const IOC_R: u64 = 2;
+/// `_IOR(KVMIO, 0x81, struct kvm_regs)`.
+pub const KVM_GET_REGS: u64 = kvm_ioc(IOC_R, 0x81, std::mem::size_of::<kb::kvm_regs>());
+/// `_IOW(KVMIO, 0x82, struct kvm_regs)`.
+pub const KVM_SET_REGS: u64 = kvm_ioc(IOC_W, 0x82, std::mem::size_of::<kb::kvm_regs>());
+/// `_IOR(KVMIO, 0x83, struct kvm_sregs)`.
+pub const KVM_GET_SREGS: u64 = kvm_ioc(IOC_R, 0x83, std::mem::size_of::<kb::kvm_sregs>());
+/// `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
+pub const KVM_SET_SREGS: u64 = kvm_ioc(IOC_W, 0x84, std::mem::size_of::<kb::kvm_sregs>());
+/// `_IOWR(KVMIO, 0x88, struct kvm_msrs)`.
+const KVM_GET_MSRS: u64 = kvm_ioc(IOC_R | IOC_W, 0x88, std::mem::size_of::<kb::kvm_msrs>());
+/// `_IOR(KVMIO, 0xa1, struct kvm_debugregs)`.
+const KVM_GET_DEBUGREGS: u64 = kvm_ioc(IOC_R, 0xA1, std::mem::size_of::<kb::kvm_debugregs>());
+/// `_IOR(KVMIO, 0xa4, struct kvm_xsave)` (the 4 KiB region).
+const KVM_GET_XSAVE: u64 = kvm_ioc(IOC_R, 0xA4, 4096);
+/// `_IOR(KVMIO, 0xa6, struct kvm_xcrs)`.
+const KVM_GET_XCRS: u64 = kvm_ioc(IOC_R, 0xA6, std::mem::size_of::<kb::kvm_xcrs>());
+
+/// One vCPU ioctl that fills a `T`, on the real kernel.
+///
+/// # Safety
+/// `request` must be an ioctl that writes exactly one `T` (and reads nothing else) on `fd`.
+unsafe fn vcpu_get<T: Default>(fd: RawFd, request: u64, mut v: T) -> KResult<T> {
+    // SAFETY: `v` is a live, writable `T`, which is all `request` touches (caller's contract).
+    let r = unsafe { libc::ioctl(fd, request as _, &mut v as *mut T) };
+    if r < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(v)
+}
+
+/// CPUID 0xD sub-leaf `i`'s EBX: the offset of XSAVE component `i` in the standard format.
+fn xsave_offset(i: u32) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::x86_64::__cpuid(0).eax < 0xD {
+            return None;
+        }
+        let r = std::arch::x86_64::__cpuid_count(0xD, i);
+        (r.eax != 0).then_some(r.ebx as usize)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = i;
+        None
+    }
+}
+
+/// The registers of the real vCPU `fd` as `sev_es_sync_vmsa` finds them: KVM_GET_REGS,
+/// KVM_GET_SREGS, KVM_GET_DEBUGREGS, KVM_GET_XCRS, KVM_GET_MSRS (the MSRs the VMSA holds;
+/// XSS reads as 0 where KVM does not offer it) and KVM_GET_XSAVE (FPU, YMM, PKRU).
+fn read_vcpu_state(fd: RawFd) -> KResult<VcpuState> {
+    let mut st = VcpuState::kvm_reset();
+    // SAFETY: each of these requests writes exactly the struct it is given.
+    let regs = unsafe { vcpu_get(fd, KVM_GET_REGS, kb::kvm_regs::default()) }?;
+    // SAFETY: as above.
+    let sregs = unsafe { vcpu_get(fd, KVM_GET_SREGS, kb::kvm_sregs::default()) }?;
+    // SAFETY: as above.
+    let dregs = unsafe { vcpu_get(fd, KVM_GET_DEBUGREGS, kb::kvm_debugregs::default()) }?;
+    // SAFETY: as above.
+    let xcrs = unsafe { vcpu_get(fd, KVM_GET_XCRS, kb::kvm_xcrs::default()) }?;
+    kvm_state::apply_regs(&mut st, &regs);
+    kvm_state::apply_sregs(&mut st, &sregs);
+    kvm_state::apply_debugregs(&mut st, &dregs);
+    kvm_state::apply_xcrs(&mut st, &xcrs);
+    #[repr(C)]
+    #[derive(Default)]
+    struct Msrs {
+        hdr: kb::kvm_msrs,
+        entries: [kb::kvm_msr_entry; kvm_state::VMSA_MSRS.len()],
+    }
+    let mut m = Msrs::default();
+    m.hdr.nmsrs = kvm_state::VMSA_MSRS.len() as u32;
+    for (e, &index) in m.entries.iter_mut().zip(kvm_state::VMSA_MSRS.iter()) {
+        e.index = index;
+    }
+    // SAFETY: KVM_GET_MSRS reads the header and `nmsrs` entries that follow it and writes
+    // their data; `m` holds exactly that many, laid out as `struct kvm_msrs` + entries.
+    let n = unsafe { libc::ioctl(fd, KVM_GET_MSRS as _, &mut m as *mut Msrs) };
+    // KVM stops at the first MSR it cannot read: only XSS (last) may be missing.
+    if n < 0 || (n as usize) < kvm_state::VMSA_MSRS.len() - 1 {
+        return Err(libc::EIO);
+    }
+    kvm_state::apply_msrs(&mut st, &m.entries[..n as usize]);
+    let mut xsave = Box::new([0u8; 4096]);
+    // SAFETY: KVM_GET_XSAVE writes the 4096-byte `struct kvm_xsave` region it is given.
+    let r = unsafe { libc::ioctl(fd, KVM_GET_XSAVE as _, xsave.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    kvm_state::apply_xsave(&mut st, &xsave, xsave_offset(2), xsave_offset(9));
+    Ok(st)
+}
+
 impl IoctlPort for Loopback {
     fn vm_created(&self, vm_fd: RawFd) {
         let mut k = self.lock();
@@ -1602,23 +1788,6 @@ impl IoctlPort for Loopback {
         k.real.insert(vm_fd, key);
         k.vms
             .insert(key, Vm::new(no, kb::KVM_X86_DEFAULT_VM, Some(vm_fd)));
-    }
-
-    fn expected_vmsa(&self, vm_fd: RawFd, index: usize, vmsa: &[u8]) {
-        let mut k = self.lock();
-        let key = match k.real.get(&vm_fd) {
-            Some(&key) => Some(key),
-            None => file_id(vm_fd).ok(),
-        };
-        let Some(v) = key.and_then(|key| k.vms.get_mut(&key)) else {
-            return;
-        };
-        if let (Some(slot @ None), Ok(page)) = (
-            v.vcpus.get_mut(index),
-            <[u8; PAGE as usize]>::try_from(vmsa),
-        ) {
-            *slot = Some(Box::new(page));
-        }
     }
 
     fn memlock(&self) -> Memlock {
@@ -1650,6 +1819,8 @@ impl IoctlPort for Loopback {
                 }
             } else if self.lock().vms.contains_key(&id) {
                 self.vm_ioctl(id, request, arg)
+            } else if let Some((vm, index)) = self.vcpu_file(id) {
+                self.vcpu_ioctl(vm, index, request, arg)
             } else {
                 // A regular file: no such ioctl.
                 Err(libc::ENOTTY)

@@ -12,6 +12,7 @@ use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
 use sev_proto::secret::build_packet;
 use sev_proto::session::{owner_session_with, TransportKeys};
+use sev_proto::vmsa::{kvm_es_vmsa, qemu_vmsa, vmsa, KvmVmsaParams, VcpuState, VmsaProfile};
 
 /// A test buffer standing in for guest RAM, as the runtime methods take it.
 fn vs(b: &mut [u8]) -> VolatileSlice<'_> {
@@ -328,10 +329,19 @@ fn es_launch_measures_each_vcpu_once() {
         let vm = r.lb.create_vm(vm_type);
         let mut g = r.guest(&vm, vm_type);
         g.init(true).unwrap();
-        let vmsas: Vec<[u8; 4096]> = (0..2u8).map(|i| [0x40 + i; 4096]).collect();
-        for v in &vmsas {
-            r.lb.add_vcpu(&vm, *v);
+        // QEMU's reset registers (an AP at OVMF's reset block): KVM's VMSAs for them are
+        // sevctl's (legacy ES_INIT) or the sev crate's (INIT2, FPU state synced) bytes.
+        let (reset, sig) = (0x80B004, 0x800F12);
+        for bsp in [true, false] {
+            r.lb.add_vcpu(&vm, VcpuState::qemu_reset(bsp, reset, sig));
         }
+        let profile = if vm_type == 0 {
+            VmsaProfile::Qemu
+        } else {
+            VmsaProfile::QemuFpu
+        };
+        let vmsas: Vec<[u8; 4096]> = (0..2).map(|i| vmsa(profile, i == 0, reset, sig)).collect();
+        assert_ne!(vmsas[0], vmsas[1]);
         g.launch_start(policy, Some(&o.godh), Some(&o.session), 0)
             .unwrap();
         let mut backing = vec![0u8; 2 * 4096];
@@ -340,19 +350,16 @@ fn es_launch_measures_each_vcpu_once() {
         let plain = ram.to_vec();
         g.register_region(0, ram).unwrap();
         g.launch_update_data(0, ram).unwrap();
-        // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call.
-        for v in &vmsas {
-            let mut v = *v;
-            g.launch_update_vmsa(&mut v).unwrap();
+        // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call, from the
+        // vCPUs' registers (the bytes passed here are ignored).
+        for _ in &vmsas {
+            g.launch_update_vmsa(&mut [0xEE; 4096]).unwrap();
         }
         let m = g.launch_measure().unwrap();
         let mut ld = LaunchDigest::new();
         ld.update(&plain);
         for v in &vmsas {
-            // sev_es_sync_vmsa writes the VM's vmsa_features (0 here) into SEV_FEATURES.
-            let mut v = *v;
-            v[0x3B0..0x3B8].fill(0);
-            ld.update(&v);
+            ld.update(v);
         }
         let ld = ld.finish();
         let mnonce: [u8; 16] = m[32..].try_into().unwrap();
@@ -861,13 +868,17 @@ fn init2_vmsa_features_follow_the_host() {
     let hw = r.platform();
     let o = owner(&r, &hw, 0x4);
     let mut g = r.guest(&vm, KVM_X86_SEV_ES_VM);
-    r.lb.add_vcpu(&vm, [0u8; 4096]);
+    r.lb.add_vcpu(&vm, VcpuState::kvm_reset());
     g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
         .unwrap();
     g.launch_update_vmsa(&mut [0u8; 4096]).unwrap();
     let m = g.launch_measure().unwrap();
-    let mut v = [0u8; 4096];
-    v[0x3B0] = 1 << 5;
+    let params = KvmVmsaParams {
+        vmsa_features: 1 << 5,
+        init2: true,
+    };
+    let v = kvm_es_vmsa(&VcpuState::kvm_reset(), &params);
+    assert_eq!(v[0x3B0], 1 << 5);
     let mut ld = LaunchDigest::new();
     ld.update(&v);
     let mnonce: [u8; 16] = m[32..].try_into().unwrap();
@@ -946,4 +957,159 @@ fn launch_secret_over_16_kib_is_einval() {
         ("LAUNCH_SECRET", libc::EINVAL)
     );
     assert_eq!(g.guest_status().unwrap().state, GuestState::LSecret);
+}
+
+/// One ES launch on an emulated legacy VM whose vCPUs were created through the port; `set`
+/// issues KVM_SET_* on the vCPU fds (through the port) before LAUNCH_UPDATE_VMSA. Returns the
+/// measurement and the owner (for its TIK), or the LAUNCH_UPDATE_VMSA error.
+fn es_launch_with_port_vcpus(
+    r: &Rig,
+    set: &dyn Fn(&[std::os::fd::OwnedFd]),
+) -> std::result::Result<([u8; 48], Owner), FwError> {
+    let hw = r.platform();
+    let o = owner(r, &hw, 0x4);
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(true).unwrap();
+    let fds: Vec<_> = (0..2)
+        .map(|i| g.create_vcpu(i).unwrap().expect("a vCPU fd"))
+        .collect();
+    set(&fds);
+    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+        .unwrap();
+    for _ in 0..2 {
+        g.launch_update_vmsa(&mut [0u8; 4096])?;
+    }
+    let m = g.launch_measure().unwrap();
+    Ok((m, o))
+}
+
+fn digest_of(vmsas: &[[u8; 4096]]) -> [u8; 32] {
+    let mut ld = LaunchDigest::new();
+    for v in vmsas {
+        ld.update(v);
+    }
+    ld.finish()
+}
+
+/// `sev_es_sync_vmsa` reads the registers: vCPUs created through the port start in KVM's
+/// reset state; KVM_SET_REGS / KVM_SET_SREGS through the port change what is measured (RIP
+/// and CR3 here), and a DR7 beyond 0x400 is refused (EINVAL).
+#[test]
+fn launch_update_vmsa_builds_the_vmsa_from_the_vcpu_registers() {
+    let r = rig();
+    let check = |states: [VcpuState; 2], set: &dyn Fn(&[std::os::fd::OwnedFd])| {
+        let (m, o) = es_launch_with_port_vcpus(&r, set).unwrap();
+        let p = KvmVmsaParams::default();
+        let ld = digest_of(&[kvm_es_vmsa(&states[0], &p), kvm_es_vmsa(&states[1], &p)]);
+        let mnonce: [u8; 16] = m[32..].try_into().unwrap();
+        let expect = measurement(&o.keys.tik, API.0, API.1, BUILD, 0x4u32, &ld, &mnonce);
+        assert_eq!(&m[..32], &expect[..]);
+        ld
+    };
+    // Nothing set: KVM's reset state (RDX 0x600, the reset vector).
+    let reset = VcpuState::kvm_reset();
+    let ld_reset = check([reset, reset], &|_| {});
+    // RIP of vCPU 1 and CR3 of vCPU 0 set through the port: measured.
+    let mut moved = [reset, reset];
+    moved[1].rip = 0x1234;
+    moved[0].cr3 = 0x9000 | 1 << 47;
+    let ld_moved = check(moved, &|fds| {
+        let regs = kb::kvm_regs {
+            rip: 0x1234,
+            rflags: 2,
+            rdx: 0x600,
+            ..Default::default()
+        };
+        // SAFETY: KVM_SET_REGS reads one kvm_regs, which `regs` is.
+        unsafe {
+            r.lb.ioctl(
+                fds[1].as_raw_fd(),
+                loopback::KVM_SET_REGS,
+                (&regs as *const kb::kvm_regs).cast_mut().cast(),
+            )
+        }
+        .unwrap();
+        let mut sregs = reset_sregs();
+        sregs.cr3 = 0x9000 | 1 << 47;
+        // SAFETY: KVM_SET_SREGS reads one kvm_sregs, which `sregs` is.
+        unsafe {
+            r.lb.ioctl(
+                fds[0].as_raw_fd(),
+                loopback::KVM_SET_SREGS,
+                (&mut sregs as *mut kb::kvm_sregs).cast(),
+            )
+        }
+        .unwrap();
+    });
+    assert_ne!(
+        ld_reset, ld_moved,
+        "a changed register changes the measurement"
+    );
+    // QEMU's reset VMSA is KVM's reset state with the CPU signature in RDX.
+    let q = VcpuState::qemu_reset(true, 0, 0x600);
+    assert_eq!(
+        kvm_es_vmsa(&reset, &KvmVmsaParams::default()),
+        kvm_es_vmsa(&q, &KvmVmsaParams::default())
+    );
+    assert_eq!(
+        kvm_es_vmsa(&reset, &KvmVmsaParams::default()),
+        qemu_vmsa(true, 0, 0x600)
+    );
+    // A vCPU with a DR7 breakpoint enabled: sev_es_sync_vmsa refuses it.
+    let vm = r.lb.create_vm(0);
+    let mut g = r.guest(&vm, 0);
+    g.init(true).unwrap();
+    let hw = r.platform();
+    let o = owner(&r, &hw, 0x4);
+    r.lb.add_vcpu(
+        &vm,
+        VcpuState {
+            dr7: 0x401,
+            ..VcpuState::kvm_reset()
+        },
+    );
+    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+        .unwrap();
+    assert_eq!(
+        errno_of(g.launch_update_vmsa(&mut [0u8; 4096])),
+        libc::EINVAL
+    );
+}
+
+/// KVM's reset sregs as `struct kvm_sregs` (what KVM_GET_SREGS gives on a fresh vCPU).
+fn reset_sregs() -> kb::kvm_sregs {
+    let seg = |selector: u16, base: u64, type_: u8, s: u8| kb::kvm_segment {
+        base,
+        limit: 0xFFFF,
+        selector,
+        type_,
+        present: 1,
+        s,
+        ..Default::default()
+    };
+    let d = seg(0, 0, 3, 1);
+    let mut sr = kb::kvm_sregs {
+        cs: seg(0xF000, 0xFFFF_0000, 0xB, 1),
+        ds: d,
+        es: d,
+        fs: d,
+        gs: d,
+        ss: d,
+        tr: seg(0, 0, 0xB, 0),
+        ldt: seg(0, 0, 2, 0),
+        cr0: 0x6000_0010,
+        ..Default::default()
+    };
+    sr.gdt.limit = 0xFFFF;
+    sr.idt.limit = 0xFFFF;
+    sr
+}
+
+#[test]
+fn vcpu_ioctl_numbers_match_the_uapi() {
+    assert_eq!(loopback::KVM_GET_REGS, 0x8090_AE81);
+    assert_eq!(loopback::KVM_SET_REGS, 0x4090_AE82);
+    assert_eq!(loopback::KVM_GET_SREGS, 0x8138_AE83);
+    assert_eq!(loopback::KVM_SET_SREGS, 0x4138_AE84);
 }

@@ -26,6 +26,7 @@ use crate::engine::MemoryKey;
 use crate::error::FwError;
 use openssl::hash::{Hasher, MessageDigest};
 use sev_proto::cert::{chip_id, firmware_validate, Algo, SevCert, Usage};
+use sev_proto::policy::GuestPolicy;
 use sev_proto::secret::{open_packet, PacketHeader, SecretError};
 use sev_proto::session::{
     check_godh, ecdh_shared_secret, platform_unwrap, SessionBlob, SessionError, TransportKeys,
@@ -577,8 +578,8 @@ impl Fw {
                 SessionError::BadWrapMac | SessionError::BadPolicyMac => Status::BadMeasurement,
                 _ => Status::HwerrorPlatform,
             })?;
-            let want = ((a.policy >> 16) as u8, (a.policy >> 24) as u8);
-            if want > API || a.policy & 0xFFC0 != 0 {
+            let p = GuestPolicy(a.policy);
+            if !p.api_satisfied_by(API.0, API.1) || p.reserved_bits() != 0 {
                 return Err(Status::PolicyFailure);
             }
         }
@@ -586,7 +587,7 @@ impl Fw {
             MemoryKey::random().map_err(crypto_fail)?
         } else {
             let other = self.guest(a.handle)?;
-            if other.policy != a.policy || other.policy & 0x2 != 0 {
+            if other.policy != a.policy || GuestPolicy(other.policy).noks() {
                 return Err(Status::PolicyFailure);
             }
             other.key.clone()
@@ -596,7 +597,7 @@ impl Fw {
             .iter()
             .position(|g| g.is_none())
             .ok_or(Status::ResourceLimit)?;
-        let es = a.policy & 0x4 != 0;
+        let es = GuestPolicy(a.policy).es();
         if es && !self.es {
             return Err(Status::Unsupported);
         }
@@ -810,7 +811,7 @@ impl Fw {
             return Err(Status::InvalidLength);
         }
         let g = self.guest(handle)?;
-        if g.policy & 1 != 0 {
+        if GuestPolicy(g.policy).nodbg() {
             return Err(Status::PolicyFailure);
         }
         if g.asid == 0 {

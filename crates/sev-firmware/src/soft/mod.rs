@@ -368,7 +368,7 @@ impl SevGuest for SoftGuest {
         if !self.initialised {
             return Err(FwError::InvalidArgument("LAUNCH_START before KVM_SEV_INIT"));
         }
-        if self.es != (policy & 0x4 != 0) {
+        if self.es != sev_proto::policy::GuestPolicy(policy).es() {
             return Err(FwError::InvalidArgument(
                 "policy ES bit does not match the VM type",
             ));

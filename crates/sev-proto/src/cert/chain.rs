@@ -30,15 +30,68 @@ pub enum Link {
 impl fmt::Display for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Link::ArkSelf => "ARK self-signature",
+            Link::ArkSelf => "ARK <- ARK (self)",
             Link::AskByArk => "ASK <- ARK",
             Link::CekByAsk => "CEK <- ASK",
-            Link::OcaSelf => "OCA self-signature",
+            Link::OcaSelf => "OCA <- OCA (self)",
             Link::PekByOca => "PEK <- OCA",
             Link::PekByCek => "PEK <- CEK",
             Link::PdhByPek => "PDH <- PEK",
         })
     }
+}
+
+impl Link {
+    /// Every link, in the order [`check_links`] and [`verify_full`] check them: root first, so
+    /// the first failing link is the tampered certificate's own signature (a changed body
+    /// breaks its own signature before it breaks its children's).
+    pub const ALL: [Link; 7] = [
+        Link::ArkSelf,
+        Link::AskByArk,
+        Link::CekByAsk,
+        Link::OcaSelf,
+        Link::PekByOca,
+        Link::PekByCek,
+        Link::PdhByPek,
+    ];
+}
+
+/// The outcome of checking one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkCheck {
+    /// The link.
+    pub link: Link,
+    /// `Ok` when its signature verifies.
+    pub result: Result<(), CertError>,
+}
+
+impl LinkCheck {
+    fn of(link: Link, result: Result<(), CertError>) -> Self {
+        LinkCheck { link, result }
+    }
+
+    fn into_result(self) -> Result<(), ChainError> {
+        let link = self.link;
+        self.result.map_err(|source| ChainError { link, source })
+    }
+}
+
+/// The first failing link of `checks`, as an error.
+fn first_failure(checks: impl IntoIterator<Item = LinkCheck>) -> Result<(), ChainError> {
+    checks.into_iter().try_for_each(LinkCheck::into_result)
+}
+
+/// Checks every signature of the platform chain `sev` anchored at the AMD chain `ca`, without
+/// stopping at the first failure, in [`Link::ALL`]'s order. The one chain verifier: `sevm owner
+/// verify-chain` reports every link from it, [`verify_full`] fails at its first failure.
+pub fn check_links(sev: &SevChain, ca: &CaChain) -> Vec<LinkCheck> {
+    let mut v = ca.check_links().to_vec();
+    v.push(LinkCheck::of(
+        Link::CekByAsk,
+        sev.cek.verify_signed_by_ca(&ca.ask),
+    ));
+    v.extend(sev.check_links());
+    v
 }
 
 /// A chain verification failure, naming the link.
@@ -166,20 +219,20 @@ impl SevChain {
         v
     }
 
+    /// Checks OCA self, PEK <- OCA, PEK <- CEK, PDH <- PEK (not the CEK's AMD signature),
+    /// every one, in that order.
+    pub fn check_links(&self) -> [LinkCheck; 4] {
+        [
+            LinkCheck::of(Link::OcaSelf, self.oca.verify_self_signed()),
+            LinkCheck::of(Link::PekByOca, self.pek.verify_signed_by(&self.oca)),
+            LinkCheck::of(Link::PekByCek, self.pek.verify_signed_by(&self.cek)),
+            LinkCheck::of(Link::PdhByPek, self.pdh.verify_signed_by(&self.pek)),
+        ]
+    }
+
     /// Verifies OCA self, PEK <- OCA, PEK <- CEK, PDH <- PEK (not the CEK's AMD signature).
     pub fn verify(&self) -> Result<(), ChainError> {
-        let link = |link: Link| move |source: CertError| ChainError { link, source };
-        self.oca.verify_self_signed().map_err(link(Link::OcaSelf))?;
-        self.pek
-            .verify_signed_by(&self.oca)
-            .map_err(link(Link::PekByOca))?;
-        self.pek
-            .verify_signed_by(&self.cek)
-            .map_err(link(Link::PekByCek))?;
-        self.pdh
-            .verify_signed_by(&self.pek)
-            .map_err(link(Link::PdhByPek))?;
-        Ok(())
+        first_failure(self.check_links())
     }
 }
 
@@ -230,18 +283,17 @@ impl CaChain {
         v
     }
 
+    /// Checks ARK self and ASK <- ARK, both, in that order.
+    pub fn check_links(&self) -> [LinkCheck; 2] {
+        [
+            LinkCheck::of(Link::ArkSelf, self.ark.verify_self_signed()),
+            LinkCheck::of(Link::AskByArk, self.ask.verify_signed_by(&self.ark)),
+        ]
+    }
+
     /// Verifies ARK self and ASK <- ARK.
     pub fn verify(&self) -> Result<(), ChainError> {
-        self.ark.verify_self_signed().map_err(|source| ChainError {
-            link: Link::ArkSelf,
-            source,
-        })?;
-        self.ask
-            .verify_signed_by(&self.ark)
-            .map_err(|source| ChainError {
-                link: Link::AskByArk,
-                source,
-            })
+        first_failure(self.check_links())
     }
 }
 
@@ -298,16 +350,7 @@ pub fn verify_full(chain: &FullChain, trusted_ark: Option<&CaCert>) -> Result<Pd
             });
         }
     }
-    chain.ca.verify()?;
-    chain
-        .sev
-        .cek
-        .verify_signed_by_ca(&chain.ca.ask)
-        .map_err(|source| ChainError {
-            link: Link::CekByAsk,
-            source,
-        })?;
-    chain.sev.verify()?;
+    first_failure(check_links(&chain.sev, &chain.ca))?;
     let key = chain.sev.pdh.ec_public_key().map_err(|source| ChainError {
         link: Link::PdhByPek,
         source,

@@ -484,7 +484,10 @@ impl SevCert {
             {
                 return Err(bad(
                     "pubkey.qx/qy",
-                    "nonzero bytes beyond the coordinate size".into(),
+                    format!(
+                        "nonzero bytes beyond the {clen}-byte coordinates of curve {kind} ({})",
+                        if kind == 2 { "P-384" } else { "P-256" }
+                    ),
                 ));
             }
         } else if kind != 2048 && kind != 4096 {
@@ -630,6 +633,29 @@ impl SevCert {
         k.check_key()
             .map_err(|e| CertError::BadKey(format!("{} key invalid: {e}", self.usage)))?;
         Ok(k)
+    }
+
+    /// The P-384 public point `(Qx, Qy)` exactly as the certificate stores it: 48
+    /// little-endian bytes each (the 2016 launch-file draft's `dh_pub_qx` / `dh_pub_qy`).
+    /// Fails for a non-EC key or another curve; the point is not checked to be on the curve
+    /// (see [`SevCert::ec_public_key`]).
+    pub fn p384_point_le(&self) -> Result<([u8; 48], [u8; 48]), CertError> {
+        if !self.algo.is_ec() {
+            return Err(CertError::BadKey(format!(
+                "{} key algorithm {} is not an EC algorithm",
+                self.usage, self.algo
+            )));
+        }
+        let curve = le_u32(&self.pubkey, 0).unwrap_or(0);
+        if curve_nid(curve).map(|(nid, _)| nid) != Some(Nid::SECP384R1) {
+            return Err(CertError::BadKey(format!(
+                "{} key curve {curve} is not P-384 (2)",
+                self.usage
+            )));
+        }
+        let qx = array_at(&self.pubkey, 4).ok_or_else(|| CertError::BadKey("Qx".into()))?;
+        let qy = array_at(&self.pubkey, 4 + 72).ok_or_else(|| CertError::BadKey("Qy".into()))?;
+        Ok((qx, qy))
     }
 
     /// The RSA public key of an RSA certificate (e.g. an imported RSA OCA).

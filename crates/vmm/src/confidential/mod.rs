@@ -30,9 +30,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use serde_json::json;
+
 use sev_firmware::hw::{IoctlPort, Memlock};
 use sev_firmware::{FwError, GuestState, SevGuest, Status};
+use sev_proto::policy::GuestPolicy;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileSlice};
 
@@ -43,7 +44,7 @@ use crate::vm::{HookError, LaunchContext, LaunchHooks, MsrHandler, ResetAction, 
 use crate::GuestMemoryMmap;
 
 pub use launch::{LaunchFailed, LaunchState, SevLaunch};
-pub use recipe::{MeasuredBlob, VMSA_CPU_SIG};
+pub use recipe::MeasuredBlob;
 
 /// The SEV status MSR.
 pub const MSR_SEV_STATUS: u32 = 0xC001_0131;
@@ -51,10 +52,6 @@ pub const MSR_SEV_STATUS: u32 = 0xC001_0131;
 pub const CPUID_SEV_LEAF: u32 = 0x8000_001F;
 /// CPUID leaf with MAXPHYADDR.
 pub const CPUID_ADDR_LEAF: u32 = 0x8000_0008;
-/// Policy bit: no debugging (DBG_DECRYPT/ENCRYPT refused).
-pub const POLICY_NODBG: u32 = 1;
-/// Policy bit: SEV-ES.
-pub const POLICY_ES: u32 = 1 << 2;
 
 /// Errors of the SEV layer. Messages name the firmware command or the address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +191,20 @@ impl std::fmt::Display for Phase {
             Phase::Running => "running",
             Phase::Failed => "failed",
         })
+    }
+}
+
+impl Phase {
+    /// QEMU's `SevState` for this phase (a failed launch shows as `uninit`: QEMU has no
+    /// failed state).
+    pub fn sev_state(self) -> crate::monitor::SevState {
+        use crate::monitor::SevState;
+        match self {
+            Phase::Uninit | Phase::Failed => SevState::Uninit,
+            Phase::LaunchUpdate => SevState::LaunchUpdate,
+            Phase::LaunchSecret => SevState::LaunchSecret,
+            Phase::Running => SevState::Running,
+        }
     }
 }
 
@@ -389,7 +400,7 @@ impl LaunchParams {
 
     /// SEV-ES?
     pub fn es(&self) -> bool {
-        self.policy & POLICY_ES != 0
+        GuestPolicy(self.policy).es()
     }
 }
 
@@ -413,18 +424,23 @@ pub struct SevStatus {
 }
 
 impl SevStatus {
-    /// The reply of QEMU's `query-sev`.
+    /// What QEMU's `query-sev` reports about this launch.
+    pub fn sev_info(&self) -> crate::monitor::SevInfo {
+        crate::monitor::SevInfo {
+            enabled: true,
+            api_major: self.platform.api_major,
+            api_minor: self.platform.api_minor,
+            build_id: self.platform.build,
+            policy: self.policy,
+            state: self.phase.sev_state(),
+            handle: self.handle,
+        }
+    }
+
+    /// The reply of QEMU's `query-sev`: the monitor's one renderer
+    /// ([`crate::monitor::SevInfo::to_query_sev`]) over [`SevStatus::sev_info`].
     pub fn to_query_sev(&self) -> serde_json::Value {
-        json!({
-            "enabled": true,
-            "api-major": self.platform.api_major,
-            "api-minor": self.platform.api_minor,
-            "build-id": self.platform.build,
-            "policy": self.policy,
-            "state": self.phase.to_string(),
-            "handle": self.handle,
-            "sev-type": if self.es { "sev-es" } else { "sev" },
-        })
+        self.sev_info().to_query_sev()
     }
 }
 
@@ -805,7 +821,7 @@ impl LaunchHandle {
         let out = match kind {
             AccessKind::Host => guest.host_view(start, src).map_err(fw("host view"))?,
             AccessKind::Debug => {
-                if policy & POLICY_NODBG != 0 {
+                if GuestPolicy(policy).nodbg() {
                     return Err(ConfidentialError::DebugDisabled { policy });
                 }
                 let mut out = vec![0u8; wide];
@@ -826,7 +842,7 @@ impl LaunchHandle {
     pub fn write_debug(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
         let mut st = self.lock();
         let policy = st.params.policy;
-        if policy & POLICY_NODBG != 0 {
+        if GuestPolicy(policy).nodbg() {
             return Err(ConfidentialError::DebugDisabled { policy });
         }
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
@@ -983,8 +999,10 @@ impl State {
                 });
             }
         };
-        let vmsas = if self.params.es() {
-            recipe::es_vmsas(ctx.config.cpus)
+        // The VMSAs of the registers the vCPUs were just given: what KVM measures on
+        // hardware (the hw backend lets KVM build them; the soft firmware measures these).
+        let vmsas: Vec<[u8; 4096]> = if self.params.es() {
+            ctx.vcpu_regs.iter().map(recipe::vcpu_vmsa).collect()
         } else {
             Vec::new()
         };
@@ -1343,13 +1361,26 @@ mod tests {
         assert_eq!(q["policy"], 5);
         assert_eq!(q["build-id"], 17);
         assert_eq!(q["api-minor"], 24);
-        assert_eq!(q["sev-type"], "sev-es");
+        // QEMU's SevGuestType has only `sev` (legacy SEV or SEV-ES) and `sev-snp`: an SEV-ES
+        // guest is `sev`, and its ES bit is in the policy.
+        assert_eq!(q["sev-type"], "sev");
+        let policy = q["policy"].as_u64().unwrap() as u32;
+        assert!(GuestPolicy(policy).es(), "{q}");
+        // The same renderer as QMP's: the monitor's SevInfo gives the same JSON.
+        assert_eq!(q, s.sev_info().to_query_sev());
+        // A failed launch is QEMU's `uninit` (QEMU's SevState has no failed state).
+        let failed = SevStatus {
+            phase: Phase::Failed,
+            es: false,
+            ..s
+        };
+        assert_eq!(failed.to_query_sev()["state"], "uninit");
     }
 
     #[test]
     fn attestation_before_the_measurement_is_a_phase_error() {
         let params = LaunchParams {
-            policy: POLICY_NODBG,
+            policy: GuestPolicy::NODBG,
             godh_cert: None,
             session: None,
             handle: 0,

@@ -3,17 +3,44 @@
 //! `sevm run` passes exactly these byte ranges to LAUNCH_UPDATE_DATA (in this order), then,
 //! for SEV-ES, one VMSA per vCPU to LAUNCH_UPDATE_VMSA. An owner computes the same launch
 //! digest with [`launch_digest`] from the images and `docs/LAYOUT.md`, without KVM.
+//!
+//! The VMSAs are what KVM builds from the registers sevm gives each vCPU
+//! ([`crate::cpu::boot_regs`], the same function the VM uses), through the one model of
+//! `sev_es_sync_vmsa` ([`sev_proto::vmsa::kvm_es_vmsa`]) with [`VMSA_PARAMS`].
 
+use kvm_bindings::kvm_sregs;
+use sev_firmware::hw::kvm_state;
+use sev_proto::vmsa::{KvmVmsaParams, VcpuState};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::boot::{self, BootSource, RangeKind};
-use crate::{layout, memory};
+use crate::boot::{self, BootSource, Entry, RangeKind};
+use crate::cpu::{self, BootRegs};
+use crate::memory;
 
 use super::ConfidentialError;
 
-/// CPUID(1).EAX signature placed in the VMSAs' RDX: family 23, model 1, stepping 2 (EPYC),
-/// QEMU's `-cpu EPYC`; `sevctl vmsa build --userspace qemu --family 23 --model 1 --stepping 2`.
-pub const VMSA_CPU_SIG: u32 = 0x0080_0F12;
+/// How KVM builds sevm's VMSAs: sevm makes default-type VMs and inits them with the legacy
+/// `KVM_SEV_ES_INIT` (it refuses the options that need `KVM_SEV_INIT2`), so on Linux 6.10+
+/// SEV_FEATURES is 0 and no FPU state is synced.
+pub const VMSA_PARAMS: KvmVmsaParams = KvmVmsaParams {
+    vmsa_features: 0,
+    init2: false,
+};
+
+/// The register state KVM holds for a vCPU sevm gave `b`: KVM's reset state with sevm's
+/// registers and boot MSRs ([`cpu::boot_msrs`]) on top.
+pub fn vcpu_state(b: &BootRegs) -> VcpuState {
+    let mut st = VcpuState::kvm_reset();
+    kvm_state::apply_regs(&mut st, &b.regs);
+    kvm_state::apply_sregs(&mut st, &b.sregs);
+    kvm_state::apply_msrs(&mut st, cpu::boot_msrs().as_slice());
+    st
+}
+
+/// The VMSA KVM measures for a vCPU sevm gave `b`.
+pub fn vcpu_vmsa(b: &BootRegs) -> [u8; 4096] {
+    sev_proto::vmsa::kvm_es_vmsa(&vcpu_state(b), &VMSA_PARAMS)
+}
 
 /// One measured range and its exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +60,23 @@ pub fn measured_blobs(
     boot_src: &BootSource,
     cbitpos: Option<u8>,
 ) -> Result<Vec<MeasuredBlob>, ConfidentialError> {
+    Ok(plan_blobs(memory_size, boot_src, cbitpos)?.0)
+}
+
+/// [`measured_blobs`] and how the vCPUs enter the guest.
+pub fn plan_blobs(
+    memory_size: u64,
+    boot_src: &BootSource,
+    cbitpos: Option<u8>,
+) -> Result<(Vec<MeasuredBlob>, Entry), ConfidentialError> {
     let fw_size = match boot_src.firmware() {
         Some(p) => Some(boot::firmware_size(p).map_err(recipe_err)?),
         None => None,
     };
     let mem = memory::create_guest_memory(memory_size, fw_size).map_err(recipe_err)?;
     let plan = boot::place(&mem, memory_size, boot_src, cbitpos).map_err(recipe_err)?;
-    plan.measured
+    let blobs = plan
+        .measured
         .iter()
         .map(|r| {
             let mut bytes = vec![0u8; r.len as usize];
@@ -51,18 +88,22 @@ pub fn measured_blobs(
                 bytes,
             })
         })
-        .collect()
+        .collect::<Result<_, ConfidentialError>>()?;
+    Ok((blobs, plan.entry))
 }
 
 fn recipe_err(e: impl std::fmt::Display) -> ConfidentialError {
     ConfidentialError::Recipe(e.to_string())
 }
 
-/// The VMSAs measured for an SEV-ES launch with `cpus` vCPUs: the QEMU reset-state VMSA
-/// (`sev_proto::vmsa::qemu_vmsa`) for every vCPU, APs at the reset vector too.
-pub fn es_vmsas(cpus: u8) -> Vec<[u8; 4096]> {
+/// The VMSAs measured for an SEV-ES launch with `cpus` vCPUs entering at `entry`: each
+/// vCPU's [`cpu::boot_regs`] as KVM turns them into a VMSA ([`vcpu_vmsa`]). Bundled guests
+/// and Linux start in long mode (vCPU `i` with its own stack and RDI), a firmware at the
+/// reset vector (every vCPU in KVM's reset state: RDX 0x600, CS.base 0xFFFF0000).
+pub fn es_vmsas(entry: Entry, cpus: u8) -> Vec<[u8; 4096]> {
+    let cpus = usize::from(cpus);
     (0..cpus)
-        .map(|i| sev_proto::vmsa::qemu_vmsa(i == 0, layout::RESET_VECTOR as u32, VMSA_CPU_SIG))
+        .map(|i| vcpu_vmsa(&cpu::boot_regs(entry, i, cpus, kvm_sregs::default())))
         .collect()
 }
 
@@ -86,8 +127,12 @@ pub fn expected_digest(
     cpus: u8,
     es: bool,
 ) -> Result<[u8; 32], ConfidentialError> {
-    let blobs = measured_blobs(memory_size, boot_src, cbitpos)?;
-    let vmsas = if es { es_vmsas(cpus) } else { Vec::new() };
+    let (blobs, entry) = plan_blobs(memory_size, boot_src, cbitpos)?;
+    let vmsas = if es {
+        es_vmsas(entry, cpus)
+    } else {
+        Vec::new()
+    };
     Ok(launch_digest(&blobs, &vmsas))
 }
 
@@ -131,6 +176,55 @@ mod tests {
         assert_eq!(blobs[1].bytes, table.to_vec());
         let expected = openssl::sha::sha256(&[fw.as_slice(), &table].concat());
         assert_eq!(launch_digest(&blobs, &[]), expected);
+    }
+
+    fn rd64(v: &[u8; 4096], off: usize) -> u64 {
+        u64::from_le_bytes(v[off..off + 8].try_into().unwrap())
+    }
+
+    /// The VMSAs follow the registers sevm sets, and nothing KVM reports: the sregs a vCPU
+    /// had before (APIC base, CR8, garbage in the VMSA fields) do not change them.
+    #[test]
+    fn es_vmsas_are_the_boot_registers_only() {
+        use sev_proto::vmsa as v;
+        let long = Entry::LongMode {
+            rip: 0x10_0000,
+            cr3: 0x9000 | 1 << 47,
+            enc_mask: 1 << 47,
+            bundled: true,
+        };
+        let mut junk = kvm_sregs {
+            apic_base: 0xFEE0_0900,
+            cr8: 5,
+            cr2: 0xDEAD,
+            efer: 0xD01,
+            cr4: 0x3000,
+            ..kvm_sregs::default()
+        };
+        junk.ldt.base = 0x1234;
+        junk.ldt.type_ = 9;
+        junk.tr.base = 0x4000;
+        for entry in [long, Entry::ResetVector] {
+            for i in 0..2 {
+                assert_eq!(
+                    vcpu_vmsa(&cpu::boot_regs(entry, i, 2, kvm_sregs::default())),
+                    vcpu_vmsa(&cpu::boot_regs(entry, i, 2, junk)),
+                    "{entry:?} vCPU {i}"
+                );
+            }
+        }
+        let es = es_vmsas(long, 2);
+        assert_ne!(es[0], es[1], "own stack and index per vCPU");
+        assert_eq!(rd64(&es[1], v::RIP), 0x10_0000);
+        assert_eq!(rd64(&es[1], v::CR3), 0x9000 | 1 << 47);
+        assert_eq!(rd64(&es[1], v::EFER), 0x1500);
+        assert_eq!(rd64(&es[1], v::RDI), 1);
+        assert_eq!(rd64(&es[0], v::SEV_FEATURES), 0);
+        // A firmware's vCPUs start in KVM's reset state: QEMU's reset VMSA with RDX 0x600
+        // (KVM's value before CPUID is set) for every vCPU, the APs at the reset vector too.
+        for vmsa in es_vmsas(Entry::ResetVector, 2) {
+            assert_eq!(vmsa, v::qemu_vmsa(true, 0, 0x600));
+        }
     }
 
     #[test]

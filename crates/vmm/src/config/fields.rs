@@ -6,57 +6,25 @@ use base64::Engine as _;
 
 use super::{
     clip, ConfigError, ConfigSource, OnOffAuto, SevBackend, SevLaunchConfig, ValidationInputs,
-    Where, MAX_OWNER_FILE, MAX_VCPUS, POLICY_ES, POLICY_RESERVED,
+    Where, MAX_OWNER_FILE, MAX_VCPUS,
 };
+use sev_proto::policy::GuestPolicy;
+use sev_proto::{SessionBlob, SevCert};
 
-/// Size of a SEV certificate (the GODH certificate), bytes.
-pub const GODH_CERT_LEN: usize = 0x824;
-/// Size of the LAUNCH_START session blob (nonce, wrapped TEK/TIK, IV, MACs), bytes.
-pub const SESSION_LEN: usize = 128;
-/// Bytes of a P-384 coordinate.
+/// Bytes of a P-384 coordinate (the seed's `dh_pub_qx` / `dh_pub_qy`).
 const COORD_LEN: usize = 48;
-/// Bytes of the session nonce.
+/// Bytes of the session nonce (the seed's `nonce`).
 const NONCE_LEN: usize = 16;
 
-/// Extracts the P-384 public key `(Qx, Qy)` of a 2084-byte SEV certificate, each as the
-/// 48 little-endian bytes the certificate stores (Qx at 0x14, Qy at 0x5C, 72-byte fields).
+/// The P-384 public key `(Qx, Qy)` of the owner's GODH certificate, each as the 48
+/// little-endian bytes the certificate stores.
 ///
-/// Checks version 1, an EC algorithm, curve 2 (P-384) and zero padding in both fields.
-/// Signatures and the point itself are the firmware's to check.
+/// The certificate is decoded by [`sev_proto::SevCert::parse`] (which knows the format);
+/// this adds only what a launch configuration needs: an EC key on P-384. Signatures and the
+/// point itself are the firmware's to check (at LAUNCH_START).
 pub fn godh_public_key_le(cert: &[u8]) -> Result<([u8; 48], [u8; 48]), String> {
-    if cert.len() != GODH_CERT_LEN {
-        return Err(format!(
-            "certificate is {} bytes, a SEV certificate is {GODH_CERT_LEN}",
-            cert.len()
-        ));
-    }
-    let u32_at = |o: usize| u32::from_le_bytes([cert[o], cert[o + 1], cert[o + 2], cert[o + 3]]);
-    let version = u32_at(0);
-    if version != 1 {
-        return Err(format!("certificate version {version}, expected 1"));
-    }
-    let algo = u32_at(0x0c);
-    if !matches!(algo, 0x2 | 0x3 | 0x102 | 0x103) {
-        return Err(format!(
-            "certificate key algorithm {algo:#x} is not an EC algorithm (2, 3, 0x102, 0x103)"
-        ));
-    }
-    let curve = u32_at(0x10);
-    if curve != 2 {
-        return Err(format!("certificate curve {curve}, expected 2 (P-384)"));
-    }
-    let qx_field = &cert[0x14..0x14 + 72];
-    let qy_field = &cert[0x5c..0x5c + 72];
-    if qx_field[COORD_LEN..].iter().any(|&b| b != 0)
-        || qy_field[COORD_LEN..].iter().any(|&b| b != 0)
-    {
-        return Err("certificate key coordinates have non-zero bytes past 48".into());
-    }
-    let mut qx = [0u8; 48];
-    let mut qy = [0u8; 48];
-    qx.copy_from_slice(&qx_field[..COORD_LEN]);
-    qy.copy_from_slice(&qy_field[..COORD_LEN]);
-    Ok((qx, qy))
+    let c = SevCert::parse(cert).map_err(|e| e.to_string())?;
+    c.p384_point_le().map_err(|e| e.to_string())
 }
 
 /// The syntax a value was written in (decides how numbers and bools are spelled).
@@ -317,7 +285,7 @@ impl Raw {
                 } else {
                     num(u32::MAX as u64, "0..=0xffffffff (32-bit policy)")? as u32
                 };
-                if p & POLICY_RESERVED != 0 {
+                if GuestPolicy(p).reserved_bits() != 0 {
                     return Err(ConfigError::OutOfRange {
                         at,
                         value: format!("{p:#x}"),
@@ -478,7 +446,7 @@ impl Raw {
             .policy
             .as_ref()
             .map(|(p, _)| *p)
-            .unwrap_or(super::POLICY_NODBG);
+            .unwrap_or(super::DEFAULT_POLICY);
 
         // C-bit position against the platform.
         if let (Some((c, at)), Some(p)) = (&self.cbitpos, inputs.platform_cbitpos) {
@@ -503,11 +471,19 @@ impl Raw {
 
         // Owner files: both or neither.
         let godh_cert = match &self.dh_cert_file {
-            Some((p, at)) => Some(read_owner_file(p, at, GODH_CERT_LEN, "GODH certificate")?),
+            Some((p, at)) => Some(read_owner_file(p, at, SevCert::LEN, "GODH certificate")?),
             None => None,
         };
         let session = match &self.session_file {
-            Some((p, at)) => Some(read_owner_file(p, at, SESSION_LEN, "session blob")?),
+            Some((p, at)) => {
+                let b = read_owner_file(p, at, SessionBlob::LEN, "session blob")?;
+                let blob = SessionBlob::from_bytes(&b).map_err(|e| ConfigError::OwnerFile {
+                    at: at.clone(),
+                    path: p.clone(),
+                    msg: e.to_string(),
+                })?;
+                Some((b, blob))
+            }
             None => None,
         };
         match (&self.dh_cert_file, &self.session_file) {
@@ -580,7 +556,7 @@ impl Raw {
 
         // Nonce (seed key): must equal the session's.
         if let Some((n, at)) = &self.nonce {
-            let Some(s) = &session else {
+            let Some((_, blob)) = &session else {
                 return Err(ConfigError::Conflict {
                     at: at.clone(),
                     msg: "today's firmware takes the nonce inside the session blob: nonce \
@@ -588,7 +564,7 @@ impl Raw {
                         .into(),
                 });
             };
-            if n.as_slice() != &s[..NONCE_LEN] {
+            if n.as_slice() != blob.nonce {
                 return Err(ConfigError::Mismatch {
                     at: at.clone(),
                     msg: "does not equal the nonce in session_file (its first 16 bytes)".into(),
@@ -674,7 +650,7 @@ impl Raw {
 
         let debug_swap = self.debug_swap.as_ref().map(|(b, _)| *b).unwrap_or(false);
         if let Some((true, at)) = &self.debug_swap {
-            if policy & POLICY_ES == 0 {
+            if !GuestPolicy(policy).es() {
                 return Err(ConfigError::Conflict {
                     at: at.clone(),
                     msg: format!(
@@ -689,7 +665,7 @@ impl Raw {
             cbitpos: self.cbitpos.map(|(c, _)| c),
             reduced_phys_bits,
             godh_cert,
-            session,
+            session: session.map(|(b, _)| b),
             handle: self.handle.map(|(h, _)| h).unwrap_or(0),
             kernel_hashes: self.kernel_hashes.map(|(b, _)| b).unwrap_or(false),
             vcpus,
@@ -799,34 +775,42 @@ mod tests {
         assert_eq!(decode_hex("zz"), None);
     }
 
-    fn cert_with(qx: [u8; 48], qy: [u8; 48]) -> Vec<u8> {
-        let mut c = vec![0u8; GODH_CERT_LEN];
-        c[0..4].copy_from_slice(&1u32.to_le_bytes());
-        c[0x0c..0x10].copy_from_slice(&0x3u32.to_le_bytes());
-        c[0x10..0x14].copy_from_slice(&2u32.to_le_bytes());
-        c[0x14..0x14 + 48].copy_from_slice(&qx);
-        c[0x5c..0x5c + 48].copy_from_slice(&qy);
-        c
+    fn godh_on(nid: openssl::nid::Nid, algo: sev_proto::Algo) -> SevCert {
+        let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+        let key = openssl::ec::EcKey::generate(&group).unwrap();
+        SevCert::new_ec(sev_proto::Usage::PDH, algo, 0, 0, &key).unwrap()
     }
 
     #[test]
-    fn godh_key_fields() {
-        let qx = [0x11u8; 48];
-        let qy = [0x22u8; 48];
-        let c = cert_with(qx, qy);
-        assert_eq!(godh_public_key_le(&c), Ok((qx, qy)));
-        assert!(godh_public_key_le(&c[..100]).unwrap_err().contains("2084"));
+    fn godh_key_fields_come_from_sev_proto() {
+        let c = godh_on(openssl::nid::Nid::SECP384R1, sev_proto::Algo::ECDH_SHA256);
+        let (qx, qy) = godh_public_key_le(&c.encode()).unwrap();
+        // The key the certificate holds, little-endian, as sev-proto decodes it.
+        assert_eq!((qx, qy), c.p384_point_le().unwrap());
+        assert_ne!(qx, [0; 48]);
+        assert_ne!(qx, qy);
+        let e = godh_public_key_le(&c.encode()[..100]).unwrap_err();
+        assert!(e.contains("truncated") && e.contains("2084"), "{e}");
         let mut bad = c.clone();
-        bad[0] = 2;
-        assert!(godh_public_key_le(&bad).unwrap_err().contains("version"));
-        let mut bad = c.clone();
-        bad[0x0c] = 1;
-        assert!(godh_public_key_le(&bad).unwrap_err().contains("EC"));
-        let mut bad = c.clone();
-        bad[0x10] = 1;
-        assert!(godh_public_key_le(&bad).unwrap_err().contains("curve"));
-        let mut bad = c;
-        bad[0x14 + 48] = 1;
-        assert!(godh_public_key_le(&bad).unwrap_err().contains("past 48"));
+        bad.version = 2;
+        let e = godh_public_key_le(&bad.encode()).unwrap_err();
+        assert!(e.contains("version"), "{e}");
+        let p256 = godh_on(
+            openssl::nid::Nid::X9_62_PRIME256V1,
+            sev_proto::Algo::ECDH_SHA256,
+        );
+        let e = godh_public_key_le(&p256.encode()).unwrap_err();
+        assert!(e.contains("not P-384"), "{e}");
+        let mut rsa = c.clone();
+        rsa.algo = sev_proto::Algo::RSA_SHA256;
+        assert!(rsa
+            .p384_point_le()
+            .unwrap_err()
+            .to_string()
+            .contains("not an EC"));
+        let mut padded = c.clone();
+        padded.pubkey[4 + 48] = 1; // past Qx's 48 bytes, inside its 72-byte field
+        let e = godh_public_key_le(&padded.encode()).unwrap_err();
+        assert!(e.contains("nonzero bytes beyond"), "{e}");
     }
 }

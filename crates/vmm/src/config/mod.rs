@@ -25,7 +25,7 @@ mod fields;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use fields::{godh_public_key_le, GODH_CERT_LEN, SESSION_LEN};
+pub use fields::godh_public_key_le;
 
 /// Largest config file we read (bytes). Larger files are refused, not truncated.
 pub const MAX_CONFIG_FILE: u64 = 1 << 20;
@@ -37,12 +37,9 @@ pub const MAX_VCPUS: u32 = 1024;
 /// refuses more than KVM offers on the host, which only the run can know.
 pub const MAX_VM_CPUS: u32 = crate::layout::MAX_CPUS as u32;
 
-/// Guest policy bit 0: debugging forbidden (QEMU's default policy is this bit alone).
-pub const POLICY_NODBG: u32 = 1 << 0;
-/// Guest policy bit 2: SEV-ES.
-pub const POLICY_ES: u32 = 1 << 2;
-/// Guest policy bits 15:6, reserved, must be zero (the firmware answers POLICY_FAILURE).
-pub const POLICY_RESERVED: u32 = 0x0000_ffc0;
+/// QEMU's default guest policy: NODBG alone. The policy bits are
+/// [`sev_proto::policy::GuestPolicy`]'s; none is defined here.
+pub const DEFAULT_POLICY: u32 = sev_proto::policy::GuestPolicy::NODBG;
 
 /// Which firmware backend runs the launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +135,7 @@ pub struct SevLaunchConfig {
 impl SevLaunchConfig {
     /// True when the policy asks for SEV-ES.
     pub fn es(&self) -> bool {
-        self.policy & POLICY_ES != 0
+        sev_proto::policy::GuestPolicy(self.policy).es()
     }
 
     /// Refuses the well-formed QEMU values that sevm's launch cannot honour, naming the key

@@ -393,16 +393,7 @@ impl Dispatcher {
                 let info = b
                     .sev_info()
                     .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_AVAILABLE))?;
-                Ok(json!({
-                    "enabled": info.enabled,
-                    "api-major": info.api_major,
-                    "api-minor": info.api_minor,
-                    "build-id": info.build_id,
-                    "policy": info.policy,
-                    "state": info.state.as_str(),
-                    "handle": info.handle,
-                    "sev-type": "sev",
-                }))
+                Ok(info.to_query_sev())
             }
             "query-sev-launch-measure" => {
                 check_args(args, &[])?;

@@ -145,9 +145,9 @@ impl FakeBackend {
 
     fn debug_allowed(&self) -> Result<(), MonitorError> {
         match self.st().sev {
-            Some(s) if s.policy & super::POLICY_NODBG != 0 => Err(MonitorError::generic(
-                "SEV: debug access refused: guest policy has NODBG set",
-            )),
+            Some(s) if sev_proto::policy::GuestPolicy(s.policy).nodbg() => Err(
+                MonitorError::generic("SEV: debug access refused: guest policy has NODBG set"),
+            ),
             _ => Ok(()),
         }
     }

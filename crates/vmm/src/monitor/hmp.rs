@@ -88,7 +88,8 @@ fn info(b: &dyn MonitorBackend, cpu: u32, what: &str) -> String {
         ),
         "sev" => match b.sev_info() {
             Some(i) if i.enabled => {
-                let onoff = |bit: u32| if i.policy & bit != 0 { "off" } else { "on" };
+                let p = sev_proto::policy::GuestPolicy(i.policy);
+                let onoff = |forbidden: bool| if forbidden { "off" } else { "on" };
                 format!(
                     "SEV type: SEV\nstate: {}\nbuild: {}\napi version: {}.{}\nhandle: {}\ndebug: {}\nkey-sharing: {}\n",
                     i.state.as_str(),
@@ -96,8 +97,8 @@ fn info(b: &dyn MonitorBackend, cpu: u32, what: &str) -> String {
                     i.api_major,
                     i.api_minor,
                     i.handle,
-                    onoff(1),
-                    onoff(2)
+                    onoff(p.nodbg()),
+                    onoff(p.noks())
                 )
             }
             _ => "SEV is not enabled\n".into(),

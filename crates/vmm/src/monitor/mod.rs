@@ -62,15 +62,11 @@ pub mod qemu_msg {
         "Capabilities negotiation is already complete, command ignored";
 }
 
-/// Guest policy bit NODBG: the firmware refuses DBG_DECRYPT/DBG_ENCRYPT.
-pub const POLICY_NODBG: u32 = 1;
-/// Guest policy bit ES: an SEV-ES guest (register state in the encrypted VMSA).
-pub const POLICY_ES: u32 = 1 << 2;
-
 /// Whether a guest with this policy keeps its register state out of the host's reach: an
 /// SEV-ES guest (registers in the encrypted VMSA) whose policy also forbids debugging.
 pub fn registers_hidden(policy: u32) -> bool {
-    policy & POLICY_ES != 0 && policy & POLICY_NODBG != 0
+    let p = sev_proto::policy::GuestPolicy(policy);
+    p.es() && p.nodbg()
 }
 
 /// The refusal of `info registers` for a guest where [`registers_hidden`] holds.
@@ -177,6 +173,26 @@ pub struct SevInfo {
     pub state: SevState,
     /// Firmware guest handle.
     pub handle: u32,
+}
+
+impl SevInfo {
+    /// QEMU's `query-sev` reply, the one renderer of it (QMP and the run log both use it).
+    ///
+    /// `sev-type` is QEMU's `SevGuestType` (qapi/misc-target.json), whose only values are
+    /// `sev` ("a legacy SEV or SEV-ES guest") and `sev-snp`: an SEV-ES guest is `sev`, and the
+    /// ES bit shows in `policy`.
+    pub fn to_query_sev(&self) -> Value {
+        json!({
+            "enabled": self.enabled,
+            "api-major": self.api_major,
+            "api-minor": self.api_minor,
+            "build-id": self.build_id,
+            "policy": self.policy,
+            "state": self.state.as_str(),
+            "handle": self.handle,
+            "sev-type": "sev",
+        })
+    }
 }
 
 /// Answer of `query-sev-capabilities` (raw bytes; the monitor base64-encodes them).

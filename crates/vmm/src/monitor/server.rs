@@ -19,13 +19,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Most clients served at once; further connections get an error and are closed.
 pub const MAX_CLIENTS: usize = 64;
 /// Events queued per client before a slow client is disconnected.
 const EVENT_QUEUE: usize = 256;
-/// How often the listener checks for new clients and for shutdown.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// Pause after a failed poll or accept (e.g. EMFILE), so a listener that stays readable does
+/// not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Stack of a client thread: parsing, echoing and answering a request nested [`MAX_NESTING`]
 /// levels deep recurses once per level. Measured with `monitor_hardening.rs`
 /// (`finding18_nesting_at_1024_levels_is_accepted`, dev build): 1 MiB overflows, 2 MiB is
@@ -275,6 +277,8 @@ struct Shared {
     events: EventSink,
     clients: AtomicUsize,
     stopping: AtomicBool,
+    /// Written by `shutdown` to wake the accept thread out of poll(2).
+    wake: EventFd,
     next_conn: AtomicU64,
     conns: Mutex<HashMap<u64, UnixStream>>,
 }
@@ -318,6 +322,8 @@ impl QmpServer {
             }
         };
         let md = std::fs::symlink_metadata(&path).map_err(io_err(&path, "stat"))?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK)
+            .map_err(io_err(&path, "create the shutdown eventfd of"))?;
         tracing::info!(path = %path.display(), "QMP listening");
         Ok(Self {
             ino: (md.dev(), md.ino()),
@@ -328,6 +334,7 @@ impl QmpServer {
                 events: EventSink::new(),
                 clients: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
+                wake,
                 next_conn: AtomicU64::new(0),
                 conns: Mutex::new(HashMap::new()),
             }),
@@ -403,6 +410,7 @@ impl QmpServer {
         if self.shared.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
+        let _ = self.shared.wake.write(1);
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
@@ -430,22 +438,46 @@ impl Drop for QmpServer {
 }
 
 fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
-    // Non-blocking accept polled every ACCEPT_POLL, so shutdown never depends on being able
-    // to connect to the path (which someone may have removed).
+    // Non-blocking accept after poll(2) on the listener and the shutdown eventfd, so shutdown
+    // never depends on being able to connect to the path (which someone may have removed),
+    // and an idle server does not wake up.
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::warn!(error = %e, "QMP listener cannot be made non-blocking");
         return;
     }
     while !shared.stopping.load(Ordering::SeqCst) {
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: shared.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd structs that outlives the call, and the
+        // count passed is its length; poll(2) only writes their `revents`.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                tracing::warn!(error = %io::Error::last_os_error(), "QMP poll failed");
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
+            continue;
+        }
+        if fds[1].revents != 0 {
+            continue;
+        }
         let mut stream = match listener.accept() {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(ACCEPT_POLL);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
+                // E.g. EMFILE: the listener stays readable, so back off instead of spinning.
                 tracing::warn!(error = %e, "QMP accept failed");
-                std::thread::sleep(ACCEPT_POLL);
+                std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
         };

@@ -16,20 +16,22 @@ use super::{
     qemu_msg, EventSink, KvmInfo, MonitorBackend, MonitorError, MonitorEvent, QmpServer,
     QmpServerError, RunState, SevCapabilities, SevInfo, SevState,
 };
-use crate::confidential::{AccessKind, ConfidentialError, LaunchHandle, Phase};
+use crate::confidential::{AccessKind, ConfidentialError, LaunchHandle};
 use crate::vm::{CpuSnapshot, ExitStatus, RunState as VmState, VmControl};
 use crate::{paging, GuestMemoryMmap, Vm};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// How long `stop`/`cont` wait for the VM to reach the requested state.
 pub const STATE_WAIT: Duration = Duration::from_secs(5);
-/// Poll period of the event watcher thread.
-const WATCH_PERIOD: Duration = Duration::from_millis(10);
+/// Longest wait of the event watcher thread between two looks at the SEV launch state (it is
+/// woken at once by every VM state change, launch hook and reset, and by QMP commands that
+/// change the launch).
+const WATCH_PERIOD: Duration = Duration::from_secs(5);
 
 /// Produces the `query-sev-capabilities` answer (PDH_CERT_EXPORT, GET_ID of the platform).
 pub type CapsSource = Box<dyn Fn() -> Result<SevCapabilities, MonitorError> + Send + Sync>;
@@ -89,15 +91,6 @@ pub struct VmBackend {
     events: OnceLock<EventSink>,
 }
 
-fn phase_state(p: Phase) -> SevState {
-    match p {
-        Phase::Uninit | Phase::Failed => SevState::Uninit,
-        Phase::LaunchUpdate => SevState::LaunchUpdate,
-        Phase::LaunchSecret => SevState::LaunchSecret,
-        Phase::Running => SevState::Running,
-    }
-}
-
 /// Why the debug path is refused under NODBG.
 fn nodbg_err(policy: u32) -> MonitorError {
     MonitorError::generic(format!(
@@ -137,7 +130,7 @@ impl VmBackend {
             start_paused: cfg.start_paused,
             started: AtomicBool::new(!cfg.start_paused),
             shutdown_sent: AtomicBool::new(false),
-            sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| phase_state(l.status().phase))),
+            sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| l.status().phase.sev_state())),
             launch: cfg.launch,
             caps: cfg.caps,
             events: OnceLock::new(),
@@ -164,7 +157,7 @@ impl VmBackend {
     /// Emits SEV_LAUNCH_STATE if the launch phase changed since the last call.
     fn sync_sev(&self) {
         let Some(l) = &self.launch else { return };
-        let now = phase_state(l.status().phase);
+        let now = l.status().phase.sev_state();
         let mut seen = self.sev_seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen != Some(now) {
             *seen = Some(now);
@@ -173,20 +166,14 @@ impl VmBackend {
     }
 
     fn wait_state(&self, want: &[VmState]) -> Result<VmState, MonitorError> {
-        let end = Instant::now() + STATE_WAIT;
-        loop {
-            let s = self.control.state();
-            if want.contains(&s) {
-                return Ok(s);
-            }
-            if Instant::now() >= end {
-                return Err(MonitorError::generic(format!(
-                    "the VM did not reach the requested state within {}s (it is {s:?})",
-                    STATE_WAIT.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // Woken by the VM's state change itself: no polling.
+        self.control.wait_state(want, STATE_WAIT).ok_or_else(|| {
+            MonitorError::generic(format!(
+                "the VM did not reach the requested state within {}s (it is {:?})",
+                STATE_WAIT.as_secs(),
+                self.control.state()
+            ))
+        })
     }
 
     fn gone() -> MonitorError {
@@ -389,16 +376,7 @@ impl MonitorBackend for VmBackend {
     }
 
     fn sev_info(&self) -> Option<SevInfo> {
-        let st = self.launch.as_ref()?.status();
-        Some(SevInfo {
-            enabled: true,
-            api_major: st.platform.api_major,
-            api_minor: st.platform.api_minor,
-            build_id: st.platform.build,
-            policy: st.policy,
-            state: phase_state(st.phase),
-            handle: st.handle,
-        })
+        Some(self.launch.as_ref()?.status().sev_info())
     }
 
     fn sev_launch_measure(&self) -> Result<Vec<u8>, MonitorError> {
@@ -426,7 +404,9 @@ impl MonitorBackend for VmBackend {
             .launch
             .as_ref()
             .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED_FOR_GUEST))?;
-        l.inject_secret(header, secret, gpa).map_err(conf_err)
+        let r = l.inject_secret(header, secret, gpa).map_err(conf_err);
+        self.sync_sev();
+        r
     }
 
     fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, MonitorError> {
@@ -440,7 +420,7 @@ impl MonitorBackend for VmBackend {
     fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
         if let Some(l) = &self.launch {
             let policy = l.status().policy;
-            if policy & super::POLICY_NODBG != 0 {
+            if sev_proto::policy::GuestPolicy(policy).nodbg() {
                 return Err(nodbg_err(policy));
             }
         }
@@ -543,9 +523,12 @@ pub fn start(path: &Path, vm: &Vm, cfg: VmBackendConfig) -> Result<QmpRuntime, S
     let watcher = std::thread::Builder::new()
         .name("qmp-watch".into())
         .spawn(move || {
+            // Woken by the VM (state changes, launch hooks, resets) and by `finish`; the
+            // period only bounds how late a change made elsewhere is reported.
+            let mut seen = b.control.changes();
             while !s.load(Ordering::SeqCst) {
                 b.sync_sev();
-                std::thread::sleep(WATCH_PERIOD);
+                seen = b.control.wait_change(seen, WATCH_PERIOD);
             }
         })
         .ok();
@@ -585,6 +568,7 @@ impl QmpRuntime {
 
     fn finish_with(mut self, guest: bool, reason: &str) {
         self.stop.store(true, Ordering::SeqCst);
+        self.backend.control.wake();
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
@@ -605,6 +589,7 @@ impl QmpRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::confidential::Phase;
     use crate::{BootSource, SerialOut, VmConfig};
 
     #[test]
