@@ -7,6 +7,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use vmm::builder::VmBuilder;
+use vmm::confidential::LaunchParams;
+
 use crate::output::Output;
 use crate::run::{resolve, GuestArgs, SevArgs};
 
@@ -43,8 +46,14 @@ pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
             );
         }
     }
-    // The image files as `run` will open them (type, size, truncated bzImage), unread.
-    vmm::boot::check_files(&r.vm.boot, r.vm.memory)?;
+    // The dry run of `run`'s builder: the same VM and launch configuration, every check up
+    // to (excluding) KVM and the firmware: the image files as `run` opens them, their
+    // layout, the measurement recipe, RLIMIT_MEMLOCK on hw.
+    let sev = r
+        .sev
+        .as_ref()
+        .map(|s| s.spec(LaunchParams::from_config(&s.cfg, s.info.cbitpos)));
+    let plan = VmBuilder::new(r.vm.clone()).sev(sev).check()?;
     let boot = format!("{:?}", r.vm.boot);
     let mut v = json!({
         "ok": true,
@@ -72,10 +81,11 @@ pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
                 "owner": cfg.godh_cert.is_some(),
                 "handle": cfg.handle,
                 "kernel-hashes": cfg.kernel_hashes,
-                "backend": format!("{:?}", s.backend).to_lowercase(),
+                "backend": s.backend.name(),
                 "platform-dir": s.platform_dir.display().to_string(),
                 "api": format!("{}.{}", s.info.api_major, s.info.api_minor),
                 "build": s.info.build,
+                "launch-digest": plan.expected_digest.map(hex::encode),
             });
             text.push_str(&format!(
                 "sev: {}\n  source: {:?}\n  policy: {}\n  cbitpos: {cbit}\n  reduced-phys-bits: {}\n  owner certificate and session: {}\n  handle: {}\n  kernel-hashes: {}\n  backend: {:?} (API {}.{} build {}), platform dir {}\n",
@@ -86,12 +96,15 @@ pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
                 if cfg.godh_cert.is_some() { "yes" } else { "no (launch without owner)" },
                 cfg.handle,
                 if cfg.kernel_hashes { "on" } else { "off" },
-                s.backend,
+                s.kind(),
                 s.info.api_major,
                 s.info.api_minor,
                 s.info.build,
                 s.platform_dir.display(),
             ));
+            if let Some(d) = plan.expected_digest {
+                text.push_str(&format!("  launch digest: {}\n", hex::encode(d)));
+            }
         }
     }
     text.push_str("configuration OK");

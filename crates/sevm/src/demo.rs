@@ -14,14 +14,13 @@ use clap::Args;
 use openssl::rand::rand_bytes;
 use openssl::sha::sha256;
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform};
+use sev_firmware::SevPlatform;
 use sev_proto::measure::LaunchMeasure;
 use sev_proto::secret_table::SecretTable;
 use vm_memory_shim::write_byte;
-use vmm::confidential::{LaunchParams, PlatformInfo, SevLaunch};
-use vmm::{
-    BootSource, HookError, LaunchContext, LaunchHooks, ResetAction, SerialOut, Vm, VmConfig,
-};
+use vmm::builder::{LaunchBackend, Launched, SevSpec, VmBuilder};
+use vmm::confidential::{LaunchParams, PlatformInfo};
+use vmm::{BootSource, SerialOut, VmConfig};
 
 use crate::output::Output;
 
@@ -57,40 +56,6 @@ mod vm_memory_shim {
         let b: u8 = mem.read_obj(GuestAddress(gpa)).map_err(|e| e.to_string())?;
         mem.write_obj(b ^ 0xff, GuestAddress(gpa))
             .map_err(|e| e.to_string())
-    }
-}
-
-/// Wraps the SEV hooks to tamper with the image between placement and LAUNCH_UPDATE_DATA.
-struct Tamper {
-    inner: SevLaunch,
-    gpa: u64,
-}
-
-impl LaunchHooks for Tamper {
-    fn create_vm(&mut self, kvm: &vmm::Kvm) -> Result<vmm::VmFd, HookError> {
-        self.inner.create_vm(kvm)
-    }
-    fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
-        self.inner.init(ctx)
-    }
-    fn after_load(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
-        write_byte(ctx.memory, self.gpa)?;
-        self.inner.after_load(ctx)
-    }
-    fn create_vcpu(&mut self, vm_fd: &vmm::VmFd, id: u64) -> Result<vmm::VcpuFd, HookError> {
-        self.inner.create_vcpu(vm_fd, id)
-    }
-    fn after_vcpus(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
-        self.inner.after_vcpus(ctx)
-    }
-    fn new_vm_per_launch(&self) -> bool {
-        self.inner.new_vm_per_launch()
-    }
-    fn before_run(&mut self, ctx: &LaunchContext<'_>) -> Result<(), HookError> {
-        self.inner.before_run(ctx)
-    }
-    fn on_reset(&mut self, ctx: &LaunchContext<'_>) -> Result<ResetAction, HookError> {
-        self.inner.on_reset(ctx)
     }
 }
 
@@ -175,7 +140,7 @@ pub fn run(a: DemoArgs, _out: &Output) -> Result<ExitCode> {
         Ok((d, hex::encode(d)))
     })?;
     let serial = Arc::new(Mutex::new(Vec::new()));
-    let mut vm_cfg = VmConfig {
+    let vm_cfg = VmConfig {
         memory,
         cpus: 1,
         boot: boot.clone(),
@@ -204,24 +169,18 @@ pub fn run(a: DemoArgs, _out: &Output) -> Result<ExitCode> {
                 on_reset: vmm::confidential::ResetMode::Shutdown,
                 dump_dir: None,
             };
-            let p2 = plat.clone();
-            let launch = SevLaunch::new(
+            let spec = SevSpec {
+                backend: LaunchBackend::Soft(plat.clone()),
                 params,
-                info,
-                Box::new(move |_| Ok(Box::new(p2.new_guest()) as Box<dyn SevGuest + Send>)),
-            );
-            launch.prepare(&mut vm_cfg);
-            let handle = launch.handle();
-            let hooks: Box<dyn LaunchHooks> = if a.tamper {
-                Box::new(Tamper {
-                    inner: launch,
-                    gpa: vmm::layout::BUNDLED_LOAD_ADDR + 0x10,
-                })
-            } else {
-                Box::new(launch)
+                platform: info,
             };
-            let mut vm = Vm::build_with_hooks(&vm_cfg, hooks)?;
-            vm.add_alias(1u64 << cbit)?;
+            let mut builder = VmBuilder::new(vm_cfg).sev(Some(spec));
+            if a.tamper {
+                let gpa = vmm::layout::BUNDLED_LOAD_ADDR + 0x10;
+                builder = builder.before_measure(Box::new(move |mem| Ok(write_byte(mem, gpa)?)));
+            }
+            let Launched { vm, launch } = builder.build()?;
+            let handle = launch.context("the SEV build returned no launch")?;
             let st = handle.status();
             let d = format!(
                 "handle {}, state {}{}",

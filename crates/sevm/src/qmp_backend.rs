@@ -8,7 +8,6 @@ use vmm::monitor::parse_qmp_spec;
 use vmm::monitor::vm_backend::{self, caps_from_platform, QmpRuntime, VmBackendConfig};
 use vmm::Vm;
 
-use crate::platform::Backend;
 use crate::run::SevSetup;
 
 /// Binds the `--qmp` socket (`unix:PATH`) and starts serving it for `vm`.
@@ -23,15 +22,10 @@ pub fn start(
     let path = parse_qmp_spec(arg).map_err(|e| anyhow::anyhow!("--qmp {arg}: {e}"))?;
     let caps = match setup {
         Some(s) => {
-            let platform: Box<dyn sev_firmware::SevPlatform + Send + Sync> =
-                match (&s.soft, s.backend) {
-                    (Some(p), _) => Box::new(p.clone()),
-                    (None, Backend::Hw) | (None, Backend::Soft) => Box::new(
-                        sev_firmware::hw::HwPlatform::open_path(&s.cfg.sev_device).with_context(
-                            || format!("--qmp: opening {}", s.cfg.sev_device.display()),
-                        )?,
-                    ),
-                };
+            let platform = s
+                .backend
+                .platform()
+                .with_context(|| format!("--qmp: opening the {} SEV platform", s.backend.name()))?;
             Some(caps_from_platform(
                 platform,
                 s.info.cbitpos,

@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use sev_firmware::SevPlatform;
-use vmm::confidential::{
-    HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode, SevBackend, SevLaunch,
-    SoftBackend,
-};
+use vmm::builder::{LaunchBackend, Launched, SevSpec, VmBuilder};
+use vmm::confidential::{HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode};
 use vmm::config::{self, SevLaunchConfig, ValidationInputs};
-use vmm::{BootSource, OnReset, SerialOut, Vm, VmConfig};
+use vmm::{BootSource, OnReset, SerialOut, VmConfig};
 
 use crate::args::{encode_b64, path_or_b64};
 use crate::lifecycle::{
@@ -129,14 +127,31 @@ pub struct Resolved {
 pub struct SevSetup {
     /// Validated launch configuration.
     pub cfg: SevLaunchConfig,
-    /// Backend.
-    pub backend: Backend,
+    /// The firmware the launch runs on (the soft platform, opened, or the SEV device).
+    pub backend: LaunchBackend,
     /// Soft platform directory (soft backend).
     pub platform_dir: PathBuf,
     /// Firmware identity.
     pub info: PlatformInfo,
-    /// The soft platform, when soft.
-    pub soft: Option<sev_firmware::soft::SoftPlatform>,
+}
+
+impl SevSetup {
+    /// Which backend, as `--sev-backend` names it.
+    pub fn kind(&self) -> Backend {
+        match self.backend {
+            LaunchBackend::Soft(_) => Backend::Soft,
+            LaunchBackend::Hw(_) => Backend::Hw,
+        }
+    }
+
+    /// The builder's SEV launch for this setup with `params`.
+    pub fn spec(&self, params: LaunchParams) -> SevSpec {
+        SevSpec {
+            backend: self.backend.clone(),
+            params,
+            platform: self.info,
+        }
+    }
 }
 
 /// The boot source. `kernel_hashes` (SEV `kernel-hashes=on`) allows `--firmware` with
@@ -339,7 +354,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         Some(d) => d,
         None => default_platform_dir()?,
     };
-    let (status, cbit, soft) = match backend {
+    let (status, cbit, launch_backend) = match backend {
         Backend::Soft => {
             let p = sev_firmware::soft::SoftPlatform::open(&platform_dir).with_context(|| {
                 format!(
@@ -347,7 +362,8 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
                     platform_dir.display()
                 )
             })?;
-            (p.platform_status()?, p.cbit_pos()?, Some(p))
+            let (st, cbit) = (p.platform_status()?, p.cbit_pos()?);
+            (st, cbit, LaunchBackend::Soft(p))
         }
         Backend::Hw => {
             let p =
@@ -357,7 +373,11 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
                         first.sev_device.display()
                     )
                 })?;
-            (p.platform_status()?, p.cbit_pos()?, None)
+            (
+                p.platform_status()?,
+                p.cbit_pos()?,
+                LaunchBackend::Hw(HwBackend::new(&first.sev_device)),
+            )
         }
     };
     // A C-bit position no page table can carry is refused here, so `config check` refuses
@@ -380,7 +400,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         vm,
         sev: Some(SevSetup {
             cfg,
-            backend,
+            backend: launch_backend,
             platform_dir,
             info: PlatformInfo {
                 api_major: status.api_major,
@@ -388,38 +408,8 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
                 build: status.build,
                 cbitpos: cbit,
             },
-            soft,
         }),
     })
-}
-
-/// The launch backend: the soft model, or Linux's KVM and SEV device (a new KVM VM per
-/// launch, guest RAM pinned against RLIMIT_MEMLOCK).
-pub fn backend(setup: &SevSetup) -> Box<dyn SevBackend> {
-    match &setup.soft {
-        Some(p) => Box::new(SoftBackend(p.clone())),
-        None => Box::new(HwBackend::new(&setup.cfg.sev_device)),
-    }
-}
-
-/// Builds the VM; for SEV, runs the launch up to LAUNCH_MEASURE (in KVM's order, see
-/// `vmm::vm`) and returns its handle.
-pub fn build(
-    mut vm_cfg: VmConfig,
-    sev: Option<(&SevSetup, LaunchParams)>,
-) -> Result<(Vm, Option<LaunchHandle>)> {
-    let Some((setup, params)) = sev else {
-        return Ok((Vm::build(&vm_cfg)?, None));
-    };
-    let cbit = params.cbitpos;
-    let launch = SevLaunch::with_backend(params, setup.info, backend(setup));
-    launch.prepare(&mut vm_cfg);
-    let handle = launch.handle();
-    let mut vm = Vm::build_with_hooks(&vm_cfg, Box::new(launch)).map_err(anyhow::Error::new)?;
-    if setup.backend == Backend::Soft {
-        vm.add_alias(1u64 << cbit)?;
-    }
-    Ok((vm, Some(handle)))
 }
 
 fn serial(s: &str) -> Result<SerialOut> {
@@ -652,12 +642,15 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
             ResetArg::Relaunch => ResetMode::Relaunch,
             ResetArg::Shutdown => ResetMode::Shutdown,
         };
-        (s, p)
+        s.spec(p)
     });
     if sev.is_none() && (owner_stdin || a.dump_launch.is_some()) {
         bail!("--paused and --dump-launch need an SEV guest (--object sev-guest,..., --sev-config or a [sev] table)");
     }
-    let (mut vm, handle) = build(vm_cfg, sev)?;
+    let Launched {
+        mut vm,
+        launch: handle,
+    } = VmBuilder::new(vm_cfg).sev(sev).build()?;
     life.attach(vm.control());
     if let Some(h) = &handle {
         let st = h.status();

@@ -1,7 +1,7 @@
 //! `--sev-backend hw` in KVM's order, proven over the loopback model of Linux's SEV driver and
 //! KVM (`sev_firmware::hw::loopback`): sevm's real `Vm` build and SEV launch code (the vmm
-//! library, driven as `sevm run`'s `build` drives it: `SevLaunch` on an `HwBackend`,
-//! `Vm::build_with_hooks`, `Vm::run`) on a real KVM VM whose SEV ioctls the loopback serves.
+//! library, through the builder `sevm run` uses: `vmm::builder::VmBuilder` with an
+//! `HwBackend`, then `Vm::run`) on a real KVM VM whose SEV ioctls the loopback serves.
 //! Linux refuses SEV init once a vCPU exists (`sev_guest_init`), counts pinned pages against
 //! RLIMIT_MEMLOCK (`sev_pin_memory`) and takes at most 16 KiB of secret
 //! (`psp_copy_user_blob`); the loopback does the same, and records every SEV ioctl in order.
@@ -23,9 +23,9 @@ use sev_firmware::hw::{HwPlatform, IoctlPort};
 use sev_firmware::SevPlatform;
 use sev_proto::cert::SevCert;
 use sev_proto::session::{owner_session, OwnerSession};
+use vmm::builder::{LaunchBackend, SevSpec, VmBuilder};
 use vmm::confidential::{
-    ConfidentialError, HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode, SevBackend,
-    SevLaunch, SoftBackend,
+    ConfidentialError, HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode,
 };
 use vmm::{
     BootSource, ExitStatus, HookError, LaunchContext, LaunchHooks, SerialOut, VcpuFd, Vm, VmConfig,
@@ -75,10 +75,12 @@ enum Kind {
 }
 
 impl Rig {
-    fn backend(&self, kind: Kind) -> Box<dyn SevBackend> {
+    fn backend(&self, kind: Kind) -> LaunchBackend {
         match kind {
-            Kind::Hw => Box::new(HwBackend::with_port(self.lb.sev_path(), self.lb.clone())),
-            Kind::Soft => Box::new(SoftBackend(self.lb.platform().clone())),
+            Kind::Hw => {
+                LaunchBackend::Hw(HwBackend::with_port(self.lb.sev_path(), self.lb.clone()))
+            }
+            Kind::Soft => LaunchBackend::Soft(self.lb.platform().clone()),
         }
     }
 
@@ -113,8 +115,29 @@ impl Rig {
         owner: &OwnerSession,
         policy: u32,
         on_reset: ResetMode,
-        wrap: impl FnOnce(Box<dyn LaunchHooks>) -> Box<dyn LaunchHooks>,
+        wrap: impl FnOnce(Box<dyn LaunchHooks>) -> Box<dyn LaunchHooks> + Send + 'static,
     ) -> Result<Launched, VmError> {
+        let (b, serial) = self.builder(kind, guest, cpus, owner, policy, on_reset);
+        let l = b.wrap_hooks(Box::new(wrap)).build()?;
+        let handle = l.launch.expect("an SEV launch");
+        Ok(Launched {
+            vm: l.vm,
+            handle,
+            serial,
+        })
+    }
+
+    /// The builder `sevm run` (and, as a dry run, `sevm config check`) uses for this launch,
+    /// and the serial buffer of its VM.
+    fn builder(
+        &self,
+        kind: Kind,
+        guest: &str,
+        cpus: u8,
+        owner: &OwnerSession,
+        policy: u32,
+        on_reset: ResetMode,
+    ) -> (VmBuilder, Arc<Mutex<Vec<u8>>>) {
         let params = LaunchParams {
             policy,
             godh_cert: Some(owner.godh_cert.encode()),
@@ -126,9 +149,8 @@ impl Rig {
             on_reset,
             dump_dir: None,
         };
-        let launch = SevLaunch::with_backend(params, self.info, self.backend(kind));
         let serial = Arc::new(Mutex::new(Vec::new()));
-        let mut cfg = VmConfig {
+        let cfg = VmConfig {
             memory: MEMORY,
             cpus,
             boot: BootSource::Bundled(guest.into()),
@@ -136,12 +158,14 @@ impl Rig {
             timeout: Some(Duration::from_secs(60)),
             ..VmConfig::default()
         };
-        launch.prepare(&mut cfg);
-        let handle = launch.handle();
-        let mut vm = Vm::build_with_hooks(&cfg, wrap(Box::new(launch)))?;
-        // No memory encryption on this host: the guest's C-bit addresses need the alias.
-        vm.add_alias(1u64 << self.info.cbitpos)?;
-        Ok(Launched { vm, handle, serial })
+        // No memory encryption on this host (the loopback port): the builder aliases the
+        // guest's C-bit addresses to its RAM.
+        let b = VmBuilder::new(cfg).sev(Some(SevSpec {
+            backend: self.backend(kind),
+            params,
+            platform: self.info,
+        }));
+        (b, serial)
     }
 }
 
@@ -474,7 +498,7 @@ fn loopback_measures_the_vcpu_registers() {
                 &owner,
                 policy,
                 ResetMode::Shutdown,
-                |inner| {
+                move |inner| {
                     Box::new(Poke {
                         inner,
                         fds: Vec::new(),
@@ -638,6 +662,36 @@ fn memlock_too_low_is_a_clear_error() {
     r.lb.set_memlock(Some(0), true);
     r.build(Kind::Hw, "hello", 1, &owner, 0, ResetMode::Shutdown)
         .unwrap();
+}
+
+/// The dry run (`sevm config check`) refuses the same RLIMIT_MEMLOCK shortfall as the launch,
+/// with the same numbers, and without a single ioctl: no KVM VM, no SEV command.
+#[test]
+fn dry_run_refuses_memlock_as_the_launch_does_without_an_ioctl() {
+    let Some(r) = rig("dry_run_refuses_memlock_as_the_launch_does_without_an_ioctl") else {
+        return;
+    };
+    let owner = r.owner(0);
+    r.lb.set_memlock(Some(8 << 20), false);
+    let (b, _serial) = r.builder(Kind::Hw, "hello", 1, &owner, 0, ResetMode::Shutdown);
+    let before = r.lb.log().len();
+    let e = b.check().expect_err("16 MiB cannot be pinned under 8 MiB");
+    assert_eq!(r.lb.log().len(), before, "the dry run issued an ioctl");
+    let VmError::Hook { source, .. } = &e else {
+        panic!("{e}")
+    };
+    let Some(ConfidentialError::Memlock { needed, .. }) = source.downcast_ref() else {
+        panic!("{e}")
+    };
+    // At exactly the amount the dry run names, the dry run and the real launch both pass.
+    r.lb.set_memlock(Some(*needed), false);
+    let (b, _serial) = r.builder(Kind::Hw, "hello", 1, &owner, 0, ResetMode::Shutdown);
+    assert_eq!(b.check().unwrap().memlock_needed, Some(*needed));
+    b.build().expect("the launch pins what the dry run said");
+    // One page less: refused.
+    r.lb.set_memlock(Some(*needed - 4096), false);
+    let (b, _serial) = r.builder(Kind::Hw, "hello", 1, &owner, 0, ResetMode::Shutdown);
+    assert!(b.check().is_err());
 }
 
 /// A 20 KiB secret: refused by sevm (KVM's 16 KiB) before the firmware is called, on both

@@ -365,3 +365,61 @@ fn hw_backend_without_dev_sev_is_a_clear_error() {
     assert!(err.contains("/dev/sev") && err.contains("hw"), "{err}");
     assert!(!out.contains("hello from"), "{out}");
 }
+
+/// `sevm config check` is the dry run of `run`'s builder: the launch digest it prints for an
+/// SEV-ES guest with 2 vCPUs is what the owner computes (`owner measure`) and what `run`
+/// measured (its `--dump-launch` digest).
+#[test]
+fn config_check_predicts_the_digest_run_measures() {
+    let Some((t, plat)) = kvm_plat("config_check_predicts_the_digest_run_measures") else {
+        return;
+    };
+    let obj = object(0x5, "");
+    let out = sevm_stdout(&[
+        "config",
+        "check",
+        "--guest",
+        "hello",
+        "--cpus",
+        "2",
+        "--memory",
+        "64",
+        "--object",
+        &obj,
+        "--machine",
+        MACHINE,
+        "--platform-dir",
+        s(&plat),
+    ]);
+    let checked = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("launch digest: "))
+        .unwrap_or_else(|| panic!("no launch digest in:\n{out}"))
+        .to_string();
+    let owner = owner_measure(&[
+        "--vmm",
+        "sevm",
+        "--guest",
+        "hello",
+        "--policy",
+        "0x5",
+        "--num-cpus",
+        "2",
+        "--memory",
+        "64",
+        "--cbitpos",
+        "47",
+    ]);
+    assert_eq!(checked, owner, "config check vs owner measure");
+    let dump = t.path().join("dump");
+    Run::guest("hello")
+        .opt("--cpus", "2")
+        .opt("--memory", "64")
+        .sev(0x5, "")
+        .platform(&plat)
+        .dump(&dump)
+        .opt("--serial", "none")
+        .exits(0);
+    let measured = hex::encode(read_b64(&dump.join("launch-digest.b64")));
+    assert_eq!(checked, measured, "config check vs run");
+}

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use common::kvm_or_skip;
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform};
+use sev_firmware::SevPlatform;
+use vmm::builder::{LaunchBackend, SevSpec, VmBuilder};
 use vmm::confidential::{
     AccessKind, ConfidentialError, LaunchHandle, LaunchParams, Phase, PlatformInfo, ResetMode,
-    SevLaunch,
 };
 use vmm::{BootSource, ExitStatus, SerialOut, Vm, VmConfig};
 
@@ -64,25 +64,23 @@ fn launch_with(
         build: st.build,
         cbitpos: cbit,
     };
-    let p = plat.clone();
-    let l = SevLaunch::new(
-        params,
-        info,
-        Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),
-    );
     let serial = Arc::new(Mutex::new(Vec::new()));
-    let mut cfg = VmConfig {
+    let cfg = VmConfig {
         memory: 32 << 20,
         boot: BootSource::Bundled(guest.into()),
         serial: SerialOut::Buffer(serial.clone()),
         timeout: Some(std::time::Duration::from_secs(60)),
         ..VmConfig::default()
     };
-    l.prepare(&mut cfg);
-    let h = l.handle();
-    let mut vm = Vm::build_with_hooks(&cfg, Box::new(l)).expect("SEV VM builds");
-    vm.add_alias(1 << cbit).unwrap();
-    (vm, h, serial)
+    let l = VmBuilder::new(cfg)
+        .sev(Some(SevSpec {
+            backend: LaunchBackend::Soft(plat.clone()),
+            params,
+            platform: info,
+        }))
+        .build()
+        .expect("SEV VM builds");
+    (l.vm, l.launch.expect("an SEV launch"), serial)
 }
 
 #[test]

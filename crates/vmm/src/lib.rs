@@ -12,6 +12,7 @@
 //! `vmm` never parses SEV byte formats itself (that is `sev-proto`'s job).
 
 pub mod boot;
+pub mod builder;
 pub mod confidential;
 pub mod config;
 pub mod cpu;

@@ -15,8 +15,13 @@
 //!
 //! The soft backend has no #VC handling: for SEV-ES the register state (VMSA) is measured,
 //! but the guest runs as a plain SEV guest. It has no memory encryption either: the guest
-//! reaches its RAM through a second KVM slot at `1 << cbitpos` (see [`SevLaunch::prepare`]).
+//! reaches its RAM through a second KVM slot at `1 << cbitpos` (see [`SevHooks::prepare`]).
+//!
+//! The firmware steps themselves are a typestate ([`launch::SevLaunch`]): `New` →
+//! `launch_start` → `Started` → `measure` → `Measured` → `finish` → `Finished`. Callers do
+//! not assemble a launch: [`crate::builder`] builds the VM and its launch in one call.
 
+pub mod launch;
 pub mod recipe;
 
 use std::fs;
@@ -38,6 +43,7 @@ use crate::layout;
 use crate::vm::{HookError, LaunchContext, LaunchHooks, MsrHandler, ResetAction, VmConfig};
 use crate::GuestMemoryMmap;
 
+pub use launch::{LaunchFailed, LaunchState, SevLaunch};
 pub use recipe::MeasuredBlob;
 
 /// The SEV status MSR.
@@ -282,24 +288,47 @@ impl SevBackend for SoftBackend {
 /// a new VM (KVM inits SEV once per VM); REG_REGION pins guest RAM against RLIMIT_MEMLOCK.
 /// VMs are of the default type with KVM_SEV_INIT / ES_INIT, QEMU's `legacy-vm-type=auto`
 /// for a guest without options that need KVM_SEV_INIT2 (sevm offers none of them).
+#[derive(Clone)]
 pub struct HwBackend {
     sev_device: PathBuf,
     port: Arc<dyn IoctlPort>,
+    /// The kernel encrypts guest memory (false over a test port such as the loopback).
+    encrypts: bool,
 }
 
 impl HwBackend {
     /// The backend over the real kernel, with the SEV device at `sev_device`.
     pub fn new(sev_device: &Path) -> Self {
-        Self::with_port(sev_device, Arc::new(sev_firmware::hw::SysIoctl))
+        HwBackend {
+            encrypts: true,
+            ..Self::with_port(sev_device, Arc::new(sev_firmware::hw::SysIoctl))
+        }
     }
 
     /// The backend issuing every SEV and vCPU-creation ioctl through `port` (tests: the
-    /// loopback model of Linux).
+    /// loopback model of Linux). The guest is taken to run without memory encryption (its
+    /// RAM is aliased at the C-bit, see [`crate::builder::LaunchBackend::host_encrypts`]).
     pub fn with_port(sev_device: &Path, port: Arc<dyn IoctlPort>) -> Self {
         HwBackend {
             sev_device: sev_device.to_path_buf(),
             port,
+            encrypts: false,
         }
+    }
+
+    /// Whether the kernel behind this backend encrypts guest memory.
+    pub fn encrypts(&self) -> bool {
+        self.encrypts
+    }
+
+    /// The SEV device (its path).
+    pub fn sev_device(&self) -> &Path {
+        &self.sev_device
+    }
+
+    /// The platform commands on the same device and port.
+    pub fn platform(&self) -> Result<sev_firmware::hw::HwPlatform, FwError> {
+        sev_firmware::hw::HwPlatform::open_with_port(&self.sev_device, self.port.clone())
     }
 }
 
@@ -416,13 +445,13 @@ impl SevStatus {
 }
 
 struct State {
-    guest: Option<Box<dyn SevGuest + Send>>,
+    /// The launch in its current typestate (the firmware context lives in it).
+    launch: LaunchState,
     backend: Box<dyn SevBackend>,
-    /// Launch-time digest over what LAUNCH_UPDATE_DATA got, finished after the VMSAs.
-    pending: Option<(sev_proto::measure::LaunchDigest, Vec<MeasuredBlob>)>,
+    /// What LAUNCH_UPDATE_DATA got, for `--dump-launch`.
+    dump: Vec<MeasuredBlob>,
     params: LaunchParams,
     platform: PlatformInfo,
-    phase: Phase,
     handle: u32,
     measure: Option<[u8; 48]>,
     digest: Option<[u8; 32]>,
@@ -444,15 +473,14 @@ struct Shared {
 #[derive(Clone)]
 pub struct LaunchHandle(Arc<Shared>);
 
-/// The [`LaunchHooks`] of an SEV VM. Build with [`SevLaunch::new`] (or
-/// [`SevLaunch::with_backend`]), adjust the [`VmConfig`] with [`SevLaunch::prepare`], pass
-/// `Box::new(launch)` to [`crate::Vm::build_with_hooks`], then call
-/// `vm.add_alias(1 << cbitpos)` when the guest runs without hardware encryption.
-pub struct SevLaunch {
+/// The [`LaunchHooks`] of an SEV VM, driving one [`SevLaunch`] typestate per launch.
+/// [`crate::builder::VmBuilder::build`] makes and installs them; [`SevHooks::new`] and
+/// [`SevHooks::prepare`] remain for tests of the hooks themselves.
+pub struct SevHooks {
     handle: LaunchHandle,
 }
 
-impl SevLaunch {
+impl SevHooks {
     /// A launch that asks `factory` for a firmware guest context at every launch.
     pub fn new(params: LaunchParams, platform: PlatformInfo, factory: GuestFactory) -> Self {
         Self::with_backend(params, platform, Box::new(FactoryBackend(factory)))
@@ -464,15 +492,14 @@ impl SevLaunch {
         platform: PlatformInfo,
         backend: Box<dyn SevBackend>,
     ) -> Self {
-        SevLaunch {
+        SevHooks {
             handle: LaunchHandle(Arc::new(Shared {
                 state: Mutex::new(State {
-                    guest: None,
+                    launch: LaunchState::None,
                     backend,
-                    pending: None,
+                    dump: Vec::new(),
                     params,
                     platform,
-                    phase: Phase::Uninit,
                     handle: 0,
                     measure: None,
                     digest: None,
@@ -496,7 +523,11 @@ impl SevLaunch {
     /// 0x80000008 and the SEV status MSR.
     pub fn prepare(&self, cfg: &mut VmConfig) {
         let st = self.handle.lock();
-        let p = &st.params;
+        Self::prepare_config(&st.params, cfg);
+    }
+
+    /// [`prepare`](Self::prepare) from the launch parameters alone.
+    pub fn prepare_config(p: &LaunchParams, cfg: &mut VmConfig) {
         cfg.page_table_cbit = Some(p.cbitpos);
         let mut ov = sev_cpuid(p.cbitpos, p.reduced_phys_bits, p.es());
         ov.0.extend(cfg.cpuid_overrides.0.iter().copied());
@@ -624,12 +655,12 @@ impl LaunchHandle {
             .0
             .cond
             .wait_timeout_while(st, timeout, |s| {
-                !(s.launches >= launch && s.phase == Phase::LaunchSecret)
-                    && s.phase != Phase::Failed
+                !(s.launches >= launch && s.launch.phase() == Phase::LaunchSecret)
+                    && s.launch.phase() != Phase::Failed
             })
             .unwrap_or_else(|p| p.into_inner());
         match st.measure {
-            Some(m) if st.launches >= launch && st.phase == Phase::LaunchSecret => Ok(m),
+            Some(m) if st.launches >= launch && st.launch.phase() == Phase::LaunchSecret => Ok(m),
             _ => Err(ConfidentialError::Timeout("the launch measurement")),
         }
     }
@@ -643,10 +674,11 @@ impl LaunchHandle {
         gpa: Option<u64>,
     ) -> Result<(), ConfidentialError> {
         let mut st = self.lock();
-        if st.phase != Phase::LaunchSecret {
+        let phase = st.launch.phase();
+        if phase != Phase::LaunchSecret {
             return Err(ConfidentialError::Phase {
                 op: "LAUNCH_SECRET",
-                phase: st.phase,
+                phase,
             });
         }
         // KVM's own limit first, so both backends refuse what Linux would (before the firmware).
@@ -660,16 +692,16 @@ impl LaunchHandle {
         layout::check_secret_range(gpa, ct.len() as u64)?;
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
             op: "LAUNCH_SECRET",
-            phase: st.phase,
+            phase,
         })?;
         let dest = host_slice(&mem, gpa, ct.len())?;
-        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
-            op: "LAUNCH_SECRET",
-            phase: Phase::Uninit,
-        })?;
-        guest
-            .launch_secret(header, ct, gpa, dest)
-            .map_err(fw("LAUNCH_SECRET"))?;
+        let LaunchState::Measured(launch) = &mut st.launch else {
+            return Err(ConfidentialError::Phase {
+                op: "LAUNCH_SECRET",
+                phase,
+            });
+        };
+        launch.inject_secret(header, ct, gpa, dest)?;
         st.private.push((gpa, gpa + ct.len() as u64));
         tracing::info!(gpa, len = ct.len(), "secret injected");
         Ok(())
@@ -681,14 +713,14 @@ impl LaunchHandle {
     /// other phase is a [`ConfidentialError::Phase`].
     pub fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, ConfidentialError> {
         let mut st = self.lock();
-        let phase = st.phase;
+        let phase = st.launch.phase();
         if !matches!(phase, Phase::LaunchSecret | Phase::Running) {
             return Err(ConfidentialError::Phase {
                 op: "ATTESTATION",
                 phase,
             });
         }
-        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+        let guest = st.launch.guest_mut().ok_or(ConfidentialError::Phase {
             op: "ATTESTATION",
             phase: Phase::Uninit,
         })?;
@@ -712,12 +744,11 @@ impl LaunchHandle {
     /// exit. Later operations see no guest.
     pub fn end(&self) {
         let mut st = self.lock();
-        if let Some(mut g) = st.guest.take() {
+        if let Some(mut g) = st.launch.take().into_guest() {
             if let Err(e) = g.decommission() {
                 tracing::warn!("decommissioning the SEV context at the end of the run: {e}");
             }
         }
-        st.phase = Phase::Uninit;
         st.memory = None;
         drop(st);
         self.0.cond.notify_all();
@@ -727,13 +758,13 @@ impl LaunchHandle {
     pub fn status(&self) -> SevStatus {
         let mut st = self.lock();
         let asid = st
-            .guest
-            .as_mut()
+            .launch
+            .guest_mut()
             .and_then(|g| g.guest_status().ok())
             .map(|s| s.asid)
             .unwrap_or(0);
         SevStatus {
-            phase: st.phase,
+            phase: st.launch.phase(),
             handle: st.handle,
             policy: st.params.policy,
             platform: st.platform,
@@ -746,8 +777,8 @@ impl LaunchHandle {
     /// The firmware's own view of the guest (GUEST_STATUS).
     pub fn guest_state(&self) -> Option<GuestState> {
         self.lock()
-            .guest
-            .as_mut()
+            .launch
+            .guest_mut()
             .and_then(|g| g.guest_status().ok())
             .map(|s| s.state)
     }
@@ -769,7 +800,7 @@ impl LaunchHandle {
         let mut st = self.lock();
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
             op: "guest memory access",
-            phase: st.phase,
+            phase: st.launch.phase(),
         })?;
         // Firmware access is 16-byte granular: widen, then trim.
         let start = gpa & !15;
@@ -783,7 +814,7 @@ impl LaunchHandle {
         let wide = (end - start) as usize;
         let src = guest_slice(&mem, start, wide)?;
         let policy = st.params.policy;
-        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+        let guest = st.launch.guest_mut().ok_or(ConfidentialError::Phase {
             op: "guest memory access",
             phase: Phase::Uninit,
         })?;
@@ -816,10 +847,10 @@ impl LaunchHandle {
         }
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
             op: "DBG_ENCRYPT",
-            phase: st.phase,
+            phase: st.launch.phase(),
         })?;
         let dest = guest_slice(&mem, gpa, data.len())?;
-        let guest = st.guest.as_mut().ok_or(ConfidentialError::Phase {
+        let guest = st.launch.guest_mut().ok_or(ConfidentialError::Phase {
             op: "DBG_ENCRYPT",
             phase: Phase::Uninit,
         })?;
@@ -847,7 +878,7 @@ impl LaunchHandle {
         }
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
             op: "device write",
-            phase: st.phase,
+            phase: st.launch.phase(),
         })?;
         // A plain (volatile) copy into guest RAM, as a device's DMA would be.
         host_slice_check(&mem, gpa, data.len())?;
@@ -868,55 +899,59 @@ fn pages_spanned(addr: u64, len: u64) -> u64 {
 }
 
 impl State {
+    /// The launch if it is measuring ([`launch::Started`]), else a phase error for `op`.
+    fn started(
+        &mut self,
+        op: &'static str,
+    ) -> Result<&mut SevLaunch<launch::Started>, ConfidentialError> {
+        let phase = self.launch.phase();
+        match &mut self.launch {
+            LaunchState::Started(l) => Ok(l),
+            _ => Err(ConfidentialError::Phase { op, phase }),
+        }
+    }
+
     /// Before any vCPU exists: INIT/ES_INIT, LAUNCH_START, the RLIMIT_MEMLOCK check and
     /// REG_REGION of every region of guest RAM.
     fn init(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
-        if let Some(mut old) = self.guest.take() {
+        if let Some(mut old) = self.launch.take().into_guest() {
             // A relaunch: the old context (and its key) is gone.
             if let Err(e) = old.decommission() {
                 tracing::warn!("decommissioning the previous SEV context: {e}");
             }
         }
-        self.phase = Phase::Uninit;
         self.measure = None;
         self.digest = None;
-        self.pending = None;
+        self.dump.clear();
         self.private.clear();
         self.released = !self.params.paused;
         self.memory = Some(ctx.memory.clone());
-        let es = self.params.es();
-        let mut guest = self
+        let guest = self
             .backend
             .new_guest(ctx.vm_fd)
             .map_err(fw("opening the SEV guest context"))?;
-        guest
-            .init(es)
-            .map_err(fw(if es { "ES_INIT" } else { "INIT" }))?;
-        self.handle = guest
+        // A context whose INIT or LAUNCH_START failed holds no key: it is dropped.
+        let started = SevLaunch::new(guest)
             .launch_start(
+                self.params.es(),
                 self.params.policy,
                 self.params.godh_cert.as_deref(),
                 self.params.session.as_deref(),
                 self.params.handle,
             )
-            .map_err(fw("LAUNCH_START"))?;
+            .map_err(|f| *f.error)?;
+        self.handle = started.handle();
         self.launches += 1;
-        self.phase = Phase::LaunchUpdate;
         // From here on the guest context exists: a later failure leaves it to the relaunch
         // or the VM's teardown to decommission.
-        self.guest = Some(guest);
+        self.launch = LaunchState::Started(started);
         if let Some(limit) = self.backend.memlock() {
             check_memlock(ctx, limit)?;
         }
-        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
-            op: "MEMORY_ENCRYPT_REG_REGION",
-            phase: Phase::Uninit,
-        })?;
+        let launch = self.started("MEMORY_ENCRYPT_REG_REGION")?;
         for r in ctx.memory.iter() {
             let s = host_slice(ctx.memory, r.start_addr().0, r.len() as usize)?;
-            guest
-                .register_region(r.start_addr().0, s)
-                .map_err(fw("MEMORY_ENCRYPT_REG_REGION"))?;
+            launch.register_region(r.start_addr().0, s)?;
         }
         Ok(())
     }
@@ -924,71 +959,104 @@ impl State {
     /// LAUNCH_UPDATE_DATA of every measured range (no vCPU exists yet).
     fn update_data(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
         let dumping = self.params.dump_dir.is_some();
-        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
-            op: "LAUNCH_UPDATE_DATA",
-            phase: self.phase,
-        })?;
         let mut dump: Vec<MeasuredBlob> = Vec::new();
-        let mut digest = sev_proto::measure::LaunchDigest::new();
-        for r in ctx.measured {
-            let s = host_slice(ctx.memory, r.gpa, r.len as usize)?;
-            digest.update(s);
-            if dumping {
-                dump.push(MeasuredBlob {
-                    gpa: r.gpa,
-                    kind: r.kind,
-                    bytes: s.to_vec(),
-                });
+        let mut private = Vec::new();
+        let launch = self.started("LAUNCH_UPDATE_DATA")?;
+        let mut r = Ok(());
+        for m in ctx.measured {
+            r = host_slice(ctx.memory, m.gpa, m.len as usize).and_then(|s| {
+                if dumping {
+                    dump.push(MeasuredBlob {
+                        gpa: m.gpa,
+                        kind: m.kind,
+                        bytes: s.to_vec(),
+                    });
+                }
+                launch.update_data(m.gpa, s)
+            });
+            if r.is_err() {
+                break;
             }
-            guest
-                .launch_update_data(r.gpa, s)
-                .map_err(fw("LAUNCH_UPDATE_DATA"))?;
-            self.private.push((r.gpa, r.gpa + r.len));
+            private.push((m.gpa, m.gpa + m.len));
         }
-        self.pending = Some((digest, dump));
-        Ok(())
+        // The ranges the firmware took are private even when a later one failed.
+        self.private.extend(private);
+        self.dump = dump;
+        r
     }
 
     /// Once the vCPUs exist with their boot registers: LAUNCH_UPDATE_VMSA (SEV-ES),
     /// LAUNCH_MEASURE.
     fn measure(&mut self, ctx: &LaunchContext<'_>) -> Result<(), ConfidentialError> {
-        let es = self.params.es();
-        let (mut digest, dump) = self.pending.take().ok_or(ConfidentialError::Phase {
-            op: "LAUNCH_MEASURE",
-            phase: self.phase,
-        })?;
-        let guest = self.guest.as_mut().ok_or(ConfidentialError::Phase {
-            op: "LAUNCH_MEASURE",
-            phase: self.phase,
-        })?;
+        let mut launch = match self.launch.take() {
+            LaunchState::Started(l) => l,
+            other => {
+                let phase = other.phase();
+                self.launch = other;
+                return Err(ConfidentialError::Phase {
+                    op: "LAUNCH_MEASURE",
+                    phase,
+                });
+            }
+        };
         // The VMSAs of the registers the vCPUs were just given: what KVM measures on
         // hardware (the hw backend lets KVM build them; the soft firmware measures these).
-        let vmsas: Vec<[u8; 4096]> = if es {
+        let vmsas: Vec<[u8; 4096]> = if self.params.es() {
             ctx.vcpu_regs.iter().map(recipe::vcpu_vmsa).collect()
         } else {
             Vec::new()
         };
         for v in &vmsas {
-            digest.update(v);
-            let mut v = *v;
-            guest
-                .launch_update_vmsa(&mut v)
-                .map_err(fw("LAUNCH_UPDATE_VMSA"))?;
+            if let Err(e) = launch.update_vmsa(v) {
+                self.launch = LaunchState::Started(launch);
+                return Err(e);
+            }
         }
-        let m = guest.launch_measure().map_err(fw("LAUNCH_MEASURE"))?;
-        let d = digest.finish();
+        let measured = match launch.measure() {
+            Ok(m) => m,
+            Err(f) => {
+                self.launch = LaunchState::Failed(Some(f.guest));
+                return Err(*f.error);
+            }
+        };
+        let (m, d) = (measured.measurement(), measured.launch_digest());
+        self.launch = LaunchState::Measured(measured);
         if let Some(dir) = self.params.dump_dir.clone() {
+            let dump = std::mem::take(&mut self.dump);
             write_dump(&dir, &dump, &vmsas, &d, &m, self.params.policy)?;
         }
         self.measure = Some(m);
         self.digest = Some(d);
-        self.phase = Phase::LaunchSecret;
         tracing::info!(
             launch = self.launches,
             handle = self.handle,
             "SEV launch measured"
         );
         Ok(())
+    }
+
+    /// LAUNCH_FINISH of a measured launch.
+    fn finish(&mut self) -> Result<(), ConfidentialError> {
+        match self.launch.take() {
+            LaunchState::Measured(l) => match l.finish() {
+                Ok(f) => {
+                    self.launch = LaunchState::Running(f);
+                    Ok(())
+                }
+                Err(f) => {
+                    self.launch = LaunchState::Failed(Some(f.guest));
+                    Err(*f.error)
+                }
+            },
+            other => {
+                let phase = other.phase();
+                self.launch = other;
+                Err(ConfidentialError::Phase {
+                    op: "LAUNCH_FINISH",
+                    phase,
+                })
+            }
+        }
     }
 }
 
@@ -1007,21 +1075,45 @@ fn check_memlock(ctx: &LaunchContext<'_>, limit: Memlock) -> Result<(), Confiden
         })? as u64;
         ram_pages += pages_spanned(host, r.len());
     }
-    let mut transient = pages_spanned(0x10, KVM_SECRET_MAX as u64).max(2);
+    let mut ranges = Vec::new();
     for m in ctx.measured {
         if let Ok(h) = ctx.memory.get_host_address(GuestAddress(m.gpa)) {
-            transient = transient.max(pages_spanned(h as u64, m.len));
+            ranges.push((h as u64, m.len));
         }
     }
-    let needed = (ram_pages + transient) * 4096;
+    check_memlock_bytes(memlock_needed(ram_pages, &ranges), limit)
+}
+
+/// What KVM pins for an SEV guest, in bytes: `(needed, ram, transient)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemlockNeed(pub u64, pub u64, pub u64);
+
+/// The pinned bytes of a launch with `ram_pages` pages of guest RAM registered and the
+/// measured ranges `(host address, length)` pinned one at a time on top (as is LAUNCH_SECRET's
+/// destination and a debug page).
+pub fn memlock_needed(ram_pages: u64, measured: &[(u64, u64)]) -> MemlockNeed {
+    let mut transient = pages_spanned(0x10, KVM_SECRET_MAX as u64).max(2);
+    for &(h, len) in measured {
+        transient = transient.max(pages_spanned(h, len));
+    }
+    MemlockNeed(
+        (ram_pages + transient) * 4096,
+        ram_pages * 4096,
+        transient * 4096,
+    )
+}
+
+/// Refuses `need` under `limit` with a message naming the bytes and how to raise the limit.
+pub fn check_memlock_bytes(need: MemlockNeed, limit: Memlock) -> Result<(), ConfidentialError> {
+    let MemlockNeed(needed, ram, transient) = need;
     if limit.allows(needed) {
         return Ok(());
     }
     let lim = limit.limit.unwrap_or(u64::MAX);
     Err(ConfidentialError::Memlock {
         needed,
-        ram: ram_pages * 4096,
-        transient: transient * 4096,
+        ram,
+        transient,
         limit: lim,
         kib: needed.div_ceil(1024),
     })
@@ -1075,7 +1167,7 @@ fn boxed(e: ConfidentialError) -> HookError {
     Box::new(e)
 }
 
-impl SevLaunch {
+impl SevHooks {
     /// Runs one launch step; a failure marks the launch failed and wakes waiters.
     fn step(
         &mut self,
@@ -1084,7 +1176,7 @@ impl SevLaunch {
         let mut st = self.handle.lock();
         let r = f(&mut st);
         if r.is_err() {
-            st.phase = Phase::Failed;
+            st.launch.fail();
         }
         drop(st);
         self.handle.0.cond.notify_all();
@@ -1092,7 +1184,7 @@ impl SevLaunch {
     }
 }
 
-impl LaunchHooks for SevLaunch {
+impl LaunchHooks for SevHooks {
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
         self.handle.lock().backend.create_vm(kvm)
     }
@@ -1107,9 +1199,17 @@ impl LaunchHooks for SevLaunch {
 
     fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
         let mut st = self.handle.lock();
-        let created = match st.guest.as_mut() {
-            Some(g) => g.create_vcpu(id).map_err(fw("KVM_CREATE_VCPU"))?,
-            None => None,
+        // Only a measuring launch creates vCPUs: its VM is SEV-initialised (Linux refuses
+        // SEV INIT once a vCPU exists).
+        let created = match &mut st.launch {
+            LaunchState::Started(l) => l.create_vcpu(id).map_err(boxed)?,
+            LaunchState::None => None,
+            other => {
+                return Err(boxed(ConfidentialError::Phase {
+                    op: "KVM_CREATE_VCPU",
+                    phase: other.phase(),
+                }))
+            }
         };
         Ok(match created {
             // SAFETY: `fd` is a vCPU fd KVM_CREATE_VCPU just returned for `vm_fd` (the
@@ -1142,17 +1242,7 @@ impl LaunchHooks for SevLaunch {
                 .wait_while(st, |s| !s.released)
                 .unwrap_or_else(|p| p.into_inner());
         }
-        let guest = st.guest.as_mut().ok_or_else(|| {
-            boxed(ConfidentialError::Phase {
-                op: "LAUNCH_FINISH",
-                phase: Phase::Uninit,
-            })
-        })?;
-        guest
-            .launch_finish()
-            .map_err(fw("LAUNCH_FINISH"))
-            .map_err(boxed)?;
-        st.phase = Phase::Running;
+        st.finish().map_err(boxed)?;
         drop(st);
         self.handle.0.cond.notify_all();
         Ok(())
@@ -1307,7 +1397,7 @@ mod tests {
             cbitpos: 47,
         };
         let factory: GuestFactory = Box::new(|_| panic!("no launch in this test"));
-        let h = SevLaunch::new(params, platform, factory).handle();
+        let h = SevHooks::new(params, platform, factory).handle();
         let e = h.attestation_report(&[7; 16]).unwrap_err();
         assert!(
             matches!(
@@ -1370,7 +1460,7 @@ mod tests {
             cbitpos: cbit,
         };
         let p = plat.clone();
-        let l = SevLaunch::new(
+        let l = SevHooks::new(
             params,
             info,
             Box::new(move |_| Ok(Box::new(p.new_guest()) as Box<dyn SevGuest + Send>)),

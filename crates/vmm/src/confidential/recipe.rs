@@ -64,7 +64,7 @@ pub fn measured_blobs(
 }
 
 /// [`measured_blobs`] and how the vCPUs enter the guest.
-fn plan_blobs(
+pub fn plan_blobs(
     memory_size: u64,
     boot_src: &BootSource,
     cbitpos: Option<u8>,
