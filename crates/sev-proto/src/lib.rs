@@ -53,6 +53,7 @@ pub mod policy;
 pub mod secret;
 pub mod secret_table;
 pub mod session;
+pub mod snp;
 pub mod status;
 pub mod vmsa;
 

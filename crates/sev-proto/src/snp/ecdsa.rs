@@ -1,0 +1,1 @@
+//! ecdsa (in progress).

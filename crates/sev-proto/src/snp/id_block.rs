@@ -1,0 +1,1 @@
+//! id_block (in progress).

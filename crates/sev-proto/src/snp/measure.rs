@@ -1,0 +1,473 @@
+//! The SEV-SNP launch digest: PAGE_INFO records and the SHA-384 chain SNP_LAUNCH_UPDATE extends
+//! (notes §2.1).
+//!
+//! For every 4 KiB page: `LD_new = SHA-384(PAGE_INFO)`, where PAGE_INFO (0x70 bytes) is
+//!
+//! | off | size | field |
+//! |---|---|---|
+//! | 00 | 48 | DIGEST_CUR (the current launch digest; 48 zero bytes at LAUNCH_START) |
+//! | 30 | 48 | CONTENTS: SHA-384 of the page (NORMAL, VMSA); zero for ZERO, UNMEASURED, SECRETS, CPUID |
+//! | 60 | 2 | LENGTH = 0x70 |
+//! | 62 | 1 | PAGE_TYPE |
+//! | 63 | 1 | bit 0 IMI_PAGE |
+//! | 64 | 1 | reserved |
+//! | 65 | 1 | VMPL1_PERMS |
+//! | 66 | 1 | VMPL2_PERMS |
+//! | 67 | 1 | VMPL3_PERMS |
+//! | 68 | 8 | GPA |
+//!
+//! Bytes 0x64..0x68 follow the AMD firmware source (reserved, VMPL1, VMPL2, VMPL3);
+//! sev-snp-measure and the virtee `sev` crate write them in the opposite order. The two agree
+//! whenever the VMPL permissions are zero, which is every KVM launch today (notes §2.1).
+//!
+//! Known answer: `tests/data/snp/ld_vector.txt`, made by sev-snp-measure's own chain
+//! (`ld_vector.py` beside it), is reproduced step by step in the tests below.
+
+use super::{sha384, FormatError};
+
+/// Size of the launch digest (SHA-384).
+pub const LD_SIZE: usize = 48;
+/// Size of a PAGE_INFO record.
+pub const PAGE_INFO_SIZE: usize = 0x70;
+/// The GPA KVM records in the RMP for every VMSA page (and so the GPA that is measured).
+pub const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+/// The unit of measurement.
+pub const PAGE_SIZE: usize = 4096;
+/// VMSA bytes measured as zero: GUEST_TSC_SCALE (0x2F0) and GUEST_TSC_OFFSET (0x2F8).
+pub const VMSA_TSC_FIELDS: std::ops::Range<usize> = 0x2F0..0x300;
+
+const STRUCTURE: &str = "SNP_LAUNCH_UPDATE";
+
+/// SNP_LAUNCH_UPDATE page types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PageType {
+    /// Measured and encrypted as given.
+    Normal = 1,
+    /// A VMSA (measured with the TSC fields as zero).
+    Vmsa = 2,
+    /// Written as zeros; contents digest zero.
+    Zero = 3,
+    /// Encrypted as given; contents digest zero.
+    Unmeasured = 4,
+    /// The secrets page (written by the firmware); contents digest zero.
+    Secrets = 5,
+    /// The CPUID page (sanitised by the firmware); contents digest zero.
+    Cpuid = 6,
+}
+
+impl PageType {
+    /// Decodes a PAGE_TYPE value (0 and 7.. are invalid; the firmware answers INVALID_PARAM).
+    pub fn from_u8(v: u8) -> Result<Self, FormatError> {
+        Ok(match v {
+            1 => PageType::Normal,
+            2 => PageType::Vmsa,
+            3 => PageType::Zero,
+            4 => PageType::Unmeasured,
+            5 => PageType::Secrets,
+            6 => PageType::Cpuid,
+            _ => {
+                return Err(FormatError::field(
+                    STRUCTURE,
+                    "PAGE_TYPE",
+                    format!("{v} is not a page type (1..=6)"),
+                ))
+            }
+        })
+    }
+}
+
+/// One PAGE_INFO record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfo {
+    /// The launch digest before this page.
+    pub digest_cur: [u8; LD_SIZE],
+    /// SHA-384 of the page, or zero for the types whose contents are not measured.
+    pub contents: [u8; LD_SIZE],
+    /// The page type.
+    pub page_type: PageType,
+    /// IMI_PAGE bit.
+    pub imi_page: bool,
+    /// VMPL1..3 permission masks.
+    pub vmpl_perms: [u8; 3],
+    /// Guest physical address of the page.
+    pub gpa: u64,
+}
+
+impl PageInfo {
+    /// Encodes the 0x70-byte record.
+    pub fn to_bytes(&self) -> [u8; PAGE_INFO_SIZE] {
+        let mut b = [0u8; PAGE_INFO_SIZE];
+        b[..0x30].copy_from_slice(&self.digest_cur);
+        b[0x30..0x60].copy_from_slice(&self.contents);
+        b[0x60..0x62].copy_from_slice(&(PAGE_INFO_SIZE as u16).to_le_bytes());
+        b[0x62] = self.page_type as u8;
+        b[0x63] = u8::from(self.imi_page);
+        b[0x65..0x68].copy_from_slice(&self.vmpl_perms);
+        b[0x68..0x70].copy_from_slice(&self.gpa.to_le_bytes());
+        b
+    }
+
+    /// Decodes a record, checking LENGTH, PAGE_TYPE, the IMI byte and the reserved byte.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, FormatError> {
+        const S: &str = "PAGE_INFO";
+        super::expect_len(S, b, PAGE_INFO_SIZE)?;
+        let len = u16::from_le_bytes(super::arr(b, 0x60));
+        if usize::from(len) != PAGE_INFO_SIZE {
+            return Err(FormatError::field(
+                S,
+                "LENGTH",
+                format!("0x{len:X}, expected 0x70"),
+            ));
+        }
+        let page_type = PageType::from_u8(b[0x62]).map_err(|_| {
+            FormatError::field(
+                S,
+                "PAGE_TYPE",
+                format!("{} is not a page type (1..=6)", b[0x62]),
+            )
+        })?;
+        if b[0x63] > 1 {
+            return Err(FormatError::field(
+                S,
+                "IMI_PAGE",
+                format!("0x{:02X}: bits 7:1 must be zero", b[0x63]),
+            ));
+        }
+        super::expect_zero(S, "reserved", b, 0x64, 0x65)?;
+        Ok(PageInfo {
+            digest_cur: super::arr(b, 0),
+            contents: super::arr(b, 0x30),
+            page_type,
+            imi_page: b[0x63] == 1,
+            vmpl_perms: super::arr(b, 0x65),
+            gpa: super::u64_at(b, 0x68),
+        })
+    }
+}
+
+/// A running SNP launch digest (the GCTX LD field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpLaunchDigest {
+    ld: [u8; LD_SIZE],
+}
+
+impl Default for SnpLaunchDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnpLaunchDigest {
+    /// A fresh digest: 48 zero bytes, as after SNP_LAUNCH_START.
+    pub fn new() -> Self {
+        SnpLaunchDigest { ld: [0; LD_SIZE] }
+    }
+
+    /// Continues from a given digest value.
+    pub fn from_digest(ld: [u8; LD_SIZE]) -> Self {
+        SnpLaunchDigest { ld }
+    }
+
+    /// The current digest.
+    pub fn digest(&self) -> [u8; LD_SIZE] {
+        self.ld
+    }
+
+    /// Extends the digest by one PAGE_INFO for a 4 KiB page; returns the record used.
+    /// `contents` is the contents digest (zero for the unmeasured types).
+    pub fn extend(
+        &mut self,
+        page_type: PageType,
+        gpa: u64,
+        contents: [u8; LD_SIZE],
+        vmpl_perms: [u8; 3],
+    ) -> PageInfo {
+        let pi = PageInfo {
+            digest_cur: self.ld,
+            contents,
+            page_type,
+            imi_page: false,
+            vmpl_perms,
+            gpa,
+        };
+        self.ld = sha384(&[&pi.to_bytes()]);
+        pi
+    }
+
+    fn check_range(field: &'static str, gpa: u64, len: usize) -> Result<u64, FormatError> {
+        if !gpa.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(FormatError::field(
+                STRUCTURE,
+                field,
+                format!("GPA 0x{gpa:X} is not 4 KiB aligned"),
+            ));
+        }
+        if len == 0 || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(FormatError::field(
+                STRUCTURE,
+                field,
+                format!("length {len} is not a non-zero multiple of 4096"),
+            ));
+        }
+        let pages = (len / PAGE_SIZE) as u64;
+        gpa.checked_add((pages - 1) * PAGE_SIZE as u64)
+            .filter(|last| *last <= VMSA_GPA | 0xFFF)
+            .ok_or_else(|| {
+                FormatError::field(
+                    STRUCTURE,
+                    field,
+                    format!("GPA range 0x{gpa:X}+{len} leaves the 52-bit space"),
+                )
+            })?;
+        Ok(pages)
+    }
+
+    fn update_unmeasured_type(
+        &mut self,
+        t: PageType,
+        field: &'static str,
+        gpa: u64,
+        len: usize,
+    ) -> Result<(), FormatError> {
+        let pages = Self::check_range(field, gpa, len)?;
+        for i in 0..pages {
+            self.extend(t, gpa + i * PAGE_SIZE as u64, [0; LD_SIZE], [0; 3]);
+        }
+        Ok(())
+    }
+
+    /// NORMAL pages: `contents` (a multiple of 4 KiB) measured page by page from `gpa`.
+    pub fn update_normal(&mut self, gpa: u64, contents: &[u8]) -> Result<(), FormatError> {
+        Self::check_range("NORMAL", gpa, contents.len())?;
+        for (i, page) in contents.chunks_exact(PAGE_SIZE).enumerate() {
+            self.extend(
+                PageType::Normal,
+                gpa + (i * PAGE_SIZE) as u64,
+                sha384(&[page]),
+                [0; 3],
+            );
+        }
+        Ok(())
+    }
+
+    /// ZERO pages: `len` bytes from `gpa`.
+    pub fn update_zero(&mut self, gpa: u64, len: usize) -> Result<(), FormatError> {
+        self.update_unmeasured_type(PageType::Zero, "ZERO", gpa, len)
+    }
+
+    /// UNMEASURED pages: `len` bytes from `gpa` (the contents are not measured).
+    pub fn update_unmeasured(&mut self, gpa: u64, len: usize) -> Result<(), FormatError> {
+        self.update_unmeasured_type(PageType::Unmeasured, "UNMEASURED", gpa, len)
+    }
+
+    /// The SECRETS page at `gpa`.
+    pub fn update_secrets(&mut self, gpa: u64) -> Result<(), FormatError> {
+        self.update_unmeasured_type(PageType::Secrets, "SECRETS", gpa, PAGE_SIZE)
+    }
+
+    /// The CPUID page at `gpa` (its contents are sanitised, not measured).
+    pub fn update_cpuid(&mut self, gpa: u64) -> Result<(), FormatError> {
+        self.update_unmeasured_type(PageType::Cpuid, "CPUID", gpa, PAGE_SIZE)
+    }
+
+    /// A VMSA page at [`VMSA_GPA`] (KVM's rule), hashed with GUEST_TSC_SCALE/OFFSET as zero.
+    pub fn update_vmsa(&mut self, vmsa: &[u8]) -> Result<(), FormatError> {
+        self.update_vmsa_at(VMSA_GPA, vmsa)
+    }
+
+    /// A VMSA page at an explicit GPA (non-KVM hypervisors, IGVM).
+    pub fn update_vmsa_at(&mut self, gpa: u64, vmsa: &[u8]) -> Result<(), FormatError> {
+        if vmsa.len() != PAGE_SIZE {
+            return Err(FormatError::Length {
+                structure: "VMSA",
+                expected: PAGE_SIZE,
+                got: vmsa.len(),
+            });
+        }
+        Self::check_range("VMSA", gpa, PAGE_SIZE)?;
+        let zeros = [0u8; 16];
+        let h = sha384(&[
+            &vmsa[..VMSA_TSC_FIELDS.start],
+            &zeros,
+            &vmsa[VMSA_TSC_FIELDS.end..],
+        ]);
+        self.extend(PageType::Vmsa, gpa, h, [0; 3]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(pages: usize, salt: usize) -> Vec<u8> {
+        (0..pages * 4096)
+            .map(|i| (((i % 4096) * 7 + (i / 4096) * 13 + salt) & 0xFF) as u8)
+            .collect()
+    }
+
+    fn vector() -> Vec<(String, String)> {
+        let t = include_str!("../../tests/data/snp/ld_vector.txt");
+        t.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.trim().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sev_snp_measure_chain_known_answer() {
+        let v = vector();
+        assert_eq!(v.len(), 6, "ld_vector.txt has six steps");
+        let mut ld = SnpLaunchDigest::new();
+        let mut got = Vec::new();
+        ld.update_normal(0x800000, &pattern(2, 1)).unwrap();
+        got.push(ld.digest());
+        ld.update_zero(0x809000, 3 * 4096).unwrap();
+        got.push(ld.digest());
+        ld.update_unmeasured(0x80C000, 4096).unwrap();
+        got.push(ld.digest());
+        ld.update_secrets(0x80D000).unwrap();
+        got.push(ld.digest());
+        ld.update_cpuid(0x80E000).unwrap();
+        got.push(ld.digest());
+        let mut vmsa = pattern(1, 5);
+        vmsa[VMSA_TSC_FIELDS].fill(0);
+        ld.update_vmsa(&vmsa).unwrap();
+        got.push(ld.digest());
+        for ((name, want), g) in v.iter().zip(got) {
+            assert_eq!(&hex::encode(g), want, "step {name}");
+        }
+    }
+
+    #[test]
+    fn vmsa_tsc_fields_not_measured() {
+        let mut a = SnpLaunchDigest::new();
+        let mut b = SnpLaunchDigest::new();
+        let v1 = pattern(1, 9);
+        let mut v2 = v1.clone();
+        v2[0x2F0..0x300].fill(0xAA);
+        a.update_vmsa(&v1).unwrap();
+        b.update_vmsa(&v2).unwrap();
+        assert_eq!(a, b);
+        v2[0x300] ^= 1;
+        let mut c = SnpLaunchDigest::new();
+        c.update_vmsa(&v2).unwrap();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn page_info_layout_and_round_trip() {
+        let mut ld = SnpLaunchDigest::from_digest([7; 48]);
+        let pi = ld.extend(PageType::Cpuid, 0x1234_5000, [9; 48], [1, 2, 3]);
+        let b = pi.to_bytes();
+        assert_eq!(&b[..48], &[7; 48]);
+        assert_eq!(&b[0x60..0x68], &[0x70, 0, 6, 0, 0, 1, 2, 3]);
+        assert_eq!(&b[0x68..], &0x1234_5000u64.to_le_bytes());
+        assert_eq!(PageInfo::from_bytes(&b).unwrap(), pi);
+        assert_eq!(ld.digest(), sha384(&[&b]));
+    }
+
+    #[test]
+    fn page_info_errors() {
+        let b = SnpLaunchDigest::new()
+            .extend(PageType::Normal, 0, [0; 48], [0; 3])
+            .to_bytes();
+        let e = PageInfo::from_bytes(&b[..0x6F]).unwrap_err();
+        assert_eq!(
+            e,
+            FormatError::Length {
+                structure: "PAGE_INFO",
+                expected: 0x70,
+                got: 0x6F
+            }
+        );
+        let mut x = b;
+        x[0x60] = 0x71;
+        assert!(PageInfo::from_bytes(&x)
+            .unwrap_err()
+            .to_string()
+            .starts_with("PAGE_INFO.LENGTH"));
+        for t in [0u8, 7, 0xFF] {
+            let mut x = b;
+            x[0x62] = t;
+            assert!(PageInfo::from_bytes(&x)
+                .unwrap_err()
+                .to_string()
+                .starts_with("PAGE_INFO.PAGE_TYPE"));
+        }
+        let mut x = b;
+        x[0x63] = 2;
+        assert!(PageInfo::from_bytes(&x)
+            .unwrap_err()
+            .to_string()
+            .starts_with("PAGE_INFO.IMI_PAGE"));
+        let mut x = b;
+        x[0x64] = 1;
+        assert!(PageInfo::from_bytes(&x)
+            .unwrap_err()
+            .to_string()
+            .starts_with("PAGE_INFO.reserved"));
+        assert!(PageType::from_u8(0).is_err());
+        assert_eq!(PageType::from_u8(6).unwrap(), PageType::Cpuid);
+    }
+
+    #[test]
+    fn update_errors() {
+        let mut ld = SnpLaunchDigest::new();
+        let e = ld.update_normal(0x800, &[0; 4096]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("SNP_LAUNCH_UPDATE.NORMAL: GPA 0x800 is not 4 KiB aligned"),
+            "{e}"
+        );
+        let e = ld.update_normal(0, &[0; 100]).unwrap_err();
+        assert!(e.to_string().contains("length 100"), "{e}");
+        assert!(ld.update_normal(0, &[]).is_err());
+        assert!(ld.update_zero(0, 0).is_err());
+        assert!(ld
+            .update_unmeasured(0x1000, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("UNMEASURED"));
+        assert!(ld
+            .update_secrets(1)
+            .unwrap_err()
+            .to_string()
+            .contains("SECRETS"));
+        assert!(ld
+            .update_cpuid(0xFFF)
+            .unwrap_err()
+            .to_string()
+            .contains("CPUID"));
+        let e = ld.update_zero(0xFFFF_FFFF_F000, 8192).unwrap_err();
+        assert!(e.to_string().contains("52-bit"), "{e}");
+        assert!(ld.update_zero(!0xFFF, 4096).is_err());
+        let e = ld.update_vmsa(&[0; 100]).unwrap_err();
+        assert_eq!(
+            e,
+            FormatError::Length {
+                structure: "VMSA",
+                expected: 4096,
+                got: 100
+            }
+        );
+        // Nothing was measured by the failing calls.
+        assert_eq!(ld.digest(), [0; 48]);
+    }
+
+    #[test]
+    fn two_pages_equal_two_single_updates() {
+        let data = pattern(2, 3);
+        let mut a = SnpLaunchDigest::new();
+        a.update_normal(0x10000, &data).unwrap();
+        let mut b = SnpLaunchDigest::new();
+        b.update_normal(0x10000, &data[..4096]).unwrap();
+        b.update_normal(0x11000, &data[4096..]).unwrap();
+        assert_eq!(a, b);
+        let mut c = SnpLaunchDigest::new();
+        c.update_normal(0x11000, &data[4096..]).unwrap();
+        c.update_normal(0x10000, &data[..4096]).unwrap();
+        assert_ne!(a, c, "order matters");
+    }
+}
