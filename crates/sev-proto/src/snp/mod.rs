@@ -15,7 +15,7 @@
 
 // pub mod certs;
 pub mod ecdsa;
-// pub mod id_block;
+pub mod id_block;
 pub mod measure;
 // pub mod msg;
 pub mod policy;
