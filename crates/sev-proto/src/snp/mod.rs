@@ -13,7 +13,7 @@
 //! - [`certs`]: the extended-report certificate table and the VCEK's AMD X.509 extensions.
 //! - [`msg`]: guest messages (header, AES-256-GCM) and the report/key request layouts.
 
-// pub mod certs;
+pub mod certs;
 pub mod ecdsa;
 pub mod id_block;
 pub mod measure;
