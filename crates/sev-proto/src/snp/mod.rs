@@ -17,7 +17,7 @@ pub mod certs;
 pub mod ecdsa;
 pub mod id_block;
 pub mod measure;
-// pub mod msg;
+pub mod msg;
 pub mod policy;
 pub mod report;
 pub mod tcb;
