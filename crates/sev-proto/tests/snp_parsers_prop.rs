@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use sev_proto::snp::certs::{encode_cert_table, parse_cert_table, CertTableEntry, VcekExtensions};
 use sev_proto::snp::id_block::{IdAuth, IdBlock};
-use sev_proto::snp::measure::PageInfo;
+use sev_proto::snp::measure::{ovmf_sev_metadata, PageInfo};
 use sev_proto::snp::msg::{self, KeyReq, KeyRsp, MsgHeader, ReportReq, ReportRsp};
 use sev_proto::snp::report::{AttestationReport, REPORT_SIZE};
 use sev_proto::snp::tcb::{TcbLayout, TcbVersion};
@@ -117,6 +117,11 @@ proptest! {
         let i = usize::from(flip) % t.len();
         t[i] ^= 0x80;
         prop_assert!(msg::open(&key, &t).is_err());
+    }
+
+    #[test]
+    fn ovmf_metadata_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = ovmf_sev_metadata(&data);
     }
 
     #[test]

@@ -297,6 +297,187 @@ impl SnpLaunchDigest {
     }
 }
 
+/// OVMF SEV metadata section types (the "ASEV" table OVMF publishes for SNP launches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OvmfSectionType {
+    /// 1: memory OVMF pre-validates (measured as ZERO pages under QEMU).
+    SnpSecMem,
+    /// 2: the secrets page.
+    SnpSecrets,
+    /// 3: the CPUID page.
+    Cpuid,
+    /// 4: the SVSM calling-area page (ZERO).
+    SvsmCaa,
+    /// 0x10: the kernel-hashes page (NORMAL with the hash table, or ZERO without `-kernel`).
+    SnpKernelHashes,
+}
+
+/// One OVMF SEV metadata section `{u32 gpa, u32 size, u32 type}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OvmfSection {
+    /// Guest physical address.
+    pub gpa: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// Section type.
+    pub section_type: OvmfSectionType,
+}
+
+/// Parses the OVMF SEV metadata of a firmware image: the footer-table entry (GUID
+/// dc886566-984a-4798-a75e-5585a7bf67cc) holds the header's offset from the end of the image;
+/// the header is `"ASEV" · u32 size · u32 version (1) · u32 num_items`, followed by the items.
+/// An image without the entry has no sections (`Ok(vec![])`).
+pub fn ovmf_sev_metadata(fw: &[u8]) -> Result<Vec<OvmfSection>, FormatError> {
+    const M: &str = "OVMF_SEV_METADATA";
+    let footer = crate::ovmf::FooterTable::parse(fw)
+        .map_err(|e| FormatError::field("OVMF", "footer table", e.to_string()))?;
+    let Some(off) = footer.sev_metadata_offset() else {
+        return Ok(Vec::new());
+    };
+    let start = fw.len().checked_sub(off as usize).ok_or_else(|| {
+        FormatError::field(
+            M,
+            "offset",
+            format!("{off} is larger than the {}-byte image", fw.len()),
+        )
+    })?;
+    let hdr = fw.get(start..start + 16).ok_or_else(|| {
+        FormatError::field(
+            M,
+            "header",
+            format!("16 bytes at 0x{start:X} exceed the image"),
+        )
+    })?;
+    if &hdr[..4] != b"ASEV" {
+        return Err(FormatError::field(
+            M,
+            "signature",
+            format!("{:02X?} is not \"ASEV\"", &hdr[..4]),
+        ));
+    }
+    let size = super::u32_at(hdr, 4) as usize;
+    let version = super::u32_at(hdr, 8);
+    if version != 1 {
+        return Err(FormatError::field(
+            M,
+            "version",
+            format!("{version}, expected 1"),
+        ));
+    }
+    let n = super::u32_at(hdr, 12) as usize;
+    if size < 16 || (size - 16) / 12 < n {
+        return Err(FormatError::field(
+            M,
+            "size",
+            format!("{size} does not hold {n} items of 12 bytes"),
+        ));
+    }
+    let items = fw.get(start + 16..start + size).ok_or_else(|| {
+        FormatError::field(
+            M,
+            "size",
+            format!("{size} bytes at 0x{start:X} exceed the image"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(n);
+    for (i, it) in items.chunks_exact(12).take(n).enumerate() {
+        let t = super::u32_at(it, 8);
+        let section_type = match t {
+            1 => OvmfSectionType::SnpSecMem,
+            2 => OvmfSectionType::SnpSecrets,
+            3 => OvmfSectionType::Cpuid,
+            4 => OvmfSectionType::SvsmCaa,
+            0x10 => OvmfSectionType::SnpKernelHashes,
+            _ => {
+                return Err(FormatError::field(
+                    M,
+                    "type",
+                    format!("item {i}: unknown section type 0x{t:X}"),
+                ))
+            }
+        };
+        out.push(OvmfSection {
+            gpa: super::u32_at(it, 0),
+            size: super::u32_at(it, 4),
+            section_type,
+        });
+    }
+    Ok(out)
+}
+
+/// The SNP launch digest QEMU + KVM produce for an OVMF image (the recipe sev-snp-measure
+/// models for `--vmm-type QEMU`): the whole image as NORMAL pages ending at 4 GiB; then each
+/// metadata section in order (SNP_SEC_MEM and SVSM_CAA as ZERO, SECRETS, CPUID, and the
+/// kernel-hashes section as NORMAL pages holding `kernel_hashes` — the 176-byte padded table —
+/// at the in-page offset of the footer's hashes area, or ZERO without it); then one VMSA per
+/// vCPU (at [`VMSA_GPA`]).
+pub fn qemu_ovmf_launch_digest(
+    fw: &[u8],
+    kernel_hashes: Option<&[u8; crate::kernel_hashes::PADDED_LEN]>,
+    vmsas: &[[u8; PAGE_SIZE]],
+) -> Result<[u8; LD_SIZE], FormatError> {
+    let len = u64::try_from(fw.len()).unwrap_or(u64::MAX);
+    let gpa = (1u64 << 32).checked_sub(len).ok_or_else(|| {
+        FormatError::field(
+            "OVMF",
+            "size",
+            format!("{} bytes do not fit below 4 GiB", fw.len()),
+        )
+    })?;
+    let mut ld = SnpLaunchDigest::new();
+    ld.update_normal(gpa, fw)?;
+    let sections = ovmf_sev_metadata(fw)?;
+    let footer = crate::ovmf::FooterTable::parse(fw)
+        .map_err(|e| FormatError::field("OVMF", "footer table", e.to_string()))?;
+    for s in &sections {
+        let (g, n) = (u64::from(s.gpa), s.size as usize);
+        match s.section_type {
+            OvmfSectionType::SnpSecMem | OvmfSectionType::SvsmCaa => ld.update_zero(g, n)?,
+            OvmfSectionType::SnpSecrets => ld.update_secrets(g)?,
+            OvmfSectionType::Cpuid => ld.update_cpuid(g)?,
+            OvmfSectionType::SnpKernelHashes => match kernel_hashes {
+                None => ld.update_zero(g, n)?,
+                Some(t) => {
+                    let area = footer.hashes_area().ok_or_else(|| {
+                        FormatError::field(
+                            "OVMF",
+                            "hashes area",
+                            "kernel hashes given but the image has no hashes area",
+                        )
+                    })?;
+                    let at = (area.base & 0xFFF) as usize;
+                    let mut page = vec![0u8; n];
+                    page.get_mut(at..at + t.len())
+                        .ok_or_else(|| {
+                            FormatError::field(
+                                "OVMF_SEV_METADATA",
+                                "SNP_KERNEL_HASHES",
+                                format!("size {n} cannot hold the table at offset 0x{at:X}"),
+                            )
+                        })?
+                        .copy_from_slice(t);
+                    ld.update_normal(g, &page)?;
+                }
+            },
+        }
+    }
+    if kernel_hashes.is_some()
+        && !sections
+            .iter()
+            .any(|s| s.section_type == OvmfSectionType::SnpKernelHashes)
+    {
+        return Err(FormatError::field(
+            "OVMF_SEV_METADATA",
+            "SNP_KERNEL_HASHES",
+            "kernel hashes given but the image has no such section",
+        ));
+    }
+    for v in vmsas {
+        ld.update_vmsa(v)?;
+    }
+    Ok(ld.digest())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
