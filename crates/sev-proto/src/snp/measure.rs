@@ -446,6 +446,13 @@ pub fn qemu_ovmf_launch_digest(
                         )
                     })?;
                     let at = (area.base & 0xFFF) as usize;
+                    if n != PAGE_SIZE {
+                        return Err(FormatError::field(
+                            "OVMF_SEV_METADATA",
+                            "SNP_KERNEL_HASHES",
+                            format!("section size {n}, expected one 4096-byte page"),
+                        ));
+                    }
                     let mut page = vec![0u8; n];
                     page.get_mut(at..at + t.len())
                         .ok_or_else(|| {
@@ -650,5 +657,106 @@ mod tests {
         c.update_normal(0x11000, &data[4096..]).unwrap();
         c.update_normal(0x10000, &data[..4096]).unwrap();
         assert_ne!(a, c, "order matters");
+    }
+    /// A 4 KiB image: ASEV metadata at 0x100 (offset from end 0xF00) with `items`, a hashes
+    /// area at 4 GiB - 0x2000 + 0x400, and the footer table at the end.
+    fn synthetic_image(items: &[(u32, u32, u32)], version: u32) -> Vec<u8> {
+        use crate::ovmf::{FooterTable, SEV_HASH_TABLE_RV_GUID, SEV_METADATA_GUID};
+        let mut fw = vec![0u8; 4096];
+        let mut md = b"ASEV".to_vec();
+        md.extend_from_slice(&(16 + 12 * items.len() as u32).to_le_bytes());
+        md.extend_from_slice(&version.to_le_bytes());
+        md.extend_from_slice(&(items.len() as u32).to_le_bytes());
+        for (g, n, t) in items {
+            for v in [g, n, t] {
+                md.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        fw[0x100..0x100 + md.len()].copy_from_slice(&md);
+        let mut hashes = 0xFFFF_E400u32.to_le_bytes().to_vec();
+        hashes.extend_from_slice(&0x400u32.to_le_bytes());
+        let t = FooterTable {
+            entries: vec![
+                (SEV_METADATA_GUID, 0xF00u32.to_le_bytes().to_vec()),
+                (SEV_HASH_TABLE_RV_GUID, hashes),
+            ],
+        }
+        .encode()
+        .unwrap();
+        let end = 4096 - 32;
+        fw[end - t.len()..end].copy_from_slice(&t);
+        fw
+    }
+
+    #[test]
+    fn ovmf_recipe_on_a_synthetic_image() {
+        let items = [
+            (0x80_0000, 0x2000, 1),
+            (0x80_2000, 0x1000, 2),
+            (0x80_3000, 0x1000, 3),
+            (0xFFFF_E000, 0x1000, 0x10),
+            (0x80_4000, 0x1000, 4),
+        ];
+        let fw = synthetic_image(&items, 1);
+        let secs = ovmf_sev_metadata(&fw).unwrap();
+        let types: Vec<_> = secs.iter().map(|s| s.section_type).collect();
+        use OvmfSectionType::*;
+        assert_eq!(
+            types,
+            [SnpSecMem, SnpSecrets, Cpuid, SnpKernelHashes, SvsmCaa]
+        );
+        let table = [0x5Au8; 176];
+        let vmsa = [[0x11u8; 4096]];
+        let got = qemu_ovmf_launch_digest(&fw, Some(&table), &vmsa).unwrap();
+        // The same chain by hand.
+        let mut ld = SnpLaunchDigest::new();
+        ld.update_normal(0xFFFF_F000, &fw).unwrap();
+        ld.update_zero(0x80_0000, 0x2000).unwrap();
+        ld.update_secrets(0x80_2000).unwrap();
+        ld.update_cpuid(0x80_3000).unwrap();
+        let mut page = vec![0u8; 4096];
+        page[0x400..0x400 + 176].copy_from_slice(&table);
+        ld.update_normal(0xFFFF_E000, &page).unwrap();
+        ld.update_zero(0x80_4000, 0x1000).unwrap();
+        ld.update_vmsa(&vmsa[0]).unwrap();
+        assert_eq!(got, ld.digest());
+        // Without kernel hashes the section is ZERO.
+        let mut ld2 = SnpLaunchDigest::new();
+        ld2.update_normal(0xFFFF_F000, &fw).unwrap();
+        ld2.update_zero(0x80_0000, 0x2000).unwrap();
+        ld2.update_secrets(0x80_2000).unwrap();
+        ld2.update_cpuid(0x80_3000).unwrap();
+        ld2.update_zero(0xFFFF_E000, 0x1000).unwrap();
+        ld2.update_zero(0x80_4000, 0x1000).unwrap();
+        assert_eq!(
+            qemu_ovmf_launch_digest(&fw, None, &[]).unwrap(),
+            ld2.digest()
+        );
+    }
+
+    #[test]
+    fn ovmf_metadata_errors() {
+        let e = ovmf_sev_metadata(&synthetic_image(&[(0, 0x1000, 7)], 1)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OVMF_SEV_METADATA.type: item 0"),
+            "{e}"
+        );
+        let e = ovmf_sev_metadata(&synthetic_image(&[], 2)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("OVMF_SEV_METADATA.version"),
+            "{e}"
+        );
+        let e = qemu_ovmf_launch_digest(
+            &synthetic_image(&[(0xFFFF_E000, 0x2000, 0x10)], 1),
+            Some(&[0; 176]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected one 4096-byte page"), "{e}");
+        let e = qemu_ovmf_launch_digest(&synthetic_image(&[(0x1001, 0x1000, 1)], 1), None, &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("not 4 KiB aligned"), "{e}");
+        let e = ovmf_sev_metadata(&[0u8; 4096]).unwrap_err();
+        assert!(e.to_string().starts_with("OVMF.footer table"), "{e}");
     }
 }
