@@ -1,4 +1,5 @@
-//! The SEV-SNP ATTESTATION_REPORT (0x4A0 bytes; notes §3.1), versions 2, 3 and 5.
+//! The SEV-SNP ATTESTATION_REPORT (0x4A0 bytes; notes §3.1), versions 2, 3 and 5 (version 4 is
+//! read with the version-3 layout, as the virtee `sev` crate does).
 //!
 //! | off | field | | off | field |
 //! |---|---|---|---|---|
@@ -75,7 +76,7 @@ pub enum Product {
 /// A parsed attestation report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttestationReport {
-    /// VERSION (2, 3 or 5).
+    /// VERSION (2, 3 or 5; 4 has the version-3 layout).
     pub version: u32,
     /// GUEST_SVN.
     pub guest_svn: u32,
@@ -185,11 +186,11 @@ impl AttestationReport {
     pub fn from_bytes(b: &[u8]) -> Result<Self, FormatError> {
         expect_len(S, b, REPORT_SIZE)?;
         let version = u32_at(b, 0);
-        if !matches!(version, 2 | 3 | 5) {
+        if !(2..=5).contains(&version) {
             return Err(FormatError::field(
                 S,
                 "VERSION",
-                format!("{version} is not supported (2, 3 or 5)"),
+                format!("{version} is not supported (2..=5)"),
             ));
         }
         let key_info = u32_at(b, 0x48);
@@ -256,11 +257,11 @@ impl AttestationReport {
     /// Encodes the report. The optional fields must match the version: CPUID FMS present for
     /// v3/v5 and absent for v2; mitigation vectors present exactly for v5.
     pub fn to_bytes(&self) -> Result<[u8; REPORT_SIZE], FormatError> {
-        if !matches!(self.version, 2 | 3 | 5) {
+        if !(2..=5).contains(&self.version) {
             return Err(FormatError::field(
                 S,
                 "VERSION",
-                format!("{} is not supported (2, 3 or 5)", self.version),
+                format!("{} is not supported (2..=5)", self.version),
             ));
         }
         if (self.version >= 3) != self.cpuid.is_some() {
@@ -541,6 +542,17 @@ mod tests {
     }
 
     #[test]
+    fn v4_reads_as_v3_layout() {
+        let r = AttestationReport {
+            version: 4,
+            ..Default::default()
+        };
+        let b = r.to_bytes().unwrap();
+        assert_eq!(&b[0x188..0x18B], &[0x19, 1, 1]);
+        assert_eq!(AttestationReport::from_bytes(&b).unwrap(), r);
+    }
+
+    #[test]
     fn v5_round_trip() {
         let r = AttestationReport {
             version: 5,
@@ -577,7 +589,7 @@ mod tests {
             }
         );
         let cases: [(usize, u8, &str); 9] = [
-            (0x00, 4, "ATTESTATION_REPORT.VERSION: 4"),
+            (0x00, 6, "ATTESTATION_REPORT.VERSION: 6"),
             (0x00, 1, "ATTESTATION_REPORT.VERSION: 1"),
             (0x48, 0x20, "ATTESTATION_REPORT.KEY_INFO"),
             (0x4C, 1, "reserved bytes 0x4C..0x50"),
@@ -621,7 +633,7 @@ mod tests {
                 ..Default::default()
             },
             AttestationReport {
-                version: 4,
+                version: 6,
                 ..Default::default()
             },
             AttestationReport {
@@ -635,7 +647,7 @@ mod tests {
         }
         let k = p384_key();
         let mut r = AttestationReport {
-            version: 4,
+            version: 1,
             ..Default::default()
         };
         assert!(matches!(r.sign(&k), Err(SigError::Format(_))));
