@@ -2,7 +2,7 @@
 //! a VCEK / VLEK certificate (notes §3.3, §3.5).
 //!
 //! **Certificate table** (returned with an extended report): entries of 24 bytes
-//! `00 GUID[16] · 10 u32 OFFSET (from the table start) · 14 u32 LENGTH`, ended by an all-zero
+//! `00 GUID\[16\] · 10 u32 OFFSET (from the table start) · 14 u32 LENGTH`, ended by an all-zero
 //! entry, then the certificate blobs. GUIDs are in RFC (big-endian, string) byte order.
 //!
 //! **VCEK extensions** (non-critical, arc 1.3.6.1.4.1.3704.1): `.1` structVersion INTEGER, `.2`

@@ -1,8 +1,8 @@
 //! The SEV-SNP ECDSA formats shared by the attestation report, the ID block authentication
 //! structure and the firmware (notes §2.2, §3.1):
 //!
-//! - a **signature** block (0x200 bytes): `000 R[72] · 048 S[72] · 090..1FF reserved (zero)`;
-//! - a **public key** (0x404 bytes): `000 u32 CURVE (2 = P-384) · 004 QX[72] · 04C QY[72] ·
+//! - a **signature** block (0x200 bytes): `000 R\[72\] · 048 S\[72\] · 090..1FF reserved (zero)`;
+//! - a **public key** (0x404 bytes): `000 u32 CURVE (2 = P-384) · 004 QX\[72\] · 04C QY\[72\] ·
 //!   094..403 reserved (zero)`.
 //!
 //! All big numbers are **little-endian**, zero-padded to 72 bytes (P-384 uses 48). Conversion to

@@ -1,7 +1,7 @@
 //! The SNP ID block (0x60 bytes) and ID authentication information structure (0x1000 bytes)
 //! given to SNP_LAUNCH_FINISH (notes §2.2).
 //!
-//! ID block: `00 LD[48] · 30 FAMILY_ID[16] · 40 IMAGE_ID[16] · 50 u32 VERSION (1) ·
+//! ID block: `00 LD\[48\] · 30 FAMILY_ID\[16\] · 40 IMAGE_ID\[16\] · 50 u32 VERSION (1) ·
 //! 54 u32 GUEST_SVN · 58 u64 POLICY`.
 //!
 //! ID auth:

@@ -1,9 +1,9 @@
 //! SEV-SNP guest messages (SNP_GUEST_REQUEST; notes §4.2): the 0x60-byte header, AES-256-GCM
 //! with a VMPCK, and the MSG_REPORT_REQ/RSP and MSG_KEY_REQ/RSP payloads.
 //!
-//! Header: `00 AUTHTAG[32] (GCM tag in the first 16) · 20 u64 MSG_SEQNO · 28 reserved[8] ·
+//! Header: `00 AUTHTAG\[32\] (GCM tag in the first 16) · 20 u64 MSG_SEQNO · 28 reserved\[8\] ·
 //! 30 u8 ALGO (1 = AES-256-GCM) · 31 u8 HDR_VERSION (1) · 32 u16 HDR_SIZE (0x60) · 34 u8 MSG_TYPE
-//! · 35 u8 MSG_VERSION · 36 u16 MSG_SIZE · 38 reserved[4] · 3C u8 MSG_VMPCK · 3D..5F reserved`.
+//! · 35 u8 MSG_VERSION · 36 u16 MSG_SIZE · 38 reserved\[4\] · 3C u8 MSG_VMPCK · 3D..5F reserved`.
 //!
 //! Crypto: key = VMPCK\[MSG_VMPCK\]; IV = MSG_SEQNO as 8 little-endian bytes ‖ 4 zero bytes;
 //! AAD = header bytes 0x30..0x60; ciphertext = payload (same length). AES-GCM is OpenSSL's; the

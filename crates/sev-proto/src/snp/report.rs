@@ -5,21 +5,21 @@
 //! |---|---|---|---|---|
 //! | 000 | VERSION | | 180 | REPORTED_TCB |
 //! | 004 | GUEST_SVN | | 188 | CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP (v3+) |
-//! | 008 | POLICY | | 1A0 | CHIP_ID[64] |
-//! | 010 | FAMILY_ID[16] | | 1E0 | COMMITTED_TCB |
-//! | 020 | IMAGE_ID[16] | | 1E8 | CURRENT build, minor, major (+1 reserved) |
+//! | 008 | POLICY | | 1A0 | CHIP_ID\[64\] |
+//! | 010 | FAMILY_ID\[16\] | | 1E0 | COMMITTED_TCB |
+//! | 020 | IMAGE_ID\[16\] | | 1E8 | CURRENT build, minor, major (+1 reserved) |
 //! | 030 | VMPL | | 1EC | COMMITTED build, minor, major (+1 reserved) |
 //! | 034 | SIGNATURE_ALGO | | 1F0 | LAUNCH_TCB |
 //! | 038 | CURRENT_TCB | | 1F8 | LAUNCH_MIT_VECTOR (v5) |
 //! | 040 | PLATFORM_INFO | | 200 | CURRENT_MIT_VECTOR (v5) |
-//! | 048 | KEY_INFO (+4 reserved) | | 2A0 | SIGNATURE (R[72], S[72], reserved to 0x4A0) |
-//! | 050 | REPORT_DATA[64] | | | |
-//! | 090 | MEASUREMENT[48] | | | |
-//! | 0C0 | HOST_DATA[32] | | | |
-//! | 0E0 | ID_KEY_DIGEST[48] | | | |
-//! | 110 | AUTHOR_KEY_DIGEST[48] | | | |
-//! | 140 | REPORT_ID[32] | | | |
-//! | 160 | REPORT_ID_MA[32] | | | |
+//! | 048 | KEY_INFO (+4 reserved) | | 2A0 | SIGNATURE (R\[72\], S\[72\], reserved to 0x4A0) |
+//! | 050 | REPORT_DATA\[64\] | | | |
+//! | 090 | MEASUREMENT\[48\] | | | |
+//! | 0C0 | HOST_DATA\[32\] | | | |
+//! | 0E0 | ID_KEY_DIGEST\[48\] | | | |
+//! | 110 | AUTHOR_KEY_DIGEST\[48\] | | | |
+//! | 140 | REPORT_ID\[32\] | | | |
+//! | 160 | REPORT_ID_MA\[32\] | | | |
 //!
 //! Every reserved range must be zero (the virtee `sev` crate re-encodes before verifying and
 //! go-sev-guest enforces MBZ, so a report that does not round-trip is useless to them); the
