@@ -466,6 +466,23 @@ mod tests {
     }
 
     #[test]
+    fn turin_chain_signatures_verify() {
+        let chain =
+            X509::stack_from_pem(include_bytes!("../../tests/data/snp/cert_chain_turin")).unwrap();
+        assert_eq!(chain.len(), 2);
+        let (ask, ark) = (&chain[0], &chain[1]);
+        let vcek = X509::from_der(VCEK_TURIN).unwrap();
+        assert!(vcek.verify(&ask.public_key().unwrap()).unwrap());
+        assert!(ask.verify(&ark.public_key().unwrap()).unwrap());
+        // The Milan ASK did not sign the Turin VCEK.
+        let milan =
+            X509::stack_from_pem(include_bytes!("../../tests/data/snp/cert_chain_milan")).unwrap();
+        assert!(!vcek
+            .verify(&milan[0].public_key().unwrap())
+            .unwrap_or(false));
+    }
+
+    #[test]
     fn vcek_errors() {
         let e = VcekExtensions::from_der(&VCEK_MILAN[..100]).unwrap_err();
         assert!(e.to_string().starts_with("VCEK.DER"), "{e}");
