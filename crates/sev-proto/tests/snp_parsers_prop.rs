@@ -8,6 +8,7 @@ use sev_proto::snp::id_block::{IdAuth, IdBlock};
 use sev_proto::snp::measure::{ovmf_sev_metadata, PageInfo};
 use sev_proto::snp::msg::{self, KeyReq, KeyRsp, MsgHeader, ReportReq, ReportRsp};
 use sev_proto::snp::report::{AttestationReport, REPORT_SIZE};
+use sev_proto::snp::secrets::SecretsPage;
 use sev_proto::snp::tcb::{TcbLayout, TcbVersion};
 use uuid::Uuid;
 
@@ -117,6 +118,17 @@ proptest! {
         let i = usize::from(flip) % t.len();
         t[i] ^= 0x80;
         prop_assert!(msg::open(&key, &t).is_err());
+    }
+
+    #[test]
+    fn secrets_page_any_bytes(head in proptest::collection::vec(any::<u8>(), 0x164..=0x164), tail in any::<u8>(), len in 4090usize..4100) {
+        let mut b = head;
+        b.resize(len, 0);
+        if len == 4096 { b[4095] = tail; }
+        match SecretsPage::from_bytes(&b) {
+            Ok(p) => prop_assert_eq!(&p.to_bytes()[..], &b[..]),
+            Err(e) => prop_assert!(e.to_string().starts_with("SNP_SECRETS_PAGE"), "{}", e),
+        }
     }
 
     #[test]

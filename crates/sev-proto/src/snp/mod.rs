@@ -12,6 +12,7 @@
 //! - [`id_block`]: the ID block, ID authentication structure, SNP public keys and key digests.
 //! - [`certs`]: the extended-report certificate table and the VCEK's AMD X.509 extensions.
 //! - [`msg`]: guest messages (header, AES-256-GCM) and the report/key request layouts.
+//! - [`secrets`]: the secrets page (VMPCKs, GOSVW) written at launch.
 
 pub mod certs;
 pub mod ecdsa;
@@ -20,6 +21,7 @@ pub mod measure;
 pub mod msg;
 pub mod policy;
 pub mod report;
+pub mod secrets;
 pub mod tcb;
 
 use thiserror::Error;
