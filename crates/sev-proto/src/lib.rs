@@ -4,7 +4,8 @@
 //! parties of a launch (guest owner, platform firmware, VMM) share: guest policy, firmware status
 //! codes, the SP 800-108 KDF, launch-session wrapping, certificates and chains, the launch digest
 //! and measurement, secret packets, the OVMF footer table, QEMU's kernel-hashes table, the EFI
-//! secret table and the SEV-ES initial VMSA.
+//! secret table and the SEV-ES initial VMSA. The SEV-SNP formats (policy, TCB, launch digest,
+//! attestation report, ID block, certificates, guest messages) live in [`snp`].
 //!
 //! It is pure: it never does I/O of its own (readers are only ever passed in by the caller), it
 //! contains no `unsafe`, and all cryptography goes through OpenSSL (the `openssl` crate).
@@ -53,6 +54,7 @@ pub mod policy;
 pub mod secret;
 pub mod secret_table;
 pub mod session;
+pub mod snp;
 pub mod status;
 pub mod vmsa;
 
