@@ -34,8 +34,9 @@ use crate::layout;
 use crate::memory::{self, MemoryError};
 use kvm_bindings::{
     kvm_enable_cap, kvm_mp_state, kvm_pit_config, kvm_userspace_memory_region, CpuId,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
-    KVM_MP_STATE_UNINITIALIZED, KVM_MSR_EXIT_REASON_FILTER, KVM_MSR_EXIT_REASON_UNKNOWN,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_MSR_EXIT_REASON_FILTER,
+    KVM_MSR_EXIT_REASON_UNKNOWN,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::collections::VecDeque;
@@ -370,6 +371,12 @@ fn needs_pit(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::Bundled(_))
 }
 
+/// Whether a VM booting `boot` gets the whole in-kernel irqchip (PIC and IOAPIC besides the
+/// local APIC): every boot source but the bundled guests, which touch neither.
+fn needs_full_irqchip(boot: &BootSource) -> bool {
+    !matches!(boot, BootSource::Bundled(_))
+}
+
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { op, source }
 }
@@ -476,9 +483,7 @@ impl Vm {
         self.vm_fd
             .set_tss_address(0xfffb_d000)
             .map_err(kvm_err("SET_TSS_ADDR"))?;
-        self.vm_fd
-            .create_irq_chip()
-            .map_err(kvm_err("CREATE_IRQCHIP"))?;
+        self.create_irqchip()?;
         // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
         // and stopped when the VM closes; on a loaded host the two scheduling waits were about
         // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
@@ -505,6 +510,37 @@ impl Vm {
                 .map_err(kvm_err("ENABLE_CAP(X86_USER_SPACE_MSR)"))?;
         }
         Ok(())
+    }
+
+    /// The in-kernel interrupt controller: the whole of it (local APIC, PIC and IOAPIC) for
+    /// firmware and Linux, which program the PIC and IOAPIC; only the local APIC (KVM's split
+    /// irqchip, `KVM_CAP_SPLIT_IRQCHIP`) for the bundled guests, which never touch the PIC
+    /// (ports 0x20/0xa0) or the IOAPIC and get no device interrupts (the UART line is not
+    /// wired). `hlt`, INIT/SIPI and the local APIC timer stay in the kernel either way.
+    /// The full irqchip registers the PIC and IOAPIC on KVM's I/O buses, each an SRCU grace
+    /// period on the VM; the next memory slot then waits one or more scheduler ticks in
+    /// `KVM_SET_USER_MEMORY_REGION` (4-10 ms here: benches/results/startup.md,
+    /// docs/PERFORMANCE.md, "Start-up"). Where the kernel lacks the split irqchip, the full
+    /// one is created.
+    fn create_irqchip(&mut self) -> Result<(), VmError> {
+        if !needs_full_irqchip(&self.config.boot)
+            && self.vm_fd.check_extension(kvm_ioctls::Cap::SplitIrqchip)
+        {
+            let mut cap = kvm_enable_cap {
+                cap: KVM_CAP_SPLIT_IRQCHIP,
+                ..Default::default()
+            };
+            // The number of IOAPIC pins KVM reserves routes for (QEMU's and Firecracker's
+            // 24); nothing is routed to them here.
+            cap.args[0] = 24;
+            return self
+                .vm_fd
+                .enable_cap(&cap)
+                .map_err(kvm_err("ENABLE_CAP(SPLIT_IRQCHIP)"));
+        }
+        self.vm_fd
+            .create_irq_chip()
+            .map_err(kvm_err("CREATE_IRQCHIP"))
     }
 
     /// One launch on the current VM fd, in KVM's order: place the images (no KVM involved),
@@ -1526,14 +1562,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pit_only_where_a_guest_may_program_it() {
+    fn pit_and_pic_ioapic_only_where_a_guest_may_program_them() {
         assert!(!needs_pit(&BootSource::Bundled("hello".into())));
         assert!(needs_pit(&BootSource::Firmware("fw.bin".into())));
-        assert!(needs_pit(&BootSource::Linux {
+        let linux = BootSource::Linux {
             kernel: "bzImage".into(),
             initrd: None,
             cmdline: String::new(),
-        }));
+        };
+        assert!(needs_pit(&linux));
+        assert!(!needs_full_irqchip(&BootSource::Bundled("hello".into())));
+        assert!(needs_full_irqchip(&BootSource::Firmware("fw.bin".into())));
+        assert!(needs_full_irqchip(&linux));
         if !std::path::Path::new("/dev/kvm").exists() {
             eprintln!("SKIP: no /dev/kvm to check the PIT on a built VM");
             return;
@@ -1545,6 +1585,16 @@ mod tests {
         })
         .unwrap();
         assert!(vm.vm_fd.get_pit2().is_err());
+        // KVM_GET_IRQCHIP (the PIC's state) fails with ENXIO on a split irqchip (local APIC
+        // only) and succeeds on the full one.
+        let mut pic = kvm_bindings::kvm_irqchip {
+            chip_id: kvm_bindings::KVM_IRQCHIP_PIC_MASTER,
+            ..Default::default()
+        };
+        let split = vm.vm_fd.check_extension(kvm_ioctls::Cap::SplitIrqchip);
+        assert_eq!(vm.vm_fd.get_irqchip(&mut pic).is_err(), split);
+        // The local APIC is in the kernel either way.
+        assert!(vm.vcpus[0].lock().unwrap().get_lapic().is_ok());
         let d = tempfile::tempdir().unwrap();
         let fw = d.path().join("fw.bin");
         std::fs::write(&fw, [0xf4u8; 4096]).unwrap();
@@ -1554,6 +1604,7 @@ mod tests {
         })
         .unwrap();
         assert!(vm.vm_fd.get_pit2().is_ok());
+        assert!(vm.vm_fd.get_irqchip(&mut pic).is_ok());
     }
 
     #[test]
