@@ -5,14 +5,16 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sev_firmware::soft::raw::cmd::LAUNCH_UPDATE_DATA;
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, Status};
+use sev_firmware::{GuestPolicy, SevGuest, Status};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let plat = SoftPlatform::open(dir.path()).expect("soft platform");
     let mut guest = plat.new_guest();
     guest.init(false).expect("init");
-    let handle = guest.launch_start(0, None, None, 0).expect("launch_start");
+    let handle = guest
+        .launch_start(GuestPolicy(0), None, 0)
+        .expect("launch_start");
     let mut g = c.benchmark_group("launch_update_data");
     g.sample_size(10);
     for size in [4usize << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20] {

@@ -67,6 +67,15 @@ pub enum FwError {
     /// Building, signing or parsing a SEV or AMD CA certificate failed (`sev-proto`).
     #[error("certificate: {0}")]
     Cert(#[from] sev_proto::cert::CertError),
+    /// The firmware (through the kernel) answered with bytes that do not decode as what the
+    /// command returns (a report, a certificate).
+    #[error("SEV command {cmd} returned malformed data: {reason}")]
+    BadReply {
+        /// The command's spec name, e.g. `"ATTESTATION"`.
+        cmd: &'static str,
+        /// What does not decode, naming the structure and field.
+        reason: String,
+    },
     /// A caller-supplied argument was malformed (not a firmware status).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

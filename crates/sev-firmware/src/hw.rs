@@ -4,7 +4,8 @@
 
 use crate::error::{FwError, Result};
 use crate::{
-    CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform, VolatileSlice,
+    AttestationReport, CertExport, GuestPolicy, GuestStatus, LaunchOwner, PacketHeader,
+    PlatformState, PlatformStatus, SevCert, SevGuest, SevPlatform, Vmsa, VolatileSlice,
 };
 use kvm_bindings as kb;
 use sev_proto::status::Status;
@@ -306,18 +307,22 @@ impl SevPlatform for HwPlatform {
         self.issue::<u8>(sev_cmd::PDH_GEN, "PDH_GEN", None)
     }
 
-    fn pek_csr(&self) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; sev_proto::cert::SevCert::LEN];
+    fn pek_csr(&self) -> Result<SevCert> {
+        let mut buf = vec![0u8; SevCert::LEN];
         let mut d = SevUserDataAddrLen {
             address: buf.as_mut_ptr() as u64,
             length: buf.len() as u32,
         };
         self.issue(sev_cmd::PEK_CSR, "PEK_CSR", Some(&mut d))?;
         buf.truncate(d.length as usize);
-        Ok(buf)
+        SevCert::parse(&buf).map_err(|e| FwError::BadReply {
+            cmd: "PEK_CSR",
+            reason: e.to_string(),
+        })
     }
 
-    fn pek_cert_import(&self, pek: &[u8], oca: &[u8]) -> Result<()> {
+    fn pek_cert_import(&self, pek: &SevCert, oca: &SevCert) -> Result<()> {
+        let (pek, oca) = (pek.encode(), oca.encode());
         let mut d = SevUserDataTwoBufs {
             addr1: pek.as_ptr() as u64,
             len1: pek.len() as u32,
@@ -328,8 +333,8 @@ impl SevPlatform for HwPlatform {
     }
 
     fn pdh_cert_export(&self) -> Result<CertExport> {
-        let mut pdh = vec![0u8; sev_proto::cert::SevCert::LEN];
-        let mut chain = vec![0u8; 3 * sev_proto::cert::SevCert::LEN];
+        let mut pdh = vec![0u8; SevCert::LEN];
+        let mut chain = vec![0u8; 3 * SevCert::LEN];
         let mut d = SevUserDataTwoBufs {
             addr1: pdh.as_mut_ptr() as u64,
             len1: pdh.len() as u32,
@@ -340,7 +345,7 @@ impl SevPlatform for HwPlatform {
         // The driver writes back the lengths the firmware used.
         pdh.truncate(d.len1 as usize);
         chain.truncate(d.len2 as usize);
-        Ok(CertExport { pdh, chain })
+        CertExport::from_buffers(&pdh, &chain)
     }
 
     fn get_id(&self) -> Result<Vec<u8>> {
@@ -415,8 +420,6 @@ pub struct HwGuest {
     handle: u32,
     /// KVM_SEV_LAUNCH_UPDATE_VMSA already issued for this launch (KVM does every vCPU).
     vmsa_done: bool,
-    /// `launch_update_vmsa` calls of this launch so far.
-    vmsa_seen: usize,
     /// vCPUs created through [`SevGuest::create_vcpu`].
     vcpus: usize,
     port: Arc<dyn IoctlPort>,
@@ -450,7 +453,6 @@ impl HwGuest {
             vm_type,
             handle: 0,
             vmsa_done: false,
-            vmsa_seen: 0,
             vcpus: 0,
             port,
         })
@@ -500,21 +502,23 @@ impl SevGuest for HwGuest {
 
     fn launch_start(
         &mut self,
-        policy: u32,
-        godh: Option<&[u8]>,
-        session: Option<&[u8]>,
+        policy: GuestPolicy,
+        owner: Option<&LaunchOwner>,
         share_handle: u32,
     ) -> Result<u32> {
         let mut s = kb::kvm_sev_launch_start {
             handle: share_handle,
-            policy,
+            policy: policy.bits(),
             ..Default::default()
         };
-        if let Some(g) = godh {
+        // KVM copies the blobs from these buffers; they live until the ioctl returns.
+        let godh = owner.map(|o| o.godh.encode());
+        let session = owner.map(|o| o.session.to_bytes());
+        if let Some(g) = &godh {
             s.dh_uaddr = g.as_ptr() as u64;
             s.dh_len = g.len() as u32;
         }
-        if let Some(x) = session {
+        if let Some(x) = &session {
             s.session_uaddr = x.as_ptr() as u64;
             s.session_len = x.len() as u32;
         }
@@ -525,7 +529,6 @@ impl SevGuest for HwGuest {
         )?;
         self.handle = s.handle;
         self.vmsa_done = false;
-        self.vmsa_seen = 0;
         Ok(s.handle)
     }
 
@@ -542,15 +545,25 @@ impl SevGuest for HwGuest {
         )
     }
 
-    fn launch_update_vmsa(&mut self, _vmsa: &mut [u8]) -> Result<()> {
+    fn launch_update_vmsas(&mut self, vmsas: &[Vmsa]) -> Result<()> {
         // KVM_SEV_LAUNCH_UPDATE_VMSA encrypts (and the firmware measures) *every* vCPU's
         // VMSA, which KVM builds from the vCPU's registers (`sev_es_sync_vmsa`): the bytes
-        // the VMM predicts are not passed. Callers invoke this once per vCPU, so one call of
-        // a launch reaches KVM (a second one fails: the VMSAs are protected by then): the
-        // last vCPU's when the vCPUs were created through this guest, else the first.
-        self.vmsa_seen += 1;
-        if self.vmsa_done || (self.vcpus > 0 && self.vmsa_seen < self.vcpus) {
-            return Ok(());
+        // the VMM predicts are not passed, only their number is checked against the vCPUs.
+        if vmsas.is_empty() {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_UPDATE_VMSA with no VMSA (an SEV-ES guest has at least one vCPU)",
+            ));
+        }
+        if self.vcpus > 0 && vmsas.len() != self.vcpus {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_UPDATE_VMSA: the VMSAs given are not one per vCPU of the VM (KVM \
+                 measures every vCPU it has)",
+            ));
+        }
+        if self.vmsa_done {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_UPDATE_VMSA issued twice in one launch (KVM does every vCPU at once)",
+            ));
         }
         self.op::<u8>(
             kb::sev_cmd_id_KVM_SEV_LAUNCH_UPDATE_VMSA,
@@ -576,19 +589,23 @@ impl SevGuest for HwGuest {
         Ok(out)
     }
 
-    fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], _gpa: u64, dest: &mut [u8]) -> Result<()> {
+    fn launch_secret(
+        &mut self,
+        hdr: &PacketHeader,
+        ct: &[u8],
+        _gpa: u64,
+        dest: &mut [u8],
+    ) -> Result<()> {
         if dest.len() != ct.len() {
             return Err(FwError::InvalidArgument(
                 "LAUNCH_SECRET destination length differs from ciphertext length",
             ));
         }
-        let (hdr_len, ct_len) = (
-            len32(hdr.len(), "LAUNCH_SECRET")?,
-            len32(ct.len(), "LAUNCH_SECRET")?,
-        );
+        let ct_len = len32(ct.len(), "LAUNCH_SECRET")?;
+        let hdr = hdr.to_bytes();
         let mut d = kb::kvm_sev_launch_secret {
             hdr_uaddr: hdr.as_ptr() as u64,
-            hdr_len,
+            hdr_len: PacketHeader::LEN as u32,
             guest_uaddr: dest.as_mut_ptr() as u64,
             guest_len: ct_len,
             trans_uaddr: ct.as_ptr() as u64,
@@ -675,8 +692,8 @@ impl SevGuest for HwGuest {
         )
     }
 
-    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; crate::soft::fw::REPORT_LEN];
+    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<AttestationReport> {
+        let mut out = vec![0u8; AttestationReport::LEN];
         let mut d = kb::kvm_sev_attestation_report {
             mnonce,
             uaddr: out.as_mut_ptr() as u64,
@@ -689,7 +706,10 @@ impl SevGuest for HwGuest {
             Some(&mut d),
         )?;
         out.truncate(d.len as usize);
-        Ok(out)
+        AttestationReport::from_bytes(&out).map_err(|e| FwError::BadReply {
+            cmd: "ATTESTATION",
+            reason: e.to_string(),
+        })
     }
 
     fn register_region(&mut self, _gpa: u64, mem: &mut [u8]) -> Result<()> {

@@ -8,7 +8,7 @@ use openssl::nid::Nid;
 use sev_firmware::soft::raw::cmd::*;
 use sev_firmware::soft::store::{API, STATE_FILE};
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform, Status, VolatileSlice};
+use sev_firmware::{GuestPolicy, SevGuest, SevPlatform, Status, VolatileSlice};
 use sev_proto::cert::{Algo, CaCert, SevCert, Usage};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -85,7 +85,7 @@ fn owner_pair(p: &SoftPlatform) -> ([u8; 2084], [u8; 2084], EcKey<openssl::pkey:
     let oca_key = EcKey::generate(&p384).unwrap();
     let mut oca = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, API.0, API.1, &oca_key).unwrap();
     oca.sign_with(&oca_key, Usage::OCA).unwrap();
-    let mut pek = SevCert::parse(&p.pek_csr().unwrap()).unwrap();
+    let mut pek = p.pek_csr().unwrap();
     pek.sign_with(&oca_key, Usage::OCA).unwrap();
     (
         pek.encode().try_into().unwrap(),
@@ -103,33 +103,41 @@ fn pek_cert_import_bad_signature_is_bad_signature_0x0a() {
     let (_d, p) = fresh();
     let (pek, oca, oca_key) = owner_pair(&p);
 
+    // The trait takes certificates; these byte-level tamperings all still parse as one.
+    let cert = |b: &[u8]| SevCert::parse(b).unwrap();
     // The PEK's body changed after the OCA signed it.
     let mut tampered = pek;
     tampered[0x20] ^= 1;
-    let e = p.pek_cert_import(&tampered, &oca).unwrap_err();
+    let e = p
+        .pek_cert_import(&cert(&tampered), &cert(&oca))
+        .unwrap_err();
     assert_eq!(e.status(), Some(Status::BadSignature), "{e}");
     assert_eq!(Status::BadSignature as u32, 0x0A);
     // The OCA's self-signature broken: the OCA is validated first.
     let mut bad_oca = oca;
     bad_oca[0x414 + 8] ^= 1;
     assert_eq!(
-        status_of(p.pek_cert_import(&pek, &bad_oca)),
+        status_of(p.pek_cert_import(&cert(&pek), &cert(&bad_oca))),
         Status::BadSignature
     );
     // A half-empty signature slot in the PEK (usage INVALID, algo ECDSA): BAD_SIGNATURE.
-    let mut half = pek;
-    put(&mut half, 0x61C + 4, &2u32.to_le_bytes());
+    // (`SevCert::parse` refuses such bytes; the structure can still carry them.)
+    let mut half = cert(&pek);
+    half.sigs[1].algo = Algo::ECDSA_SHA256;
+    let mut half_bytes = pek;
+    put(&mut half_bytes, 0x61C + 4, &2u32.to_le_bytes());
+    assert_eq!(half.encode(), half_bytes.to_vec(), "slot 2's algo at 0x620");
     assert_eq!(
-        status_of(p.pek_cert_import(&half, &oca)),
+        status_of(p.pek_cert_import(&half, &cert(&oca))),
         Status::BadSignature
     );
     // Signed by another OCA than the one offered: no slot verifies → BAD_SIGNATURE.
     let p384 = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
     let other = EcKey::generate(&p384).unwrap();
-    let mut by_other = SevCert::parse(&p.pek_csr().unwrap()).unwrap();
+    let mut by_other = p.pek_csr().unwrap();
     by_other.sign_with(&other, Usage::OCA).unwrap();
     assert_eq!(
-        status_of(p.pek_cert_import(&by_other.encode(), &oca)),
+        status_of(p.pek_cert_import(&by_other, &cert(&oca))),
         Status::BadSignature
     );
     // Well signed, but not the platform's PEK: the body check → INVALID_CERTIFICATE.
@@ -137,7 +145,7 @@ fn pek_cert_import_bad_signature_is_bad_signature_0x0a() {
     let mut foreign = SevCert::new_ec(Usage::PEK, Algo::ECDSA_SHA256, API.0, API.1, &k).unwrap();
     foreign.sign_with(&oca_key, Usage::OCA).unwrap();
     assert_eq!(
-        status_of(p.pek_cert_import(&foreign.encode(), &oca)),
+        status_of(p.pek_cert_import(&foreign, &cert(&oca))),
         Status::InvalidCertificate
     );
     assert!(!p.platform_status().unwrap().owner_external);
@@ -240,14 +248,14 @@ fn launch_update_vmsa_checks_the_length_first() {
         launch_update_vmsa(&p, sev, 0x20000, 4096),
         Status::Unsupported
     );
-    // The same through KVM's path (SevGuest): a short VMSA is INVALID_LENGTH even for a
-    // guest that is not SEV-ES.
+    // Through KVM's path (SevGuest) a VMSA is a 4096-byte page by its type, so a short one
+    // cannot be passed; on a guest that is not SEV-ES a whole one is UNSUPPORTED.
     let mut g = p.new_guest();
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     assert_eq!(
-        status_of(g.launch_update_vmsa(&mut [0u8; 16])),
-        Status::InvalidLength
+        status_of(g.launch_update_vmsas(&[[0u8; 4096]])),
+        Status::Unsupported
     );
 }
 
@@ -295,7 +303,7 @@ fn get_id_is_a_secp256k1_point_stable_per_platform() {
 fn pdh_cert_export_cek_carries_the_firmware_api_version() {
     let (_d, p) = fresh();
     let exp = p.pdh_cert_export().unwrap();
-    let cek = SevCert::parse(&exp.chain[2 * SevCert::LEN..]).unwrap();
+    let cek = exp.cek.clone();
     assert_eq!((cek.api_major, cek.api_minor), API);
     assert_eq!(p.platform_status().unwrap().api_minor, API.1);
     assert!(cek.sigs.iter().all(|s| s.is_empty()), "unsigned");
@@ -308,12 +316,7 @@ fn pdh_cert_export_cek_carries_the_firmware_api_version() {
         .verify_signed_by_ca(&CaCert::parse(&kds.ask).unwrap())
         .expect("the KDS CEK still verifies with the ASK");
     // The PEK, PDH and OCA the firmware makes carry its version too.
-    for c in [
-        &exp.pdh[..],
-        &exp.chain[..SevCert::LEN],
-        &exp.chain[SevCert::LEN..2 * SevCert::LEN],
-    ] {
-        let c = SevCert::parse(c).unwrap();
+    for c in [&exp.pdh, &exp.pek, &exp.oca] {
         assert_eq!((c.api_major, c.api_minor), API, "{}", c.usage);
     }
 }
@@ -348,7 +351,7 @@ fn dbg_unaligned_ranges_are_bounced_as_kvm_does() {
     // KVM layer: unaligned accepted.
     let mut g = p.new_guest();
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     let mut ram: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
     let plain = ram.clone();
     g.launch_update_data(0x10_0000, &mut ram).unwrap();
@@ -385,7 +388,7 @@ fn dbg_unaligned_ranges_are_bounced_as_kvm_does() {
     // NODBG is still the firmware's POLICY_FAILURE for an unaligned range.
     let mut n = p.new_guest();
     n.init(false).unwrap();
-    n.launch_start(0x1, None, None, 0).unwrap();
+    n.launch_start(GuestPolicy(0x1), None, 0).unwrap();
     let mut m = [0u8; 5];
     assert_eq!(
         status_of(n.dbg_decrypt(0x3, vs(&mut m), &mut [0u8; 5])),

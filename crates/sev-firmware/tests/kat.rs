@@ -7,7 +7,7 @@ use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
 use sev_firmware::soft::store::{KeyCert, Store, API, BUILD};
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::SevGuest;
+use sev_firmware::{GuestPolicy, LaunchOwner, SessionBlob, SevGuest};
 use sev_proto::cert::{Algo, SevCert, Usage};
 
 /// The vector's private scalars are the hex digit repeated 94 times (47 bytes, as in
@@ -51,9 +51,7 @@ fn spec_section_11_vector() {
         "9c33baf7daba18ca3ceffdef8277e862e5510fe608c6016dab99903758873cdef0bd6971f95e3935b9aea94c934277d1",
         "PDH Qx little-endian as in the vector"
     );
-    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &key('2'))
-        .unwrap()
-        .encode();
+    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &key('2')).unwrap();
     let mut session = Vec::new();
     session.extend((0u8..16).collect::<Vec<_>>());
     session.extend(h(
@@ -70,7 +68,11 @@ fn spec_section_11_vector() {
 
     let mut g = plat.new_guest();
     g.init(false).unwrap();
-    g.launch_start(1, Some(&godh), Some(&session), 0)
+    let owner = LaunchOwner {
+        godh,
+        session: SessionBlob::from_bytes(&session).unwrap(),
+    };
+    g.launch_start(GuestPolicy(1), Some(&owner), 0)
         .expect("the vector's session is accepted");
     let mut page = vec![0u8; 4096];
     let mut table = vec![0x5Au8; 176];

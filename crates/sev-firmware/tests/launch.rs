@@ -6,16 +6,15 @@ use openssl::nid::Nid;
 use openssl::pkey::Private;
 use sev_firmware::soft::store::{API, BUILD};
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{GuestState, SevGuest, SevPlatform, Status, VolatileSlice};
+use sev_firmware::{GuestPolicy, GuestState, SevGuest, SevPlatform, Status, VolatileSlice};
 use sev_proto::cert::chain::{verify_full, FullChain};
 use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
-use sev_proto::secret::build_packet;
-use sev_proto::session::{ecdh_shared_secret, owner_wrap, TransportKeys};
+use sev_proto::secret::{build_packet, PacketHeader};
+use sev_proto::session::{ecdh_shared_secret, owner_wrap, LaunchOwner, TransportKeys};
 
 struct Owner {
-    godh: Vec<u8>,
-    session: [u8; 128],
+    launch: LaunchOwner,
     keys: TransportKeys,
 }
 
@@ -30,15 +29,12 @@ fn owner(plat: &SoftPlatform, policy: u32) -> Owner {
     let pdh = verify_full(&full, None).expect("exported chain verifies with sev-proto");
     let godh_key: EcKey<Private> =
         EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
-    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key)
-        .unwrap()
-        .encode();
+    let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key).unwrap();
     let z = ecdh_shared_secret(&godh_key, &pdh.key).unwrap();
     let keys = TransportKeys::random().unwrap();
-    let blob = owner_wrap(&z, &[3u8; 16], &[4u8; 16], &keys, policy);
+    let session = owner_wrap(&z, &[3u8; 16], &[4u8; 16], &keys, policy);
     Owner {
-        godh,
-        session: blob.to_bytes(),
+        launch: LaunchOwner { godh, session },
         keys,
     }
 }
@@ -60,59 +56,65 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
 
     // Tampering at LAUNCH_START is refused and changes nothing.
     let count_before = plat.platform_status().unwrap().guest_count;
-    let mut s = o.session;
-    s[0x40] ^= 1; // wrap MAC
+    let p = GuestPolicy(policy);
+    let mut s = o.launch.clone();
+    s.session.wrap_mac[0] ^= 1;
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&o.godh), Some(&s), 0)),
+        status_of(g.launch_start(p, Some(&s), 0)),
         Status::BadMeasurement
     );
-    let mut s = o.session;
-    s[0x60] ^= 1; // policy MAC
+    let mut s = o.launch.clone();
+    s.session.policy_mac[0] ^= 1;
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&o.godh), Some(&s), 0)),
+        status_of(g.launch_start(p, Some(&s), 0)),
         Status::BadMeasurement
     );
     // A different policy than the one MACed.
     assert_eq!(
-        status_of(g.launch_start(policy | 0x8, Some(&o.godh), Some(&o.session), 0)),
+        status_of(g.launch_start(GuestPolicy(policy | 0x8), Some(&o.launch), 0)),
         Status::BadMeasurement
     );
-    let mut c = o.godh.clone();
-    c[0x20] ^= 0xFF; // point off the curve
+    let mut c = o.launch.clone();
+    c.godh.pubkey[0x10] ^= 0xFF; // point off the curve
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&c), Some(&o.session), 0)),
+        status_of(g.launch_start(p, Some(&c), 0)),
         Status::InvalidCertificate
     );
-    let mut c = o.godh.clone();
-    c[8] = 0x02; // usage not PDH
+    let mut c = o.launch.clone();
+    c.godh.usage = Usage::PEK; // usage not PDH
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&c), Some(&o.session), 0)),
+        status_of(g.launch_start(p, Some(&c), 0)),
         Status::InvalidCertificate
     );
+    let mut c = o.launch.clone();
+    c.godh.usage = Usage(0x02); // a usage no certificate has: the firmware refuses it too
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&o.godh[..100]), Some(&o.session), 0)),
-        Status::InvalidLength
+        status_of(g.launch_start(p, Some(&c), 0)),
+        Status::InvalidCertificate
     );
+    // A truncated certificate never reaches the firmware: the edge (the owner's file) refuses
+    // it, naming the structure. (The firmware's own INVALID_LENGTH is the raw interface's.)
+    let e = LaunchOwner::from_bytes(&o.launch.godh.encode()[..100], &o.launch.session.to_bytes())
+        .unwrap_err();
+    assert!(e.to_string().starts_with("GODH certificate: "), "{e}");
     assert_eq!(plat.platform_status().unwrap().guest_count, count_before);
     assert_eq!(g.handle(), 0);
 
     // Reserved policy bits, correctly MACed: POLICY_FAILURE.
     let bad = owner(&plat, 0x40);
     assert_eq!(
-        status_of(g.launch_start(0x40, Some(&bad.godh), Some(&bad.session), 0)),
+        status_of(g.launch_start(GuestPolicy(0x40), Some(&bad.launch), 0)),
         Status::PolicyFailure
     );
     // API newer than the firmware's.
     let newer = 0x1900_0000u32 | (1 << 16);
     let bad = owner(&plat, newer);
     assert_eq!(
-        status_of(g.launch_start(newer, Some(&bad.godh), Some(&bad.session), 0)),
+        status_of(g.launch_start(GuestPolicy(newer), Some(&bad.launch), 0)),
         Status::PolicyFailure
     );
 
-    let h = g
-        .launch_start(policy, Some(&o.godh), Some(&o.session), 0)
-        .unwrap();
+    let h = g.launch_start(p, Some(&o.launch), 0).unwrap();
     assert!(h >= 1);
     let mut ram = vec![0u8; 3 * 4096];
     for (i, b) in ram.iter_mut().enumerate() {
@@ -146,27 +148,25 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
     let measure: [u8; 32] = m[..32].try_into().unwrap();
     let secret = *b"top-secret-key-material-32bytes!";
     let (hdr, ct) = build_packet(&o.keys, &measure, [9u8; 16], 0, &secret).unwrap();
-    let mut hdr_bytes = hdr.to_bytes();
+    let mut bad_hdr = hdr;
     let mut dest = [0u8; 32];
-    hdr_bytes[20] ^= 1;
+    bad_hdr.mac[0] ^= 1;
     assert_eq!(
-        status_of(g.launch_secret(&hdr_bytes, &ct, 0x20_0000, &mut dest)),
+        status_of(g.launch_secret(&bad_hdr, &ct, 0x20_0000, &mut dest)),
         Status::BadMeasurement
     );
     assert_eq!(dest, [0u8; 32], "refused secret writes nothing");
     let mut bad_ct = ct.clone();
     bad_ct[0] ^= 1;
     assert_eq!(
-        status_of(g.launch_secret(&hdr.to_bytes(), &bad_ct, 0x20_0000, &mut dest)),
+        status_of(g.launch_secret(&hdr, &bad_ct, 0x20_0000, &mut dest)),
         Status::BadMeasurement
     );
     assert_eq!(
-        status_of(g.launch_secret(&hdr.to_bytes(), &ct, 0x20_0008, &mut dest)),
+        status_of(g.launch_secret(&hdr, &ct, 0x20_0008, &mut dest)),
         Status::InvalidAddress
     );
-    hdr_bytes = hdr.to_bytes();
-    g.launch_secret(&hdr_bytes, &ct, 0x20_0000, &mut dest)
-        .unwrap();
+    g.launch_secret(&hdr, &ct, 0x20_0000, &mut dest).unwrap();
     assert_eq!(dest, secret, "secret plaintext lands in guest memory");
     assert_ne!(
         g.host_view(0x20_0000, vs(&mut dest)).unwrap(),
@@ -174,7 +174,7 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
     );
     assert_eq!(g.guest_status().unwrap().state, GuestState::LSecret);
 
-    let report = g.attestation_report([5u8; 16]).unwrap();
+    let report = g.attestation_report([5u8; 16]).unwrap().to_bytes();
     assert_eq!(report.len(), 0xD0);
     assert_eq!(&report[0x10..0x30], &ld[..]);
     // The report is signed by the PEK.
@@ -199,7 +199,7 @@ fn full_launch_with_sev_proto_owner_and_tampering() {
     let st = g.guest_status().unwrap();
     assert_eq!(st.state, GuestState::Running);
     assert_eq!(
-        status_of(g.launch_secret(&hdr_bytes, &ct, 0x20_0000, &mut dest)),
+        status_of(g.launch_secret(&hdr, &ct, 0x20_0000, &mut dest)),
         Status::InvalidGuestState
     );
     g.decommission().unwrap();
@@ -212,7 +212,7 @@ fn nodbg_refuses_debug_and_noks_refuses_sharing() {
     let plat = SoftPlatform::open(dir.path()).unwrap();
     let mut a = plat.new_guest();
     a.init(false).unwrap();
-    let ha = a.launch_start(0x3, None, None, 0).unwrap(); // NODBG | NOKS
+    let ha = a.launch_start(GuestPolicy(0x3), None, 0).unwrap(); // NODBG | NOKS
     let mut m = [0u8; 16];
     let mut out = [0u8; 16];
     assert_eq!(
@@ -226,20 +226,20 @@ fn nodbg_refuses_debug_and_noks_refuses_sharing() {
     let mut b = plat.new_guest();
     b.init(false).unwrap();
     assert_eq!(
-        status_of(b.launch_start(0x3, None, None, ha)),
+        status_of(b.launch_start(GuestPolicy(0x3), None, ha)),
         Status::PolicyFailure
     );
     let mut c = plat.new_guest();
     c.init(false).unwrap();
-    let hc = c.launch_start(0x1, None, None, 0).unwrap();
+    let hc = c.launch_start(GuestPolicy(0x1), None, 0).unwrap();
     let mut d = plat.new_guest();
     d.init(false).unwrap();
     assert_eq!(
-        status_of(d.launch_start(0x0, None, None, hc)),
+        status_of(d.launch_start(GuestPolicy(0x0), None, hc)),
         Status::PolicyFailure,
         "policies differ"
     );
-    d.launch_start(0x1, None, None, hc)
+    d.launch_start(GuestPolicy(0x1), None, hc)
         .expect("same policy, NOKS clear: key shared");
     // Shared key: same ciphertext at the same PA.
     let mut ram_c = [7u8; 32];
@@ -297,9 +297,11 @@ fn sev_crate_session_is_a_second_owner() {
         blob.extend_from_slice(part);
     }
 
+    // The sev crate's bytes decode as ours (the edge where an owner's files come in).
+    let owner = LaunchOwner::from_bytes(&godh, &blob).expect("the sev crate's GODH and session");
     let mut g = plat.new_guest();
     g.init(false).unwrap();
-    g.launch_start(0x1, Some(&godh), Some(&blob), 0)
+    g.launch_start(GuestPolicy(0x1), Some(&owner), 0)
         .expect("LAUNCH_START with the sev crate's session");
     let mut ram = vec![0x5Au8; 4096];
     g.launch_update_data(0x8000_0000, &mut ram).unwrap();
@@ -327,6 +329,7 @@ fn sev_crate_session_is_a_second_owner() {
     hdr.extend_from_slice(&secret.header.flags.bits().to_le_bytes());
     hdr.extend_from_slice(&secret.header.iv);
     hdr.extend_from_slice(&secret.header.mac);
+    let hdr = PacketHeader::from_bytes(&hdr).expect("the sev crate's packet header");
     let mut dest = [0u8; 48];
     g.launch_secret(&hdr, &secret.ciphertext, 0x8000_1000, &mut dest)
         .unwrap();
@@ -340,12 +343,12 @@ fn a_guest_freed_by_shutdown_never_touches_the_handle_reuser() {
     let plat = SoftPlatform::open(dir.path()).unwrap();
     let mut old = plat.new_guest();
     old.init(false).unwrap();
-    let h = old.launch_start(0, None, None, 0).unwrap();
+    let h = old.launch_start(GuestPolicy(0), None, 0).unwrap();
     plat.with_fw(|fw| fw.shutdown()).unwrap();
     let mut new = plat.new_guest();
     new.init(false).unwrap();
     assert_eq!(
-        new.launch_start(0, None, None, 0).unwrap(),
+        new.launch_start(GuestPolicy(0), None, 0).unwrap(),
         h,
         "handle reused"
     );
@@ -365,10 +368,10 @@ fn sev_es_launch_measures_the_vmsa_and_uses_an_es_asid() {
     let mut g = plat.new_guest();
     g.init(true).unwrap();
     assert!(
-        g.launch_start(0x1, None, None, 0).is_err(),
+        g.launch_start(GuestPolicy(0x1), None, 0).is_err(),
         "non-ES policy on an ES VM is refused"
     );
-    g.launch_start(0x5, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0x5), None, 0).unwrap();
     let st = g.guest_status().unwrap();
     assert!(
         st.asid >= 1 && st.asid < sev_firmware::soft::fw::MIN_SEV_ASID,
@@ -376,17 +379,20 @@ fn sev_es_launch_measures_the_vmsa_and_uses_an_es_asid() {
         st.asid
     );
     let mut fw = vec![0x11u8; 4096];
-    let mut vmsa = sev_proto::vmsa::qemu_vmsa(true, 0x80B004, 0x800F12).to_vec();
-    assert_eq!(
-        status_of(g.launch_update_vmsa(&mut vmsa[..4080])),
-        Status::InvalidLength
-    );
+    let bsp = sev_proto::vmsa::qemu_vmsa(true, 0x80B004, 0x800F12);
+    let ap = sev_proto::vmsa::qemu_vmsa(false, 0x80B004, 0x800F12);
+    assert_ne!(bsp, ap);
+    // A VMSA is a 4096-byte page by its type; an empty list is refused before the firmware.
+    let e = g.launch_update_vmsas(&[]).unwrap_err();
+    assert_eq!(e.status(), None, "{e}");
     g.launch_update_data(0xFFFF_F000, &mut fw).unwrap();
-    g.launch_update_vmsa(&mut vmsa).unwrap();
+    g.launch_update_vmsas(&[bsp, ap]).unwrap();
     let m = g.launch_measure().unwrap();
+    // Every vCPU's VMSA enters the digest, in vCPU order.
     let mut ld = LaunchDigest::new();
     ld.update(&fw);
-    ld.update(&vmsa);
+    ld.update(&bsp);
+    ld.update(&ap);
     let want = measurement(
         &[0u8; 16],
         API.0,
@@ -399,10 +405,10 @@ fn sev_es_launch_measures_the_vmsa_and_uses_an_es_asid() {
     assert_eq!(&m[..32], &want[..]);
     let mut sev = plat.new_guest();
     sev.init(false).unwrap();
-    sev.launch_start(0x1, None, None, 0).unwrap();
+    sev.launch_start(GuestPolicy(0x1), None, 0).unwrap();
     assert!(sev.guest_status().unwrap().asid >= sev_firmware::soft::fw::MIN_SEV_ASID);
     assert_eq!(
-        status_of(sev.launch_update_vmsa(&mut vmsa)),
+        status_of(sev.launch_update_vmsas(&[bsp])),
         Status::Unsupported
     );
 }
@@ -419,7 +425,7 @@ fn runtime_methods_take_memory_a_running_guest_writes() {
     let plat = SoftPlatform::open(dir.path()).unwrap();
     let mut g = plat.new_guest();
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     g.launch_measure().unwrap();
     g.launch_finish().unwrap();
     assert_eq!(g.guest_status().unwrap().state, GuestState::Running);

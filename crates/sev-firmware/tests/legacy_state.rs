@@ -6,7 +6,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use sev_firmware::soft::store::{API, BUILD, STATE_FILE};
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform, Status};
+use sev_firmware::{GuestPolicy, LaunchOwner, SevGuest, SevPlatform, Status};
 use sev_proto::cert::chain::{verify_full, FullChain};
 use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
@@ -44,7 +44,7 @@ fn legacy_dirs_load_and_export_the_same_bytes() {
             "{name}: same PDH/PEK/OCA/CEK/ASK/ARK bytes"
         );
         assert_eq!(
-            plat.pek_csr().unwrap(),
+            plat.pek_csr().unwrap().encode(),
             read(&fixture(name).join("csr.bin")),
             "{name}: same PEK CSR"
         );
@@ -64,7 +64,12 @@ fn legacy_dirs_load_and_export_the_same_bytes() {
     let exp = plat.export_chain().unwrap();
     assert_eq!(exp.oca, oca);
     assert_eq!(
-        plat.pek_cert_import(&exp.pek, &oca).unwrap_err().status(),
+        plat.pek_cert_import(
+            &SevCert::parse(&exp.pek).unwrap(),
+            &SevCert::parse(&oca).unwrap()
+        )
+        .unwrap_err()
+        .status(),
         Some(Status::AlreadyOwned)
     );
 }
@@ -78,25 +83,24 @@ fn legacy_pdh_launches_and_state_stays_writable() {
         // Guest owner against the legacy PDH.
         let pdh = verify_full(&FullChain::parse(&before.to_bytes()).unwrap(), None).unwrap();
         let godh_key = EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
-        let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key)
-            .unwrap()
-            .encode();
+        let godh = SevCert::new_ec(Usage::PDH, Algo::ECDH_SHA256, 0, 24, &godh_key).unwrap();
         let z = ecdh_shared_secret(&godh_key, &pdh.key).unwrap();
         let keys = TransportKeys::random().unwrap();
         let policy = 0u32;
-        let session = owner_wrap(&z, &[5u8; 16], &[6u8; 16], &keys, policy).to_bytes();
+        let session = owner_wrap(&z, &[5u8; 16], &[6u8; 16], &keys, policy);
+        let owner = LaunchOwner { godh, session };
         let mut g = plat.new_guest();
         g.init(false).unwrap();
-        let mut bad = session;
-        bad[0x40] ^= 1;
+        let mut bad = owner.clone();
+        bad.session.wrap_mac[0] ^= 1;
         assert_eq!(
-            g.launch_start(policy, Some(&godh), Some(&bad), 0)
+            g.launch_start(GuestPolicy(policy), Some(&bad), 0)
                 .unwrap_err()
                 .status(),
             Some(Status::BadMeasurement),
             "{name}"
         );
-        g.launch_start(policy, Some(&godh), Some(&session), 0)
+        g.launch_start(GuestPolicy(policy), Some(&owner), 0)
             .unwrap_or_else(|e| panic!("{name}: launch with the legacy PDH: {e}"));
         let mut page = vec![0x33u8; 4096];
         g.launch_update_data(0x10_0000, &mut page).unwrap();

@@ -96,7 +96,7 @@ fn concurrent_writers_lose_no_update() {
                 for _ in 0..5 {
                     p.pdh_gen().unwrap();
                     let e = p.pdh_cert_export().unwrap();
-                    assert_eq!((e.pdh.len(), e.chain.len()), (2084, 6252));
+                    assert_eq!((e.pdh.encode().len(), e.chain_bytes().len()), (2084, 6252));
                 }
             })
         })
@@ -156,12 +156,11 @@ fn factory_reset_keeps_identity_and_ownership_round_trip() {
     let oca_key = openssl::ec::EcKey::generate(&p384).unwrap();
     let mut oca_c = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, 0, 24, &oca_key).unwrap();
     oca_c.sign_with(&oca_key, Usage::OCA).unwrap();
-    let oca: [u8; 2084] = oca_c.encode().try_into().unwrap();
-    let mut pek_c = SevCert::parse(&p.pek_csr().unwrap()).unwrap();
-    pek_c.sign_with(&oca_key, Usage::OCA).unwrap();
-    let pek: [u8; 2084] = pek_c.encode().try_into().unwrap();
-    let mut wrong = pek;
-    wrong[0x20] ^= 1;
+    let oca = oca_c;
+    let mut pek = p.pek_csr().unwrap();
+    pek.sign_with(&oca_key, Usage::OCA).unwrap();
+    let mut wrong = pek.clone();
+    wrong.pubkey[0x10] ^= 1;
     assert_eq!(
         p.pek_cert_import(&wrong, &oca).unwrap_err().status(),
         Some(Status::BadSignature),
@@ -173,7 +172,7 @@ fn factory_reset_keeps_identity_and_ownership_round_trip() {
         Some(Status::AlreadyOwned)
     );
     let owned = p.export_chain().unwrap();
-    assert_eq!(owned.oca, oca.to_vec());
+    assert_eq!(owned.oca, oca.encode());
     assert_ne!(owned.pdh, before.pdh, "PDH regenerated on import");
     verify_full(&FullChain::parse(&owned.to_bytes()).unwrap(), None)
         .expect("owned chain verifies (PEK by our OCA and the CEK)");

@@ -5,9 +5,7 @@
 //! exactly as two processes do.)
 
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform, Status};
-use sev_proto::attestation::AttestationReport;
-use sev_proto::cert::SevCert;
+use sev_firmware::{GuestPolicy, SevGuest, SevPlatform, Status};
 
 fn status_of<T: std::fmt::Debug>(r: sev_firmware::Result<T>) -> Status {
     r.expect_err("command must fail")
@@ -24,7 +22,7 @@ fn no_reset_or_pek_change_under_another_handles_guest() {
 
     let mut g = a.new_guest();
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     let mut page = vec![0x5au8; 4096];
     g.launch_update_data(0x1000, &mut page).unwrap();
     g.launch_measure().unwrap();
@@ -38,15 +36,12 @@ fn no_reset_or_pek_change_under_another_handles_guest() {
     // A's report is still signed by the PEK the owner saw before the launch.
     let report = g.attestation_report([9u8; 16]).unwrap();
     let pek_now = a.pdh_cert_export().unwrap();
-    let pek_cert = SevCert::parse(&pek_before.chain[..SevCert::LEN]).unwrap();
     assert_eq!(
-        pek_before.chain[..SevCert::LEN],
-        pek_now.chain[..SevCert::LEN],
+        pek_before.pek, pek_now.pek,
         "PEK changed under a running guest"
     );
-    AttestationReport::from_bytes(&report)
-        .unwrap()
-        .verify(&pek_cert)
+    report
+        .verify(&pek_before.pek)
         .expect("the report verifies with the PEK exported before the launch");
 
     // Once the guest is gone, B may reset; the identity (CEK) survives, the PEK does not.
@@ -54,13 +49,9 @@ fn no_reset_or_pek_change_under_another_handles_guest() {
     drop(g);
     b.factory_reset().unwrap();
     let after = a.pdh_cert_export().unwrap();
-    assert_ne!(
-        after.chain[..SevCert::LEN],
-        pek_before.chain[..SevCert::LEN]
-    );
+    assert_ne!(after.pek, pek_before.pek);
     assert_eq!(
-        after.chain[2 * SevCert::LEN..],
-        pek_before.chain[2 * SevCert::LEN..],
+        after.cek, pek_before.cek,
         "the CEK is the chip's identity and survives a reset"
     );
 }
@@ -73,7 +64,7 @@ fn a_guest_dropped_without_decommission_releases_the_platform() {
     {
         let mut g = a.new_guest();
         g.init(false).unwrap();
-        g.launch_start(0, None, None, 0).unwrap();
+        g.launch_start(GuestPolicy(0), None, 0).unwrap();
         assert_eq!(status_of(b.factory_reset()), Status::InvalidPlatformState);
     }
     b.factory_reset().unwrap();
@@ -127,10 +118,10 @@ fn platform_status_counts_every_handles_guests() {
 
     let mut g1 = a.new_guest();
     g1.init(false).unwrap();
-    g1.launch_start(0, None, None, 0).unwrap();
+    g1.launch_start(GuestPolicy(0), None, 0).unwrap();
     let mut g2 = a.new_guest();
     g2.init(false).unwrap();
-    g2.launch_start(0, None, None, 0).unwrap();
+    g2.launch_start(GuestPolicy(0), None, 0).unwrap();
     let st = b.platform_status().unwrap();
     assert_eq!(
         (st.state, st.guest_count),
@@ -144,7 +135,7 @@ fn platform_status_counts_every_handles_guests() {
 
     let mut g3 = b.new_guest();
     g3.init(false).unwrap();
-    g3.launch_start(0, None, None, 0).unwrap();
+    g3.launch_start(GuestPolicy(0), None, 0).unwrap();
     assert_eq!(a.platform_status().unwrap().guest_count, 3);
 
     g1.decommission().unwrap();

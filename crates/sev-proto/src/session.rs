@@ -246,6 +246,39 @@ pub fn platform_unwrap(
     Ok(keys)
 }
 
+/// What the guest owner sends to LAUNCH_START to open the secret channel: the GODH
+/// certificate and the session blob (QEMU's `dh-cert-file` and `session-file`). The two go
+/// together; a launch without an owner has neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchOwner {
+    /// The owner's Diffie-Hellman certificate (usage PDH, ECDH P-384).
+    pub godh: SevCert,
+    /// The session blob, wrapped for the platform's PDH and bound to the policy.
+    pub session: SessionBlob,
+}
+
+impl LaunchOwner {
+    /// Decodes the two owner files' bytes (2084-byte certificate, 128-byte session); errors
+    /// name the structure and field at fault.
+    pub fn from_bytes(godh: &[u8], session: &[u8]) -> Result<Self, LaunchOwnerError> {
+        Ok(LaunchOwner {
+            godh: SevCert::parse(godh).map_err(LaunchOwnerError::Godh)?,
+            session: SessionBlob::from_bytes(session).map_err(LaunchOwnerError::Session)?,
+        })
+    }
+}
+
+/// Why [`LaunchOwner::from_bytes`] refused the owner's files.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LaunchOwnerError {
+    /// The GODH certificate does not parse.
+    #[error("GODH certificate: {0}")]
+    Godh(crate::cert::CertError),
+    /// The session blob does not parse.
+    #[error("{0}")]
+    Session(SessionError),
+}
+
 /// What the guest owner keeps and sends after [`owner_session`].
 #[derive(Debug)]
 pub struct OwnerSession {
@@ -255,6 +288,16 @@ pub struct OwnerSession {
     pub session: SessionBlob,
     /// The transport keys the owner keeps (TEK for secrets, TIK for measurement checks).
     pub keys: TransportKeys,
+}
+
+impl OwnerSession {
+    /// What LAUNCH_START gets: the GODH certificate and the session blob.
+    pub fn launch_owner(&self) -> LaunchOwner {
+        LaunchOwner {
+            godh: self.godh_cert.clone(),
+            session: self.session.clone(),
+        }
+    }
 }
 
 /// Guest-owner side of a launch, deterministic: ECDH of `godh_key` with the PDH in `pdh`,

@@ -159,9 +159,8 @@ pub fn run(a: DemoArgs, _out: &Output) -> Result<ExitCode> {
         "sevm: SEV launch of secret-reader, paused after LAUNCH_MEASURE",
         || {
             let params = LaunchParams {
-                policy: DEMO_POLICY,
-                godh_cert: Some(sess.godh_cert.encode()),
-                session: Some(sess.session.to_bytes().to_vec()),
+                policy: sev_firmware::GuestPolicy(DEMO_POLICY),
+                owner: Some(sess.launch_owner()),
                 handle: 0,
                 cbitpos: cbit,
                 reduced_phys_bits: 1,
@@ -234,7 +233,7 @@ pub fn run(a: DemoArgs, _out: &Output) -> Result<ExitCode> {
             let mut iv = [0u8; 16];
             rand_bytes(&mut iv)?;
             let (hdr, ct) = sev_proto::secret::build_packet(&sess.keys, &lm.measure, iv, 0, &pt)?;
-            handle.inject_secret(&hdr.to_bytes(), &ct, None)?;
+            handle.inject_secret(&hdr, &ct, None)?;
             let d = format!(
                 "{} bytes at {:#x} (LAUNCH_SECRET)",
                 ct.len(),

@@ -97,13 +97,12 @@ pub fn default_platform_dir() -> Result<PathBuf> {
 const MAX_CERT_OR_KEY_FILE: u64 = 64 << 10;
 
 /// Reads a SEV certificate file (2084 bytes), naming the argument and file on error.
-fn read_sev_cert(arg: &str, path: &Path) -> Result<Vec<u8>> {
+fn read_sev_cert(arg: &str, path: &Path) -> Result<SevCert> {
     let b = sevm_files::Limit::new(arg, MAX_CERT_OR_KEY_FILE)
         .why("a SEV certificate is 2084 bytes")
         .read(path)?;
     SevCert::parse(&b)
-        .with_context(|| format!("{arg}: {} is not a SEV certificate", path.display()))?;
-    Ok(b)
+        .with_context(|| format!("{arg}: {} is not a SEV certificate", path.display()))
 }
 
 /// Parses an EC private key in PEM or DER (SEC1 as `sevctl generate` writes, or PKCS#8).
@@ -216,7 +215,10 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
                         bail!("export --full/--ca on the hw backend needs AMD's ASK/ARK: fetch them from AMD's KDS (`sevctl export --full`)");
                     }
                     let e = p.pdh_cert_export().context("PDH_CERT_EXPORT")?;
-                    ([e.pdh, e.chain].concat(), "PDH, PEK, OCA, CEK")
+                    (
+                        [e.pdh.encode(), e.chain_bytes()].concat(),
+                        "PDH, PEK, OCA, CEK",
+                    )
                 }
             };
             let o = write_path(file, "export", &bytes, false)?;
@@ -241,7 +243,7 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
             );
         }
         PlatformCmd::PekCsr { file } => {
-            let csr = p.pek_csr().context("PEK_CSR")?;
+            let csr = p.pek_csr().context("PEK_CSR")?.encode();
             let o = write_path(file, "pek-csr", &csr, false)?;
             out.emit_aside(
                 o.is_stdout(),
@@ -262,7 +264,6 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
         }
         PlatformCmd::Provision { oca_cert, oca_key } => {
             let oca = read_sev_cert("OCA_CERT", oca_cert)?;
-            let oca_parsed = SevCert::parse(&oca)?;
             let pem = zeroize::Zeroizing::new(
                 sevm_files::Limit::new("OCA_KEY", MAX_CERT_OR_KEY_FILE)
                     .why("an EC private key in PEM or DER is under 1 KiB")
@@ -274,7 +275,7 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
                     oca_key.display()
                 )
             })?;
-            let cert_pub = oca_parsed.ec_public_key().with_context(|| {
+            let cert_pub = oca.ec_public_key().with_context(|| {
                 format!("OCA_CERT: {} has no EC public key", oca_cert.display())
             })?;
             let mut ctx = openssl::bn::BigNumContext::new()?;
@@ -289,13 +290,10 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
                     oca_cert.display()
                 );
             }
-            let csr = p.pek_csr().context("PEK_CSR")?;
-            let mut pek =
-                SevCert::parse(&csr).context("PEK_CSR returned an invalid certificate")?;
+            let mut pek = p.pek_csr().context("PEK_CSR")?;
             pek.sign_with(&key, Usage::OCA)
                 .context("signing the PEK with the OCA key")?;
-            p.pek_cert_import(&pek.encode(), &oca)
-                .context("PEK_CERT_IMPORT")?;
+            p.pek_cert_import(&pek, &oca).context("PEK_CERT_IMPORT")?;
             out.emit(
                 &json!({"ok": true, "command": "provision"}),
                 "provisioned: PEK signed by the OCA and imported; platform is externally owned",

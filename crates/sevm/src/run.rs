@@ -520,7 +520,7 @@ fn owner_field(
 }
 
 /// A secret packet from the owner: header and encrypted payload.
-type OwnerSecret = (zeroize::Zeroizing<Vec<u8>>, zeroize::Zeroizing<Vec<u8>>);
+type OwnerSecret = (PacketHeader, zeroize::Zeroizing<Vec<u8>>);
 
 /// The owner's line: empty (no secret) or `HEADER SECRET`.
 fn owner_line(line: &[u8]) -> Result<Option<OwnerSecret>, String> {
@@ -530,6 +530,7 @@ fn owner_line(line: &[u8]) -> Result<Option<OwnerSecret>, String> {
         [] => Ok(None),
         [h, c] => {
             let h = owner_field("HEADER", "a packet header", h, PacketHeader::LEN, true)?;
+            let h = PacketHeader::from_bytes(&h).map_err(|e| format!("HEADER: {e}"))?;
             let c = owner_field("SECRET", "a secret payload", c, MAX_SECRET, false)?;
             Ok(Some((h, c)))
         }

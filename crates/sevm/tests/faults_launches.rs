@@ -27,7 +27,6 @@ use sev_firmware::soft::SoftPlatform;
 use sev_firmware::SevPlatform;
 use sev_proto::cert::chain::{verify_full, FullChain};
 
-const CERT: usize = 2084;
 const BUSY: Duration = Duration::from_secs(8);
 
 #[derive(Default)]
@@ -43,8 +42,7 @@ struct Counts {
 fn identity(plat: &Path) -> (String, Vec<u8>) {
     let id = sevm_stdout(&["platform", "--platform-dir", s(plat), "id"]);
     let p = SoftPlatform::open(plat).unwrap();
-    let chain = p.pdh_cert_export().unwrap().chain;
-    (id, chain[2 * CERT..].to_vec())
+    (id, p.pdh_cert_export().unwrap().cek.encode())
 }
 
 /// One owner: export, session, launch, check; until `stop`.

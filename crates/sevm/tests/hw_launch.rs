@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use sev_firmware::hw::loopback::{LogEntry, Loopback};
 use sev_firmware::hw::{HwPlatform, IoctlPort};
-use sev_firmware::SevPlatform;
-use sev_proto::cert::SevCert;
+use sev_firmware::{GuestPolicy, PacketHeader, SevPlatform};
 use sev_proto::session::{owner_session, OwnerSession};
 use vmm::builder::{LaunchBackend, SevSpec, VmBuilder};
 use vmm::confidential::{
@@ -87,7 +86,7 @@ impl Rig {
     /// An owner session for this platform's PDH (exported through the loopback's /dev/sev).
     fn owner(&self, policy: u32) -> OwnerSession {
         let hw = HwPlatform::open_with_port(self.lb.sev_path(), self.lb.clone()).unwrap();
-        let pdh = SevCert::parse(&hw.pdh_cert_export().unwrap().pdh).unwrap();
+        let pdh = hw.pdh_cert_export().unwrap().pdh;
         owner_session(&pdh, policy).unwrap()
     }
 
@@ -139,9 +138,8 @@ impl Rig {
         on_reset: ResetMode,
     ) -> (VmBuilder, Arc<Mutex<Vec<u8>>>) {
         let params = LaunchParams {
-            policy,
-            godh_cert: Some(owner.godh_cert.encode()),
-            session: Some(owner.session.to_bytes().to_vec()),
+            policy: GuestPolicy(policy),
+            owner: Some(owner.launch_owner()),
             handle: 0,
             cbitpos: self.info.cbitpos,
             reduced_phys_bits: 1,
@@ -278,7 +276,11 @@ fn assert_kvm_order(log: &[LogEntry], cpus: usize, es: bool) -> Vec<u32> {
 }
 
 /// The secret table with one entry, as `sevm owner secret` makes it, and the packet.
-fn secret_packet(owner: &OwnerSession, measure: &[u8; 48], secret: &[u8]) -> (Vec<u8>, Vec<u8>) {
+fn secret_packet(
+    owner: &OwnerSession,
+    measure: &[u8; 48],
+    secret: &[u8],
+) -> (PacketHeader, Vec<u8>) {
     let mut t = sev_proto::secret_table::SecretTable::new();
     t.push(
         uuid::Uuid::parse_str("736869e5-84f0-4973-92ec-06879ce3da0b").unwrap(),
@@ -287,7 +289,7 @@ fn secret_packet(owner: &OwnerSession, measure: &[u8; 48], secret: &[u8]) -> (Ve
     let plain = t.encode().unwrap();
     let m: [u8; 32] = measure[..32].try_into().unwrap();
     let (hdr, ct) = sev_proto::secret::build_packet(&owner.keys, &m, [9; 16], 0, &plain).unwrap();
-    (hdr.to_bytes().to_vec(), ct)
+    (hdr, ct)
 }
 
 /// A plain SEV launch of `secret-reader` over the loopback: KVM's order holds, the firmware's

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform};
+use sev_firmware::{GuestPolicy, LaunchOwner, PacketHeader, SevGuest, SevPlatform};
 
 fn plat(dir: &Path) -> Command {
     let mut c = sevm();
@@ -182,14 +182,16 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
         .args(["session", "--name", "s"])
         .arg(f("sev.bin"))
         .arg(policy.to_string()));
-    let godh = read_b64(&f("s_godh.b64"));
-    let session = read_b64(&f("s_session.b64"));
+    // sevctl's files decode as ours (the edge where an owner's files come in).
+    let owner =
+        LaunchOwner::from_bytes(&read_b64(&f("s_godh.b64")), &read_b64(&f("s_session.b64")))
+            .expect("sevctl's GODH certificate and session decode");
 
     let platform = SoftPlatform::open(&pd).unwrap();
     let mut guest = platform.new_guest();
     guest.init(false).unwrap();
     guest
-        .launch_start(policy, Some(&godh), Some(&session), 0)
+        .launch_start(GuestPolicy(policy), Some(&owner), 0)
         .expect("LAUNCH_START must accept sevctl's session");
     // Measure an image, then check the measurement with sevctl's TIK.
     let mut image = vec![0x5Au8; 8192];
@@ -220,7 +222,8 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
         ))
         .arg(f("hdr.bin"))
         .arg(f("payload.bin")));
-    let hdr = std::fs::read(f("hdr.bin")).unwrap();
+    let hdr = PacketHeader::from_bytes(&std::fs::read(f("hdr.bin")).unwrap())
+        .expect("sevctl's packet header decodes");
     let ct = std::fs::read(f("payload.bin")).unwrap();
     let mut dest = vec![0u8; ct.len()];
     guest
@@ -238,9 +241,7 @@ fn sevctl_session_is_accepted_by_soft_launch_start() {
     // A session for another policy is refused (policy MAC).
     let mut g2 = platform.new_guest();
     g2.init(false).unwrap();
-    assert!(g2
-        .launch_start(0x3, Some(&godh), Some(&session), 0)
-        .is_err());
+    assert!(g2.launch_start(GuestPolicy(0x3), Some(&owner), 0).is_err());
 }
 
 #[test]
@@ -296,9 +297,14 @@ fn our_session_against_our_platform() {
     guest.init(true).unwrap();
     guest
         .launch_start(
-            policy,
-            Some(&read_b64(&f("g_godh.b64"))),
-            Some(&read_b64(&f("g_session.b64"))),
+            GuestPolicy(policy),
+            Some(
+                &LaunchOwner::from_bytes(
+                    &read_b64(&f("g_godh.b64")),
+                    &read_b64(&f("g_session.b64")),
+                )
+                .unwrap(),
+            ),
             0,
         )
         .expect("LAUNCH_START must accept our session");
@@ -323,7 +329,7 @@ fn our_session_against_our_platform() {
     let mut dest = vec![0u8; ct.len()];
     guest
         .launch_secret(
-            &std::fs::read(f("h.bin")).unwrap(),
+            &PacketHeader::from_bytes(&std::fs::read(f("h.bin")).unwrap()).unwrap(),
             &ct,
             0x30_0000,
             &mut dest,

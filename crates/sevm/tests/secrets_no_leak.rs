@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::{SevGuest, SevPlatform};
+use sev_firmware::{GuestPolicy, SevGuest, SevPlatform};
 use sev_proto::cert::SevCert;
 use sev_proto::measure::LaunchMeasure;
 
@@ -156,13 +156,8 @@ fn library_flows_at_trace_level_log_no_secret() {
         tracing::trace!(keys = ?sess.keys, "owner session keys");
         let mut g = p.new_guest();
         g.init(false).unwrap();
-        g.launch_start(
-            policy,
-            Some(&sess.godh_cert.encode()),
-            Some(&sess.session.to_bytes()),
-            0,
-        )
-        .unwrap();
+        g.launch_start(GuestPolicy(policy), Some(&sess.launch_owner()), 0)
+            .unwrap();
         let gpa = 0x10_0000u64;
         let mut mem = vec![0x5au8; 0x2000];
         g.launch_update_data(gpa, &mut mem).unwrap();
@@ -173,13 +168,12 @@ fn library_flows_at_trace_level_log_no_secret() {
             sev_proto::secret::build_packet(&sess.keys, &lm.measure, iv, 0, &secret_pt).unwrap();
         bad_hdr.mac[0] ^= 1;
         let e = g
-            .launch_secret(&bad_hdr.to_bytes(), &bad_ct, gpa, &mut mem[..64])
+            .launch_secret(&bad_hdr, &bad_ct, gpa, &mut mem[..64])
             .unwrap_err();
         tracing::error!("refused as expected: {e} / {e:?}");
         let (hdr, ct) =
             sev_proto::secret::build_packet(&sess.keys, &lm.measure, iv, 0, &secret_pt).unwrap();
-        g.launch_secret(&hdr.to_bytes(), &ct, gpa, &mut mem[..64])
-            .unwrap();
+        g.launch_secret(&hdr, &ct, gpa, &mut mem[..64]).unwrap();
         g.launch_finish().unwrap();
         let _ = g.guest_status().unwrap();
         let _ = g.attestation_report([1u8; 16]).unwrap();

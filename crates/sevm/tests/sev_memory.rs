@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::kvm_or_skip;
 use sev_firmware::soft::SoftPlatform;
-use sev_firmware::SevPlatform;
+use sev_firmware::{GuestPolicy, PacketHeader, SevPlatform};
 use vmm::builder::{LaunchBackend, SevSpec, VmBuilder};
 use vmm::confidential::{
     AccessKind, ConfidentialError, LaunchHandle, LaunchParams, Phase, PlatformInfo, ResetMode,
@@ -48,9 +48,8 @@ fn launch_with(
     let st = plat.platform_status().unwrap();
     let cbit = plat.cbit_pos().unwrap();
     let params = LaunchParams {
-        policy,
-        godh_cert: None,
-        session: None,
+        policy: GuestPolicy(policy),
+        owner: None,
         handle: 0,
         cbitpos: cbit,
         reduced_phys_bits: 1,
@@ -159,7 +158,11 @@ fn device_writes_into_private_memory_are_refused() {
     );
     // A secret outside the EFI secret area is refused before the firmware sees it.
     let e = h
-        .inject_secret(&[0; 52], &[0; 32], Some(0x40000))
+        .inject_secret(
+            &PacketHeader::from_bytes(&[0; 52]).unwrap(),
+            &[0; 32],
+            Some(0x40000),
+        )
         .unwrap_err();
     assert!(matches!(e, ConfidentialError::SecretRange(_)), "{e}");
 }

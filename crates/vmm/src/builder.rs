@@ -326,9 +326,8 @@ mod tests {
         SevSpec {
             backend: LaunchBackend::Soft(plat.clone()),
             params: LaunchParams {
-                policy,
-                godh_cert: None,
-                session: None,
+                policy: sev_firmware::GuestPolicy(policy),
+                owner: None,
                 handle: 0,
                 cbitpos: cbit,
                 reduced_phys_bits: 1,

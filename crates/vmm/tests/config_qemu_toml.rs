@@ -51,8 +51,17 @@ fn qemu_full_object() {
     assert_eq!(cfg.policy, 5);
     assert_eq!(cfg.cbitpos, Some(51));
     assert_eq!(cfg.reduced_phys_bits, 1);
-    assert_eq!(cfg.godh_cert.as_deref(), Some(owner.cert.as_slice()));
-    assert_eq!(cfg.session.as_deref(), Some(owner.session.as_slice()));
+    assert_eq!(
+        cfg.owner.as_ref().map(|o| o.godh.encode()).as_deref(),
+        Some(owner.cert.as_slice())
+    );
+    assert_eq!(
+        cfg.owner
+            .as_ref()
+            .map(|o| o.session.to_bytes().to_vec())
+            .as_deref(),
+        Some(owner.session.as_slice())
+    );
     assert_eq!(cfg.handle, 7);
     assert!(cfg.kernel_hashes);
     assert!(cfg.debug_swap);
@@ -95,7 +104,13 @@ fn qemu_comma_escape_in_file_names() {
         s.display().to_string().replace(',', ",,")
     );
     let cfg = qemu_object(&obj, "confidential-guest-support=sev0").unwrap();
-    assert_eq!(cfg.session.as_deref(), Some(owner.session.as_slice()));
+    assert_eq!(
+        cfg.owner
+            .as_ref()
+            .map(|o| o.session.to_bytes().to_vec())
+            .as_deref(),
+        Some(owner.session.as_slice())
+    );
     let pairs = parse_options("a,x=1,,2,,,y=", "t").unwrap();
     assert_eq!(
         pairs,
@@ -272,7 +287,13 @@ platform-dir = "plat"
     assert_eq!(sev.backend, Some(SevBackend::Hw));
     assert_eq!(sev.platform_dir, Some(dir.path().join("plat")));
     assert_eq!(sev.legacy_vm_type, OnOffAuto::Off);
-    assert_eq!(sev.session.as_deref(), Some(owner.session.as_slice()));
+    assert_eq!(
+        sev.owner
+            .as_ref()
+            .map(|o| o.session.to_bytes().to_vec())
+            .as_deref(),
+        Some(owner.session.as_slice())
+    );
     assert_eq!(sev.source, ConfigSource::Toml { path });
     // No [sev] table: a plain VM.
     let cfg = from_toml_str(
@@ -403,7 +424,12 @@ fn toml_from_file() {
     // Relative names resolve against the TOML file's directory, whatever the cwd.
     let cfg = from_toml_file(&p, &ValidationInputs::default()).unwrap();
     assert_eq!(
-        cfg.sev.unwrap().godh_cert.as_deref(),
+        cfg.sev
+            .unwrap()
+            .owner
+            .as_ref()
+            .map(|o| o.godh.encode())
+            .as_deref(),
         Some(owner.cert.as_slice())
     );
     let e = from_toml_file(

@@ -150,8 +150,17 @@ fn valid_file_with_real_certificate_and_session() {
     .unwrap();
     assert_eq!(cfg.policy, 5);
     assert!(cfg.es());
-    assert_eq!(cfg.godh_cert.as_deref(), Some(owner.cert.as_slice()));
-    assert_eq!(cfg.session.as_deref(), Some(owner.session.as_slice()));
+    assert_eq!(
+        cfg.owner.as_ref().map(|o| o.godh.encode()).as_deref(),
+        Some(owner.cert.as_slice())
+    );
+    assert_eq!(
+        cfg.owner
+            .as_ref()
+            .map(|o| o.session.to_bytes().to_vec())
+            .as_deref(),
+        Some(owner.session.as_slice())
+    );
     assert_eq!(cfg.vcpus, Some(2));
     assert_eq!(cfg.reduced_phys_bits, 1);
     assert_eq!(cfg.cbitpos, None);
@@ -180,7 +189,7 @@ fn extension_keys_and_defaults() {
     assert_eq!(cfg.handle, 16);
     assert!(cfg.kernel_hashes);
     assert_eq!(cfg.vcpus, Some(4));
-    assert!(cfg.godh_cert.is_none() && cfg.session.is_none());
+    assert!(cfg.owner.is_none());
     // An empty section: QEMU's default policy, nothing else.
     let cfg = accepted("\u{feff}[sev-launch]\r\n", "e.conf");
     assert_eq!(cfg.policy, 1);
@@ -506,6 +515,15 @@ fn files_from_real_sevctl_session() {
     );
     let p = write(dir.path(), "sev.conf", &text);
     let cfg = from_sev_launch_file(&p, &inputs()).unwrap();
-    assert_eq!(cfg.session.as_deref(), Some(session.as_slice()));
-    assert_eq!(cfg.godh_cert.as_deref(), Some(cert.as_slice()));
+    assert_eq!(
+        cfg.owner
+            .as_ref()
+            .map(|o| o.session.to_bytes().to_vec())
+            .as_deref(),
+        Some(session.as_slice())
+    );
+    assert_eq!(
+        cfg.owner.as_ref().map(|o| o.godh.encode()).as_deref(),
+        Some(cert.as_slice())
+    );
 }

@@ -250,7 +250,12 @@ fn inject_launch_secret_states_and_decoding() {
     assert_generic_err(&r, "SEV: Failed to decode data");
     let short_header = json!(B64.encode([0u8; 10]));
     let r = inject(&mut c, with_member(&args, "packet-header", short_header));
-    assert_err_prefix(&r, "GenericError", "SEV: failed to inject secret");
+    // Decoded where it arrives: QEMU's prefix, the argument and what is wrong with it.
+    assert_generic_err(
+        &r,
+        "SEV: failed to inject secret: 'packet-header': secret packet header: length is 10 \
+         bytes, expected exactly 52",
+    );
     let r = inject(&mut c, with_member(&args, "gpa", json!(-1)));
     assert_generic_err(&r, "Parameter 'gpa' expects uint64");
     let r = inject(&mut c, with_member(&args, "gpa", json!("0x1000")));

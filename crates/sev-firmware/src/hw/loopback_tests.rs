@@ -11,6 +11,7 @@ use sev_proto::cert::chain::{verify_full, FullChain};
 use sev_proto::cert::{Algo, SevCert, Usage};
 use sev_proto::measure::{measurement, LaunchDigest};
 use sev_proto::secret::build_packet;
+use sev_proto::session::LaunchOwner;
 use sev_proto::session::{owner_session_with, TransportKeys};
 use sev_proto::vmsa::{kvm_es_vmsa, qemu_vmsa, vmsa, KvmVmsaParams, VcpuState, VmsaProfile};
 
@@ -45,8 +46,7 @@ impl Rig {
 }
 
 struct Owner {
-    godh: Vec<u8>,
-    session: [u8; 128],
+    launch: LaunchOwner,
     keys: TransportKeys,
 }
 
@@ -55,21 +55,21 @@ struct Owner {
 fn owner(r: &Rig, hw: &HwPlatform, policy: u32) -> Owner {
     let exp = hw.pdh_cert_export().unwrap();
     let soft = r.lb.platform().export_chain().unwrap();
-    let mut bytes = exp.pdh.clone();
-    bytes.extend_from_slice(&exp.chain[..2 * SevCert::LEN]);
+    let mut bytes = exp.pdh.encode();
+    bytes.extend_from_slice(&exp.pek.encode());
+    bytes.extend_from_slice(&exp.oca.encode());
     bytes.extend_from_slice(&soft.cek);
     bytes.extend_from_slice(&soft.ask);
     bytes.extend_from_slice(&soft.ark);
     let full = FullChain::parse(&bytes).expect("chain parses");
     verify_full(&full, None).expect("chain exported through /dev/sev verifies");
-    let pdh = SevCert::parse(&exp.pdh).unwrap();
+    let pdh = exp.pdh;
     let godh_key: EcKey<Private> =
         EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap();
     let keys = TransportKeys::random().unwrap();
     let s = owner_session_with(&pdh, &godh_key, keys, &[3u8; 16], &[4u8; 16], policy).unwrap();
     Owner {
-        godh: s.godh_cert.encode(),
-        session: s.session.to_bytes(),
+        launch: s.launch_owner(),
         keys: s.keys.clone(),
     }
 }
@@ -93,8 +93,8 @@ fn errno_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
     }
 }
 
-fn verify_report(report: &[u8], pek: &[u8]) -> bool {
-    let pek = SevCert::parse(pek).unwrap().ec_public_key().unwrap();
+fn verify_report(report: &[u8], pek: &SevCert) -> bool {
+    let pek = pek.ec_public_key().unwrap();
     let digest =
         openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &report[..0x34]).unwrap();
     let le = |b: &[u8]| {
@@ -127,10 +127,10 @@ fn platform_commands_through_dev_sev() {
     assert_eq!(st.state, PlatformState::Init);
     assert!(st.config_es, "the driver INITs with the ES flag and a TMR");
     let soft = r.lb.platform().export_chain().unwrap();
-    assert_eq!(exp.pdh, soft.pdh);
-    assert_eq!(&exp.chain[..SevCert::LEN], &soft.pek[..]);
-    assert_eq!(&exp.chain[SevCert::LEN..2 * SevCert::LEN], &soft.oca[..]);
-    assert_eq!(exp.chain.len(), 3 * SevCert::LEN);
+    assert_eq!(exp.pdh.encode(), soft.pdh);
+    assert_eq!(exp.pek.encode(), soft.pek);
+    assert_eq!(exp.oca.encode(), soft.oca);
+    assert_eq!(exp.chain_bytes().len(), 3 * SevCert::LEN);
     owner(&r, &hw, 0);
 
     let id = hw.get_id().unwrap();
@@ -138,9 +138,8 @@ fn platform_commands_through_dev_sev() {
     assert_eq!(id, r.lb.platform().get_id().unwrap());
 
     let csr = hw.pek_csr().unwrap();
-    assert_eq!(csr.len(), SevCert::LEN);
     assert_eq!(
-        SevCert::parse(&csr).unwrap().unsigned().encode(),
+        csr.unsigned().encode(),
         SevCert::parse(&soft.pek).unwrap().unsigned().encode(),
         "the CSR is the PEK body"
     );
@@ -149,28 +148,38 @@ fn platform_commands_through_dev_sev() {
     hw.pdh_gen().unwrap();
     let after = hw.pdh_cert_export().unwrap();
     assert_ne!(after.pdh, exp.pdh);
-    assert_eq!(after.chain, exp.chain);
+    assert_eq!(after.chain_bytes(), exp.chain_bytes());
     hw.pek_gen().unwrap();
     let after2 = hw.pdh_cert_export().unwrap();
-    assert_ne!(&after2.chain[..SevCert::LEN], &exp.chain[..SevCert::LEN]);
+    assert_ne!(after2.pek, exp.pek);
 
     // Take ownership with an OCA-signed CSR, then FACTORY_RESET gives it up.
     let p384 = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
     let oca_key = EcKey::generate(&p384).unwrap();
     let mut oca_c = SevCert::new_ec(Usage::OCA, Algo::ECDSA_SHA256, 0, 24, &oca_key).unwrap();
     oca_c.sign_with(&oca_key, Usage::OCA).unwrap();
-    let oca = oca_c.encode();
-    let mut pek_c = SevCert::parse(&hw.pek_csr().unwrap()).unwrap();
-    pek_c.sign_with(&oca_key, Usage::OCA).unwrap();
-    let pek = pek_c.encode();
+    let oca = oca_c;
+    let mut pek = hw.pek_csr().unwrap();
+    pek.sign_with(&oca_key, Usage::OCA).unwrap();
     let mut wrong = pek.clone();
-    wrong[0x20] ^= 1;
+    wrong.pubkey[0x10] ^= 1;
     assert_eq!(
         status_of(hw.pek_cert_import(&wrong, &oca)),
         Status::BadSignature
     );
-    // psp_copy_user_blob refuses an empty blob before the firmware runs.
-    assert_eq!(errno_of(hw.pek_cert_import(&[], &oca)), libc::EINVAL);
+    // psp_copy_user_blob refuses an empty blob before the firmware runs (a certificate
+    // cannot be empty, so the raw command shows it).
+    let (empty, oca_bytes) = (Vec::<u8>::new(), oca.encode());
+    let mut d = SevUserDataTwoBufs {
+        addr1: empty.as_ptr() as u64,
+        len1: 0,
+        addr2: oca_bytes.as_ptr() as u64,
+        len2: oca_bytes.len() as u32,
+    };
+    assert_eq!(
+        errno_of(hw.issue(sev_cmd::PEK_CERT_IMPORT, "PEK_CERT_IMPORT", Some(&mut d))),
+        libc::EINVAL
+    );
     hw.pek_cert_import(&pek, &oca).unwrap();
     assert!(hw.platform_status().unwrap().owner_external);
     assert_eq!(
@@ -199,17 +208,17 @@ fn full_launch_through_kvm_on_the_loopback() {
     g.init(false).unwrap();
 
     let count_before = hw.platform_status().unwrap().guest_count;
-    let mut s = o.session;
-    s[0x40] ^= 1; // wrap MAC
+    let mut s = o.launch.clone();
+    s.session.wrap_mac[0] ^= 1;
     assert_eq!(
-        status_of(g.launch_start(policy, Some(&o.godh), Some(&s), 0)),
+        status_of(g.launch_start(GuestPolicy(policy), Some(&s), 0)),
         Status::BadMeasurement,
         "the firmware status comes back through kvm_sev_cmd.error as with the soft backend"
     );
     assert_eq!(hw.platform_status().unwrap().guest_count, count_before);
 
     let h = g
-        .launch_start(policy, Some(&o.godh), Some(&o.session), 0)
+        .launch_start(GuestPolicy(policy), Some(&o.launch), 0)
         .unwrap();
     assert!(h >= 1);
     let st = hw.platform_status().unwrap();
@@ -260,25 +269,24 @@ fn full_launch_through_kvm_on_the_loopback() {
     let mut sec_backing = vec![0u8; 2 * 4096];
     let sec_page = aligned(&mut sec_backing, 4096);
     let dest = &mut sec_page[0x100..0x120];
-    let mut bad = hdr.to_bytes();
-    bad[20] ^= 1;
+    let mut bad = hdr;
+    bad.mac[0] ^= 1;
     assert_eq!(
         status_of(g.launch_secret(&bad, &ct, 0x20_0100, dest)),
         Status::BadMeasurement
     );
-    g.launch_secret(&hdr.to_bytes(), &ct, 0x20_0100, dest)
-        .unwrap();
+    g.launch_secret(&hdr, &ct, 0x20_0100, dest).unwrap();
     assert_ne!(&dest[..], &secret[..], "the host sees the secret encrypted");
     let mut out = [0u8; 32];
     g.dbg_decrypt(0x20_0100, vs(dest), &mut out).unwrap();
     assert_eq!(out, secret, "the secret's plaintext is in guest memory");
 
-    let report = g.attestation_report([5u8; 16]).unwrap();
+    let report = g.attestation_report([5u8; 16]).unwrap().to_bytes();
     assert_eq!(report.len(), 0xD0);
     assert_eq!(&report[..16], &[5u8; 16]);
     assert_eq!(&report[0x10..0x30], &ld[..]);
     assert!(
-        verify_report(&report, &exp.chain[..SevCert::LEN]),
+        verify_report(&report, &exp.pek),
         "the report verifies with the exported PEK"
     );
 
@@ -342,7 +350,7 @@ fn es_launch_measures_each_vcpu_once() {
         };
         let vmsas: Vec<[u8; 4096]> = (0..2).map(|i| vmsa(profile, i == 0, reset, sig)).collect();
         assert_ne!(vmsas[0], vmsas[1]);
-        g.launch_start(policy, Some(&o.godh), Some(&o.session), 0)
+        g.launch_start(GuestPolicy(policy), Some(&o.launch), 0)
             .unwrap();
         let mut backing = vec![0u8; 2 * 4096];
         let ram = aligned(&mut backing, 4096);
@@ -350,11 +358,9 @@ fn es_launch_measures_each_vcpu_once() {
         let plain = ram.to_vec();
         g.register_region(0, ram).unwrap();
         g.launch_update_data(0, ram).unwrap();
-        // The VMM calls this once per vCPU; KVM encrypts every vCPU on one call, from the
-        // vCPUs' registers (the bytes passed here are ignored).
-        for _ in &vmsas {
-            g.launch_update_vmsa(&mut [0xEE; 4096]).unwrap();
-        }
+        // One call for every vCPU: KVM encrypts them all from the vCPUs' registers (the
+        // bytes passed here are not given to KVM).
+        g.launch_update_vmsas(&[[0xEE; 4096]; 2]).unwrap();
         let m = g.launch_measure().unwrap();
         let mut ld = LaunchDigest::new();
         ld.update(&plain);
@@ -373,7 +379,7 @@ fn es_launch_measures_each_vcpu_once() {
         let mut again =
             HwGuest::with_port(vm.as_raw_fd(), vm_type, r.lb.sev_path(), r.port()).unwrap();
         assert_eq!(
-            errno_of(again.launch_update_vmsa(&mut [0u8; 4096])),
+            errno_of(again.launch_update_vmsas(&[[0u8; 4096]; 2])),
             libc::EINVAL
         );
         g.launch_finish().unwrap();
@@ -388,7 +394,7 @@ fn es_launch_measures_each_vcpu_once() {
     g.init(false).unwrap();
     // An ES policy on an SEV VM: KVM bound an SEV ASID, so ACTIVATE refuses it.
     assert_eq!(
-        status_of(g.launch_start(policy, None, None, 0)),
+        status_of(g.launch_start(GuestPolicy(policy), None, 0)),
         Status::InvalidAsid
     );
 }
@@ -400,20 +406,23 @@ fn kernel_refusals_reach_the_caller() {
     let vm = r.lb.create_vm(0);
     let mut g = r.guest(&vm, 0);
     // LAUNCH commands and REG_REGION before KVM_SEV_INIT: not an SEV guest (ENOTTY).
-    assert_eq!(errno_of(g.launch_start(0, None, None, 0)), libc::ENOTTY);
+    assert_eq!(
+        errno_of(g.launch_start(GuestPolicy(0), None, 0)),
+        libc::ENOTTY
+    );
     assert_eq!(errno_of(g.launch_measure()), libc::ENOTTY);
     let mut mem = vec![0u8; 4096];
     assert_eq!(errno_of(g.register_region(0, &mut mem)), libc::ENOTTY);
     g.init(false).unwrap();
     assert_eq!(errno_of(g.init(false)), libc::EINVAL, "second INIT");
     assert_eq!(
-        errno_of(g.launch_update_vmsa(&mut [0u8; 4096])),
+        errno_of(g.launch_update_vmsas(&[[0u8; 4096]])),
         libc::ENOTTY
     );
     // Commands the firmware refuses in this state.
-    g.launch_start(0x1, None, None, 0).unwrap(); // NODBG
+    g.launch_start(GuestPolicy(0x1), None, 0).unwrap(); // NODBG
     assert_eq!(status_of(g.launch_finish()), Status::InvalidGuestState);
-    let hdr = [0u8; 52];
+    let hdr = PacketHeader::from_bytes(&[0u8; 52]).unwrap();
     let ct = [0u8; 16];
     let mut dest = vec![0u8; 16];
     assert_eq!(
@@ -445,7 +454,10 @@ fn kernel_refusals_reach_the_caller() {
     let vm4 = r.lb.create_vm(0);
     let mut g4 = HwGuest::with_port(vm4.as_raw_fd(), 0, &other, r.port()).unwrap();
     g4.init(false).unwrap();
-    assert_eq!(errno_of(g4.launch_start(0, None, None, 0)), libc::EBADF);
+    assert_eq!(
+        errno_of(g4.launch_start(GuestPolicy(0), None, 0)),
+        libc::EBADF
+    );
 
     drop(g);
     r.lb.destroy_vm(vm);
@@ -513,7 +525,7 @@ fn emulated_kernel_follows_the_length_probes() {
     assert_eq!(probe.unwrap(), 0);
     let mut g = r.guest(&vm, 0);
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     let op = |id: u32, data: u64| {
         let mut c = kb::kvm_sev_cmd {
             id,
@@ -620,7 +632,7 @@ fn misuse_script(g: &mut dyn SevGuest) -> Vec<String> {
     let mem = aligned(&mut backing, 2 * 4096);
     mem.fill(7);
     log.push(outcome(g.init(false)));
-    log.push(outcome(g.launch_start(0x1, None, None, 0))); // NODBG
+    log.push(outcome(g.launch_start(GuestPolicy(0x1), None, 0))); // NODBG
     log.push(outcome(g.register_region(0x1000, mem)));
     log.push(outcome(g.launch_update_data(0x1000, &mut mem[..4096])));
     log.push(outcome(
@@ -630,7 +642,7 @@ fn misuse_script(g: &mut dyn SevGuest) -> Vec<String> {
     log.push(outcome(g.dbg_decrypt(0x1000, vs(&mut mem[..32]), &mut out)));
     log.push(outcome(g.dbg_decrypt(0x1000, vs(&mut mem[..16]), &mut out)));
     log.push(outcome(g.launch_finish()));
-    let hdr = [0u8; 52];
+    let hdr = PacketHeader::from_bytes(&[0u8; 52]).unwrap();
     let mut dest = [0u8; 16];
     log.push(outcome(
         g.launch_secret(&hdr, &[0u8; 32], 0x2000, &mut dest),
@@ -646,7 +658,9 @@ fn misuse_script(g: &mut dyn SevGuest) -> Vec<String> {
         "{:?}",
         g.guest_status().map(|s| (s.state, s.policy)).ok()
     ));
-    log.push(outcome(g.attestation_report([1; 16]).map(|r| r.len())));
+    log.push(outcome(
+        g.attestation_report([1; 16]).map(|r| r.to_bytes().len()),
+    ));
     log.push(outcome(g.launch_finish()));
     log.push(format!("{:?}", g.guest_status().map(|s| s.state).ok()));
     log.push(outcome(g.launch_finish()));
@@ -680,7 +694,7 @@ fn es_asids_run_out_and_are_recycled() {
     let mut guests: Vec<HwGuest> = vms.iter().map(|vm| r.guest(vm, 0)).collect();
     for g in guests.iter_mut() {
         g.init(true).unwrap();
-        g.launch_start(0x4, None, None, 0).unwrap();
+        g.launch_start(GuestPolicy(0x4), None, 0).unwrap();
     }
     let extra = r.lb.create_vm(0);
     let mut ge = r.guest(&extra, 0);
@@ -694,7 +708,7 @@ fn es_asids_run_out_and_are_recycled() {
     guests.pop();
     r.lb.destroy_vm(vms.into_iter().last().unwrap());
     ge.init(true).unwrap();
-    ge.launch_start(0x4, None, None, 0).unwrap();
+    ge.launch_start(GuestPolicy(0x4), None, 0).unwrap();
     assert_eq!(
         r.platform().platform_status().unwrap().guest_count,
         n as u32
@@ -707,7 +721,7 @@ fn physically_scattered_pages() {
     let vm = r.lb.create_vm(0);
     let mut g = r.guest(&vm, 0);
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     let mut backing = vec![0u8; 3 * 4096];
     let ram = aligned(&mut backing, 2 * 4096);
     for (i, b) in ram.iter_mut().enumerate() {
@@ -729,13 +743,9 @@ fn physically_scattered_pages() {
     let report = g.attestation_report([0; 16]).unwrap();
     let mut ld = LaunchDigest::new();
     ld.update(&plain);
-    assert_eq!(
-        &report[0x10..0x30],
-        &ld.finish()[..],
-        "digest over both runs"
-    );
+    assert_eq!(report.launch_digest, ld.finish(), "digest over both runs");
     // LAUNCH_SECRET needs a physically contiguous destination: EINVAL before the firmware.
-    let hdr = [0u8; 52];
+    let hdr = PacketHeader::from_bytes(&[0u8; 52]).unwrap();
     let ct = [0u8; 32];
     assert_eq!(
         errno_of(g.launch_secret(&hdr, &ct, 0xFF0, &mut ram[4096 - 16..4096 + 16])),
@@ -869,9 +879,9 @@ fn init2_vmsa_features_follow_the_host() {
     let o = owner(&r, &hw, 0x4);
     let mut g = r.guest(&vm, KVM_X86_SEV_ES_VM);
     r.lb.add_vcpu(&vm, VcpuState::kvm_reset());
-    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+    g.launch_start(GuestPolicy(0x4), Some(&o.launch), 0)
         .unwrap();
-    g.launch_update_vmsa(&mut [0u8; 4096]).unwrap();
+    g.launch_update_vmsas(&[[0u8; 4096]]).unwrap();
     let m = g.launch_measure().unwrap();
     let params = KvmVmsaParams {
         vmsa_features: 1 << 5,
@@ -902,7 +912,7 @@ fn pinning_counts_against_rlimit_memlock() {
     let vm = r.lb.create_vm(0);
     let mut g = r.guest(&vm, 0);
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     let no = r.lb.log().last().unwrap().vm;
     let mut backing = vec![0u8; 4 * 4096];
     let ram = aligned(&mut backing, 3 * 4096);
@@ -944,12 +954,12 @@ fn launch_secret_over_16_kib_is_einval() {
     let vm = r.lb.create_vm(0);
     let mut g = r.guest(&vm, 0);
     g.init(false).unwrap();
-    g.launch_start(0, None, None, 0).unwrap();
+    g.launch_start(GuestPolicy(0), None, 0).unwrap();
     g.launch_measure().unwrap();
     let mut backing = vec![0u8; 7 * 4096];
     let dest = aligned(&mut backing, 0x4010);
     let ct = vec![0u8; 0x4010];
-    let hdr = [0u8; 52];
+    let hdr = PacketHeader::from_bytes(&[0u8; 52]).unwrap();
     assert_eq!(errno_of(g.launch_secret(&hdr, &ct, 0, dest)), libc::EINVAL);
     let last = r.lb.log().pop().unwrap();
     assert_eq!(
@@ -975,11 +985,20 @@ fn es_launch_with_port_vcpus(
         .map(|i| g.create_vcpu(i).unwrap().expect("a vCPU fd"))
         .collect();
     set(&fds);
-    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+    g.launch_start(GuestPolicy(0x4), Some(&o.launch), 0)
         .unwrap();
-    for _ in 0..2 {
-        g.launch_update_vmsa(&mut [0u8; 4096])?;
-    }
+    // Two vCPUs were created through the guest: one VMSA for one of them is refused before
+    // KVM is asked (KVM would measure both).
+    assert!(matches!(
+        g.launch_update_vmsas(&[[0u8; 4096]]),
+        Err(FwError::InvalidArgument(_))
+    ));
+    g.launch_update_vmsas(&[[0u8; 4096]; 2])?;
+    // Once per launch: KVM did every vCPU.
+    assert!(matches!(
+        g.launch_update_vmsas(&[[0u8; 4096]; 2]),
+        Err(FwError::InvalidArgument(_))
+    ));
     let m = g.launch_measure().unwrap();
     Ok((m, o))
 }
@@ -1069,10 +1088,10 @@ fn launch_update_vmsa_builds_the_vmsa_from_the_vcpu_registers() {
             ..VcpuState::kvm_reset()
         },
     );
-    g.launch_start(0x4, Some(&o.godh), Some(&o.session), 0)
+    g.launch_start(GuestPolicy(0x4), Some(&o.launch), 0)
         .unwrap();
     assert_eq!(
-        errno_of(g.launch_update_vmsa(&mut [0u8; 4096])),
+        errno_of(g.launch_update_vmsas(&[[0u8; 4096]])),
         libc::EINVAL
     );
 }

@@ -14,7 +14,7 @@ use sev_proto::measure::LaunchMeasure;
 use vm_memory::VolatileSlice;
 
 use super::{SoftGuest, SoftPlatform};
-use crate::{SevGuest, SevPlatform};
+use crate::{GuestPolicy, SevGuest, SevPlatform};
 
 #[derive(Clone)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -79,16 +79,12 @@ fn no_memory_key_in_any_output_at_trace_level() {
         // Two guests, the second sharing the first's key (LAUNCH_START with a handle).
         let mut g1 = p.new_guest();
         g1.init(false).unwrap();
-        g1.launch_start(
-            policy,
-            Some(&sess.godh_cert.encode()),
-            Some(&sess.session.to_bytes()),
-            0,
-        )
-        .unwrap();
+        g1.launch_start(GuestPolicy(policy), Some(&sess.launch_owner()), 0)
+            .unwrap();
         let mut g2 = p.new_guest();
         g2.init(false).unwrap();
-        g2.launch_start(policy, None, None, g1.handle()).unwrap();
+        g2.launch_start(GuestPolicy(policy), None, g1.handle())
+            .unwrap();
         for (name, g) in [("guest 1", &g1), ("guest 2", &g2)] {
             for (part, k) in ["VEK", "K1", "K2"].iter().zip(keys_of(&p, g)) {
                 keys.push((format!("{name} {part}"), k));
@@ -102,14 +98,13 @@ fn no_memory_key_in_any_output_at_trace_level() {
         let (hdr, ct) =
             sev_proto::secret::build_packet(&sess.keys, &lm.measure, [9u8; 16], 0, &secret)
                 .unwrap();
-        let mut bad = hdr.to_bytes();
-        bad[20] ^= 1;
+        let mut bad = hdr;
+        bad.mac[0] ^= 1;
         let e = g1
             .launch_secret(&bad, &ct, gpa, &mut mem[..32])
             .unwrap_err();
         tracing::error!("refused as expected: {e} / {e:?}");
-        g1.launch_secret(&hdr.to_bytes(), &ct, gpa, &mut mem[..32])
-            .unwrap();
+        g1.launch_secret(&hdr, &ct, gpa, &mut mem[..32]).unwrap();
         g1.launch_finish().unwrap();
         let mut out = vec![0u8; 64];
         g1.dbg_decrypt(gpa, VolatileSlice::from(&mut mem[..64]), &mut out)

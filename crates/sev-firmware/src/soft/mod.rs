@@ -16,7 +16,8 @@ mod leak_tests;
 
 use crate::error::{FwError, Result};
 use crate::{
-    CertExport, GuestStatus, PlatformState, PlatformStatus, SevGuest, SevPlatform, VolatileSlice,
+    AttestationReport, CertExport, GuestPolicy, GuestStatus, LaunchOwner, PacketHeader,
+    PlatformState, PlatformStatus, SevGuest, SevPlatform, Vmsa, VolatileSlice,
 };
 use fw::{Fw, LaunchStartArgs};
 use sev_proto::cert::SevCert;
@@ -159,9 +160,9 @@ impl SoftPlatform {
         let g = self.lock();
         let id = &g.fw.id;
         Ok(FullChain {
-            pdh: exp.pdh,
-            pek: exp.chain[..SevCert::LEN].to_vec(),
-            oca: exp.chain[SevCert::LEN..2 * SevCert::LEN].to_vec(),
+            pdh: exp.pdh.encode(),
+            pek: exp.pek.encode(),
+            oca: exp.oca.encode(),
             cek: id.cek.cert.to_vec(),
             ask: id.ask_cert.clone(),
             ark: id.ark_cert.clone(),
@@ -224,22 +225,25 @@ impl SevPlatform for SoftPlatform {
         self.with_init("PDH_GEN", |fw| fw.pdh_gen())
     }
 
-    fn pek_csr(&self) -> Result<Vec<u8>> {
-        self.with_init("PEK_CSR", |fw| {
-            fw.pek_csr(&mut (SevCert::LEN as u32)).map(|c| c.to_vec())
+    fn pek_csr(&self) -> Result<SevCert> {
+        let csr = self.with_init("PEK_CSR", |fw| fw.pek_csr(&mut (SevCert::LEN as u32)))?;
+        SevCert::parse(&csr).map_err(|e| FwError::BadReply {
+            cmd: "PEK_CSR",
+            reason: e.to_string(),
         })
     }
 
-    fn pek_cert_import(&self, pek: &[u8], oca: &[u8]) -> Result<()> {
-        self.with_init("PEK_CERT_IMPORT", |fw| fw.pek_cert_import(pek, oca))
+    fn pek_cert_import(&self, pek: &SevCert, oca: &SevCert) -> Result<()> {
+        let (pek, oca) = (pek.encode(), oca.encode());
+        self.with_init("PEK_CERT_IMPORT", |fw| fw.pek_cert_import(&pek, &oca))
     }
 
     fn pdh_cert_export(&self) -> Result<CertExport> {
-        self.with_init("PDH_CERT_EXPORT", |fw| {
+        let (pdh, chain) = self.with_init("PDH_CERT_EXPORT", |fw| {
             let (mut a, mut b) = (SevCert::LEN as u32, 3 * SevCert::LEN as u32);
             fw.pdh_cert_export(&mut a, &mut b)
-                .map(|(pdh, chain)| CertExport { pdh, chain })
-        })
+        })?;
+        CertExport::from_buffers(&pdh, &chain)
     }
 
     fn get_id(&self) -> Result<Vec<u8>> {
@@ -360,27 +364,29 @@ impl SevGuest for SoftGuest {
 
     fn launch_start(
         &mut self,
-        policy: u32,
-        godh: Option<&[u8]>,
-        session: Option<&[u8]>,
+        policy: GuestPolicy,
+        owner: Option<&LaunchOwner>,
         share_handle: u32,
     ) -> Result<u32> {
         if !self.initialised {
             return Err(FwError::InvalidArgument("LAUNCH_START before KVM_SEV_INIT"));
         }
-        if self.es != sev_proto::policy::GuestPolicy(policy).es() {
+        if self.es != policy.es() {
             return Err(FwError::InvalidArgument(
                 "policy ES bit does not match the VM type",
             ));
         }
+        // The firmware takes the owner's blobs as bytes (KVM copies them from user memory).
+        let godh = owner.map(|o| o.godh.encode());
+        let session = owner.map(|o| o.session.to_bytes());
         let mut g = self.plat.lock();
         let fw = &mut g.fw;
         let h = fw
             .launch_start(&LaunchStartArgs {
                 handle: share_handle,
-                policy,
-                godh,
-                session,
+                policy: policy.bits(),
+                godh: godh.as_deref(),
+                session: session.as_ref().map(|s| &s[..]),
             })
             .map_err(st("LAUNCH_START"))?;
         // KVM's sev_bind_asid.
@@ -409,16 +415,23 @@ impl SevGuest for SoftGuest {
         Ok(())
     }
 
-    fn launch_update_vmsa(&mut self, vmsa: &mut [u8]) -> Result<()> {
+    fn launch_update_vmsas(&mut self, vmsas: &[Vmsa]) -> Result<()> {
+        if vmsas.is_empty() {
+            return Err(FwError::InvalidArgument(
+                "LAUNCH_UPDATE_VMSA with no VMSA (an SEV-ES guest has at least one vCPU)",
+            ));
+        }
         let h = self.need_handle("LAUNCH_UPDATE_VMSA")?;
         let mut g = self.plat.lock();
-        // VMSAs live outside guest RAM; the model uses a fixed 16-aligned PA for the check.
-        // A length beyond u32 is not 4096 either: the firmware's INVALID_LENGTH.
-        let len = u32::try_from(vmsa.len()).unwrap_or(u32::MAX);
-        let guest =
-            g.fw.launch_update_check(h, 0, len, true)
-                .map_err(st("LAUNCH_UPDATE_VMSA"))?;
-        Fw::measure_data(guest, vmsa).map_err(st("LAUNCH_UPDATE_VMSA"))
+        // The firmware's command takes one VMSA; KVM would issue it per vCPU, in order.
+        for vmsa in vmsas {
+            // VMSAs live outside guest RAM; the model uses a fixed 16-aligned PA for the check.
+            let guest =
+                g.fw.launch_update_check(h, 0, crate::VMSA_LEN as u32, true)
+                    .map_err(st("LAUNCH_UPDATE_VMSA"))?;
+            Fw::measure_data(guest, vmsa).map_err(st("LAUNCH_UPDATE_VMSA"))?;
+        }
+        Ok(())
     }
 
     fn launch_measure(&mut self) -> Result<[u8; 48]> {
@@ -430,7 +443,13 @@ impl SevGuest for SoftGuest {
             .map_err(st("LAUNCH_MEASURE"))
     }
 
-    fn launch_secret(&mut self, hdr: &[u8], ct: &[u8], gpa: u64, dest: &mut [u8]) -> Result<()> {
+    fn launch_secret(
+        &mut self,
+        hdr: &PacketHeader,
+        ct: &[u8],
+        gpa: u64,
+        dest: &mut [u8],
+    ) -> Result<()> {
         let h = self.need_handle("LAUNCH_SECRET")?;
         if dest.len() != ct.len() || ct.len() > u32::MAX as usize {
             return Err(FwError::InvalidArgument(
@@ -441,7 +460,7 @@ impl SevGuest for SoftGuest {
             .plat
             .lock()
             .fw
-            .launch_secret(h, hdr, gpa, ct.len() as u32, ct)
+            .launch_secret(h, &hdr.to_bytes(), gpa, ct.len() as u32, ct)
             .map_err(st("LAUNCH_SECRET"))?;
         dest.copy_from_slice(&pt);
         self.mark_private(gpa, ct.len() as u64);
@@ -513,14 +532,18 @@ impl SevGuest for SoftGuest {
         Ok(())
     }
 
-    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<Vec<u8>> {
+    fn attestation_report(&mut self, mnonce: [u8; 16]) -> Result<AttestationReport> {
         let h = self.need_handle("ATTESTATION")?;
-        self.plat
+        let raw = self
+            .plat
             .lock()
             .fw
             .attestation(h, &mnonce, &mut (fw::REPORT_LEN as u32))
-            .map(|r| r.to_vec())
-            .map_err(st("ATTESTATION"))
+            .map_err(st("ATTESTATION"))?;
+        AttestationReport::from_bytes(&raw).map_err(|e| FwError::BadReply {
+            cmd: "ATTESTATION",
+            reason: e.to_string(),
+        })
     }
 
     fn register_region(&mut self, _gpa: u64, _mem: &mut [u8]) -> Result<()> {

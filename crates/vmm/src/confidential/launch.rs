@@ -7,7 +7,7 @@
 //!     .register_region(..)     KVM_MEMORY_ENCRYPT_REG_REGION (each RAM region)
 //!     .update_data(..)         LAUNCH_UPDATE_DATA (each measured range)
 //!     .create_vcpu(..)         KVM_CREATE_VCPU (after INIT, as Linux requires)
-//!     .update_vmsa(..)         LAUNCH_UPDATE_VMSA (SEV-ES, each vCPU)
+//!     .update_vmsas(..)        LAUNCH_UPDATE_VMSA (SEV-ES, every vCPU at once)
 //!   .measure()                 LAUNCH_MEASURE                         -> SevLaunch<Measured>
 //!     .inject_secret(..)       LAUNCH_SECRET (optional)
 //!   .finish()                  LAUNCH_FINISH                          -> SevLaunch<Finished>
@@ -21,7 +21,7 @@
 
 use std::marker::PhantomData;
 
-use sev_firmware::{FwError, SevGuest};
+use sev_firmware::{FwError, GuestPolicy, LaunchOwner, PacketHeader, SevGuest, Vmsa};
 use sev_proto::measure::LaunchDigest;
 
 use super::{fw, ConfidentialError, Phase, KVM_SECRET_MAX};
@@ -128,20 +128,20 @@ impl SevLaunch<New> {
         }
     }
 
-    /// INIT (ES_INIT when `es`), then LAUNCH_START with the policy, the owner's GODH
-    /// certificate and session (if any) and the handle to share a key with (0: a new key).
+    /// INIT (ES_INIT when the policy has ES), then LAUNCH_START with the policy, the owner's
+    /// GODH certificate and session (if any) and the handle to share a key with (0: a new
+    /// key).
     pub fn launch_start(
         mut self,
-        es: bool,
-        policy: u32,
-        godh: Option<&[u8]>,
-        session: Option<&[u8]>,
+        policy: GuestPolicy,
+        owner: Option<&LaunchOwner>,
         share_handle: u32,
     ) -> Result<SevLaunch<Started>, LaunchFailed> {
+        let es = policy.es();
         if let Err(e) = self.guest.init(es) {
             return Err(self.fail(if es { "ES_INIT" } else { "INIT" }, e));
         }
-        match self.guest.launch_start(policy, godh, session, share_handle) {
+        match self.guest.launch_start(policy, owner, share_handle) {
             Ok(h) => {
                 self.handle = h;
                 self.digest = Some(LaunchDigest::new());
@@ -180,14 +180,17 @@ impl SevLaunch<Started> {
         self.guest.create_vcpu(id).map_err(fw("KVM_CREATE_VCPU"))
     }
 
-    /// LAUNCH_UPDATE_VMSA of one vCPU's VMSA (SEV-ES); it enters the launch digest.
-    pub fn update_vmsa(&mut self, vmsa: &[u8; 4096]) -> Result<(), ConfidentialError> {
+    /// LAUNCH_UPDATE_VMSA of every vCPU's VMSA (SEV-ES), `vmsas[i]` for vCPU `i`; they
+    /// enter the launch digest in that order. Once per launch (see
+    /// [`SevGuest::launch_update_vmsas`] for how the backends differ).
+    pub fn update_vmsas(&mut self, vmsas: &[Vmsa]) -> Result<(), ConfidentialError> {
         if let Some(d) = self.digest.as_mut() {
-            d.update(vmsa);
+            for v in vmsas {
+                d.update(v);
+            }
         }
-        let mut v = *vmsa;
         self.guest
-            .launch_update_vmsa(&mut v)
+            .launch_update_vmsas(vmsas)
             .map_err(fw("LAUNCH_UPDATE_VMSA"))
     }
 
@@ -215,11 +218,11 @@ impl SevLaunch<Measured> {
         self.launch_digest
     }
 
-    /// LAUNCH_SECRET: the 52-byte header `hdr` and ciphertext `ct` into `dest`, the guest
+    /// LAUNCH_SECRET: the packet header `hdr` and ciphertext `ct` into `dest`, the guest
     /// memory at `gpa`. A ciphertext over KVM's 16 KiB is refused before the firmware runs.
     pub fn inject_secret(
         &mut self,
-        hdr: &[u8],
+        hdr: &PacketHeader,
         ct: &[u8],
         gpa: u64,
         dest: &mut [u8],
@@ -338,8 +341,17 @@ mod tests {
 
     fn started(p: &SoftPlatform, policy: u32) -> SevLaunch<Started> {
         SevLaunch::new(Box::new(p.new_guest()))
-            .launch_start(policy & 4 != 0, policy, None, None, 0)
+            .launch_start(GuestPolicy(policy), None, 0)
             .unwrap()
+    }
+
+    /// A packet header that is well formed but whose MAC nothing produced.
+    fn garbage_header() -> PacketHeader {
+        PacketHeader {
+            flags: 0,
+            iv: [0; 16],
+            mac: [0; 32],
+        }
     }
 
     #[test]
@@ -355,7 +367,7 @@ mod tests {
         let (_d, p) = platform();
         // Sharing the key of a guest that does not exist: LAUNCH_START fails after INIT.
         let f = SevLaunch::new(Box::new(p.new_guest()))
-            .launch_start(false, 0, None, None, 0xdead)
+            .launch_start(GuestPolicy(0), None, 0xdead)
             .unwrap_err();
         assert!(f.error.to_string().contains("LAUNCH_START"), "{}", f.error);
         // The context comes back: no guest was launched on it.
@@ -370,13 +382,14 @@ mod tests {
         let (_d, p) = platform();
         let mut l = started(&p, 4);
         let mut page = vec![0x5au8; 4096];
-        let vmsa = [0x11u8; 4096];
+        let vmsas = [[0x11u8; 4096], [0x22u8; 4096]];
         l.update_data(0x1000, &mut page).unwrap();
-        l.update_vmsa(&vmsa).unwrap();
+        l.update_vmsas(&vmsas).unwrap();
         let m = l.measure().unwrap();
         let mut want = LaunchDigest::new();
         want.update(&[0x5au8; 4096]);
-        want.update(&vmsa);
+        want.update(&vmsas[0]);
+        want.update(&vmsas[1]);
         assert_eq!(m.launch_digest(), want.finish());
         assert_ne!(m.measurement(), [0; 48]);
     }
@@ -388,7 +401,7 @@ mod tests {
         let big = vec![0u8; KVM_SECRET_MAX + 1];
         let mut dest = vec![0u8; big.len()];
         let e = m
-            .inject_secret(&[0; 52], &big, 0x80_0000, &mut dest)
+            .inject_secret(&garbage_header(), &big, 0x80_0000, &mut dest)
             .unwrap_err();
         assert!(
             matches!(e, ConfidentialError::SecretTooLarge { .. }),
@@ -396,7 +409,7 @@ mod tests {
         );
         // A well-sized but garbage packet reaches the firmware, which refuses it.
         let e = m
-            .inject_secret(&[0; 52], &[0; 16], 0x80_0000, &mut [0; 16])
+            .inject_secret(&garbage_header(), &[0; 16], 0x80_0000, &mut [0; 16])
             .unwrap_err();
         assert!(e.to_string().contains("LAUNCH_SECRET"), "{e}");
     }

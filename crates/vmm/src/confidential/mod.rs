@@ -32,8 +32,10 @@ use std::time::Duration;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use sev_firmware::hw::{IoctlPort, Memlock};
-use sev_firmware::{FwError, GuestState, SevGuest, Status};
-use sev_proto::policy::GuestPolicy;
+use sev_firmware::{
+    AttestationReport, FwError, GuestPolicy, GuestState, LaunchOwner, PacketHeader, SevGuest,
+    Status,
+};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileSlice};
 
@@ -361,11 +363,9 @@ impl SevBackend for HwBackend {
 #[derive(Debug, Clone)]
 pub struct LaunchParams {
     /// Guest policy.
-    pub policy: u32,
-    /// Owner's GODH certificate (2084 B), `None` for a launch without owner.
-    pub godh_cert: Option<Vec<u8>>,
-    /// Owner's session blob (128 B).
-    pub session: Option<Vec<u8>>,
+    pub policy: GuestPolicy,
+    /// The owner's GODH certificate and session blob, `None` for a launch without owner.
+    pub owner: Option<LaunchOwner>,
     /// Handle to share a key with (0 = new key).
     pub handle: u32,
     /// C-bit position.
@@ -386,9 +386,8 @@ impl LaunchParams {
     /// From a validated config and the platform's C-bit.
     pub fn from_config(cfg: &SevLaunchConfig, platform_cbitpos: u8) -> Self {
         LaunchParams {
-            policy: cfg.policy,
-            godh_cert: cfg.godh_cert.clone(),
-            session: cfg.session.clone(),
+            policy: GuestPolicy(cfg.policy),
+            owner: cfg.owner.clone(),
             handle: cfg.handle,
             cbitpos: cfg.cbitpos.unwrap_or(platform_cbitpos),
             reduced_phys_bits: cfg.reduced_phys_bits,
@@ -400,7 +399,7 @@ impl LaunchParams {
 
     /// SEV-ES?
     pub fn es(&self) -> bool {
-        GuestPolicy(self.policy).es()
+        self.policy.es()
     }
 }
 
@@ -665,11 +664,11 @@ impl LaunchHandle {
         }
     }
 
-    /// LAUNCH_SECRET: decrypts the packet (52-byte header, ciphertext) into guest memory at
+    /// LAUNCH_SECRET: decrypts the packet (header, ciphertext) into guest memory at
     /// `gpa` (default: the EFI secret area), which must lie inside the secret area.
     pub fn inject_secret(
         &self,
-        header: &[u8],
+        header: &PacketHeader,
         ct: &[u8],
         gpa: Option<u64>,
     ) -> Result<(), ConfidentialError> {
@@ -707,11 +706,14 @@ impl LaunchHandle {
         Ok(())
     }
 
-    /// ATTESTATION (KVM_SEV_GET_ATTESTATION_REPORT): the firmware's 0xD0-byte report
+    /// ATTESTATION (KVM_SEV_GET_ATTESTATION_REPORT): the firmware's report
     /// `mnonce ‖ launch digest ‖ policy ‖ PEK signature`, for the owner's nonce `mnonce`.
     /// Possible once the launch is measured (LAUNCH_SECRET) and while the guest runs; any
     /// other phase is a [`ConfidentialError::Phase`].
-    pub fn attestation_report(&self, mnonce: &[u8; 16]) -> Result<Vec<u8>, ConfidentialError> {
+    pub fn attestation_report(
+        &self,
+        mnonce: &[u8; 16],
+    ) -> Result<AttestationReport, ConfidentialError> {
         let mut st = self.lock();
         let phase = st.launch.phase();
         if !matches!(phase, Phase::LaunchSecret | Phase::Running) {
@@ -727,7 +729,7 @@ impl LaunchHandle {
         let report = guest
             .attestation_report(*mnonce)
             .map_err(fw("ATTESTATION"))?;
-        tracing::info!(len = report.len(), "attestation report produced");
+        tracing::info!("attestation report produced");
         Ok(report)
     }
 
@@ -766,7 +768,7 @@ impl LaunchHandle {
         SevStatus {
             phase: st.launch.phase(),
             handle: st.handle,
-            policy: st.params.policy,
+            policy: st.params.policy.bits(),
             platform: st.platform,
             es: st.params.es(),
             launches: st.launches,
@@ -821,8 +823,10 @@ impl LaunchHandle {
         let out = match kind {
             AccessKind::Host => guest.host_view(start, src).map_err(fw("host view"))?,
             AccessKind::Debug => {
-                if GuestPolicy(policy).nodbg() {
-                    return Err(ConfidentialError::DebugDisabled { policy });
+                if policy.nodbg() {
+                    return Err(ConfidentialError::DebugDisabled {
+                        policy: policy.bits(),
+                    });
                 }
                 let mut out = vec![0u8; wide];
                 guest
@@ -842,8 +846,10 @@ impl LaunchHandle {
     pub fn write_debug(&self, gpa: u64, data: &[u8]) -> Result<(), ConfidentialError> {
         let mut st = self.lock();
         let policy = st.params.policy;
-        if GuestPolicy(policy).nodbg() {
-            return Err(ConfidentialError::DebugDisabled { policy });
+        if policy.nodbg() {
+            return Err(ConfidentialError::DebugDisabled {
+                policy: policy.bits(),
+            });
         }
         let mem = st.memory.clone().ok_or(ConfidentialError::Phase {
             op: "DBG_ENCRYPT",
@@ -933,10 +939,8 @@ impl State {
         // A context whose INIT or LAUNCH_START failed holds no key: it is dropped.
         let started = SevLaunch::new(guest)
             .launch_start(
-                self.params.es(),
                 self.params.policy,
-                self.params.godh_cert.as_deref(),
-                self.params.session.as_deref(),
+                self.params.owner.as_ref(),
                 self.params.handle,
             )
             .map_err(|f| *f.error)?;
@@ -1006,8 +1010,8 @@ impl State {
         } else {
             Vec::new()
         };
-        for v in &vmsas {
-            if let Err(e) = launch.update_vmsa(v) {
+        if !vmsas.is_empty() {
+            if let Err(e) = launch.update_vmsas(&vmsas) {
                 self.launch = LaunchState::Started(launch);
                 return Err(e);
             }
@@ -1023,7 +1027,7 @@ impl State {
         self.launch = LaunchState::Measured(measured);
         if let Some(dir) = self.params.dump_dir.clone() {
             let dump = std::mem::take(&mut self.dump);
-            write_dump(&dir, &dump, &vmsas, &d, &m, self.params.policy)?;
+            write_dump(&dir, &dump, &vmsas, &d, &m, self.params.policy.bits())?;
         }
         self.measure = Some(m);
         self.digest = Some(d);
@@ -1380,9 +1384,8 @@ mod tests {
     #[test]
     fn attestation_before_the_measurement_is_a_phase_error() {
         let params = LaunchParams {
-            policy: GuestPolicy::NODBG,
-            godh_cert: None,
-            session: None,
+            policy: GuestPolicy(GuestPolicy::NODBG),
+            owner: None,
             handle: 0,
             cbitpos: 47,
             reduced_phys_bits: 1,
@@ -1443,9 +1446,8 @@ mod tests {
         let plat = sev_firmware::soft::SoftPlatform::open(dir.path()).unwrap();
         let cbit = plat.cbit_pos().unwrap();
         let params = LaunchParams {
-            policy: 0,
-            godh_cert: None,
-            session: None,
+            policy: GuestPolicy(0),
+            owner: None,
             handle: 0,
             cbitpos: cbit,
             reduced_phys_bits: 1,

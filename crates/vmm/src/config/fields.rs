@@ -9,6 +9,7 @@ use super::{
     Where, MAX_OWNER_FILE, MAX_VCPUS,
 };
 use sev_proto::policy::GuestPolicy;
+use sev_proto::session::LaunchOwner;
 use sev_proto::{SessionBlob, SevCert};
 
 /// Bytes of a P-384 coordinate (the seed's `dh_pub_qx` / `dh_pub_qy`).
@@ -482,7 +483,7 @@ impl Raw {
                     path: p.clone(),
                     msg: e.to_string(),
                 })?;
-                Some((b, blob))
+                Some(blob)
             }
             None => None,
         };
@@ -512,6 +513,18 @@ impl Raw {
                     msg,
                 })?)
             }
+            _ => None,
+        };
+        // What LAUNCH_START gets, decoded here where the files are named.
+        let owner = match (&godh_cert, &session, &self.dh_cert_file) {
+            (Some(c), Some(blob), Some((p, at))) => Some(LaunchOwner {
+                godh: SevCert::parse(c).map_err(|e| ConfigError::OwnerFile {
+                    at: at.clone(),
+                    path: p.clone(),
+                    msg: e.to_string(),
+                })?,
+                session: blob.clone(),
+            }),
             _ => None,
         };
 
@@ -556,7 +569,7 @@ impl Raw {
 
         // Nonce (seed key): must equal the session's.
         if let Some((n, at)) = &self.nonce {
-            let Some((_, blob)) = &session else {
+            let Some(blob) = &session else {
                 return Err(ConfigError::Conflict {
                     at: at.clone(),
                     msg: "today's firmware takes the nonce inside the session blob: nonce \
@@ -664,8 +677,7 @@ impl Raw {
             policy,
             cbitpos: self.cbitpos.map(|(c, _)| c),
             reduced_phys_bits,
-            godh_cert,
-            session: session.map(|(b, _)| b),
+            owner,
             handle: self.handle.map(|(h, _)| h).unwrap_or(0),
             kernel_hashes: self.kernel_hashes.map(|(b, _)| b).unwrap_or(false),
             vcpus,

@@ -102,10 +102,9 @@ pub struct SevLaunchConfig {
     pub cbitpos: Option<u8>,
     /// Physical address bits lost to memory encryption, 1..=63 (default 1 outside QEMU syntax).
     pub reduced_phys_bits: u8,
-    /// The guest owner's Diffie-Hellman certificate (2084 bytes, decoded from base64).
-    pub godh_cert: Option<Vec<u8>>,
-    /// The launch session blob (128 bytes, decoded from base64).
-    pub session: Option<Vec<u8>>,
+    /// The guest owner's Diffie-Hellman certificate and launch session blob (each decoded
+    /// from its base64 file and parsed); both or neither.
+    pub owner: Option<sev_proto::session::LaunchOwner>,
     /// LAUNCH_START handle: 0 = new key, else share the key of that guest.
     pub handle: u32,
     /// Measure the kernel-hashes table into a firmware that carries one.

@@ -10,6 +10,7 @@ use super::{qemu_msg, MonitorBackend, MonitorError, SevState, QEMU_COMPAT_VERSIO
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
+use sev_proto::secret::PacketHeader;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -439,6 +440,14 @@ impl Dispatcher {
                     .ok_or_else(|| {
                         MonitorError::generic("SEV: Failed to decode sequence header")
                     })?;
+                // Decoded here, where the bytes arrive: the firmware path takes the header as
+                // its structure. QEMU passes a wrong length on to the firmware, which refuses
+                // it; the message keeps QEMU's prefix and names the argument.
+                let hdr = PacketHeader::from_bytes(&hdr).map_err(|e| {
+                    MonitorError::generic(format!(
+                        "SEV: failed to inject secret: 'packet-header': {e}"
+                    ))
+                })?;
                 let data = decode_b64(arg_str(args, "secret").unwrap_or_default())
                     .ok_or_else(|| MonitorError::generic("SEV: Failed to decode data"))?;
                 b.inject_launch_secret(&hdr, &data, arg_u64(args, "gpa"))?;

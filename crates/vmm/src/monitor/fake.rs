@@ -276,17 +276,12 @@ impl MonitorBackend for FakeBackend {
 
     fn inject_launch_secret(
         &self,
-        header: &[u8],
+        header: &sev_proto::secret::PacketHeader,
         secret: &[u8],
         gpa: Option<u64>,
     ) -> Result<(), MonitorError> {
-        if header.len() != 52 {
-            return Err(MonitorError::generic(
-                "SEV: failed to inject secret ret=-22 fw_error=22 'Invalid param'",
-            ));
-        }
         self.st().injected.push(Injected {
-            header: header.to_vec(),
+            header: header.to_bytes().to_vec(),
             secret: secret.to_vec(),
             gpa,
         });

@@ -287,12 +287,12 @@ pub trait MonitorBackend: Send + Sync {
     fn sev_launch_measure(&self) -> Result<Vec<u8>, MonitorError>;
     /// PDH, cert chain, CPU id, C-bit position (`query-sev-capabilities`).
     fn sev_capabilities(&self) -> Result<SevCapabilities, MonitorError>;
-    /// LAUNCH_SECRET with a decoded 52-byte packet header and ciphertext. `gpa` `None` means
+    /// LAUNCH_SECRET with a decoded packet header and ciphertext. `gpa` `None` means
     /// the firmware's SEV secret area. Called only in [`SevState::LaunchSecret`].
     /// Implementations must not log `header` or `secret`.
     fn inject_launch_secret(
         &self,
-        header: &[u8],
+        header: &sev_proto::secret::PacketHeader,
         secret: &[u8],
         gpa: Option<u64>,
     ) -> Result<(), MonitorError>;

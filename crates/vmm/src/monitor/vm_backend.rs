@@ -50,8 +50,8 @@ pub fn caps_from_platform(
             .get_id()
             .map_err(|e| MonitorError::generic(format!("SEV: GET_ID failed: {e}")))?;
         Ok(SevCapabilities {
-            pdh: exp.pdh,
-            cert_chain: exp.chain,
+            pdh: exp.pdh.encode(),
+            cert_chain: exp.chain_bytes(),
             cpu0_id: id,
             cbitpos: u32::from(cbitpos),
             reduced_phys_bits: u32::from(reduced_phys_bits),
@@ -396,7 +396,7 @@ impl MonitorBackend for VmBackend {
 
     fn inject_launch_secret(
         &self,
-        header: &[u8],
+        header: &sev_proto::secret::PacketHeader,
         secret: &[u8],
         gpa: Option<u64>,
     ) -> Result<(), MonitorError> {
@@ -414,7 +414,9 @@ impl MonitorBackend for VmBackend {
             .launch
             .as_ref()
             .ok_or_else(|| MonitorError::generic(qemu_msg::SEV_NOT_ENABLED))?;
-        l.attestation_report(mnonce).map_err(attestation_err)
+        l.attestation_report(mnonce)
+            .map(|r| r.to_bytes().to_vec())
+            .map_err(attestation_err)
     }
 
     fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
