@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plat = SoftPlatform::open(dir.path())?;
     let mut guest = plat.new_guest();
     guest.init(false)?;
-    guest.launch_start(0, None, None, 0)?;
+    guest.launch_start(sev_firmware::GuestPolicy(0), None, 0)?;
     let mut size = 4usize << 10;
     while size <= max_mib << 20 {
         let mut mem = vec![0xA5u8; size];
