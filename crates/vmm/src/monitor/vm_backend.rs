@@ -165,6 +165,27 @@ impl VmBackend {
         }
     }
 
+    /// The VM thread turns Running before its `before_run` hook runs LAUNCH_FINISH: waits
+    /// (woken by the hook, no polling) until the launch has left LSECRET, so that
+    /// SEV_LAUNCH_STATE `running` precedes RESUME as in QEMU. Bounded by [`STATE_WAIT`]; a
+    /// stopped VM or a failed launch ends the wait.
+    fn wait_launch_finished(&self) {
+        let Some(l) = &self.launch else { return };
+        let end = std::time::Instant::now() + STATE_WAIT;
+        let mut seen = self.control.changes();
+        while matches!(
+            l.status().phase,
+            crate::confidential::Phase::LaunchSecret | crate::confidential::Phase::LaunchUpdate
+        ) && self.control.state() != VmState::Stopped
+        {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            seen = self.control.wait_change(seen, left);
+        }
+    }
+
     fn wait_state(&self, want: &[VmState]) -> Result<VmState, MonitorError> {
         // Woken by the VM's state change itself: no polling.
         self.control.wait_state(want, STATE_WAIT).ok_or_else(|| {
@@ -329,6 +350,7 @@ impl MonitorBackend for VmBackend {
                  setup failed)",
             ));
         }
+        self.wait_launch_finished();
         self.sync_sev();
         self.emit(MonitorEvent::Resume);
         Ok(())
