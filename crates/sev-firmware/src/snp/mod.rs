@@ -5,8 +5,9 @@
 //! PAGE_INFO, ID blocks and guest messages come from `sev_proto::snp`.
 //!
 //! [`soft`] is the software model; [`vcek`] its identity (fused seed, hash-stick VCEK
-//! derivation, CHIP_ID).
+//! derivation, CHIP_ID); [`ca`] the soft ARK/ASK and VCEK certificates.
 
+pub mod ca;
 pub mod soft;
 pub mod vcek;
 

@@ -618,3 +618,92 @@ fn report_request_sequence_and_vmpl_rules() {
         Status::InvalidGuestState
     );
 }
+
+// ---- soft CA and VCEK certificates ----
+
+fn soft_ca() -> &'static super::ca::SoftCa {
+    static CA: std::sync::OnceLock<super::ca::SoftCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| super::ca::SoftCa::generate().unwrap())
+}
+
+#[test]
+fn soft_chain_verifies_and_vcek_extensions_parse() {
+    use sev_proto::snp::certs::VcekExtensions;
+    let ca = soft_ca();
+    let ark_pub = ca.ark.public_key().unwrap();
+    let ask_pub = ca.ask.public_key().unwrap();
+    assert!(ca.ark.verify(&ark_pub).unwrap(), "ARK self-signature");
+    assert!(ca.ask.verify(&ark_pub).unwrap(), "ASK under ARK");
+    assert!(!ca.ark.verify(&ask_pub).unwrap());
+    let ark_text = String::from_utf8(ca.ark.to_text().unwrap()).unwrap();
+    assert!(
+        ark_text.contains("rsassaPss") && ark_text.contains("sha384"),
+        "{ark_text}"
+    );
+    assert!(
+        ark_text.contains("NOT Advanced Micro Devices"),
+        "{ark_text}"
+    );
+    assert!(ark_text.contains("CN=ARK-Milan") || ark_text.contains("CN = ARK-Milan"));
+
+    let (p, mut g, sp, _) = running([1; 32]);
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    let vcek_pub = p.vcek_public_key(r.reported_tcb).unwrap();
+    let vcek = ca
+        .vcek_cert(&vcek_pub, r.reported_tcb, &p.chip_id())
+        .unwrap();
+    assert!(vcek.verify(&ask_pub).unwrap(), "VCEK under ASK");
+    assert!(!vcek.verify(&ark_pub).unwrap());
+    // The certificate's key verifies the report; its extensions match the report's TCB and chip.
+    r.verify(&vcek.public_key().unwrap()).unwrap();
+    let ext = VcekExtensions::from_x509(&vcek).unwrap();
+    assert_eq!(ext.struct_version, Some(0));
+    assert_eq!(ext.product_name.as_deref(), Some("Milan-B0"));
+    assert_eq!(
+        (ext.bl_spl, ext.tee_spl, ext.snp_spl, ext.ucode_spl),
+        (Some(3), Some(0), Some(8), Some(0x73))
+    );
+    assert_eq!(ext.hw_id.as_deref(), Some(&p.chip_id()[..]));
+    ext.check_report(&r).unwrap();
+    // A VCEK certificate for an older TCB carries that TCB and no longer matches the report.
+    let older = u64::from_le_bytes([2, 0, 0, 0, 0, 0, 8, 0x73]);
+    let old = ca
+        .vcek_cert(&p.vcek_public_key(older).unwrap(), older, &p.chip_id())
+        .unwrap();
+    let oext = VcekExtensions::from_x509(&old).unwrap();
+    assert_eq!(oext.bl_spl, Some(2));
+    assert!(oext.check_report(&r).is_err());
+    assert!(r.verify(&old.public_key().unwrap()).is_err());
+}
+
+#[test]
+fn soft_ca_persists() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = super::ca::SoftCa::load_or_create(dir.path()).unwrap();
+    let path = dir.path().join(super::ca::CA_FILE);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let b = super::ca::SoftCa::load_or_create(dir.path()).unwrap();
+    assert_eq!(a.ark.to_der().unwrap(), b.ark.to_der().unwrap());
+    assert_eq!(a.ask.to_der().unwrap(), b.ask.to_der().unwrap());
+    // The reloaded ASK key still signs VCEKs that chain to the stored ASK.
+    let p = platform();
+    let tcb = SoftSnpConfig::default().tcb;
+    let v = b
+        .vcek_cert(&p.vcek_public_key(tcb).unwrap(), tcb, &p.chip_id())
+        .unwrap();
+    assert!(v.verify(&a.ask.public_key().unwrap()).unwrap());
+    std::fs::write(
+        &path,
+        br#"{"version":1,"ark_key_pem":"x","ask_key_pem":"y","ark_der_hex":"","ask_der_hex":""}"#,
+    )
+    .unwrap();
+    let e = super::ca::SoftCa::load_or_create(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("ark_key_pem"), "{e}");
+}
