@@ -170,6 +170,12 @@ impl SoftSnpPlatform {
         Ok(PKey::from_ec_key(pub_only)?)
     }
 
+    /// The VCEK certificate for `tcb` (≤ the platform's TCB), signed by `ca`'s ASK, with this
+    /// platform's CHIP_ID as hwID.
+    pub fn vcek_cert(&self, ca: &super::ca::SoftCa, tcb: u64) -> Result<openssl::x509::X509> {
+        ca.vcek_cert(&self.vcek_public_key(tcb)?, tcb, &self.sh.chip_id)
+    }
+
     /// SNP_GCTX_CREATE: a new guest context (state INIT). Needs SNP INIT.
     pub fn gctx_create(&self) -> Result<SoftSnpGuest> {
         let p = self.lock();

@@ -707,3 +707,62 @@ fn soft_ca_persists() {
     let e = super::ca::SoftCa::load_or_create(dir.path()).unwrap_err();
     assert!(e.to_string().contains("ark_key_pem"), "{e}");
 }
+
+/// `openssl verify` (the OpenSSL command-line tool, outside the repo) accepts the soft chain
+/// ARK → ASK → VCEK and rejects the VCEK against a different ARK; `-x509_strict` accepts the
+/// ASK under the ARK (not the VCEK: AMD's VCEK profile has no Authority Key Identifier, which
+/// strict mode requires, and ours follows AMD's).
+#[test]
+fn soft_chain_passes_openssl_verify() {
+    let have = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the openssl command-line tool is required in CI for this test"
+        );
+        eprintln!("SKIP: soft_chain_passes_openssl_verify: no `openssl` command");
+        return;
+    }
+    let ca = soft_ca();
+    let p = platform();
+    let vcek = p.vcek_cert(ca, SoftSnpConfig::default().tcb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = |n: &str, c: &openssl::x509::X509| {
+        let path = dir.path().join(n);
+        std::fs::write(&path, c.to_pem().unwrap()).unwrap();
+        path
+    };
+    let (ark, ask, vc) = (
+        w("ark.pem", &ca.ark),
+        w("ask.pem", &ca.ask),
+        w("vcek.pem", &vcek),
+    );
+    let run = |strict: bool, cafile: &std::path::Path, leaf: &std::path::Path| {
+        let mut c = std::process::Command::new("openssl");
+        c.arg("verify");
+        if strict {
+            c.arg("-x509_strict");
+        }
+        c.arg("-CAfile")
+            .arg(cafile)
+            .arg("-untrusted")
+            .arg(&ask)
+            .arg(leaf);
+        c.output().unwrap()
+    };
+    for (strict, leaf) in [(false, &vc), (true, &ask)] {
+        let o = run(strict, &ark, leaf);
+        assert!(
+            o.status.success(),
+            "openssl verify (strict {strict}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let other = super::ca::SoftCa::generate().unwrap();
+    let bad = w("other-ark.pem", &other.ark);
+    assert!(!run(false, &bad, &vc).status.success());
+}
