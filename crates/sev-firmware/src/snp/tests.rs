@@ -766,3 +766,37 @@ fn soft_chain_passes_openssl_verify() {
     let bad = w("other-ark.pem", &other.ark);
     assert!(!run(false, &bad, &vc).status.success());
 }
+
+/// The virtee `sev` crate (a third-party verifier) accepts the soft chain and a soft report:
+/// `Chain::verify` (ARK self-signed, ARK → ASK → VCEK) and `(&Chain, &AttestationReport)`
+/// (it re-encodes the parsed report before checking the signature, so every field must
+/// round-trip); a flipped measured byte fails.
+#[test]
+fn virtee_sev_crate_accepts_soft_chain_and_report() {
+    use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
+    use sev::firmware::guest::AttestationReport as VReport;
+    use sev::parser::ByteParser;
+    let ca_ = soft_ca();
+    let (p, mut g, sp, want) = running([0x24; 32]);
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    let vcek = p.vcek_cert(ca_, r.reported_tcb).unwrap();
+    let chain = Chain {
+        ca: ca::Chain {
+            ark: Certificate::from_der(&ca_.ark.to_der().unwrap()).unwrap(),
+            ask: Certificate::from_der(&ca_.ask.to_der().unwrap()).unwrap(),
+        },
+        vek: Certificate::from_der(&vcek.to_der().unwrap()).unwrap(),
+    };
+    (&chain).verify().unwrap();
+    let bytes = r.to_bytes().unwrap();
+    let vr = VReport::from_bytes(&bytes).unwrap();
+    assert_eq!(vr.measurement[..], want.digest()[..]);
+    (&chain, &vr).verify().unwrap();
+    let mut tampered = bytes;
+    tampered[0x90] ^= 1;
+    let vt = VReport::from_bytes(&tampered).unwrap();
+    assert!((&chain, &vt).verify().is_err());
+}
