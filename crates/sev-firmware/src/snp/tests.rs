@@ -800,3 +800,53 @@ fn virtee_sev_crate_accepts_soft_chain_and_report() {
     let vt = VReport::from_bytes(&tampered).unwrap();
     assert!((&chain, &vt).verify().is_err());
 }
+
+#[test]
+fn id_block_fields_reach_the_report_and_vcek_dis_refuses_reports() {
+    let (_p, mut g) = launched();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    let sp = SecretsPage::from_bytes(&s).unwrap();
+    let (idk, authk) = (p384(), p384());
+    let block = IdBlock::new(g.launch_digest(), [0xF1; 16], [0x11; 16], 9, POLICY);
+    let auth = IdAuth::sign(&block, &idk, Some(&authk)).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        id_block: Some(&block.to_bytes()),
+        id_auth: Some(&auth.to_bytes()),
+        auth_key_en: true,
+        vcek_dis: false,
+        host_data: [0; 32],
+    })
+    .unwrap();
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    assert_eq!(
+        (r.family_id, r.image_id, r.guest_svn),
+        ([0xF1; 16], [0x11; 16], 9)
+    );
+    assert_eq!(r.id_key_digest, auth.id_key_digest());
+    assert_eq!(r.author_key_digest, auth.author_key_digest());
+    assert!(r.author_key_en());
+    assert_eq!(r.signing_key(), 0);
+
+    // VCEK_DIS: GUEST_STATUS shows it and report requests get INVALID_KEY inside the response.
+    let (_p, mut g) = launched();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    let sp = SecretsPage::from_bytes(&s).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        vcek_dis: true,
+        ..SnpLaunchFinish::default()
+    })
+    .unwrap();
+    let st = g.snp_guest_status().unwrap();
+    assert!(st.vcek_dis);
+    assert_eq!(st.to_bytes()[0x10], 1);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    assert_eq!(answer(&sp, 0, &resp).1.status, 0x27);
+}
