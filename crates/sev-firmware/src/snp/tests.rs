@@ -850,3 +850,117 @@ fn id_block_fields_reach_the_report_and_vcek_dis_refuses_reports() {
         .unwrap();
     assert_eq!(answer(&sp, 0, &resp).1.status, 0x27);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Init,
+        Shutdown,
+        Start(u64, u32),
+        Update(u8, bool, u64, bool, u8),
+        Finish(Option<Vec<u8>>, bool, bool),
+        Request(Vec<u8>),
+        Decommission,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Init),
+            Just(Op::Shutdown),
+            (
+                prop_oneof![Just(0x30000u64), Just(0x10000), Just(0x20000), any::<u64>()],
+                0u32..5
+            )
+                .prop_map(|(p, f)| Op::Start(p, f)),
+            (
+                0u8..8,
+                any::<bool>(),
+                0u64..0x40_0000,
+                any::<bool>(),
+                any::<u8>()
+            )
+                .prop_map(|(t, b, g, i, f)| Op::Update(t, b, g & !0xFFF, i, f)),
+            (
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..0x70)),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(b, a, v)| Op::Finish(b, a, v)),
+            proptest::collection::vec(any::<u8>(), 0..0x100).prop_map(Op::Request),
+            Just(Op::Decommission),
+        ]
+    }
+
+    type Snap = (
+        SnpPlatformStatus,
+        std::result::Result<SnpGuestStatus, Option<Status>>,
+        [u8; 48],
+    );
+
+    fn snap(p: &SoftSnpPlatform, g: &SoftSnpGuest) -> Snap {
+        (
+            p.snp_platform_status().unwrap(),
+            g.snp_guest_status().map_err(|e| e.status()),
+            g.launch_digest(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Random command sequences never panic, every failure is a firmware status, and a
+        /// refused command leaves platform status, guest status and launch digest unchanged.
+        #[test]
+        fn refused_commands_change_nothing(ops in proptest::collection::vec(op(), 1..24)) {
+            let p = platform();
+            p.snp_init().unwrap();
+            let mut g = p.gctx_create().unwrap();
+            for op in ops {
+                let before = snap(&p, &g);
+                let r: crate::Result<()> = match &op {
+                    Op::Init => p.snp_init(),
+                    Op::Shutdown => p.snp_shutdown(),
+                    Op::Start(pol, flags) => {
+                        let mut s = SnpLaunchStart::new(SnpPolicy(*pol));
+                        s.flags = *flags;
+                        g.snp_launch_start(&s)
+                    }
+                    Op::Update(t, big, gpa, imi, fill) => {
+                        let mut pg = vec![*fill; if *big { 0x20_0000 } else { 4096 }];
+                        let u = SnpLaunchUpdate {
+                            page_type: *t,
+                            page_size_2m: *big,
+                            imi_page: *imi,
+                            gpa: *gpa,
+                            vmpl_perms: [0; 3],
+                        };
+                        g.snp_launch_update(&u, &mut pg)
+                    }
+                    Op::Finish(b, a, v) => {
+                        let auth = vec![0u8; 0x1000];
+                        g.snp_launch_finish(&SnpLaunchFinish {
+                            id_block: b.as_deref(),
+                            id_auth: b.as_ref().map(|_| &auth[..]),
+                            auth_key_en: *a,
+                            vcek_dis: *v,
+                            host_data: [0; 32],
+                        })
+                    }
+                    Op::Request(bytes) => {
+                        let mut req = bytes.clone();
+                        req.resize(4096, 0);
+                        let mut resp = vec![0u8; 4096];
+                        g.snp_guest_request(&req, &mut resp).map(|_| ())
+                    }
+                    Op::Decommission => g.snp_decommission(),
+                };
+                if let Err(e) = r {
+                    prop_assert!(e.status().is_some(), "{op:?}: {e}");
+                    prop_assert_eq!(snap(&p, &g), before, "{:?} refused with {} changed state", op, e);
+                }
+            }
+        }
+    }
+}
