@@ -304,7 +304,10 @@ impl SoftCa {
                 })?);
                 let _wipe = (Zeroizing::new(f.ark_key_pem), Zeroizing::new(f.ask_key_pem));
                 sevm_files::write_atomic(&path, "SNP CA file", &json, 0o600)?;
-                Ok(ca)
+                drop(ca);
+                // Re-read (as SnpIdentity does) so that concurrent creators converge.
+                let bytes = sevm_files::read_bounded(&path, "SNP CA file", 64 * 1024)?;
+                Self::parse(&path, &bytes)
             }
             Err(e) => Err(e.into()),
         }

@@ -196,7 +196,11 @@ impl SnpIdentity {
                 })?);
                 let _wipe = Zeroizing::new(f.fused_seed);
                 sevm_files::write_atomic(&path, "SNP identity file", &json, 0o600)?;
-                Ok(id)
+                drop(id);
+                // Re-read: if another process created the file at the same time, both end up
+                // with the seed whose write landed last (no lock is taken here).
+                let bytes = sevm_files::read_bounded(&path, "SNP identity file", 4096)?;
+                Self::parse(&path, &bytes)
             }
             Err(e) => Err(e.into()),
         }
@@ -216,13 +220,15 @@ impl SnpIdentity {
             hex::decode(hexseed.as_bytes())
                 .map_err(|e| bad(format!("fused_seed: not hex: {e}")))?,
         );
-        let seed: [u8; 48] = v.as_slice().try_into().map_err(|_| {
-            bad(format!(
+        if v.len() != 48 {
+            return Err(bad(format!(
                 "fused_seed: {} bytes, expected 48 (96 hex digits)",
                 v.len()
-            ))
-        })?;
-        Ok(Self::from_seed(seed))
+            )));
+        }
+        let mut seed = Zeroizing::new([0u8; 48]);
+        seed.copy_from_slice(&v);
+        Ok(SnpIdentity { seed })
     }
 
     /// The hash sticks for `tcb`.
