@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod error;
 pub mod hw;
+pub mod snp;
 pub mod soft;
 
 pub use error::{FwError, Result};

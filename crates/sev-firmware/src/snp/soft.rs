@@ -1,0 +1,606 @@
+//! The soft SNP firmware: platform state, guest contexts, launch (digest, secrets page, CPUID
+//! page checks, ID block), guest status, decommission and MSG_REPORT_REQ guest requests.
+//!
+//! Every command checks in the firmware's order (`snp-spec-notes.md` §1.3) and changes no
+//! state when it refuses. Not modelled yet: the RMP (page states/owners; the caller gives the
+//! GPA its RMP entry would hold), encryption of launched pages (pages stay plaintext in the
+//! caller's buffer), SNP_INIT_EX options, ACTIVATE as its own command (LAUNCH_START takes the
+//! ASID, as KVM's LAUNCH_START does both), migration agents and IMI (MA_EN / IMI_EN refused with
+//! UNSUPPORTED), MSG_KEY_REQ and the other message types (UNSUPPORTED), VLEK, SNP_CONFIG,
+//! SNP_COMMIT, DBG_*.
+
+use super::vcek::{HashSticks, SnpIdentity};
+use super::{
+    SnpGuest, SnpGuestState, SnpGuestStatus, SnpLaunchFinish, SnpLaunchStart, SnpLaunchUpdate,
+    SnpPlatform, SnpPlatformState, SnpPlatformStatus,
+};
+use crate::{FwError, Result, Status};
+use openssl::pkey::PKey;
+use sev_proto::snp::id_block::{IdAuth, IdBlock, KeyDigests};
+use sev_proto::snp::measure::{PageType, SnpLaunchDigest, LD_SIZE, PAGE_SIZE, VMSA_TSC_FIELDS};
+use sev_proto::snp::msg::{self, MsgError, ReportReq, ReportRsp};
+use sev_proto::snp::policy::{PlatformPolicyView, SnpPolicy, FW_1_55_KNOWN_BITS};
+use sev_proto::snp::report::{AttestationReport, Fms, FwVersion};
+use sev_proto::snp::secrets::SecretsPage;
+use std::sync::{Arc, Mutex, MutexGuard};
+use zeroize::Zeroizing;
+
+/// Configuration of a soft SNP platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftSnpConfig {
+    /// API major.minor reported and used for the policy ABI check.
+    pub api_major: u8,
+    /// API minor.
+    pub api_minor: u8,
+    /// Build id.
+    pub build_id: u8,
+    /// Whether SMT is enabled on the (modelled) host.
+    pub smt_enabled: bool,
+    /// The installed TCB (raw TCB_VERSION, Milan/Genoa layout); also committed and reported.
+    pub tcb: u64,
+    /// CPUID family/model/stepping reported (v3 reports; Milan-shaped by default so that
+    /// verifiers pick the product without flags).
+    pub fms: Fms,
+}
+
+impl Default for SoftSnpConfig {
+    fn default() -> Self {
+        SoftSnpConfig {
+            api_major: 1,
+            api_minor: 55,
+            build_id: 25,
+            smt_enabled: true,
+            // BL 3, TEE 0, SNP 8, microcode 0x73 (a real Milan's, notes §3.1).
+            tcb: u64::from_le_bytes([3, 0, 0, 0, 0, 0, 8, 0x73]),
+            fms: Fms {
+                family: 0x19,
+                model: 0x01,
+                stepping: 0x01,
+            },
+        }
+    }
+}
+
+impl SoftSnpConfig {
+    /// CPUID(1).EAX for the secrets page FMS field.
+    fn cpuid1_eax(&self) -> u32 {
+        let fam = u32::from(self.fms.family);
+        let model = u32::from(self.fms.model);
+        let (base_fam, ext_fam) = if fam > 0xF {
+            (0xF, fam - 0xF)
+        } else {
+            (fam, 0)
+        };
+        (ext_fam << 20)
+            | ((model >> 4) << 16)
+            | (base_fam << 8)
+            | ((model & 0xF) << 4)
+            | u32::from(self.fms.stepping & 0xF)
+    }
+}
+
+struct PlatformInner {
+    state: SnpPlatformState,
+    /// Incremented by each SNP_INIT: guest contexts of an earlier INIT are gone.
+    epoch: u64,
+    legacy_init: bool,
+    guest_count: u32,
+    sticks: HashSticks,
+}
+
+struct Shared {
+    cfg: SoftSnpConfig,
+    identity: SnpIdentity,
+    chip_id: [u8; 64],
+    inner: Mutex<PlatformInner>,
+}
+
+/// The soft SNP platform. Clones share the platform.
+#[derive(Clone)]
+pub struct SoftSnpPlatform {
+    sh: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SoftSnpPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftSnpPlatform")
+            .field("cfg", &self.sh.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn st(cmd: &'static str, s: Status) -> FwError {
+    FwError::st(cmd, s)
+}
+
+impl SoftSnpPlatform {
+    /// A platform (UNINIT) with the given identity.
+    pub fn new(identity: SnpIdentity, cfg: SoftSnpConfig) -> Result<Self> {
+        let chip_id = identity.chip_id()?;
+        let sticks = identity.sticks(cfg.tcb);
+        Ok(SoftSnpPlatform {
+            sh: Arc::new(Shared {
+                cfg,
+                identity,
+                chip_id,
+                inner: Mutex::new(PlatformInner {
+                    state: SnpPlatformState::Uninit,
+                    epoch: 0,
+                    legacy_init: false,
+                    guest_count: 0,
+                    sticks,
+                }),
+            }),
+        })
+    }
+
+    /// A platform whose identity lives in `dir/snp-identity.json` (created if absent).
+    pub fn open(dir: &std::path::Path, cfg: SoftSnpConfig) -> Result<Self> {
+        Self::new(SnpIdentity::load_or_create(dir)?, cfg)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PlatformInner> {
+        // A panic while holding the lock leaves consistent state (every command validates
+        // before it mutates), so a poisoned lock is recovered.
+        self.sh.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the legacy SEV platform's INIT state. SNP_INIT requires it UNINIT. The legacy
+    /// soft platform (`soft::SoftPlatform`) does not call this yet: the caller that owns both
+    /// must.
+    pub fn set_legacy_init(&self, initialised: bool) {
+        self.lock().legacy_init = initialised;
+    }
+
+    /// Whether legacy SEV INIT may run with SNP enabled: true once SNP is INIT (SNP must be
+    /// initialised first when both are used). For the legacy INIT path to consult.
+    pub fn legacy_init_allowed(&self) -> bool {
+        self.lock().state == SnpPlatformState::Init
+    }
+
+    /// The platform's CHIP_ID.
+    pub fn chip_id(&self) -> [u8; 64] {
+        self.sh.chip_id
+    }
+
+    /// The VCEK public key for `tcb` (must be ≤ the platform's TCB componentwise).
+    pub fn vcek_public_key(&self, tcb: u64) -> Result<PKey<openssl::pkey::Public>> {
+        let k = self.lock().sticks.derive_older(tcb)?.vcek_key()?;
+        let pub_only = openssl::ec::EcKey::from_public_key(k.group(), k.public_key())?;
+        Ok(PKey::from_ec_key(pub_only)?)
+    }
+
+    /// The VCEK certificate for `tcb` (≤ the platform's TCB), signed by `ca`'s ASK, with this
+    /// platform's CHIP_ID as hwID.
+    pub fn vcek_cert(&self, ca: &super::ca::SoftCa, tcb: u64) -> Result<openssl::x509::X509> {
+        ca.vcek_cert(&self.vcek_public_key(tcb)?, tcb, &self.sh.chip_id)
+    }
+
+    /// SNP_GCTX_CREATE: a new guest context (state INIT). Needs SNP INIT.
+    pub fn gctx_create(&self) -> Result<SoftSnpGuest> {
+        let p = self.lock();
+        if p.state != SnpPlatformState::Init {
+            return Err(st("SNP_GCTX_CREATE", Status::InvalidPlatformState));
+        }
+        Ok(SoftSnpGuest {
+            platform: self.clone(),
+            epoch: p.epoch,
+            decommissioned: false,
+            g: GuestCtx {
+                state: SnpGuestState::Init,
+                policy: SnpPolicy(0),
+                asid: 0,
+                launch_tcb: self.sh.cfg.tcb,
+                ld: SnpLaunchDigest::new(),
+                vmpck: Zeroizing::new([[0; 32]; 4]),
+                seqno: [0; 4],
+                report_id: [0; 32],
+                gosvw: [0; 16],
+                host_data: [0; 32],
+                id: None,
+                digests: KeyDigests {
+                    id_key: [0; 48],
+                    author_key: [0; 48],
+                },
+                author_key_en: false,
+                vcek_dis: false,
+            },
+        })
+    }
+}
+
+impl SnpPlatform for SoftSnpPlatform {
+    fn snp_init(&self) -> Result<()> {
+        let mut p = self.lock();
+        if p.state != SnpPlatformState::Uninit || p.legacy_init {
+            return Err(st("SNP_INIT", Status::InvalidPlatformState));
+        }
+        p.state = SnpPlatformState::Init;
+        p.epoch += 1;
+        p.sticks = self.sh.identity.sticks(self.sh.cfg.tcb);
+        Ok(())
+    }
+
+    fn snp_shutdown(&self) -> Result<()> {
+        let mut p = self.lock();
+        if p.state != SnpPlatformState::Init {
+            return Err(st("SNP_SHUTDOWN", Status::InvalidPlatformState));
+        }
+        p.state = SnpPlatformState::Uninit;
+        Ok(())
+    }
+
+    fn snp_platform_status(&self) -> Result<SnpPlatformStatus> {
+        let p = self.lock();
+        let c = &self.sh.cfg;
+        Ok(SnpPlatformStatus {
+            api_major: c.api_major,
+            api_minor: c.api_minor,
+            state: p.state,
+            is_rmp_init: p.state == SnpPlatformState::Init,
+            build_id: u32::from(c.build_id),
+            mask_chip_id: false,
+            mask_chip_key: false,
+            vlek_en: false,
+            feature_info: false,
+            guest_count: p.guest_count,
+            current_tcb: c.tcb,
+            reported_tcb: c.tcb,
+        })
+    }
+}
+
+struct GuestCtx {
+    state: SnpGuestState,
+    policy: SnpPolicy,
+    asid: u32,
+    launch_tcb: u64,
+    ld: SnpLaunchDigest,
+    vmpck: Zeroizing<[[u8; 32]; 4]>,
+    /// Per-VMPCK message count (last sequence number used).
+    seqno: [u64; 4],
+    report_id: [u8; 32],
+    gosvw: [u8; 16],
+    host_data: [u8; 32],
+    id: Option<IdBlock>,
+    digests: KeyDigests,
+    author_key_en: bool,
+    vcek_dis: bool,
+}
+
+/// One soft guest context (from [`SoftSnpPlatform::gctx_create`]).
+pub struct SoftSnpGuest {
+    platform: SoftSnpPlatform,
+    epoch: u64,
+    decommissioned: bool,
+    g: GuestCtx,
+}
+
+impl std::fmt::Debug for SoftSnpGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftSnpGuest")
+            .field("state", &self.g.state)
+            .field("decommissioned", &self.decommissioned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// CPUID page layout (Linux `struct snp_cpuid_table`; not in the notes' tables): `u32 count,
+/// u32 rsvd, u64 rsvd`, then 64 entries of 0x30 bytes `{u32 eax_in, u32 ecx_in, u64 xcr0_in,
+/// u64 xss_in, u32 eax, ebx, ecx, edx, u64 rsvd}`.
+const CPUID_MAX: usize = 64;
+const CPUID_ENTRY: usize = 0x30;
+const CPUID_HDR: usize = 0x10;
+
+/// Checks the CPUID table (count ≤ 64, reserved fields zero, bytes after the table zero).
+/// Returns the corrected page (count clamped, reserved fields cleared) when it is bad. The
+/// leaf-by-leaf sanitising against the CPU is not modelled (notes §8 item 3).
+fn check_cpuid_page(page: &[u8]) -> Option<Vec<u8>> {
+    let count = u32::from_le_bytes([page[0], page[1], page[2], page[3]]) as usize;
+    let mut bad = count > CPUID_MAX || page[4..CPUID_HDR].iter().any(|&b| b != 0);
+    let n = count.min(CPUID_MAX);
+    let mut fixed = vec![0u8; PAGE_SIZE];
+    fixed[..4].copy_from_slice(&(n as u32).to_le_bytes());
+    for i in 0..n {
+        let e = CPUID_HDR + i * CPUID_ENTRY;
+        fixed[e..e + 0x28].copy_from_slice(&page[e..e + 0x28]);
+        if page[e + 0x28..e + CPUID_ENTRY].iter().any(|&b| b != 0) {
+            bad = true;
+        }
+    }
+    let used = CPUID_HDR + n * CPUID_ENTRY;
+    if page[used..].iter().any(|&b| b != 0) {
+        bad = true;
+    }
+    bad.then_some(fixed)
+}
+
+impl SoftSnpGuest {
+    /// The common checks: platform INIT, then the GCTX page still a live context.
+    fn check_ctx(&self, cmd: &'static str) -> Result<()> {
+        let p = self.platform.lock();
+        if p.state != SnpPlatformState::Init {
+            return Err(st(cmd, Status::InvalidPlatformState));
+        }
+        if self.decommissioned || self.epoch != p.epoch {
+            return Err(st(cmd, Status::InvalidGuest));
+        }
+        Ok(())
+    }
+
+    /// The launch digest so far.
+    pub fn launch_digest(&self) -> [u8; LD_SIZE] {
+        self.g.ld.digest()
+    }
+
+    fn report(&self, req: &ReportReq, vmpck: u8) -> Result<ReportRsp> {
+        if req.vmpl < u32::from(vmpck) {
+            return Ok(ReportRsp {
+                status: Status::InvalidParam.code(),
+                report: None,
+            });
+        }
+        // KEY_SEL 0 (VLEK if loaded, else VCEK) and 1 (VCEK) sign with the VCEK; no VLEK is
+        // ever loaded here, so 2 is INVALID_KEY; so is any VCEK use with VCEK_DIS.
+        if req.key_sel >= 2 || self.g.vcek_dis {
+            return Ok(ReportRsp {
+                status: Status::InvalidKey.code(),
+                report: None,
+            });
+        }
+        let sh = &self.platform.sh;
+        let c = &sh.cfg;
+        let reported = c.tcb;
+        let key = self
+            .platform
+            .lock()
+            .sticks
+            .derive_older(reported)?
+            .vcek_key()?;
+        let key = PKey::from_ec_key(key)?;
+        let id = self.g.id.as_ref();
+        let ver = FwVersion {
+            build: c.build_id,
+            minor: c.api_minor,
+            major: c.api_major,
+        };
+        let mut r = AttestationReport {
+            version: 3,
+            guest_svn: id.map_or(0, |b| b.guest_svn),
+            policy: self.g.policy,
+            family_id: id.map_or([0; 16], |b| b.family_id),
+            image_id: id.map_or([0; 16], |b| b.image_id),
+            vmpl: req.vmpl,
+            current_tcb: c.tcb,
+            platform_info: u64::from(c.smt_enabled),
+            key_info: u32::from(self.g.author_key_en),
+            report_data: req.report_data,
+            measurement: self.g.ld.digest(),
+            host_data: self.g.host_data,
+            id_key_digest: self.g.digests.id_key,
+            author_key_digest: self.g.digests.author_key,
+            report_id: self.g.report_id,
+            report_id_ma: [0xFF; 32],
+            reported_tcb: reported,
+            cpuid: Some(c.fms),
+            chip_id: sh.chip_id,
+            committed_tcb: c.tcb,
+            current_version: ver,
+            committed_version: ver,
+            launch_tcb: self.g.launch_tcb,
+            ..AttestationReport::default()
+        };
+        r.sign(&key)
+            .map_err(|_| st("SNP_GUEST_REQUEST", Status::HwerrorPlatform))?;
+        Ok(ReportRsp {
+            status: 0,
+            report: Some(r),
+        })
+    }
+}
+
+impl SnpGuest for SoftSnpGuest {
+    fn snp_launch_start(&mut self, p: &SnpLaunchStart) -> Result<()> {
+        const C: &str = "SNP_LAUNCH_START";
+        if p.flags & !3 != 0 {
+            return Err(st(C, Status::InvalidParam));
+        }
+        self.check_ctx(C)?;
+        if self.g.state != SnpGuestState::Init {
+            return Err(st(C, Status::InvalidGuestState));
+        }
+        let cfg = &self.platform.sh.cfg;
+        let view = PlatformPolicyView {
+            api_major: cfg.api_major,
+            api_minor: cfg.api_minor,
+            smt_enabled: cfg.smt_enabled,
+            known_bits: FW_1_55_KNOWN_BITS,
+        };
+        if p.policy.check_launch(&view).is_err() {
+            return Err(st(C, Status::PolicyFailure));
+        }
+        if p.flags != 0 || p.ma_gctx_paddr != 0 {
+            // Migration agents and IMI are not modelled.
+            return Err(st(C, Status::Unsupported));
+        }
+        if p.asid == 0 {
+            return Err(st(C, Status::InvalidAsid));
+        }
+        let mut vmpck = Zeroizing::new([[0u8; 32]; 4]);
+        for k in vmpck.iter_mut() {
+            openssl::rand::rand_bytes(k)?;
+        }
+        let mut report_id = [0u8; 32];
+        openssl::rand::rand_bytes(&mut report_id)?;
+        let mut plat = self.platform.lock();
+        plat.guest_count = plat.guest_count.wrapping_add(1);
+        drop(plat);
+        self.g.vmpck = vmpck;
+        self.g.report_id = report_id;
+        self.g.policy = p.policy;
+        self.g.gosvw = p.gosvw;
+        self.g.asid = p.asid;
+        self.g.ld = SnpLaunchDigest::new();
+        self.g.state = SnpGuestState::Launch;
+        Ok(())
+    }
+
+    fn snp_launch_update(&mut self, u: &SnpLaunchUpdate, page: &mut [u8]) -> Result<()> {
+        const C: &str = "SNP_LAUNCH_UPDATE";
+        self.check_ctx(C)?;
+        let size = if u.page_size_2m { 0x20_0000 } else { PAGE_SIZE };
+        if page.len() != size {
+            return Err(st(C, Status::InvalidPageSize));
+        }
+        if !u.gpa.is_multiple_of(size as u64) || u.gpa > 0x000F_FFFF_FFFF_F000 {
+            return Err(st(C, Status::InvalidAddress));
+        }
+        let t = PageType::from_u8(u.page_type).map_err(|_| st(C, Status::InvalidParam))?;
+        if u.page_size_2m && matches!(t, PageType::Vmsa | PageType::Secrets | PageType::Cpuid) {
+            return Err(st(C, Status::InvalidPageSize));
+        }
+        if self.g.state != SnpGuestState::Launch {
+            return Err(st(C, Status::InvalidGuestState));
+        }
+        if u.imi_page {
+            // IMI_PAGE without IMI_EN at LAUNCH_START (IMI is never enabled here).
+            return Err(st(C, Status::InvalidParam));
+        }
+        let mut ld = self.g.ld.clone();
+        for (i, chunk) in page.chunks_exact_mut(PAGE_SIZE).enumerate() {
+            let gpa = u.gpa + (i * PAGE_SIZE) as u64;
+            let contents = match t {
+                PageType::Normal => openssl::sha::sha384(chunk),
+                PageType::Vmsa => {
+                    let mut h = openssl::sha::Sha384::new();
+                    h.update(&chunk[..VMSA_TSC_FIELDS.start]);
+                    h.update(&[0u8; 16]);
+                    h.update(&chunk[VMSA_TSC_FIELDS.end..]);
+                    h.finish()
+                }
+                PageType::Zero => {
+                    chunk.fill(0);
+                    [0; LD_SIZE]
+                }
+                PageType::Unmeasured => [0; LD_SIZE],
+                PageType::Secrets => {
+                    let sp = SecretsPage::new(
+                        self.platform.sh.cfg.cpuid1_eax(),
+                        self.g.gosvw,
+                        *self.g.vmpck,
+                    );
+                    chunk.copy_from_slice(&sp.to_bytes());
+                    [0; LD_SIZE]
+                }
+                PageType::Cpuid => {
+                    if let Some(fixed) = check_cpuid_page(chunk) {
+                        // Written back in plaintext, digest not extended (notes §1.3).
+                        chunk.copy_from_slice(&fixed);
+                        return Err(st(C, Status::InvalidParam));
+                    }
+                    [0; LD_SIZE]
+                }
+            };
+            ld.extend(t, gpa, contents, u.vmpl_perms);
+        }
+        self.g.ld = ld;
+        Ok(())
+    }
+
+    fn snp_launch_finish(&mut self, f: &SnpLaunchFinish<'_>) -> Result<()> {
+        const C: &str = "SNP_LAUNCH_FINISH";
+        // MBZ: an ID auth or AUTH_KEY_EN without an ID block.
+        if f.id_block.is_none() && (f.id_auth.is_some() || f.auth_key_en) {
+            return Err(st(C, Status::InvalidParam));
+        }
+        self.check_ctx(C)?;
+        if self.g.state != SnpGuestState::Launch {
+            return Err(st(C, Status::InvalidGuestState));
+        }
+        let mut id = None;
+        let mut digests = KeyDigests {
+            id_key: [0; 48],
+            author_key: [0; 48],
+        };
+        if let Some(block) = f.id_block {
+            let block = IdBlock::from_bytes(block).map_err(|_| st(C, Status::InvalidParam))?;
+            let auth = f.id_auth.ok_or(st(C, Status::InvalidParam))?;
+            let auth = IdAuth::from_bytes(auth).map_err(|_| st(C, Status::InvalidParam))?;
+            let ld = self.g.ld.digest();
+            digests = auth
+                .check_launch_finish(&block, &ld, self.g.policy, f.auth_key_en)
+                .map_err(|e| {
+                    st(
+                        C,
+                        Status::from_u32(e.status()).unwrap_or(Status::InvalidParam),
+                    )
+                })?;
+            id = Some(block);
+        }
+        self.g.id = id;
+        self.g.digests = digests;
+        self.g.author_key_en = f.auth_key_en;
+        self.g.vcek_dis = f.vcek_dis;
+        self.g.host_data = f.host_data;
+        self.g.state = SnpGuestState::Running;
+        Ok(())
+    }
+
+    fn snp_guest_status(&self) -> Result<SnpGuestStatus> {
+        self.check_ctx("SNP_GUEST_STATUS")?;
+        Ok(SnpGuestStatus {
+            policy: self.g.policy,
+            asid: self.g.asid,
+            state: self.g.state,
+            vcek_dis: self.g.vcek_dis,
+        })
+    }
+
+    fn snp_guest_request(&mut self, req: &[u8], resp: &mut [u8]) -> Result<usize> {
+        const C: &str = "SNP_GUEST_REQUEST";
+        if req.len() != PAGE_SIZE || resp.len() != PAGE_SIZE {
+            return Err(st(C, Status::InvalidPageSize));
+        }
+        self.check_ctx(C)?;
+        if self.g.state != SnpGuestState::Running {
+            return Err(st(C, Status::InvalidGuestState));
+        }
+        let hdr = msg::MsgHeader::from_bytes(&req[..msg::HEADER_SIZE])
+            .map_err(|_| st(C, Status::InvalidParam))?;
+        let idx = usize::from(hdr.vmpck);
+        let count = *self.g.seqno.get(idx).ok_or(st(C, Status::InvalidParam))?;
+        if count >= u64::MAX - 1 || hdr.seqno != count + 1 {
+            return Err(st(C, Status::AeadOflow));
+        }
+        let key = Zeroizing::new(self.g.vmpck[idx]);
+        let (h, pt) = msg::open(&key, req).map_err(|e| match e {
+            // The GCM-failure status is not externally checkable (notes §8 item 4).
+            MsgError::AuthFailed | MsgError::Format(_) => st(C, Status::InvalidParam),
+            MsgError::OpenSsl(e) => FwError::Crypto(e),
+        })?;
+        if h.msg_type != 5 || h.msg_version != 1 {
+            return Err(st(C, Status::Unsupported));
+        }
+        let rsp = match ReportReq::from_bytes(&pt) {
+            Ok(r) => self.report(&r, h.vmpck)?,
+            Err(_) => ReportRsp {
+                status: Status::InvalidParam.code(),
+                report: None,
+            },
+        };
+        let payload = Zeroizing::new(rsp.to_bytes().map_err(|_| st(C, Status::HwerrorPlatform))?);
+        let out = msg::seal(&key, count + 2, 6, 1, h.vmpck, &payload)
+            .map_err(|_| st(C, Status::HwerrorPlatform))?;
+        resp.fill(0);
+        resp[..out.len()].copy_from_slice(&out);
+        self.g.seqno[idx] = count + 2;
+        Ok(out.len())
+    }
+
+    fn snp_decommission(&mut self) -> Result<()> {
+        self.check_ctx("SNP_DECOMMISSION")?;
+        self.decommissioned = true;
+        self.g.vmpck = Zeroizing::new([[0; 32]; 4]);
+        Ok(())
+    }
+}

@@ -1,0 +1,966 @@
+//! Tests of the soft SNP firmware (`cargo test -p sev-firmware --lib snp`).
+
+use super::soft::{SoftSnpConfig, SoftSnpGuest, SoftSnpPlatform};
+use super::vcek::{HashSticks, SnpIdentity, IDENTITY_FILE};
+use super::*;
+use crate::Status;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use sev_proto::snp::id_block::{IdAuth, IdBlock};
+use sev_proto::snp::measure::{PageType, SnpLaunchDigest, VMSA_GPA};
+use sev_proto::snp::msg::{self, ReportReq, ReportRsp};
+use sev_proto::snp::secrets::SecretsPage;
+
+const POLICY: SnpPolicy = SnpPolicy(0x30000);
+
+fn seed(n: u8) -> [u8; 48] {
+    openssl::sha::sha384(&[n; 5])
+}
+
+fn platform() -> SoftSnpPlatform {
+    SoftSnpPlatform::new(SnpIdentity::from_seed(seed(1)), SoftSnpConfig::default()).unwrap()
+}
+
+fn status_of(r: crate::Result<impl std::fmt::Debug>) -> Status {
+    match r {
+        Err(e) => e.status().unwrap_or_else(|| panic!("not a status: {e}")),
+        Ok(v) => panic!("expected a firmware error, got Ok({v:?})"),
+    }
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    vec![fill; 4096]
+}
+
+/// INIT platform, a guest in LAUNCH state.
+fn launched() -> (SoftSnpPlatform, SoftSnpGuest) {
+    let p = platform();
+    p.snp_init().unwrap();
+    let mut g = p.gctx_create().unwrap();
+    g.snp_launch_start(&SnpLaunchStart::new(POLICY)).unwrap();
+    (p, g)
+}
+
+fn snapshot(g: &SoftSnpGuest) -> (SnpGuestStatus, [u8; 48]) {
+    (g.snp_guest_status().unwrap(), g.launch_digest())
+}
+
+#[test]
+fn platform_init_shutdown_and_status_layout() {
+    let p = platform();
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!(s.state, SnpPlatformState::Uninit);
+    assert_eq!(status_of(p.snp_shutdown()), Status::InvalidPlatformState);
+    assert_eq!(status_of(p.gctx_create()), Status::InvalidPlatformState);
+    p.snp_init().unwrap();
+    assert_eq!(status_of(p.snp_init()), Status::InvalidPlatformState);
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!(s.state, SnpPlatformState::Init);
+    let b = s.to_bytes();
+    assert_eq!(&b[..4], &[1, 55, 1, 1]);
+    assert_eq!(&b[4..8], &25u32.to_le_bytes());
+    assert_eq!(&b[0x10..0x18], &[3, 0, 0, 0, 0, 0, 8, 0x73]);
+    assert_eq!(&b[0x18..0x20], &[3, 0, 0, 0, 0, 0, 8, 0x73]);
+    assert_eq!(SnpPlatformStatus::from_bytes(&b).unwrap(), s);
+    let mut bad = b;
+    bad[2] = 7;
+    let e = SnpPlatformStatus::from_bytes(&bad).unwrap_err();
+    assert!(e.to_string().contains("SNP_PLATFORM_STATUS.STATE"), "{e}");
+    assert!(SnpPlatformStatus::from_bytes(&b[..31]).is_err());
+    p.snp_shutdown().unwrap();
+    assert_eq!(
+        p.snp_platform_status().unwrap().state,
+        SnpPlatformState::Uninit
+    );
+}
+
+#[test]
+fn snp_init_must_precede_legacy_init() {
+    let p = platform();
+    assert!(!p.legacy_init_allowed());
+    p.set_legacy_init(true);
+    assert_eq!(status_of(p.snp_init()), Status::InvalidPlatformState);
+    assert_eq!(
+        p.snp_platform_status().unwrap().state,
+        SnpPlatformState::Uninit
+    );
+    p.set_legacy_init(false);
+    p.snp_init().unwrap();
+    assert!(p.legacy_init_allowed());
+}
+
+#[test]
+fn launch_start_checks_in_order_and_counts_guests() {
+    let p = platform();
+    p.snp_init().unwrap();
+    let mut g = p.gctx_create().unwrap();
+    let before = snapshot(&g);
+    // MBZ first, even with a bad policy.
+    let mut ls = SnpLaunchStart::new(SnpPolicy(0));
+    ls.flags = 4;
+    assert_eq!(status_of(g.snp_launch_start(&ls)), Status::InvalidParam);
+    // bit 17 clear, SMT bit clear while SMT is on, ABI too new, reserved bits, unknown bits.
+    for pol in [
+        0x10000,
+        0x20000,
+        0x30000 | (2 << 8),
+        0x30000 | (1 << 40),
+        0x30000 | (1 << 21),
+    ] {
+        assert_eq!(
+            status_of(g.snp_launch_start(&SnpLaunchStart::new(SnpPolicy(pol)))),
+            Status::PolicyFailure,
+            "policy {pol:#x}"
+        );
+    }
+    assert_eq!(snapshot(&g), before);
+    assert_eq!(p.snp_platform_status().unwrap().guest_count, 0);
+    g.snp_launch_start(&SnpLaunchStart::new(POLICY)).unwrap();
+    assert_eq!(p.snp_platform_status().unwrap().guest_count, 1);
+    let s = g.snp_guest_status().unwrap();
+    assert_eq!(
+        (s.state, s.policy, s.asid),
+        (SnpGuestState::Launch, POLICY, 1)
+    );
+    assert_eq!(s.to_bytes()[0x0C], 1);
+    assert_eq!(
+        status_of(g.snp_launch_start(&SnpLaunchStart::new(POLICY))),
+        Status::InvalidGuestState
+    );
+    // SMT off on the host: policy without SMT is fine.
+    let p2 = SoftSnpPlatform::new(
+        SnpIdentity::from_seed(seed(2)),
+        SoftSnpConfig {
+            smt_enabled: false,
+            ..SoftSnpConfig::default()
+        },
+    )
+    .unwrap();
+    p2.snp_init().unwrap();
+    let mut g2 = p2.gctx_create().unwrap();
+    g2.snp_launch_start(&SnpLaunchStart::new(SnpPolicy(0x20000)))
+        .unwrap();
+}
+
+#[test]
+fn launch_update_digest_matches_sev_proto_chain() {
+    let (_p, mut g) = launched();
+    let mut want = SnpLaunchDigest::new();
+    let mut normal = page(0xAB);
+    g.snp_launch_update(
+        &SnpLaunchUpdate::page(PageType::Normal, 0x1000),
+        &mut normal,
+    )
+    .unwrap();
+    want.update_normal(0x1000, &page(0xAB)).unwrap();
+    let mut z = page(0x55);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Zero, 0x2000), &mut z)
+        .unwrap();
+    assert!(z.iter().all(|&b| b == 0), "ZERO page not zeroed");
+    want.update_zero(0x2000, 4096).unwrap();
+    let mut un = page(7);
+    g.snp_launch_update(
+        &SnpLaunchUpdate::page(PageType::Unmeasured, 0x3000),
+        &mut un,
+    )
+    .unwrap();
+    assert_eq!(un, page(7));
+    want.update_unmeasured(0x3000, 4096).unwrap();
+    let mut sec = page(0xEE);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x4000), &mut sec)
+        .unwrap();
+    want.update_secrets(0x4000).unwrap();
+    let sp = SecretsPage::from_bytes(&sec).unwrap();
+    assert_eq!(sp.version, 3);
+    assert_eq!(
+        sp.fms, 0x00A00F11,
+        "CPUID(1).EAX of family 19h model 01h stepping 1"
+    );
+    assert!(sp.vmpck.iter().all(|k| k != &[0u8; 32]));
+    assert_ne!(sp.vmpck[0], sp.vmpck[1]);
+    let mut cpuid = vec![0u8; 4096];
+    cpuid[0] = 1;
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Cpuid, 0x5000), &mut cpuid)
+        .unwrap();
+    want.update_cpuid(0x5000).unwrap();
+    let mut vmsa = page(0x11);
+    vmsa[0x2F0..0x300].fill(0x99); // TSC scale/offset are measured as zero
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Vmsa, VMSA_GPA), &mut vmsa)
+        .unwrap();
+    want.update_vmsa(&vmsa).unwrap();
+    let mut big = vec![3u8; 0x20_0000];
+    let u = SnpLaunchUpdate {
+        page_size_2m: true,
+        ..SnpLaunchUpdate::page(PageType::Normal, 0x20_0000)
+    };
+    g.snp_launch_update(&u, &mut big).unwrap();
+    want.update_normal(0x20_0000, &big).unwrap();
+    assert_eq!(g.launch_digest(), want.digest());
+}
+
+#[test]
+fn launch_update_refusals_change_nothing() {
+    let (p, mut g) = launched();
+    let before = snapshot(&g);
+    let mut pg = page(1);
+    let bad_type = SnpLaunchUpdate {
+        page_type: 0,
+        ..SnpLaunchUpdate::page(PageType::Normal, 0)
+    };
+    assert_eq!(
+        status_of(g.snp_launch_update(&bad_type, &mut pg)),
+        Status::InvalidParam
+    );
+    let t7 = SnpLaunchUpdate {
+        page_type: 7,
+        ..bad_type
+    };
+    assert_eq!(
+        status_of(g.snp_launch_update(&t7, &mut pg)),
+        Status::InvalidParam
+    );
+    // 2 MiB VMSA: INVALID_PAGE_SIZE; 2 MiB misaligned: INVALID_ADDRESS; wrong buffer size.
+    let mut big = vec![0u8; 0x20_0000];
+    let vmsa2m = SnpLaunchUpdate {
+        page_size_2m: true,
+        ..SnpLaunchUpdate::page(PageType::Vmsa, 0)
+    };
+    assert_eq!(
+        status_of(g.snp_launch_update(&vmsa2m, &mut big)),
+        Status::InvalidPageSize
+    );
+    let mis = SnpLaunchUpdate {
+        page_size_2m: true,
+        ..SnpLaunchUpdate::page(PageType::Normal, 0x1000)
+    };
+    assert_eq!(
+        status_of(g.snp_launch_update(&mis, &mut big)),
+        Status::InvalidAddress
+    );
+    assert_eq!(
+        status_of(g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Normal, 0), &mut big)),
+        Status::InvalidPageSize
+    );
+    let imi = SnpLaunchUpdate {
+        imi_page: true,
+        ..SnpLaunchUpdate::page(PageType::Normal, 0)
+    };
+    assert_eq!(
+        status_of(g.snp_launch_update(&imi, &mut pg)),
+        Status::InvalidParam
+    );
+    // Bad CPUID tables: corrected copy written back, INVALID_PARAM, no digest extension.
+    let mut cpuid = vec![0u8; 4096];
+    cpuid[0] = 65;
+    assert_eq!(
+        status_of(g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Cpuid, 0x5000), &mut cpuid)),
+        Status::InvalidParam
+    );
+    assert_eq!(u32::from_le_bytes(cpuid[..4].try_into().unwrap()), 64);
+    let mut cpuid = vec![0u8; 4096];
+    cpuid[0] = 1;
+    cpuid[0x10] = 0xB; // leaf 0xB, eax_in
+    cpuid[0x10 + 0x28] = 1; // entry reserved field
+    assert_eq!(
+        status_of(g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Cpuid, 0x5000), &mut cpuid)),
+        Status::InvalidParam
+    );
+    assert_eq!(
+        (cpuid[0x10], cpuid[0x38]),
+        (0xB, 0),
+        "reserved cleared, leaf kept"
+    );
+    assert_eq!(snapshot(&g), before);
+    // Guest in INIT (no LAUNCH_START): INVALID_GUEST_STATE, after the parameter checks.
+    let mut g2 = p.gctx_create().unwrap();
+    assert_eq!(
+        status_of(g2.snp_launch_update(&SnpLaunchUpdate::page(PageType::Normal, 0), &mut pg)),
+        Status::InvalidGuestState
+    );
+    assert_eq!(
+        status_of(g2.snp_launch_update(&bad_type, &mut pg)),
+        Status::InvalidParam
+    );
+    // Platform shut down: INVALID_PLATFORM_STATE first; re-INIT: the old context is gone.
+    p.snp_shutdown().unwrap();
+    assert_eq!(
+        status_of(g.snp_launch_update(&bad_type, &mut pg)),
+        Status::InvalidPlatformState
+    );
+    p.snp_init().unwrap();
+    assert_eq!(status_of(g.snp_guest_status()), Status::InvalidGuest);
+}
+
+fn p384() -> PKey<openssl::pkey::Private> {
+    PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn launch_finish_id_block_checks() {
+    let (_p, mut g) = launched();
+    let mut pg = page(9);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Normal, 0), &mut pg)
+        .unwrap();
+    let ld = g.launch_digest();
+    let (idk, authk) = (p384(), p384());
+    let good = IdBlock::new(ld, [1; 16], [2; 16], 7, POLICY);
+    let auth = IdAuth::sign(&good, &idk, Some(&authk)).unwrap().to_bytes();
+    let before = snapshot(&g);
+    fn fin<'a>(b: &'a [u8], a: &'a [u8], auth_key_en: bool) -> SnpLaunchFinish<'a> {
+        SnpLaunchFinish {
+            id_block: Some(b),
+            id_auth: Some(a),
+            auth_key_en,
+            vcek_dis: false,
+            host_data: [0x42; 32],
+        }
+    }
+    let wrong_ld = IdBlock::new([0; 48], [1; 16], [2; 16], 7, POLICY);
+    let a2 = IdAuth::sign(&wrong_ld, &idk, None).unwrap().to_bytes();
+    assert_eq!(
+        status_of(g.snp_launch_finish(&fin(&wrong_ld.to_bytes(), &a2, false))),
+        Status::BadMeasurement
+    );
+    let wrong_pol = IdBlock::new(ld, [1; 16], [2; 16], 7, SnpPolicy(0xB0000));
+    let a3 = IdAuth::sign(&wrong_pol, &idk, None).unwrap().to_bytes();
+    assert_eq!(
+        status_of(g.snp_launch_finish(&fin(&wrong_pol.to_bytes(), &a3, false))),
+        Status::PolicyFailure
+    );
+    let mut badsig = auth;
+    badsig[0x40] ^= 1;
+    assert_eq!(
+        status_of(g.snp_launch_finish(&fin(&good.to_bytes(), &badsig, true))),
+        Status::BadSignature
+    );
+    let mut badauth = auth;
+    badauth[0x680] ^= 1;
+    assert_eq!(
+        status_of(g.snp_launch_finish(&fin(&good.to_bytes(), &badauth, true))),
+        Status::BadSignature
+    );
+    let mut algo = auth;
+    algo[0] = 2;
+    assert_eq!(
+        status_of(g.snp_launch_finish(&fin(&good.to_bytes(), &algo, true))),
+        Status::InvalidParam
+    );
+    let only_auth = SnpLaunchFinish {
+        auth_key_en: true,
+        ..SnpLaunchFinish::default()
+    };
+    assert_eq!(
+        status_of(g.snp_launch_finish(&only_auth)),
+        Status::InvalidParam
+    );
+    assert_eq!(snapshot(&g), before);
+    g.snp_launch_finish(&fin(&good.to_bytes(), &auth, true))
+        .unwrap();
+    assert_eq!(g.snp_guest_status().unwrap().state, SnpGuestState::Running);
+    assert_eq!(
+        status_of(g.snp_launch_finish(&SnpLaunchFinish::default())),
+        Status::InvalidGuestState
+    );
+    assert_eq!(
+        status_of(g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Normal, 0), &mut pg)),
+        Status::InvalidGuestState
+    );
+}
+
+#[test]
+fn decommission_from_any_state() {
+    let p = platform();
+    p.snp_init().unwrap();
+    let mut a = p.gctx_create().unwrap();
+    a.snp_decommission().unwrap();
+    assert_eq!(status_of(a.snp_guest_status()), Status::InvalidGuest);
+    assert_eq!(status_of(a.snp_decommission()), Status::InvalidGuest);
+    assert_eq!(
+        status_of(a.snp_launch_start(&SnpLaunchStart::new(POLICY))),
+        Status::InvalidGuest
+    );
+    let (_p, mut b) = launched();
+    b.snp_decommission().unwrap();
+    let (_p, mut c) = launched();
+    c.snp_launch_finish(&SnpLaunchFinish::default()).unwrap();
+    c.snp_decommission().unwrap();
+    assert_eq!(status_of(c.snp_guest_status()), Status::InvalidGuest);
+}
+
+// ---- identity / VCEK ----
+
+#[test]
+fn vcek_matches_the_notes_self_consistency_vector() {
+    // snp-spec-notes.md §3.4 (computed there with a Python prototype of the same recipe).
+    let kdf0 = sev_proto::kdf::kdf(&[0u8; 48], super::vcek::LABEL_VCEK, b"", 56);
+    let k = hex::encode(&kdf0[..]);
+    assert!(
+        k.starts_with("2750253841fa31ca") && k.ends_with("6d"),
+        "{k}"
+    );
+    let s0 = openssl::sha::sha384(b"sevm soft chip #0");
+    let h = hex::encode(s0);
+    assert!(h.starts_with("7c0907") && h.ends_with("a731"), "{h}");
+    let st = HashSticks::from_seed(&s0, u64::from_le_bytes([3, 0, 0, 0, 0, 0, 8, 0x73]));
+    let vs = hex::encode(&st.vcek_seed()[..]);
+    assert!(vs.starts_with("6819645b") && vs.ends_with("89b0"), "{vs}");
+    let d = hex::encode(st.vcek_key().unwrap().private_key().to_vec());
+    assert!(
+        d.starts_with("7c6cf348044e88f1ce") && d.ends_with("2dd7"),
+        "{d}"
+    );
+}
+
+#[test]
+fn vcek_older_derivable_newer_not() {
+    let s = seed(3);
+    let t = |b: [u8; 8]| u64::from_le_bytes(b);
+    let cur = t([3, 1, 0, 0, 0, 0, 8, 0x73]);
+    let sticks = HashSticks::from_seed(&s, cur);
+    for older in [
+        cur,
+        t([3, 1, 0, 0, 0, 0, 8, 0x70]),
+        t([2, 1, 0, 0, 0, 0, 8, 0x73]),
+        t([3, 0, 0, 0, 0, 0, 5, 0x10]),
+        t([0; 8]),
+    ] {
+        let d = sticks.derive_older(older).unwrap();
+        assert_eq!(d.tcb(), older);
+        assert_eq!(
+            d.vcek_seed()[..],
+            HashSticks::from_seed(&s, older).vcek_seed()[..],
+            "tcb {older:016x}"
+        );
+    }
+    for newer in [
+        t([4, 1, 0, 0, 0, 0, 8, 0x73]),
+        t([3, 1, 0, 0, 0, 0, 8, 0x74]),
+        t([0, 0, 0, 0, 0, 0, 9, 0]),
+    ] {
+        assert!(sticks.derive_older(newer).is_err(), "{newer:016x}");
+    }
+    // Deterministic, and different TCBs / seeds give different keys.
+    let k1 = sticks.vcek_key().unwrap().private_key().to_vec();
+    assert_eq!(
+        k1,
+        HashSticks::from_seed(&s, cur)
+            .vcek_key()
+            .unwrap()
+            .private_key()
+            .to_vec()
+    );
+    let k2 = sticks.derive_older(t([3, 1, 0, 0, 0, 0, 8, 0x72])).unwrap();
+    assert_ne!(k1, k2.vcek_key().unwrap().private_key().to_vec());
+    let k3 = HashSticks::from_seed(&seed(4), cur).vcek_key().unwrap();
+    assert_ne!(k1, k3.private_key().to_vec());
+}
+
+#[test]
+fn identity_file_persists_with_mode_0600_and_rejects_garbage() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = SnpIdentity::load_or_create(dir.path()).unwrap();
+    let path = dir.path().join(IDENTITY_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let b = SnpIdentity::load_or_create(dir.path()).unwrap();
+    assert_eq!(a.chip_id().unwrap(), b.chip_id().unwrap());
+    let other = tempfile::tempdir().unwrap();
+    let c = SnpIdentity::load_or_create(other.path()).unwrap();
+    assert_ne!(a.chip_id().unwrap(), c.chip_id().unwrap());
+    std::fs::write(&path, br#"{"version":1,"fused_seed":"abcd"}"#).unwrap();
+    let e = SnpIdentity::load_or_create(dir.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("fused_seed") && e.to_string().contains(IDENTITY_FILE),
+        "{e}"
+    );
+    std::fs::write(&path, b"not json").unwrap();
+    assert!(SnpIdentity::load_or_create(dir.path()).is_err());
+}
+
+// ---- guest requests ----
+
+fn running(host_data: [u8; 32]) -> (SoftSnpPlatform, SoftSnpGuest, SecretsPage, SnpLaunchDigest) {
+    let (p, mut g) = launched();
+    let mut want = SnpLaunchDigest::new();
+    let mut n = page(0x5A);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Normal, 0x10_0000), &mut n)
+        .unwrap();
+    want.update_normal(0x10_0000, &page(0x5A)).unwrap();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    want.update_secrets(0x5000).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        host_data,
+        ..SnpLaunchFinish::default()
+    })
+    .unwrap();
+    (p, g, SecretsPage::from_bytes(&s).unwrap(), want)
+}
+
+fn request(sp: &SecretsPage, vmpck: u8, seqno: u64, req: &ReportReq) -> Vec<u8> {
+    let mut m = msg::seal(
+        &sp.vmpck[usize::from(vmpck)],
+        seqno,
+        5,
+        1,
+        vmpck,
+        &req.to_bytes(),
+    )
+    .unwrap();
+    m.resize(4096, 0);
+    m
+}
+
+fn rr(vmpl: u32) -> ReportReq {
+    ReportReq {
+        report_data: [0x77; 64],
+        vmpl,
+        key_sel: 0,
+    }
+}
+
+fn answer(sp: &SecretsPage, vmpck: u8, resp: &[u8]) -> (msg::MsgHeader, ReportRsp) {
+    let (h, pt) = msg::open(&sp.vmpck[usize::from(vmpck)], resp).unwrap();
+    (h, ReportRsp::from_bytes(&pt).unwrap())
+}
+
+#[test]
+fn report_request_verifies_with_the_vcek_and_carries_the_launch() {
+    let (p, mut g, sp, want) = running([0x42; 32]);
+    let mut resp = page(0);
+    let n = g
+        .snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    assert!(n > msg::HEADER_SIZE);
+    let (h, rsp) = answer(&sp, 0, &resp);
+    assert_eq!((h.seqno, h.msg_type, h.vmpck), (2, 6, 0));
+    assert_eq!(rsp.status, 0);
+    let r = rsp.report.unwrap();
+    assert_eq!(r.version, 3);
+    assert_eq!(r.measurement, want.digest());
+    assert_eq!(r.host_data, [0x42; 32]);
+    assert_eq!(r.report_data, [0x77; 64]);
+    assert_eq!(r.policy, POLICY);
+    assert_eq!(r.chip_id, p.chip_id());
+    assert_eq!(r.report_id_ma, [0xFF; 32]);
+    let tcb = SoftSnpConfig::default().tcb;
+    assert_eq!(
+        (r.reported_tcb, r.current_tcb, r.launch_tcb),
+        (tcb, tcb, tcb)
+    );
+    assert_eq!(r.product(), Some(sev_proto::snp::report::Product::Milan));
+    let vcek = p.vcek_public_key(r.reported_tcb).unwrap();
+    r.verify(&vcek).unwrap();
+    // Re-parsed from bytes it still verifies; a flipped signed byte does not.
+    let bytes = r.to_bytes().unwrap();
+    let mut back = sev_proto::snp::report::AttestationReport::from_bytes(&bytes).unwrap();
+    back.verify(&vcek).unwrap();
+    back.measurement[0] ^= 1;
+    assert!(back.verify(&vcek).is_err());
+    // Another platform's VCEK does not verify it.
+    let other =
+        SoftSnpPlatform::new(SnpIdentity::from_seed(seed(9)), SoftSnpConfig::default()).unwrap();
+    assert!(r.verify(&other.vcek_public_key(tcb).unwrap()).is_err());
+    // VMPCK1 with VMPL 1 works, with its own sequence numbers starting at 1.
+    let n = g
+        .snp_guest_request(&request(&sp, 1, 1, &rr(1)), &mut resp)
+        .unwrap();
+    assert!(n > 0);
+    let (_h, rsp) = answer(&sp, 1, &resp);
+    assert_eq!(rsp.report.unwrap().vmpl, 1);
+}
+
+#[test]
+fn report_request_sequence_and_vmpl_rules() {
+    let (_p, mut g, sp, _) = running([0; 32]);
+    let mut resp = page(0);
+    // Skipped (3 instead of 1) and then replayed sequence numbers: AEAD_OFLOW, no state change.
+    assert_eq!(
+        status_of(g.snp_guest_request(&request(&sp, 0, 3, &rr(0)), &mut resp)),
+        Status::AeadOflow
+    );
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    assert_eq!(
+        status_of(g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)),
+        Status::AeadOflow
+    );
+    assert_eq!(
+        status_of(g.snp_guest_request(&request(&sp, 0, 2, &rr(0)), &mut resp)),
+        Status::AeadOflow
+    );
+    // A tampered ciphertext is refused and does not consume the sequence number.
+    let mut bad = request(&sp, 0, 3, &rr(0));
+    bad[msg::HEADER_SIZE] ^= 1;
+    assert!(g.snp_guest_request(&bad, &mut resp).is_err());
+    g.snp_guest_request(&request(&sp, 0, 3, &rr(0)), &mut resp)
+        .unwrap();
+    assert_eq!(answer(&sp, 0, &resp).0.seqno, 4);
+    // VMPL 0 requested with VMPCK 2: refused inside the response (status 0x16), seqno used.
+    g.snp_guest_request(&request(&sp, 2, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let (h, rsp) = answer(&sp, 2, &resp);
+    assert_eq!((h.seqno, rsp.status, rsp.report.is_none()), (2, 0x16, true));
+    // KEY_SEL 2 (VLEK only; none loaded): INVALID_KEY inside the response.
+    let mut r = rr(2);
+    r.key_sel = 2;
+    g.snp_guest_request(&request(&sp, 2, 3, &r), &mut resp)
+        .unwrap();
+    assert_eq!(answer(&sp, 2, &resp).1.status, 0x27);
+    // Not RUNNING: INVALID_GUEST_STATE.
+    let (_p, mut l) = launched();
+    assert_eq!(
+        status_of(l.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)),
+        Status::InvalidGuestState
+    );
+}
+
+// ---- soft CA and VCEK certificates ----
+
+fn soft_ca() -> &'static super::ca::SoftCa {
+    static CA: std::sync::OnceLock<super::ca::SoftCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| super::ca::SoftCa::generate().unwrap())
+}
+
+#[test]
+fn soft_chain_verifies_and_vcek_extensions_parse() {
+    use sev_proto::snp::certs::VcekExtensions;
+    let ca = soft_ca();
+    let ark_pub = ca.ark.public_key().unwrap();
+    let ask_pub = ca.ask.public_key().unwrap();
+    assert!(ca.ark.verify(&ark_pub).unwrap(), "ARK self-signature");
+    assert!(ca.ask.verify(&ark_pub).unwrap(), "ASK under ARK");
+    assert!(!ca.ark.verify(&ask_pub).unwrap());
+    let ark_text = String::from_utf8(ca.ark.to_text().unwrap()).unwrap();
+    assert!(
+        ark_text.contains("rsassaPss") && ark_text.contains("sha384"),
+        "{ark_text}"
+    );
+    assert!(
+        ark_text.contains("NOT Advanced Micro Devices"),
+        "{ark_text}"
+    );
+    assert!(ark_text.contains("CN=ARK-Milan") || ark_text.contains("CN = ARK-Milan"));
+
+    let (p, mut g, sp, _) = running([1; 32]);
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    let vcek_pub = p.vcek_public_key(r.reported_tcb).unwrap();
+    let vcek = ca
+        .vcek_cert(&vcek_pub, r.reported_tcb, &p.chip_id())
+        .unwrap();
+    assert!(vcek.verify(&ask_pub).unwrap(), "VCEK under ASK");
+    assert!(!vcek.verify(&ark_pub).unwrap());
+    // The certificate's key verifies the report; its extensions match the report's TCB and chip.
+    r.verify(&vcek.public_key().unwrap()).unwrap();
+    let ext = VcekExtensions::from_x509(&vcek).unwrap();
+    assert_eq!(ext.struct_version, Some(0));
+    assert_eq!(ext.product_name.as_deref(), Some("Milan-B0"));
+    assert_eq!(
+        (ext.bl_spl, ext.tee_spl, ext.snp_spl, ext.ucode_spl),
+        (Some(3), Some(0), Some(8), Some(0x73))
+    );
+    assert_eq!(ext.hw_id.as_deref(), Some(&p.chip_id()[..]));
+    ext.check_report(&r).unwrap();
+    // A VCEK certificate for an older TCB carries that TCB and no longer matches the report.
+    let older = u64::from_le_bytes([2, 0, 0, 0, 0, 0, 8, 0x73]);
+    let old = ca
+        .vcek_cert(&p.vcek_public_key(older).unwrap(), older, &p.chip_id())
+        .unwrap();
+    let oext = VcekExtensions::from_x509(&old).unwrap();
+    assert_eq!(oext.bl_spl, Some(2));
+    assert!(oext.check_report(&r).is_err());
+    assert!(r.verify(&old.public_key().unwrap()).is_err());
+}
+
+#[test]
+fn soft_ca_persists() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = super::ca::SoftCa::load_or_create(dir.path()).unwrap();
+    let path = dir.path().join(super::ca::CA_FILE);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let b = super::ca::SoftCa::load_or_create(dir.path()).unwrap();
+    assert_eq!(a.ark.to_der().unwrap(), b.ark.to_der().unwrap());
+    assert_eq!(a.ask.to_der().unwrap(), b.ask.to_der().unwrap());
+    // The reloaded ASK key still signs VCEKs that chain to the stored ASK.
+    let p = platform();
+    let tcb = SoftSnpConfig::default().tcb;
+    let v = b
+        .vcek_cert(&p.vcek_public_key(tcb).unwrap(), tcb, &p.chip_id())
+        .unwrap();
+    assert!(v.verify(&a.ask.public_key().unwrap()).unwrap());
+    std::fs::write(
+        &path,
+        br#"{"version":1,"ark_key_pem":"x","ask_key_pem":"y","ark_der_hex":"","ask_der_hex":""}"#,
+    )
+    .unwrap();
+    let e = super::ca::SoftCa::load_or_create(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("ark_key_pem"), "{e}");
+}
+
+/// `openssl verify` (the OpenSSL command-line tool, outside the repo) accepts the soft chain
+/// ARK → ASK → VCEK and rejects the VCEK against a different ARK; `-x509_strict` accepts the
+/// ASK under the ARK (not the VCEK: AMD's VCEK profile has no Authority Key Identifier, which
+/// strict mode requires, and ours follows AMD's).
+#[test]
+fn soft_chain_passes_openssl_verify() {
+    let have = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the openssl command-line tool is required in CI for this test"
+        );
+        eprintln!("SKIP: soft_chain_passes_openssl_verify: no `openssl` command");
+        return;
+    }
+    let ca = soft_ca();
+    let p = platform();
+    let vcek = p.vcek_cert(ca, SoftSnpConfig::default().tcb).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = |n: &str, c: &openssl::x509::X509| {
+        let path = dir.path().join(n);
+        std::fs::write(&path, c.to_pem().unwrap()).unwrap();
+        path
+    };
+    let (ark, ask, vc) = (
+        w("ark.pem", &ca.ark),
+        w("ask.pem", &ca.ask),
+        w("vcek.pem", &vcek),
+    );
+    let run = |strict: bool, cafile: &std::path::Path, leaf: &std::path::Path| {
+        let mut c = std::process::Command::new("openssl");
+        c.arg("verify");
+        if strict {
+            c.arg("-x509_strict");
+        }
+        c.arg("-CAfile")
+            .arg(cafile)
+            .arg("-untrusted")
+            .arg(&ask)
+            .arg(leaf);
+        c.output().unwrap()
+    };
+    for (strict, leaf) in [(false, &vc), (true, &ask)] {
+        let o = run(strict, &ark, leaf);
+        assert!(
+            o.status.success(),
+            "openssl verify (strict {strict}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let other = super::ca::SoftCa::generate().unwrap();
+    let bad = w("other-ark.pem", &other.ark);
+    assert!(!run(false, &bad, &vc).status.success());
+}
+
+/// The virtee `sev` crate (a third-party verifier) accepts the soft chain and a soft report:
+/// `Chain::verify` (ARK self-signed, ARK → ASK → VCEK) and `(&Chain, &AttestationReport)`
+/// (it re-encodes the parsed report before checking the signature, so every field must
+/// round-trip); a flipped measured byte fails.
+#[test]
+fn virtee_sev_crate_accepts_soft_chain_and_report() {
+    use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
+    use sev::firmware::guest::AttestationReport as VReport;
+    use sev::parser::ByteParser;
+    let ca_ = soft_ca();
+    let (p, mut g, sp, want) = running([0x24; 32]);
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    let vcek = p.vcek_cert(ca_, r.reported_tcb).unwrap();
+    let chain = Chain {
+        ca: ca::Chain {
+            ark: Certificate::from_der(&ca_.ark.to_der().unwrap()).unwrap(),
+            ask: Certificate::from_der(&ca_.ask.to_der().unwrap()).unwrap(),
+        },
+        vek: Certificate::from_der(&vcek.to_der().unwrap()).unwrap(),
+    };
+    (&chain).verify().unwrap();
+    let bytes = r.to_bytes().unwrap();
+    let vr = VReport::from_bytes(&bytes).unwrap();
+    assert_eq!(vr.measurement[..], want.digest()[..]);
+    (&chain, &vr).verify().unwrap();
+    let mut tampered = bytes;
+    tampered[0x90] ^= 1;
+    let vt = VReport::from_bytes(&tampered).unwrap();
+    assert!((&chain, &vt).verify().is_err());
+}
+
+#[test]
+fn id_block_fields_reach_the_report_and_vcek_dis_refuses_reports() {
+    let (_p, mut g) = launched();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    let sp = SecretsPage::from_bytes(&s).unwrap();
+    let (idk, authk) = (p384(), p384());
+    let block = IdBlock::new(g.launch_digest(), [0xF1; 16], [0x11; 16], 9, POLICY);
+    let auth = IdAuth::sign(&block, &idk, Some(&authk)).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        id_block: Some(&block.to_bytes()),
+        id_auth: Some(&auth.to_bytes()),
+        auth_key_en: true,
+        vcek_dis: false,
+        host_data: [0; 32],
+    })
+    .unwrap();
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let r = answer(&sp, 0, &resp).1.report.unwrap();
+    assert_eq!(
+        (r.family_id, r.image_id, r.guest_svn),
+        ([0xF1; 16], [0x11; 16], 9)
+    );
+    assert_eq!(r.id_key_digest, auth.id_key_digest());
+    assert_eq!(r.author_key_digest, auth.author_key_digest());
+    assert!(r.author_key_en());
+    assert_eq!(r.signing_key(), 0);
+
+    // VCEK_DIS: GUEST_STATUS shows it and report requests get INVALID_KEY inside the response.
+    let (_p, mut g) = launched();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    let sp = SecretsPage::from_bytes(&s).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        vcek_dis: true,
+        ..SnpLaunchFinish::default()
+    })
+    .unwrap();
+    let st = g.snp_guest_status().unwrap();
+    assert!(st.vcek_dis);
+    assert_eq!(st.to_bytes()[0x10], 1);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    assert_eq!(answer(&sp, 0, &resp).1.status, 0x27);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Init,
+        Shutdown,
+        Start(u64, u32),
+        Update(u8, bool, u64, bool, u8),
+        Finish(Option<Vec<u8>>, bool, bool),
+        Request(Vec<u8>),
+        Decommission,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Init),
+            Just(Op::Shutdown),
+            (
+                prop_oneof![Just(0x30000u64), Just(0x10000), Just(0x20000), any::<u64>()],
+                0u32..5
+            )
+                .prop_map(|(p, f)| Op::Start(p, f)),
+            (
+                0u8..8,
+                any::<bool>(),
+                0u64..0x40_0000,
+                any::<bool>(),
+                any::<u8>()
+            )
+                .prop_map(|(t, b, g, i, f)| Op::Update(t, b, g & !0xFFF, i, f)),
+            (
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..0x70)),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(b, a, v)| Op::Finish(b, a, v)),
+            proptest::collection::vec(any::<u8>(), 0..0x100).prop_map(Op::Request),
+            Just(Op::Decommission),
+        ]
+    }
+
+    type Snap = (
+        SnpPlatformStatus,
+        std::result::Result<SnpGuestStatus, Option<Status>>,
+        [u8; 48],
+    );
+
+    fn snap(p: &SoftSnpPlatform, g: &SoftSnpGuest) -> Snap {
+        (
+            p.snp_platform_status().unwrap(),
+            g.snp_guest_status().map_err(|e| e.status()),
+            g.launch_digest(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Random command sequences never panic, every failure is a firmware status, and a
+        /// refused command leaves platform status, guest status and launch digest unchanged.
+        #[test]
+        fn refused_commands_change_nothing(ops in proptest::collection::vec(op(), 1..24)) {
+            let p = platform();
+            p.snp_init().unwrap();
+            let mut g = p.gctx_create().unwrap();
+            for op in ops {
+                let before = snap(&p, &g);
+                let r: crate::Result<()> = match &op {
+                    Op::Init => p.snp_init(),
+                    Op::Shutdown => p.snp_shutdown(),
+                    Op::Start(pol, flags) => {
+                        let mut s = SnpLaunchStart::new(SnpPolicy(*pol));
+                        s.flags = *flags;
+                        g.snp_launch_start(&s)
+                    }
+                    Op::Update(t, big, gpa, imi, fill) => {
+                        let mut pg = vec![*fill; if *big { 0x20_0000 } else { 4096 }];
+                        let u = SnpLaunchUpdate {
+                            page_type: *t,
+                            page_size_2m: *big,
+                            imi_page: *imi,
+                            gpa: *gpa,
+                            vmpl_perms: [0; 3],
+                        };
+                        g.snp_launch_update(&u, &mut pg)
+                    }
+                    Op::Finish(b, a, v) => {
+                        let auth = vec![0u8; 0x1000];
+                        g.snp_launch_finish(&SnpLaunchFinish {
+                            id_block: b.as_deref(),
+                            id_auth: b.as_ref().map(|_| &auth[..]),
+                            auth_key_en: *a,
+                            vcek_dis: *v,
+                            host_data: [0; 32],
+                        })
+                    }
+                    Op::Request(bytes) => {
+                        let mut req = bytes.clone();
+                        req.resize(4096, 0);
+                        let mut resp = vec![0u8; 4096];
+                        g.snp_guest_request(&req, &mut resp).map(|_| ())
+                    }
+                    Op::Decommission => g.snp_decommission(),
+                };
+                if let Err(e) = r {
+                    prop_assert!(e.status().is_some(), "{op:?}: {e}");
+                    prop_assert_eq!(snap(&p, &g), before, "{:?} refused with {} changed state", op, e);
+                }
+            }
+        }
+    }
+}
