@@ -280,9 +280,11 @@ impl SoftCa {
     /// Loads `dir/snp-ca.json`, or generates and writes it (mode 0600).
     pub fn load_or_create(dir: &Path) -> Result<Self> {
         let path = dir.join(CA_FILE);
-        match sevm_files::read_bounded(&path, "SNP CA file", 64 * 1024) {
-            Ok(bytes) => Self::parse(&path, &bytes),
-            Err(e) if e.is_not_found() => {
+        super::load_or_create(
+            &path,
+            "SNP CA file",
+            64 * 1024,
+            || {
                 let ca = Self::generate()?;
                 let pem = |k: &PKey<Private>| -> Result<Zeroizing<String>> {
                     let v = Zeroizing::new(k.private_key_to_pem_pkcs8()?);
@@ -303,14 +305,10 @@ impl SoftCa {
                     }
                 })?);
                 let _wipe = (Zeroizing::new(f.ark_key_pem), Zeroizing::new(f.ask_key_pem));
-                sevm_files::write_atomic(&path, "SNP CA file", &json, 0o600)?;
-                drop(ca);
-                // Re-read (as SnpIdentity does) so that concurrent creators converge.
-                let bytes = sevm_files::read_bounded(&path, "SNP CA file", 64 * 1024)?;
-                Self::parse(&path, &bytes)
-            }
-            Err(e) => Err(e.into()),
-        }
+                Ok(json)
+            },
+            Self::parse,
+        )
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {

@@ -11,6 +11,29 @@ pub mod ca;
 pub mod soft;
 pub mod vcek;
 
+/// Loads the platform file `path` (at most `max` bytes) with `parse`, or, if it does not
+/// exist, writes the bytes `create` makes (atomically, mode 0600) and parses what is then on
+/// disk: no lock is taken, so concurrent creators converge on the write that landed last.
+fn load_or_create<T>(
+    path: &std::path::Path,
+    what: &str,
+    max: u64,
+    create: impl FnOnce() -> crate::Result<zeroize::Zeroizing<Vec<u8>>>,
+    parse: impl Fn(&std::path::Path, &[u8]) -> crate::Result<T>,
+) -> crate::Result<T> {
+    match sevm_files::read_bounded(path, what, max) {
+        Ok(bytes) => parse(path, &bytes),
+        Err(e) if e.is_not_found() => {
+            let bytes = create()?;
+            sevm_files::write_atomic(path, what, &bytes, 0o600)?;
+            drop(bytes);
+            let bytes = sevm_files::read_bounded(path, what, max)?;
+            parse(path, &bytes)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

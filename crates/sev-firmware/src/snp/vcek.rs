@@ -180,9 +180,11 @@ impl SnpIdentity {
     /// Loads `dir/snp-identity.json`, or creates it with a fresh random seed.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
         let path = dir.join(IDENTITY_FILE);
-        match sevm_files::read_bounded(&path, "SNP identity file", 4096) {
-            Ok(bytes) => Self::parse(&path, &bytes),
-            Err(e) if e.is_not_found() => {
+        super::load_or_create(
+            &path,
+            "SNP identity file",
+            4096,
+            || {
                 let id = Self::generate()?;
                 let f = IdentityFile {
                     version: 1,
@@ -195,15 +197,10 @@ impl SnpIdentity {
                     }
                 })?);
                 let _wipe = Zeroizing::new(f.fused_seed);
-                sevm_files::write_atomic(&path, "SNP identity file", &json, 0o600)?;
-                drop(id);
-                // Re-read: if another process created the file at the same time, both end up
-                // with the seed whose write landed last (no lock is taken here).
-                let bytes = sevm_files::read_bounded(&path, "SNP identity file", 4096)?;
-                Self::parse(&path, &bytes)
-            }
-            Err(e) => Err(e.into()),
-        }
+                Ok(json)
+            },
+            Self::parse,
+        )
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
