@@ -1,0 +1,102 @@
+//! sevm's virtio devices: the virtio-mmio transport ([`mmio`]), the block device ([`block`]),
+//! and the one path through which every device touches guest memory ([`access`]), which keeps
+//! devices out of memory the VMM knows is private to an SEV or SNP guest (the seed's patch 20:
+//! no device DMA into private memory).
+//!
+//! Queues are rust-vmm's `virtio-queue` split queues; this crate adds the device model on top:
+//! a device implements [`VirtioDevice`], the transport owns the queues and the register file,
+//! and the VMM calls [`mmio::MmioTransport::notify`] from its event loop when the guest kicks a
+//! queue (an ioeventfd on QueueNotify) and signals the device's interrupt (an irqfd) through the
+//! [`Interrupt`] it gave the transport.
+#![deny(missing_docs)]
+
+pub mod access;
+pub mod block;
+pub mod mmio;
+
+use access::GuestAccess;
+use virtio_queue::Queue;
+
+/// Virtio device IDs (VIRTIO 1.2 §5).
+pub mod device_id {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Socket device.
+    pub const VSOCK: u32 = 19;
+}
+
+/// Feature bits common to all devices (VIRTIO 1.2 §6).
+pub mod features {
+    /// `VIRTIO_RING_F_INDIRECT_DESC`.
+    pub const RING_INDIRECT_DESC: u64 = 1 << 28;
+    /// `VIRTIO_F_VERSION_1`: a modern (non-legacy) device.
+    pub const VERSION_1: u64 = 1 << 32;
+    /// `VIRTIO_F_ACCESS_PLATFORM`: the device reaches memory through the platform's DMA
+    /// translation; an SEV/SNP Linux guest then bounces through shared SWIOTLB buffers.
+    pub const ACCESS_PLATFORM: u64 = 1 << 33;
+}
+
+/// Device status bits (VIRTIO 1.2 §2.1).
+pub mod status {
+    /// The guest found the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest has a driver for it.
+    pub const DRIVER: u32 = 2;
+    /// The driver is ready.
+    pub const DRIVER_OK: u32 = 4;
+    /// Feature negotiation is complete.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    /// The driver gave up on the device.
+    pub const FAILED: u32 = 0x80;
+}
+
+/// How a device raises its interrupt (an irqfd in the VMM, a counter in tests).
+pub trait Interrupt: Send + Sync {
+    /// Raises the device's interrupt line once.
+    fn trigger(&self);
+}
+
+/// A device error that makes the transport set DEVICE_NEEDS_RESET: the guest broke the queue
+/// itself (not a single request, which fails with the request's own status).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    /// The queue's rings could not be read or written.
+    #[error("virtio queue {queue}: {what}")]
+    Queue {
+        /// The queue index.
+        queue: usize,
+        /// What went wrong.
+        what: String,
+    },
+}
+
+/// One virtio device behind a transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID ([`device_id`]).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The feature bits the device offers.
+    fn features(&self) -> u64;
+    /// Reads from the device-specific configuration space; bytes beyond it read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes to the configuration space (ignored by devices without writable fields).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver set DRIVER_OK with these acknowledged features.
+    fn activate(&mut self, acked_features: u64);
+    /// Processes the available buffers of queue `index`. Returns whether any buffer was used
+    /// (the transport then decides whether to interrupt). A request the device cannot serve is
+    /// completed with an error status; only a broken queue is an `Err`.
+    fn process_queue(
+        &mut self,
+        mem: &GuestAccess<'_>,
+        queue: &mut Queue,
+        index: usize,
+    ) -> Result<bool, DeviceError>;
+    /// The driver reset the device (status 0).
+    fn reset(&mut self) {}
+}
