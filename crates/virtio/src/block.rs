@@ -265,10 +265,13 @@ impl VirtioDevice for Block {
     fn process_queue(
         &mut self,
         mem: &GuestAccess<'_>,
-        queue: &mut Queue,
+        queues: &mut [Queue],
         index: usize,
-    ) -> Result<bool, DeviceError> {
+    ) -> Result<u64, DeviceError> {
         let m = mem.memory();
+        let Some(queue) = queues.get_mut(index) else {
+            return Ok(0);
+        };
         let chains: Vec<_> = queue
             .iter(m)
             .map_err(|e| DeviceError::Queue {
@@ -294,6 +297,6 @@ impl VirtioDevice for Block {
                 })?;
             used = true;
         }
-        Ok(used)
+        Ok(u64::from(used) << index)
     }
 }

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod block;
 pub mod mmio;
+pub mod runtime;
 
 use access::GuestAccess;
 use virtio_queue::Queue;
@@ -88,15 +89,30 @@ pub trait VirtioDevice: Send {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// The driver set DRIVER_OK with these acknowledged features.
     fn activate(&mut self, acked_features: u64);
-    /// Processes the available buffers of queue `index`. Returns whether any buffer was used
-    /// (the transport then decides whether to interrupt). A request the device cannot serve is
+    /// Processes the available buffers of queue `index` (the driver kicked it). `queues` are
+    /// all of the device's queues, so a device may answer on another (vsock replies on RX to
+    /// a TX request). Returns a bit mask of the queues to which used buffers were added (the
+    /// transport then decides whether to interrupt). A request the device cannot serve is
     /// completed with an error status; only a broken queue is an `Err`.
     fn process_queue(
         &mut self,
         mem: &GuestAccess<'_>,
-        queue: &mut Queue,
+        queues: &mut [Queue],
         index: usize,
-    ) -> Result<bool, DeviceError>;
+    ) -> Result<u64, DeviceError>;
+    /// A file descriptor the event loop should watch for the device's host side (a TAP
+    /// device, an epoll fd over the device's sockets), if it has one.
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// The host fd is ready: move host data into the queues. Returns the mask of queues used.
+    fn host_event(
+        &mut self,
+        _mem: &GuestAccess<'_>,
+        _queues: &mut [Queue],
+    ) -> Result<u64, DeviceError> {
+        Ok(0)
+    }
     /// The driver reset the device (status 0).
     fn reset(&mut self) {}
 }

@@ -10,7 +10,7 @@
 //! memory. A broken queue sets DEVICE_NEEDS_RESET and raises a configuration interrupt.
 
 use crate::access::{GuestAccess, PrivateRanges};
-use crate::{features, status, Interrupt, VirtioDevice};
+use crate::{features, status, DeviceError, Interrupt, VirtioDevice};
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -78,6 +78,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
     /// The device.
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// Number of queues.
+    pub fn queue_len(&self) -> usize {
+        self.queues.len()
     }
 
     /// The device status register.
@@ -240,31 +245,65 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// The driver kicked queue `index`: process it, interrupt if the driver wants one.
     pub fn notify(&mut self, index: u32, mem: &GuestMemoryMmap, private: &PrivateRanges) {
-        if !self.activated || self.status & status::DEVICE_NEEDS_RESET != 0 {
+        let i = index as usize;
+        if !self.running() || !self.queues.get(i).is_some_and(|q| q.ready()) {
             return;
         }
         let access = GuestAccess::new(mem, private);
-        let i = index as usize;
-        let Some(q) = self.queues.get_mut(i) else {
-            return;
-        };
-        if !q.ready() {
+        if let Some(bad) = self.bad_ring(&access) {
+            self.needs_reset(&format!("queue {bad}: rings outside shared guest RAM"));
             return;
         }
-        if !Self::rings_ok(q, &access) {
-            self.needs_reset(&format!("queue {i}: rings outside shared guest RAM"));
+        let r = self.device.process_queue(&access, &mut self.queues, i);
+        self.complete(r, mem);
+    }
+
+    /// The device's host fd ([`VirtioDevice::host_fd`]) is ready.
+    pub fn host_event(&mut self, mem: &GuestMemoryMmap, private: &PrivateRanges) {
+        if !self.running() {
             return;
         }
-        match self.device.process_queue(&access, q, i) {
-            Ok(true) => {
-                if q.needs_notification(mem).unwrap_or(true) {
+        let access = GuestAccess::new(mem, private);
+        if let Some(bad) = self.bad_ring(&access) {
+            self.needs_reset(&format!("queue {bad}: rings outside shared guest RAM"));
+            return;
+        }
+        let r = self.device.host_event(&access, &mut self.queues);
+        self.complete(r, mem);
+    }
+
+    fn running(&self) -> bool {
+        self.activated && self.status & status::DEVICE_NEEDS_RESET == 0
+    }
+
+    /// The first ready queue whose rings are not wholly in shared RAM.
+    fn bad_ring(&self, access: &GuestAccess<'_>) -> Option<usize> {
+        self.queues
+            .iter()
+            .position(|q| q.ready() && !Self::rings_ok(q, access))
+    }
+
+    fn complete(&mut self, r: Result<u64, DeviceError>, mem: &GuestMemoryMmap) {
+        match r {
+            Ok(mask) => {
+                let mut irq = false;
+                for (i, q) in self.queues.iter_mut().enumerate() {
+                    if mask & (1 << i) != 0 && q.needs_notification(mem).unwrap_or(true) {
+                        irq = true;
+                    }
+                }
+                if irq {
                     self.interrupt_status |= INT_VRING;
                     self.irq.trigger();
                 }
             }
-            Ok(false) => {}
             Err(e) => self.needs_reset(&e.to_string()),
         }
+    }
+
+    /// The device's host fd, for the event loop.
+    pub fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.device.host_fd()
     }
 
     fn needs_reset(&mut self, why: &str) {
