@@ -16,6 +16,7 @@
 //! checks their sizes and the certificate's public key fields; it does not verify
 //! signatures or curve points (the firmware does, at LAUNCH_START).
 
+pub mod devices;
 pub mod qemu;
 pub mod sevlaunch;
 pub mod tomlfile;
