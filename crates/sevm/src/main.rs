@@ -13,6 +13,7 @@ mod lifecycle;
 mod output;
 mod owner;
 mod platform;
+mod platform_snp;
 mod qmp_backend;
 mod run;
 mod sevm_recipe;

@@ -82,6 +82,8 @@ enum PlatformCmd {
     Id,
     /// PLATFORM_RESET: wipe OCA, PEK, PDH and ownership (never the chip identity).
     Reset,
+    /// SEV-SNP platform commands: status, export, tcb, config set|reset, commit.
+    Snp(crate::platform_snp::SnpArgs),
 }
 
 /// The default platform directory: `<data dir>/sevm/platform`.
@@ -156,6 +158,9 @@ fn open(a: &PlatformArgs) -> Result<(Box<dyn SevPlatform>, Option<SoftPlatform>,
 
 /// Runs `sevm platform ...`.
 pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
+    if let PlatformCmd::Snp(s) = a.cmd {
+        return crate::platform_snp::run(s, a.platform_dir, a.sev_backend, out);
+    }
     let (p, soft, backend) = open(&a)?;
     match &a.cmd {
         PlatformCmd::Status => {
@@ -302,6 +307,10 @@ pub fn run(a: PlatformArgs, out: &Output) -> Result<ExitCode> {
         PlatformCmd::Id => {
             let id = hex::encode(p.get_id().context("GET_ID")?);
             out.emit(&json!({"id": id}), &id);
+        }
+        // Dispatched before the legacy platform is opened.
+        PlatformCmd::Snp(_) => {
+            bail!("internal error: `platform snp` reached the legacy dispatcher")
         }
         PlatformCmd::Reset => {
             p.factory_reset().map_err(busy).context("PLATFORM_RESET")?;

@@ -1,13 +1,14 @@
 //! The soft SNP firmware: platform state, guest contexts, launch (digest, secrets page, CPUID
-//! page checks, ID block), guest status, decommission and MSG_REPORT_REQ guest requests.
+//! page checks, ID block), guest status, decommission, MSG_REPORT_REQ guest requests, and the
+//! platform configuration: SNP_CONFIG (reported TCB, MASK_CHIP_ID, MASK_CHIP_KEY), SNP_COMMIT
+//! and a model of installing a newer firmware, persisted in `snp-config.json`.
 //!
 //! Every command checks in the firmware's order (`snp-spec-notes.md` §1.3) and changes no
 //! state when it refuses. Not modelled yet: the RMP (page states/owners; the caller gives the
 //! GPA its RMP entry would hold), encryption of launched pages (pages stay plaintext in the
 //! caller's buffer), SNP_INIT_EX options, ACTIVATE as its own command (LAUNCH_START takes the
 //! ASID, as KVM's LAUNCH_START does both), migration agents and IMI (MA_EN / IMI_EN refused with
-//! UNSUPPORTED), MSG_KEY_REQ and the other message types (UNSUPPORTED), VLEK, SNP_CONFIG,
-//! SNP_COMMIT, DBG_*.
+//! UNSUPPORTED), MSG_KEY_REQ and the other message types (UNSUPPORTED), VLEK, DBG_*.
 
 use super::vcek::{HashSticks, SnpIdentity};
 use super::{
@@ -22,6 +23,7 @@ use sev_proto::snp::msg::{self, MsgError, ReportReq, ReportRsp};
 use sev_proto::snp::policy::{PlatformPolicyView, SnpPolicy, FW_1_55_KNOWN_BITS};
 use sev_proto::snp::report::{AttestationReport, Fms, FwVersion};
 use sev_proto::snp::secrets::SecretsPage;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
@@ -81,6 +83,15 @@ impl SoftSnpConfig {
 
 struct PlatformInner {
     state: SnpPlatformState,
+    /// The installed (running) firmware's TCB: `SoftSnpConfig::tcb` unless the platform file
+    /// records a later [`SoftSnpPlatform::download_firmware`].
+    current_tcb: u64,
+    /// COMMITTED_TCB: raised to `current_tcb` by SNP_COMMIT, never lowered.
+    committed_tcb: u64,
+    /// REPORTED_TCB as set by SNP_CONFIG (0: the committed TCB).
+    config_reported_tcb: u64,
+    mask_chip_id: bool,
+    mask_chip_key: bool,
     /// Incremented by each SNP_INIT: guest contexts of an earlier INIT are gone.
     epoch: u64,
     legacy_init: bool,
@@ -90,6 +101,8 @@ struct PlatformInner {
 
 struct Shared {
     cfg: SoftSnpConfig,
+    /// `dir/snp-config.json` when the platform lives in a directory.
+    config_path: Option<PathBuf>,
     identity: SnpIdentity,
     chip_id: [u8; 64],
     inner: Mutex<PlatformInner>,
@@ -116,15 +129,31 @@ fn st(cmd: &'static str, s: Status) -> FwError {
 impl SoftSnpPlatform {
     /// A platform (UNINIT) with the given identity.
     pub fn new(identity: SnpIdentity, cfg: SoftSnpConfig) -> Result<Self> {
+        let persisted = PersistedConfig::fresh(cfg.tcb);
+        Self::build(identity, cfg, None, persisted)
+    }
+
+    fn build(
+        identity: SnpIdentity,
+        cfg: SoftSnpConfig,
+        config_path: Option<PathBuf>,
+        c: PersistedConfig,
+    ) -> Result<Self> {
         let chip_id = identity.chip_id()?;
-        let sticks = identity.sticks(cfg.tcb);
+        let sticks = identity.sticks(c.installed_tcb);
         Ok(SoftSnpPlatform {
             sh: Arc::new(Shared {
                 cfg,
+                config_path,
                 identity,
                 chip_id,
                 inner: Mutex::new(PlatformInner {
                     state: SnpPlatformState::Uninit,
+                    current_tcb: c.installed_tcb,
+                    committed_tcb: c.committed_tcb,
+                    config_reported_tcb: c.reported_tcb,
+                    mask_chip_id: c.mask_chip_id,
+                    mask_chip_key: c.mask_chip_key,
                     epoch: 0,
                     legacy_init: false,
                     guest_count: 0,
@@ -134,9 +163,122 @@ impl SoftSnpPlatform {
         })
     }
 
-    /// A platform whose identity lives in `dir/snp-identity.json` (created if absent).
-    pub fn open(dir: &std::path::Path, cfg: SoftSnpConfig) -> Result<Self> {
-        Self::new(SnpIdentity::load_or_create(dir)?, cfg)
+    /// A platform whose identity lives in `dir/snp-identity.json` (created if absent) and
+    /// whose SNP_CONFIG / COMMIT / installed-firmware state lives in `dir/snp-config.json`
+    /// (written by the commands that change it; absent means installed = committed =
+    /// reported = `cfg.tcb`, no masks).
+    pub fn open(dir: &Path, cfg: SoftSnpConfig) -> Result<Self> {
+        let identity = SnpIdentity::load_or_create(dir)?;
+        let path = dir.join(CONFIG_FILE);
+        let persisted = match sevm_files::read_bounded(&path, "SNP config file", 4096) {
+            Ok(bytes) => PersistedConfig::parse(&path, &bytes)?,
+            Err(e) if e.is_not_found() => PersistedConfig::fresh(cfg.tcb),
+            Err(e) => return Err(e.into()),
+        };
+        Self::build(identity, cfg, Some(path), persisted)
+    }
+
+    /// Writes the persisted part of `next` (when the platform has a directory), before the
+    /// caller commits `next` to memory: a failed write leaves both unchanged.
+    fn persist(&self, next: &PersistedConfig) -> Result<()> {
+        if let Some(path) = &self.sh.config_path {
+            let json = serde_json::to_vec_pretty(next).map_err(|e| FwError::StateFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            sevm_files::write_atomic(path, "SNP config file", &json, 0o600)?;
+        }
+        Ok(())
+    }
+
+    fn persisted_of(p: &PlatformInner) -> PersistedConfig {
+        PersistedConfig {
+            version: 1,
+            installed_tcb: p.current_tcb,
+            committed_tcb: p.committed_tcb,
+            reported_tcb: p.config_reported_tcb,
+            mask_chip_id: p.mask_chip_id,
+            mask_chip_key: p.mask_chip_key,
+        }
+    }
+
+    fn apply(p: &mut PlatformInner, c: &PersistedConfig) {
+        p.current_tcb = c.installed_tcb;
+        p.committed_tcb = c.committed_tcb;
+        p.config_reported_tcb = c.reported_tcb;
+        p.mask_chip_id = c.mask_chip_id;
+        p.mask_chip_key = c.mask_chip_key;
+    }
+
+    /// The TCB reports carry and whose VCEK signs them: SNP_CONFIG's, else the committed one.
+    pub fn reported_tcb(&self) -> u64 {
+        effective_reported(&self.lock())
+    }
+
+    /// COMMITTED_TCB (not in SNP_PLATFORM_STATUS; reports carry it).
+    pub fn committed_tcb(&self) -> u64 {
+        self.lock().committed_tcb
+    }
+
+    /// SNP_CONFIG (Linux: SNP_SET_CONFIG): sets REPORTED_TCB (0 = follow the committed TCB)
+    /// and the MASK_CHIP_ID / MASK_CHIP_KEY flags. Checks: reserved flag bits (INVALID_PARAM),
+    /// platform INIT (INVALID_PLATFORM_STATE), every TCB component ≤ the committed TCB's
+    /// (INVALID_PARAM). Persisted in the platform directory.
+    pub fn snp_config(&self, c: &SnpConfig) -> Result<()> {
+        const C: &str = "SNP_CONFIG";
+        if c.flags & !3 != 0 {
+            return Err(st(C, Status::InvalidParam));
+        }
+        let mut p = self.lock();
+        if p.state != SnpPlatformState::Init {
+            return Err(st(C, Status::InvalidPlatformState));
+        }
+        if c.reported_tcb != 0 && !tcb_le(c.reported_tcb, p.committed_tcb) {
+            return Err(st(C, Status::InvalidParam));
+        }
+        let mut next = Self::persisted_of(&p);
+        next.reported_tcb = c.reported_tcb;
+        next.mask_chip_id = c.flags & 1 != 0;
+        next.mask_chip_key = c.flags & 2 != 0;
+        self.persist(&next)?;
+        Self::apply(&mut p, &next);
+        Ok(())
+    }
+
+    /// SNP_COMMIT: the committed TCB becomes the installed firmware's (anti-rollback: a
+    /// later firmware install below it is refused). Needs platform INIT. Persisted.
+    pub fn snp_commit(&self) -> Result<()> {
+        let mut p = self.lock();
+        if p.state != SnpPlatformState::Init {
+            return Err(st("SNP_COMMIT", Status::InvalidPlatformState));
+        }
+        let mut next = Self::persisted_of(&p);
+        next.committed_tcb = p.current_tcb;
+        self.persist(&next)?;
+        Self::apply(&mut p, &next);
+        Ok(())
+    }
+
+    /// A model of installing another firmware (SNP_DOWNLOAD_FIRMWARE_EX): the installed TCB
+    /// becomes `tcb`, whose every component must be ≥ the committed TCB's (BAD_SVN; the
+    /// status is our choice, the notes do not give one). The committed TCB is unchanged until
+    /// SNP_COMMIT. Refused while guests may be live (platform INIT: INVALID_PLATFORM_STATE),
+    /// so the hash sticks change only between SNP_INITs. Persisted.
+    pub fn download_firmware(&self, tcb: u64) -> Result<()> {
+        const C: &str = "SNP_DOWNLOAD_FIRMWARE_EX";
+        let mut p = self.lock();
+        if p.state != SnpPlatformState::Uninit {
+            return Err(st(C, Status::InvalidPlatformState));
+        }
+        if !tcb_le(p.committed_tcb, tcb) {
+            return Err(st(C, Status::BadSvn));
+        }
+        let mut next = Self::persisted_of(&p);
+        next.installed_tcb = tcb;
+        self.persist(&next)?;
+        Self::apply(&mut p, &next);
+        p.sticks = self.sh.identity.sticks(tcb);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, PlatformInner> {
@@ -190,7 +332,7 @@ impl SoftSnpPlatform {
                 state: SnpGuestState::Init,
                 policy: SnpPolicy(0),
                 asid: 0,
-                launch_tcb: self.sh.cfg.tcb,
+                launch_tcb: p.committed_tcb,
                 ld: SnpLaunchDigest::new(),
                 vmpck: Zeroizing::new([[0; 32]; 4]),
                 seqno: [0; 4],
@@ -217,7 +359,7 @@ impl SnpPlatform for SoftSnpPlatform {
         }
         p.state = SnpPlatformState::Init;
         p.epoch += 1;
-        p.sticks = self.sh.identity.sticks(self.sh.cfg.tcb);
+        p.sticks = self.sh.identity.sticks(p.current_tcb);
         Ok(())
     }
 
@@ -239,14 +381,91 @@ impl SnpPlatform for SoftSnpPlatform {
             state: p.state,
             is_rmp_init: p.state == SnpPlatformState::Init,
             build_id: u32::from(c.build_id),
-            mask_chip_id: false,
-            mask_chip_key: false,
+            mask_chip_id: p.mask_chip_id,
+            mask_chip_key: p.mask_chip_key,
             vlek_en: false,
             feature_info: false,
             guest_count: p.guest_count,
-            current_tcb: c.tcb,
-            reported_tcb: c.tcb,
+            current_tcb: p.current_tcb,
+            reported_tcb: effective_reported(&p),
         })
+    }
+}
+
+/// The platform file holding SNP_CONFIG, COMMIT and installed-firmware state.
+pub const CONFIG_FILE: &str = "snp-config.json";
+
+/// SNP_CONFIG parameters (the 0x40-byte buffer without its MBZ tail).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnpConfig {
+    /// REPORTED_TCB (raw TCB_VERSION); 0 = use the committed TCB.
+    pub reported_tcb: u64,
+    /// Word 0x08: bit 0 MASK_CHIP_ID, bit 1 MASK_CHIP_KEY, rest MBZ.
+    pub flags: u32,
+}
+
+/// `a ≤ b` in every one of the 8 TCB_VERSION bytes.
+fn tcb_le(a: u64, b: u64) -> bool {
+    a.to_le_bytes()
+        .iter()
+        .zip(b.to_le_bytes().iter())
+        .all(|(x, y)| x <= y)
+}
+
+fn effective_reported(p: &PlatformInner) -> u64 {
+    if p.config_reported_tcb == 0 {
+        p.committed_tcb
+    } else {
+        p.config_reported_tcb
+    }
+}
+
+/// `snp-config.json`.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersistedConfig {
+    version: u32,
+    installed_tcb: u64,
+    committed_tcb: u64,
+    reported_tcb: u64,
+    mask_chip_id: bool,
+    mask_chip_key: bool,
+}
+
+impl PersistedConfig {
+    fn fresh(tcb: u64) -> Self {
+        PersistedConfig {
+            version: 1,
+            installed_tcb: tcb,
+            committed_tcb: tcb,
+            reported_tcb: 0,
+            mask_chip_id: false,
+            mask_chip_key: false,
+        }
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: String| FwError::StateFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let c: PersistedConfig = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if c.version != 1 {
+            return Err(bad(format!("version {} is not 1", c.version)));
+        }
+        if !tcb_le(c.committed_tcb, c.installed_tcb) {
+            return Err(bad(format!(
+                "committed_tcb 0x{:016X} has a component above installed_tcb 0x{:016X}",
+                c.committed_tcb, c.installed_tcb
+            )));
+        }
+        if c.reported_tcb != 0 && !tcb_le(c.reported_tcb, c.committed_tcb) {
+            return Err(bad(format!(
+                "reported_tcb 0x{:016X} has a component above committed_tcb 0x{:016X}",
+                c.reported_tcb, c.committed_tcb
+            )));
+        }
+        Ok(c)
     }
 }
 
@@ -350,14 +569,26 @@ impl SoftSnpGuest {
         }
         let sh = &self.platform.sh;
         let c = &sh.cfg;
-        let reported = c.tcb;
-        let key = self
-            .platform
-            .lock()
-            .sticks
-            .derive_older(reported)?
-            .vcek_key()?;
-        let key = PKey::from_ec_key(key)?;
+        let (current, committed, reported, mask_chip_id, mask_chip_key, key) = {
+            let p = self.platform.lock();
+            let reported = effective_reported(&p);
+            // MASK_CHIP_KEY: the VCEK is not used; the report goes out unsigned.
+            let key = if p.mask_chip_key {
+                None
+            } else {
+                Some(PKey::from_ec_key(
+                    p.sticks.derive_older(reported)?.vcek_key()?,
+                )?)
+            };
+            (
+                p.current_tcb,
+                p.committed_tcb,
+                reported,
+                p.mask_chip_id,
+                p.mask_chip_key,
+                key,
+            )
+        };
         let id = self.g.id.as_ref();
         let ver = FwVersion {
             build: c.build_id,
@@ -371,9 +602,11 @@ impl SoftSnpGuest {
             family_id: id.map_or([0; 16], |b| b.family_id),
             image_id: id.map_or([0; 16], |b| b.image_id),
             vmpl: req.vmpl,
-            current_tcb: c.tcb,
+            current_tcb: current,
             platform_info: u64::from(c.smt_enabled),
-            key_info: u32::from(self.g.author_key_en),
+            key_info: u32::from(self.g.author_key_en)
+                | u32::from(mask_chip_key) << 1
+                | if mask_chip_key { 7 << 2 } else { 0 },
             report_data: req.report_data,
             measurement: self.g.ld.digest(),
             host_data: self.g.host_data,
@@ -383,15 +616,17 @@ impl SoftSnpGuest {
             report_id_ma: [0xFF; 32],
             reported_tcb: reported,
             cpuid: Some(c.fms),
-            chip_id: sh.chip_id,
-            committed_tcb: c.tcb,
+            chip_id: if mask_chip_id { [0; 64] } else { sh.chip_id },
+            committed_tcb: committed,
             current_version: ver,
             committed_version: ver,
             launch_tcb: self.g.launch_tcb,
             ..AttestationReport::default()
         };
-        r.sign(&key)
-            .map_err(|_| st("SNP_GUEST_REQUEST", Status::HwerrorPlatform))?;
+        if let Some(key) = key {
+            r.sign(&key)
+                .map_err(|_| st("SNP_GUEST_REQUEST", Status::HwerrorPlatform))?;
+        }
         Ok(ReportRsp {
             status: 0,
             report: Some(r),

@@ -964,3 +964,226 @@ mod prop {
         }
     }
 }
+
+// ---- SNP_CONFIG, SNP_COMMIT, firmware install ----
+
+use super::soft::{SnpConfig, CONFIG_FILE};
+
+/// A running guest on `p` (INIT), its secrets page; returns the report for REPORT_DATA 0x77.
+fn report_on(p: &SoftSnpPlatform) -> sev_proto::snp::report::AttestationReport {
+    let mut g = p.gctx_create().unwrap();
+    g.snp_launch_start(&SnpLaunchStart::new(POLICY)).unwrap();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish::default()).unwrap();
+    let sp = SecretsPage::from_bytes(&s).unwrap();
+    let mut resp = page(0);
+    g.snp_guest_request(&request(&sp, 0, 1, &rr(0)), &mut resp)
+        .unwrap();
+    let (_h, rsp) = answer(&sp, 0, &resp);
+    assert_eq!(rsp.status, 0);
+    rsp.report.unwrap()
+}
+
+fn tcb(bl: u8, tee: u8, snp: u8, ucode: u8) -> u64 {
+    u64::from_le_bytes([bl, tee, 0, 0, 0, 0, snp, ucode])
+}
+
+#[test]
+fn snp_config_reported_tcb_changes_the_signing_vcek() {
+    let p = platform();
+    let cur = SoftSnpConfig::default().tcb;
+    let lower = tcb(2, 0, 8, 0x70);
+    // Refused before SNP_INIT, with reserved flags, or above the committed TCB: no change.
+    let before = p.snp_platform_status().unwrap();
+    let cfg = SnpConfig {
+        reported_tcb: lower,
+        flags: 0,
+    };
+    assert_eq!(status_of(p.snp_config(&cfg)), Status::InvalidPlatformState);
+    p.snp_init().unwrap();
+    let before_init = p.snp_platform_status().unwrap();
+    assert_eq!(before.reported_tcb, before_init.reported_tcb);
+    for bad in [
+        SnpConfig {
+            reported_tcb: lower,
+            flags: 4,
+        },
+        SnpConfig {
+            reported_tcb: tcb(4, 0, 8, 0x73),
+            flags: 0,
+        },
+        SnpConfig {
+            reported_tcb: tcb(3, 0, 8, 0x74),
+            flags: 0,
+        },
+        // Lower in one component but above in another.
+        SnpConfig {
+            reported_tcb: tcb(2, 0, 9, 0x10),
+            flags: 0,
+        },
+    ] {
+        assert_eq!(
+            status_of(p.snp_config(&bad)),
+            Status::InvalidParam,
+            "{bad:?}"
+        );
+        assert_eq!(p.snp_platform_status().unwrap(), before_init);
+    }
+    p.snp_config(&cfg).unwrap();
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!((s.current_tcb, s.reported_tcb), (cur, lower));
+    assert!(!s.mask_chip_id && !s.mask_chip_key);
+    let r = report_on(&p);
+    assert_eq!(
+        (r.reported_tcb, r.current_tcb, r.committed_tcb, r.launch_tcb),
+        (lower, cur, cur, cur)
+    );
+    r.verify(&p.vcek_public_key(lower).unwrap()).unwrap();
+    assert!(r.verify(&p.vcek_public_key(cur).unwrap()).is_err());
+    // The VCEK certificate for the reported TCB carries it and its key verifies the report.
+    let ca = soft_ca();
+    let cert = p.vcek_cert(ca, lower).unwrap();
+    let ext = sev_proto::snp::certs::VcekExtensions::from_x509(&cert).unwrap();
+    ext.check_report(&r).unwrap();
+    r.verify(&cert.public_key().unwrap()).unwrap();
+    // Reset (0) follows the committed TCB again.
+    p.snp_config(&SnpConfig::default()).unwrap();
+    assert_eq!(p.snp_platform_status().unwrap().reported_tcb, cur);
+    let r = report_on(&p);
+    assert_eq!(r.reported_tcb, cur);
+    r.verify(&p.vcek_public_key(cur).unwrap()).unwrap();
+}
+
+#[test]
+fn snp_config_masks_chip_id_and_chip_key() {
+    let p = platform();
+    p.snp_init().unwrap();
+    p.snp_config(&SnpConfig {
+        reported_tcb: 0,
+        flags: 1,
+    })
+    .unwrap();
+    let s = p.snp_platform_status().unwrap();
+    assert!(s.mask_chip_id && !s.mask_chip_key);
+    let r = report_on(&p);
+    assert_eq!(r.chip_id, [0; 64]);
+    assert!(!r.mask_chip_key());
+    r.verify(&p.vcek_public_key(r.reported_tcb).unwrap())
+        .unwrap();
+    p.snp_config(&SnpConfig {
+        reported_tcb: 0,
+        flags: 2,
+    })
+    .unwrap();
+    let r = report_on(&p);
+    assert_eq!(r.chip_id, p.chip_id());
+    assert!(r.mask_chip_key());
+    assert_eq!(r.signing_key(), 7);
+    assert!(r
+        .verify(&p.vcek_public_key(r.reported_tcb).unwrap())
+        .is_err());
+}
+
+#[test]
+fn commit_after_firmware_install_raises_committed_and_launch_tcb() {
+    let p = platform();
+    let old = SoftSnpConfig::default().tcb;
+    let new = tcb(3, 0, 9, 0x75);
+    // A newer firmware installs only while UNINIT; an older one than committed is refused.
+    p.snp_init().unwrap();
+    assert_eq!(
+        status_of(p.download_firmware(new)),
+        Status::InvalidPlatformState
+    );
+    // COMMIT while INIT with nothing newer installed: no change.
+    p.snp_commit().unwrap();
+    assert_eq!(p.snp_platform_status().unwrap().reported_tcb, old);
+    p.snp_shutdown().unwrap();
+    assert_eq!(status_of(p.snp_commit()), Status::InvalidPlatformState);
+    assert_eq!(
+        status_of(p.download_firmware(tcb(3, 0, 7, 0x80))),
+        Status::BadSvn
+    );
+    p.download_firmware(new).unwrap();
+    p.snp_init().unwrap();
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!((s.current_tcb, s.reported_tcb), (new, old));
+    let r = report_on(&p);
+    assert_eq!(
+        (r.current_tcb, r.committed_tcb, r.reported_tcb, r.launch_tcb),
+        (new, old, old, old)
+    );
+    r.verify(&p.vcek_public_key(old).unwrap()).unwrap();
+    // A reported TCB between committed and current is refused (above committed).
+    assert_eq!(
+        status_of(p.snp_config(&SnpConfig {
+            reported_tcb: new,
+            flags: 0
+        })),
+        Status::InvalidParam
+    );
+    p.snp_commit().unwrap();
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!((s.current_tcb, s.reported_tcb), (new, new));
+    let r = report_on(&p);
+    assert_eq!(
+        (r.current_tcb, r.committed_tcb, r.reported_tcb, r.launch_tcb),
+        (new, new, new, new)
+    );
+    r.verify(&p.vcek_public_key(new).unwrap()).unwrap();
+    // Rolling back below the new committed TCB is now refused.
+    p.snp_shutdown().unwrap();
+    assert_eq!(status_of(p.download_firmware(old)), Status::BadSvn);
+}
+
+#[test]
+fn snp_config_state_persists_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let lower = tcb(1, 0, 8, 0x73);
+    {
+        let p = SoftSnpPlatform::open(dir.path(), SoftSnpConfig::default()).unwrap();
+        assert!(!dir.path().join(CONFIG_FILE).exists());
+        p.snp_init().unwrap();
+        p.snp_config(&SnpConfig {
+            reported_tcb: lower,
+            flags: 1,
+        })
+        .unwrap();
+    }
+    let path = dir.path().join(CONFIG_FILE);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let p = SoftSnpPlatform::open(dir.path(), SoftSnpConfig::default()).unwrap();
+    let s = p.snp_platform_status().unwrap();
+    assert_eq!((s.reported_tcb, s.mask_chip_id), (lower, true));
+    drop(p);
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (bad, needle) in [
+        (
+            good.replace("\"version\": 1", "\"version\": 2"),
+            "version 2",
+        ),
+        (
+            good.replace(
+                &format!("\"reported_tcb\": {lower}"),
+                &format!("\"reported_tcb\": {}", tcb(9, 0, 8, 0x73)),
+            ),
+            "reported_tcb",
+        ),
+        ("{".to_string(), "EOF"),
+        (
+            good.replace("\"mask_chip_key\"", "\"mask_chip_keyz\""),
+            "mask_chip_keyz",
+        ),
+    ] {
+        std::fs::write(&path, &bad).unwrap();
+        let e = SoftSnpPlatform::open(dir.path(), SoftSnpConfig::default()).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains(CONFIG_FILE) && m.contains(needle), "{m}");
+    }
+}
