@@ -57,7 +57,48 @@ pub mod sev_cmd {
     pub const PDH_CERT_EXPORT: u32 = 5;
     pub const PEK_CERT_IMPORT: u32 = 6;
     pub const GET_ID2: u32 = 8;
+    pub const SNP_PLATFORM_STATUS: u32 = 9;
+    pub const SNP_COMMIT: u32 = 10;
+    pub const SNP_SET_CONFIG: u32 = 11;
+    pub const SNP_VLEK_LOAD: u32 = 12;
 }
+
+/// `struct sev_user_data_snp_config` (64 bytes): REPORTED_TCB, the mask flags, reserved.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct SevUserDataSnpConfig {
+    /// REPORTED_TCB (0: follow the committed TCB).
+    pub reported_tcb: u64,
+    /// Bit 0 MASK_CHIP_ID, bit 1 MASK_CHIP_KEY.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub rsvd: [u8; 52],
+}
+
+/// `struct sev_user_data_snp_commit` / `sev_data_snp_commit`: `{ u32 len }`.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct SevUserDataSnpCommit {
+    /// Must be 4.
+    pub len: u32,
+}
+
+/// `struct sev_user_data_snp_vlek_load` (16 bytes).
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct SevUserDataSnpVlekLoad {
+    /// Must be 16.
+    pub len: u32,
+    /// Must be 0.
+    pub vlek_wrapped_version: u8,
+    /// Reserved.
+    pub rsvd: [u8; 3],
+    /// User address of the 0x1B0-byte wrapped hash stick.
+    pub vlek_wrapped_address: u64,
+}
+
+/// Size of the wrapped VLEK hash stick SNP_VLEK_LOAD takes.
+pub const SNP_WRAPPED_VLEK_SIZE: usize = 0x1B0;
 
 /// `struct sev_issue_cmd` (packed, 16 bytes).
 #[repr(C, packed)]
@@ -276,6 +317,57 @@ impl HwPlatform {
             )
         };
         r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
+    }
+}
+
+/// The SNP platform commands of `/dev/sev` (Linux 6.11+; virtee `snphost` issues the same).
+impl HwPlatform {
+    /// SNP_PLATFORM_STATUS: the firmware's 32-byte status, decoded.
+    pub fn snp_platform_status(&self) -> Result<crate::snp::SnpPlatformStatus> {
+        let mut b = [0u8; crate::snp::PLATFORM_STATUS_SIZE];
+        self.issue(
+            sev_cmd::SNP_PLATFORM_STATUS,
+            "SNP_PLATFORM_STATUS",
+            Some(&mut b),
+        )?;
+        crate::snp::SnpPlatformStatus::from_bytes(&b).map_err(|_| {
+            FwError::InvalidArgument("SNP_PLATFORM_STATUS: the kernel returned a malformed status")
+        })
+    }
+
+    /// SNP_COMMIT.
+    pub fn snp_commit(&self) -> Result<()> {
+        let mut c = SevUserDataSnpCommit { len: 4 };
+        self.issue(sev_cmd::SNP_COMMIT, "SNP_COMMIT", Some(&mut c))
+    }
+
+    /// SNP_SET_CONFIG (the firmware's SNP_CONFIG).
+    pub fn snp_set_config(&self, reported_tcb: u64, flags: u32) -> Result<()> {
+        let mut c = SevUserDataSnpConfig {
+            reported_tcb,
+            flags,
+            rsvd: [0; 52],
+        };
+        self.issue(sev_cmd::SNP_SET_CONFIG, "SNP_SET_CONFIG", Some(&mut c))
+    }
+
+    /// SNP_VLEK_LOAD of a wrapped VLEK hash stick as AMD's KDS hands it out.
+    pub fn snp_vlek_load(&self, wrapped: &[u8]) -> Result<()> {
+        if wrapped.len() != SNP_WRAPPED_VLEK_SIZE {
+            return Err(FwError::InvalidArgument(
+                "SNP_VLEK_LOAD: the wrapped VLEK hash stick must be 0x1B0 bytes",
+            ));
+        }
+        let mut blob = wrapped.to_vec();
+        let mut c = SevUserDataSnpVlekLoad {
+            len: 16,
+            vlek_wrapped_version: 0,
+            rsvd: [0; 3],
+            vlek_wrapped_address: blob.as_mut_ptr() as u64,
+        };
+        let r = self.issue(sev_cmd::SNP_VLEK_LOAD, "SNP_VLEK_LOAD", Some(&mut c));
+        drop(blob);
+        r
     }
 }
 

@@ -72,7 +72,12 @@
 //! the KVM_SET_REGS / KVM_SET_SREGS issued on its fd through the port. A real VM with vCPUs
 //! the port did not see created cannot be read: EINVAL.
 //!
-//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* (EINVAL), mirror VMs, INIT_EX, the
+//! The SNP platform commands of `/dev/sev` (SNP_PLATFORM_STATUS, SNP_COMMIT, SNP_SET_CONFIG,
+//! SNP_VLEK_LOAD) follow sev-dev.c as of Linux 6.11 when the test gives an SNP platform
+//! ([`Loopback::with_snp`]); the firmware side of SNP_VLEK_LOAD is not emulated (EINVAL after
+//! the kernel's checks).
+//!
+//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* KVM commands (EINVAL), mirror VMs, INIT_EX, the
 //! driver's probe-time INIT (`psp_init_on_probe`; the platform starts as the soft firmware's
 //! state), and the `guest_debug` check of LAUNCH_UPDATE_VMSA (KVM has no ioctl to read it).
 
@@ -325,6 +330,9 @@ struct Kernel {
 /// The loopback kernel: one emulated `/dev/sev` and any number of emulated VMs.
 pub struct Loopback {
     plat: SoftPlatform,
+    /// The SNP side of the emulated PSP, if the test gave one ([`Loopback::with_snp`]); the
+    /// driver then has SNP initialised, as Linux does when KVM loads on an SNP host.
+    snp: Option<crate::snp::soft::SoftSnpPlatform>,
     dev_path: PathBuf,
     dev_id: (u64, u64),
     kvm_path: PathBuf,
@@ -348,6 +356,7 @@ impl Loopback {
         let kvm_id = file_id(kvm.as_raw_fd()).expect("fstat of the emulated /dev/kvm");
         Loopback {
             plat,
+            snp: None,
             dev_path,
             dev_id,
             kvm_path,
@@ -374,6 +383,21 @@ impl Loopback {
                 log: Vec::new(),
             }),
         }
+    }
+
+    /// Gives the emulated PSP an SNP side: the SNP commands of `/dev/sev` (9-12) reach `p`,
+    /// which is SNP_INIT-ed now (Linux initialises SNP when KVM loads on an SNP host).
+    pub fn with_snp(mut self, p: crate::snp::soft::SoftSnpPlatform) -> Loopback {
+        use crate::snp::SnpPlatform;
+        p.snp_init()
+            .expect("SNP_INIT of the loopback's soft SNP platform");
+        self.snp = Some(p);
+        self
+    }
+
+    /// The SNP platform behind the emulated PSP, if any.
+    pub fn snp_platform(&self) -> Option<&crate::snp::soft::SoftSnpPlatform> {
+        self.snp.as_ref()
     }
 
     /// The soft platform behind the emulated PSP.
@@ -737,7 +761,11 @@ impl Loopback {
                 6 => self.do_pek_import(&mut k, data, writable, &mut error),
                 5 => self.do_pdh_export(&mut k, data, writable, &mut error),
                 8 => self.do_get_id2(&mut k, data, &mut error),
-                // GET_ID (deprecated) and the SNP commands are not emulated.
+                9 => self.do_snp_platform_status(data, &mut error),
+                10 => self.do_snp_commit(&mut error),
+                11 => self.do_snp_set_config(data, writable, &mut error),
+                12 => self.do_snp_vlek_load(data, writable),
+                // GET_ID (deprecated) is not emulated.
                 _ => return Err(libc::EINVAL),
             }
         };
@@ -760,6 +788,99 @@ impl Loopback {
             _ => {}
         }
         self.fw(fwcmd::PLATFORM_RESET, &mut [], Some(error))
+    }
+
+    /// An SNP firmware result as `__sev_do_cmd_locked` returns it: the status into `error`,
+    /// non-SUCCESS -> EIO.
+    fn snp_fw(r: crate::Result<()>, error: &mut u32) -> KResult<()> {
+        match r {
+            Ok(()) => {
+                *error = Status::Success.code();
+                Ok(())
+            }
+            Err(e) => {
+                *error = e.status().map_or(0, |s| s.code());
+                Err(libc::EIO)
+            }
+        }
+    }
+
+    /// `sev_ioctl_do_snp_platform_status` (Linux 6.11): no writable or init check; the
+    /// firmware writes a page the driver copies 32 bytes of back.
+    unsafe fn do_snp_platform_status(&self, data: u64, error: &mut u32) -> KResult<()> {
+        use crate::snp::SnpPlatform;
+        if data == 0 {
+            return Err(libc::EINVAL);
+        }
+        let Some(p) = &self.snp else {
+            // A PSP without SNP does not know the command.
+            *error = Status::InvalidCommand.code();
+            return Err(libc::EIO);
+        };
+        let st = p.snp_platform_status();
+        let bytes = st.as_ref().map(|s| s.to_bytes()).map_err(|_| ());
+        Self::snp_fw(st.map(|_| ()), error)?;
+        let b = bytes.map_err(|()| libc::EIO)?;
+        // SAFETY: `data` points to a 32-byte sev_user_data_snp_status (port contract).
+        unsafe { copy_to_user(data, &b) }
+    }
+
+    /// `sev_ioctl_do_snp_commit` (Linux 6.11): SNP must be initialised (EINVAL); no writable
+    /// check.
+    fn do_snp_commit(&self, error: &mut u32) -> KResult<()> {
+        let Some(p) = &self.snp else {
+            return Err(libc::EINVAL);
+        };
+        Self::snp_fw(p.snp_commit(), error)
+    }
+
+    /// `sev_ioctl_do_snp_set_config` (Linux 6.11): init and data (EINVAL), writable (EPERM),
+    /// then the 64-byte config to the firmware's SNP_CONFIG (reserved bytes MBZ:
+    /// INVALID_PARAM, as the firmware checks).
+    unsafe fn do_snp_set_config(&self, data: u64, writable: bool, error: &mut u32) -> KResult<()> {
+        let Some(p) = &self.snp else {
+            return Err(libc::EINVAL);
+        };
+        if data == 0 {
+            return Err(libc::EINVAL);
+        }
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        // SAFETY: `data` points to a 64-byte sev_user_data_snp_config (port contract).
+        let c: super::SevUserDataSnpConfig = unsafe { get_user(data) }?;
+        let rsvd = c.rsvd;
+        if rsvd.iter().any(|&b| b != 0) {
+            *error = Status::InvalidParam.code();
+            return Err(libc::EIO);
+        }
+        let cfg = crate::snp::soft::SnpConfig {
+            reported_tcb: c.reported_tcb,
+            flags: c.flags,
+        };
+        Self::snp_fw(p.snp_config(&cfg), error)
+    }
+
+    /// `sev_ioctl_do_snp_vlek_load` (Linux 6.11): init and data (EINVAL), writable (EPERM),
+    /// `len` 16 and version 0 (EINVAL), the 0x1B0-byte blob copied in (EFAULT). The soft
+    /// firmware has no VLEK_LOAD yet: a call that passes the kernel's checks fails with
+    /// EINVAL, as the loopback's other unemulated commands do.
+    unsafe fn do_snp_vlek_load(&self, data: u64, writable: bool) -> KResult<()> {
+        if self.snp.is_none() || data == 0 {
+            return Err(libc::EINVAL);
+        }
+        if !writable {
+            return Err(libc::EPERM);
+        }
+        // SAFETY: `data` points to a 16-byte sev_user_data_snp_vlek_load (port contract).
+        let c: super::SevUserDataSnpVlekLoad = unsafe { get_user(data) }?;
+        let (len, ver, addr) = (c.len, c.vlek_wrapped_version, c.vlek_wrapped_address);
+        if len != 16 || ver != 0 {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: the caller promised a 0x1B0-byte blob at `addr` (port contract).
+        let _blob = unsafe { copy_from_user(addr, super::SNP_WRAPPED_VLEK_SIZE) }?;
+        Err(libc::EINVAL)
     }
 
     unsafe fn do_platform_status(&self, data: u64, error: &mut u32) -> KResult<()> {

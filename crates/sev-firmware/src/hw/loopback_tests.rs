@@ -1132,3 +1132,98 @@ fn vcpu_ioctl_numbers_match_the_uapi() {
     assert_eq!(loopback::KVM_GET_SREGS, 0x8138_AE83);
     assert_eq!(loopback::KVM_SET_SREGS, 0x4138_AE84);
 }
+
+/// The SNP platform commands of `/dev/sev` (snphost's status, commit and config) through
+/// `HwPlatform` and the loopback's model of Linux 6.11's driver.
+#[test]
+fn snp_platform_commands_through_dev_sev() {
+    use crate::snp::soft::{SoftSnpConfig, SoftSnpPlatform};
+    use crate::snp::{SnpPlatform, SnpPlatformState};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("snp")).unwrap();
+    let snp = SoftSnpPlatform::open(&dir.path().join("snp"), SoftSnpConfig::default()).unwrap();
+    let lb = Arc::new(Loopback::new(dir.path()).with_snp(snp));
+    let hw = HwPlatform::open_with_port(lb.sev_path(), lb.clone()).unwrap();
+    let soft = lb.snp_platform().unwrap();
+
+    let st = hw.snp_platform_status().unwrap();
+    assert_eq!(st, soft.snp_platform_status().unwrap());
+    assert_eq!(st.state, SnpPlatformState::Init);
+    assert!(!st.mask_chip_id);
+
+    // A reported TCB one SNP SVN below the committed one, and MASK_CHIP_ID.
+    let committed = soft.committed_tcb();
+    let mut lower = committed.to_le_bytes();
+    let i = lower
+        .iter()
+        .position(|&b| b > 0)
+        .expect("a non-zero TCB component");
+    lower[i] -= 1;
+    let lower = u64::from_le_bytes(lower);
+    hw.snp_set_config(lower, 1).unwrap();
+    let st = hw.snp_platform_status().unwrap();
+    assert_eq!((st.reported_tcb, st.mask_chip_id), (lower, true));
+    // The firmware's refusals come back as EIO with its status, and change nothing.
+    let mut higher = committed.to_le_bytes();
+    higher[i] = higher[i].wrapping_add(1);
+    assert_eq!(
+        status_of(hw.snp_set_config(u64::from_le_bytes(higher), 0)),
+        Status::InvalidParam
+    );
+    assert_eq!(status_of(hw.snp_set_config(0, 4)), Status::InvalidParam);
+    assert_eq!(hw.snp_platform_status().unwrap().reported_tcb, lower);
+    hw.snp_set_config(0, 0).unwrap();
+    assert_eq!(hw.snp_platform_status().unwrap().reported_tcb, committed);
+    hw.snp_commit().unwrap();
+
+    // VLEK_LOAD: the blob size is checked before the ioctl; the firmware side is not modelled.
+    assert!(matches!(
+        hw.snp_vlek_load(&[0; 16]),
+        Err(FwError::InvalidArgument(_))
+    ));
+    assert_eq!(errno_of(hw.snp_vlek_load(&[0; 0x1B0])), libc::EINVAL);
+
+    // A read-only open: status works, SET_CONFIG is EPERM (the driver's FMODE_WRITE check).
+    let ro = OpenOptions::new().read(true).open(lb.sev_path()).unwrap();
+    let mut cfg = SevUserDataSnpConfig {
+        reported_tcb: 0,
+        flags: 0,
+        rsvd: [0; 52],
+    };
+    let mut c = SevIssueCmd {
+        cmd: sev_cmd::SNP_SET_CONFIG,
+        data: &mut cfg as *mut SevUserDataSnpConfig as u64,
+        error: 0,
+    };
+    // SAFETY: `c` is a valid sev_issue_cmd whose `data` points to a live 64-byte config.
+    let r = unsafe {
+        lb.ioctl(
+            ro.as_raw_fd(),
+            SEV_ISSUE_CMD,
+            (&mut c as *mut SevIssueCmd).cast(),
+        )
+    };
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    let mut b = [0u8; crate::snp::PLATFORM_STATUS_SIZE];
+    let mut c = SevIssueCmd {
+        cmd: sev_cmd::SNP_PLATFORM_STATUS,
+        data: b.as_mut_ptr() as u64,
+        error: 0,
+    };
+    // SAFETY: as above, `data` points to a live 32-byte buffer.
+    let r = unsafe {
+        lb.ioctl(
+            ro.as_raw_fd(),
+            SEV_ISSUE_CMD,
+            (&mut c as *mut SevIssueCmd).cast(),
+        )
+    };
+    assert!(r.is_ok());
+    assert_eq!(b[2], 1, "state INIT");
+
+    // A PSP without SNP: the firmware does not know the command; COMMIT needs SNP init.
+    let r2 = rig();
+    let hw2 = r2.platform();
+    assert_eq!(status_of(hw2.snp_platform_status()), Status::InvalidCommand);
+    assert_eq!(errno_of(hw2.snp_commit()), libc::EINVAL);
+}
