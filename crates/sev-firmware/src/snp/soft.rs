@@ -95,6 +95,10 @@ struct PlatformInner {
     /// Incremented by each SNP_INIT: guest contexts of an earlier INIT are gone.
     epoch: u64,
     legacy_init: bool,
+    /// The VCEK last derived, with its TCB: reports at the same reported TCB reuse it instead
+    /// of hashing the sticks down and deriving the key again (a VCEK depends only on the
+    /// fused seed and its TCB). OpenSSL clears the private scalar when the key is freed.
+    vcek_cache: Option<(u64, PKey<openssl::pkey::Private>)>,
     guest_count: u32,
     sticks: HashSticks,
 }
@@ -156,6 +160,7 @@ impl SoftSnpPlatform {
                     mask_chip_key: c.mask_chip_key,
                     epoch: 0,
                     legacy_init: false,
+                    vcek_cache: None,
                     guest_count: 0,
                     sticks,
                 }),
@@ -570,15 +575,20 @@ impl SoftSnpGuest {
         let sh = &self.platform.sh;
         let c = &sh.cfg;
         let (current, committed, reported, mask_chip_id, mask_chip_key, key) = {
-            let p = self.platform.lock();
+            let mut p = self.platform.lock();
             let reported = effective_reported(&p);
             // MASK_CHIP_KEY: the VCEK is not used; the report goes out unsigned.
             let key = if p.mask_chip_key {
                 None
             } else {
-                Some(PKey::from_ec_key(
-                    p.sticks.derive_older(reported)?.vcek_key()?,
-                )?)
+                Some(match &p.vcek_cache {
+                    Some((t, k)) if *t == reported => k.clone(),
+                    _ => {
+                        let k = PKey::from_ec_key(p.sticks.derive_older(reported)?.vcek_key()?)?;
+                        p.vcek_cache = Some((reported, k.clone()));
+                        k
+                    }
+                })
             };
             (
                 p.current_tcb,
