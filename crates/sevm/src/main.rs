@@ -12,6 +12,7 @@ mod digest;
 mod lifecycle;
 mod output;
 mod owner;
+mod owner_snp;
 mod platform;
 mod qmp_backend;
 mod run;
