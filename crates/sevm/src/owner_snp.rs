@@ -494,6 +494,10 @@ struct VerifyReportArgs {
     /// Expected AUTHOR_KEY_DIGEST (48 bytes: hex or base64).
     #[arg(long)]
     author_key_digest: Option<String>,
+    /// Require the ARK in --certs to be this certificate: SHA-256 of its DER (hex or base64),
+    /// as printed by a previous run. Without it the ARK in --certs is trusted as given.
+    #[arg(long)]
+    ark_sha256: Option<String>,
 }
 
 /// One named check of `verify-report`.
@@ -622,8 +626,33 @@ fn verify_report(a: VerifyReportArgs, out: &Output) -> Result<ExitCode> {
             .unwrap_or_default()
     };
     let (ark_n, ask_n, vek_n) = (name(&ark_p), name(&ask_p), name(&vek_p));
+    let ark_fp: [u8; 32] = openssl::sha::sha256(
+        &ark.to_der()
+            .with_context(|| format!("--certs: {}: cannot encode", ark_p.display()))?,
+    );
+    let pin: Option<[u8; 32]> = a
+        .ark_sha256
+        .as_deref()
+        .map(|v| fixed_bytes("--ark-sha256", "the ARK fingerprint", v))
+        .transpose()?;
 
     let mut checks = Vec::new();
+    if let Some(want) = pin {
+        let ok = want == ark_fp;
+        checks.push(Check {
+            name: "ark_pinned",
+            ok,
+            detail: if ok {
+                format!("{ark_n} has the SHA-256 given")
+            } else {
+                format!(
+                    "{ark_n} has SHA-256 {}, --ark-sha256 wants {}",
+                    hex::encode(ark_fp),
+                    hex::encode(want)
+                )
+            },
+        });
+    }
     let sig_check = |name: &'static str, cert: &X509, issuer: &X509, what: String| {
         let ok = issuer
             .public_key()
@@ -827,6 +856,12 @@ fn verify_report(a: VerifyReportArgs, out: &Output) -> Result<ExitCode> {
             c.detail
         ));
     }
+    if pin.is_none() {
+        text.push_str(&format!(
+            "note: the ARK {ark_n} is trusted as given (SHA-256 {}); pin it with --ark-sha256\n",
+            hex::encode(ark_fp)
+        ));
+    }
     text.push_str(&if ok {
         "report verified: every check holds\n".to_string()
     } else {
@@ -834,6 +869,7 @@ fn verify_report(a: VerifyReportArgs, out: &Output) -> Result<ExitCode> {
     });
     let v = json!({
         "ok": ok,
+        "ark_sha256": hex::encode(ark_fp),
         "report": a.report.display().to_string(),
         "certs": a.certs.display().to_string(),
         "failed": failed,

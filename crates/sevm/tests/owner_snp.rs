@@ -1196,6 +1196,18 @@ fn milan_report_verifies_and_shows() {
             .any(|l| l.starts_with("VERSION ") && l.ends_with(" 2")),
         "{t}"
     );
+    // Pinning the ARK: AMD's Milan ARK passes, another one fails, named.
+    let fp = v["ark_sha256"].as_str().unwrap().to_string();
+    assert_eq!(
+        fp,
+        hex::encode(openssl::sha::sha256(&chain[1].to_der().unwrap()))
+    );
+    let (good, v, _) = verify(&rp, &certs, &["--ark-sha256", &fp]);
+    assert!(good);
+    assert_eq!(v["checks"][0]["name"], "ark_pinned");
+    let (good, v, _) = verify(&rp, &certs, &["--ark-sha256", &"ab".repeat(32)]);
+    assert!(!good);
+    assert_eq!(failed(&v), ["ark_pinned"]);
     // Swapping ASK and ARK breaks the chain, named.
     let sw = d.path().join("swapped");
     std::fs::create_dir(&sw).unwrap();
