@@ -12,6 +12,7 @@ mod digest;
 mod lifecycle;
 mod output;
 mod owner;
+mod owner_snp;
 mod platform;
 mod platform_snp;
 mod qmp_backend;

@@ -43,6 +43,8 @@ enum OwnerCmd {
     Verify(VerifyArgs),
     /// Build a LAUNCH_SECRET packet header and payload, as `sevctl secret build`.
     Secret(SecretArgs),
+    /// SEV-SNP: expected launch digest, ID block, attestation report verification and display.
+    Snp(crate::owner_snp::SnpArgs),
 }
 
 /// AMD CPU generations with a built-in root of trust.
@@ -327,6 +329,7 @@ pub fn run(a: OwnerArgs, out: &Output) -> Result<ExitCode> {
         OwnerCmd::Measure(a) => measure(a, out),
         OwnerCmd::Verify(a) => verify(a, out),
         OwnerCmd::Secret(a) => secret(a, out),
+        OwnerCmd::Snp(a) => crate::owner_snp::run(a, out),
     }
 }
 

@@ -286,13 +286,9 @@ impl SnpLaunchDigest {
             });
         }
         Self::check_range("VMSA", gpa, PAGE_SIZE)?;
-        let zeros = [0u8; 16];
-        let h = sha384(&[
-            &vmsa[..VMSA_TSC_FIELDS.start],
-            &zeros,
-            &vmsa[VMSA_TSC_FIELDS.end..],
-        ]);
-        self.extend(PageType::Vmsa, gpa, h, [0; 3]);
+        let mut page = [0u8; PAGE_SIZE];
+        page.copy_from_slice(vmsa);
+        self.extend(PageType::Vmsa, gpa, vmsa_contents_digest(&page), [0; 3]);
         Ok(())
     }
 }
@@ -405,6 +401,86 @@ pub fn ovmf_sev_metadata(fw: &[u8]) -> Result<Vec<OvmfSection>, FormatError> {
     Ok(out)
 }
 
+/// SHA-384 contents digest of a VMSA page as the firmware measures it: GUEST_TSC_SCALE and
+/// GUEST_TSC_OFFSET ([`VMSA_TSC_FIELDS`]) read as zero.
+pub fn vmsa_contents_digest(vmsa: &[u8; PAGE_SIZE]) -> [u8; LD_SIZE] {
+    let zeros = [0u8; 16];
+    sha384(&[
+        &vmsa[..VMSA_TSC_FIELDS.start],
+        &zeros,
+        &vmsa[VMSA_TSC_FIELDS.end..],
+    ])
+}
+
+/// One measured page of a launch, as an observer of [`qemu_ovmf_launch`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchStep<'a> {
+    /// Where the page comes from: `OVMF`, a metadata section name (`SNP_SEC_MEM`,
+    /// `SNP_SECRETS`, `CPUID`, `SVSM_CAA`, `SNP_KERNEL_HASHES`) or `VMSA`.
+    pub source: &'a str,
+    /// The vCPU index for VMSA pages.
+    pub vcpu: Option<usize>,
+    /// The PAGE_INFO record hashed.
+    pub page: &'a PageInfo,
+    /// The launch digest after this page.
+    pub ld: &'a [u8; LD_SIZE],
+}
+
+/// Drives a [`SnpLaunchDigest`] page by page, showing each PAGE_INFO to an observer.
+struct Chain<'o> {
+    ld: SnpLaunchDigest,
+    observe: &'o mut dyn FnMut(&LaunchStep<'_>),
+}
+
+impl Chain<'_> {
+    fn step(
+        &mut self,
+        source: &str,
+        vcpu: Option<usize>,
+        t: PageType,
+        gpa: u64,
+        contents: [u8; LD_SIZE],
+    ) {
+        let page = self.ld.extend(t, gpa, contents, [0; 3]);
+        let ld = self.ld.digest();
+        (self.observe)(&LaunchStep {
+            source,
+            vcpu,
+            page: &page,
+            ld: &ld,
+        });
+    }
+
+    fn normal(&mut self, source: &str, gpa: u64, data: &[u8]) -> Result<(), FormatError> {
+        SnpLaunchDigest::check_range("NORMAL", gpa, data.len())?;
+        for (i, pg) in data.chunks_exact(PAGE_SIZE).enumerate() {
+            let g = gpa + (i * PAGE_SIZE) as u64;
+            self.step(source, None, PageType::Normal, g, sha384(&[pg]));
+        }
+        Ok(())
+    }
+
+    fn unmeasured(
+        &mut self,
+        source: &str,
+        t: PageType,
+        gpa: u64,
+        len: usize,
+    ) -> Result<(), FormatError> {
+        let field = match t {
+            PageType::Zero => "ZERO",
+            PageType::Secrets => "SECRETS",
+            PageType::Cpuid => "CPUID",
+            _ => "UNMEASURED",
+        };
+        let pages = SnpLaunchDigest::check_range(field, gpa, len)?;
+        for i in 0..pages {
+            self.step(source, None, t, gpa + i * PAGE_SIZE as u64, [0; LD_SIZE]);
+        }
+        Ok(())
+    }
+}
+
 /// The SNP launch digest QEMU + KVM produce for an OVMF image (the recipe sev-snp-measure
 /// models for `--vmm-type QEMU`): the whole image as NORMAL pages ending at 4 GiB; then each
 /// metadata section in order (SNP_SEC_MEM and SVSM_CAA as ZERO, SECRETS, CPUID, and the
@@ -416,6 +492,19 @@ pub fn qemu_ovmf_launch_digest(
     kernel_hashes: Option<&[u8; crate::kernel_hashes::PADDED_LEN]>,
     vmsas: &[[u8; PAGE_SIZE]],
 ) -> Result<[u8; LD_SIZE], FormatError> {
+    qemu_ovmf_launch(fw, kernel_hashes, vmsas, &mut |_| {})
+}
+
+/// [`qemu_ovmf_launch_digest`], showing every PAGE_INFO to `observe` in measurement order (what
+/// `sevm owner snp measure --dump-launch` prints). Nothing is measured when the image or the
+/// inputs are refused: all checks run before the first page.
+pub fn qemu_ovmf_launch(
+    fw: &[u8],
+    kernel_hashes: Option<&[u8; crate::kernel_hashes::PADDED_LEN]>,
+    vmsas: &[[u8; PAGE_SIZE]],
+    observe: &mut dyn FnMut(&LaunchStep<'_>),
+) -> Result<[u8; LD_SIZE], FormatError> {
+    const M: &str = "OVMF_SEV_METADATA";
     let len = u64::try_from(fw.len()).unwrap_or(u64::MAX);
     let gpa = (1u64 << 32).checked_sub(len).ok_or_else(|| {
         FormatError::field(
@@ -424,65 +513,183 @@ pub fn qemu_ovmf_launch_digest(
             format!("{} bytes do not fit below 4 GiB", fw.len()),
         )
     })?;
-    let mut ld = SnpLaunchDigest::new();
-    ld.update_normal(gpa, fw)?;
+    SnpLaunchDigest::check_range("NORMAL", gpa, fw.len())
+        .map_err(|e| FormatError::field("OVMF", "size", e.to_string()))?;
     let sections = ovmf_sev_metadata(fw)?;
     let footer = crate::ovmf::FooterTable::parse(fw)
         .map_err(|e| FormatError::field("OVMF", "footer table", e.to_string()))?;
+    // The kernel-hashes page, built (and checked) before anything is measured.
+    let mut hashes_page = None;
+    if let Some(t) = kernel_hashes {
+        let s = sections
+            .iter()
+            .find(|s| s.section_type == OvmfSectionType::SnpKernelHashes)
+            .ok_or_else(|| {
+                FormatError::field(
+                    M,
+                    "SNP_KERNEL_HASHES",
+                    "kernel hashes given but the image has no such section",
+                )
+            })?;
+        let area = footer.hashes_area().ok_or_else(|| {
+            FormatError::field(
+                "OVMF",
+                "hashes area",
+                "kernel hashes given but the image has no hashes area",
+            )
+        })?;
+        let n = s.size as usize;
+        if n != PAGE_SIZE {
+            return Err(FormatError::field(
+                M,
+                "SNP_KERNEL_HASHES",
+                format!("section size {n}, expected one 4096-byte page"),
+            ));
+        }
+        let at = (area.base & 0xFFF) as usize;
+        let mut page = vec![0u8; n];
+        page.get_mut(at..at + t.len())
+            .ok_or_else(|| {
+                FormatError::field(
+                    M,
+                    "SNP_KERNEL_HASHES",
+                    format!("size {n} cannot hold the table at offset 0x{at:X}"),
+                )
+            })?
+            .copy_from_slice(t);
+        hashes_page = Some(page);
+    }
+    for s in &sections {
+        let (field, n) = match s.section_type {
+            OvmfSectionType::SnpSecrets => ("SECRETS", PAGE_SIZE),
+            OvmfSectionType::Cpuid => ("CPUID", PAGE_SIZE),
+            _ => ("ZERO", s.size as usize),
+        };
+        SnpLaunchDigest::check_range(field, u64::from(s.gpa), n)
+            .map_err(|e| FormatError::field(M, section_name(s.section_type), e.to_string()))?;
+    }
+    let mut c = Chain {
+        ld: SnpLaunchDigest::new(),
+        observe,
+    };
+    c.normal("OVMF", gpa, fw)?;
     for s in &sections {
         let (g, n) = (u64::from(s.gpa), s.size as usize);
+        let name = section_name(s.section_type);
         match s.section_type {
-            OvmfSectionType::SnpSecMem | OvmfSectionType::SvsmCaa => ld.update_zero(g, n)?,
-            OvmfSectionType::SnpSecrets => ld.update_secrets(g)?,
-            OvmfSectionType::Cpuid => ld.update_cpuid(g)?,
-            OvmfSectionType::SnpKernelHashes => match kernel_hashes {
-                None => ld.update_zero(g, n)?,
-                Some(t) => {
-                    let area = footer.hashes_area().ok_or_else(|| {
-                        FormatError::field(
-                            "OVMF",
-                            "hashes area",
-                            "kernel hashes given but the image has no hashes area",
-                        )
-                    })?;
-                    let at = (area.base & 0xFFF) as usize;
-                    if n != PAGE_SIZE {
-                        return Err(FormatError::field(
-                            "OVMF_SEV_METADATA",
-                            "SNP_KERNEL_HASHES",
-                            format!("section size {n}, expected one 4096-byte page"),
-                        ));
-                    }
-                    let mut page = vec![0u8; n];
-                    page.get_mut(at..at + t.len())
-                        .ok_or_else(|| {
-                            FormatError::field(
-                                "OVMF_SEV_METADATA",
-                                "SNP_KERNEL_HASHES",
-                                format!("size {n} cannot hold the table at offset 0x{at:X}"),
-                            )
-                        })?
-                        .copy_from_slice(t);
-                    ld.update_normal(g, &page)?;
-                }
+            OvmfSectionType::SnpSecMem | OvmfSectionType::SvsmCaa => {
+                c.unmeasured(name, PageType::Zero, g, n)?
+            }
+            // The firmware takes one page for these (QEMU passes the section's size, which
+            // OVMF makes one page).
+            OvmfSectionType::SnpSecrets => c.unmeasured(name, PageType::Secrets, g, PAGE_SIZE)?,
+            OvmfSectionType::Cpuid => c.unmeasured(name, PageType::Cpuid, g, PAGE_SIZE)?,
+            OvmfSectionType::SnpKernelHashes => match &hashes_page {
+                None => c.unmeasured(name, PageType::Zero, g, n)?,
+                Some(page) => c.normal(name, g, page)?,
             },
         }
     }
-    if kernel_hashes.is_some()
-        && !sections
-            .iter()
-            .any(|s| s.section_type == OvmfSectionType::SnpKernelHashes)
-    {
-        return Err(FormatError::field(
-            "OVMF_SEV_METADATA",
-            "SNP_KERNEL_HASHES",
-            "kernel hashes given but the image has no such section",
-        ));
+    for (i, v) in vmsas.iter().enumerate() {
+        c.step(
+            "VMSA",
+            Some(i),
+            PageType::Vmsa,
+            VMSA_GPA,
+            vmsa_contents_digest(v),
+        );
     }
-    for v in vmsas {
-        ld.update_vmsa(v)?;
+    Ok(c.ld.digest())
+}
+
+/// The name of an OVMF SEV metadata section type, as in OVMF's `OvmfSevMetadata.asm`.
+pub fn section_name(t: OvmfSectionType) -> &'static str {
+    match t {
+        OvmfSectionType::SnpSecMem => "SNP_SEC_MEM",
+        OvmfSectionType::SnpSecrets => "SNP_SECRETS",
+        OvmfSectionType::Cpuid => "CPUID",
+        OvmfSectionType::SvsmCaa => "SVSM_CAA",
+        OvmfSectionType::SnpKernelHashes => "SNP_KERNEL_HASHES",
     }
-    Ok(ld.digest())
+}
+
+/// The name of a page type, as in the SNP ABI (`PAGE_TYPE_NORMAL` → `NORMAL`).
+pub fn page_type_name(t: PageType) -> &'static str {
+    match t {
+        PageType::Normal => "NORMAL",
+        PageType::Vmsa => "VMSA",
+        PageType::Zero => "ZERO",
+        PageType::Unmeasured => "UNMEASURED",
+        PageType::Secrets => "SECRETS",
+        PageType::Cpuid => "CPUID",
+    }
+}
+
+/// QEMU x86 CPU models and their CPUID(1).EAX family/model/stepping (QEMU's `builtin_x86_defs`,
+/// the models sev-snp-measure names): what `-cpu MODEL` puts in RDX at reset, and so in every
+/// VMSA.
+pub const QEMU_CPU_MODELS: [(&str, u32, u32, u32); 16] = [
+    ("EPYC", 23, 1, 2),
+    ("EPYC-v1", 23, 1, 2),
+    ("EPYC-v2", 23, 1, 2),
+    ("EPYC-IBPB", 23, 1, 2),
+    ("EPYC-v3", 23, 1, 2),
+    ("EPYC-v4", 23, 1, 2),
+    ("EPYC-Rome", 23, 49, 0),
+    ("EPYC-Rome-v1", 23, 49, 0),
+    ("EPYC-Rome-v2", 23, 49, 0),
+    ("EPYC-Rome-v3", 23, 49, 0),
+    ("EPYC-Milan", 25, 1, 1),
+    ("EPYC-Milan-v1", 25, 1, 1),
+    ("EPYC-Milan-v2", 25, 1, 1),
+    ("EPYC-Genoa", 25, 17, 0),
+    ("EPYC-Genoa-v1", 25, 17, 0),
+    ("EPYC-Turin", 26, 0, 0),
+];
+
+/// The CPUID(1).EAX signature of a QEMU CPU model name (exact, case-sensitive as QEMU).
+pub fn qemu_cpu_sig(model: &str) -> Option<u32> {
+    QEMU_CPU_MODELS
+        .iter()
+        .find(|(n, ..)| *n == model)
+        .map(|&(_, f, m, s)| crate::vmsa::cpu_sig(f, m, s))
+}
+
+/// The initial VMSAs of `vcpus` vCPUs of a QEMU SNP guest (VM made with `KVM_SEV_INIT2`, so
+/// the FPU state is in the VMSA): vCPU 0 at the reset vector 0xFFFFFFF0, the others at the
+/// OVMF SEV-ES reset address `ap_reset` (required when `vcpus > 1`), `cpu_sig` in RDX and
+/// `sev_features` (KVM's `vmsa_features`) in SEV_FEATURES.
+pub fn qemu_snp_vmsas(
+    vcpus: usize,
+    ap_reset: Option<u32>,
+    cpu_sig: u32,
+    sev_features: u64,
+) -> Result<Vec<[u8; PAGE_SIZE]>, FormatError> {
+    use crate::vmsa::{kvm_es_vmsa, KvmVmsaParams, VcpuState};
+    let params = KvmVmsaParams {
+        vmsa_features: sev_features,
+        init2: true,
+    };
+    let bsp = kvm_es_vmsa(&VcpuState::qemu_reset(true, 0xFFFF_FFF0, cpu_sig), &params);
+    let mut out = Vec::with_capacity(vcpus);
+    if vcpus > 0 {
+        out.push(bsp);
+    }
+    if vcpus > 1 {
+        let eip = ap_reset.filter(|&e| e != 0).ok_or_else(|| {
+            FormatError::field(
+                "OVMF",
+                "SEV-ES reset block",
+                format!(
+                    "{vcpus} vCPUs need the AP reset address (footer GUID \
+                     00f771de-1a7e-4fcb-890e-68c77e2fb44e), which the image does not have"
+                ),
+            )
+        })?;
+        let ap = kvm_es_vmsa(&VcpuState::qemu_reset(false, eip, cpu_sig), &params);
+        out.resize(vcpus, ap);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
