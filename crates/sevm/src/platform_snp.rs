@@ -175,6 +175,117 @@ fn reported_tcb(
     Ok(t.encode(LAYOUT)?)
 }
 
+/// `sevm platform snp ... --sev-backend hw`: the same verbs over `/dev/sev`'s SNP commands
+/// (SNP_PLATFORM_STATUS, SNP_SET_CONFIG, SNP_COMMIT; Linux 6.11+). The kernel has SNP
+/// initialised already. The committed TCB is not in SNP_PLATFORM_STATUS, so `config set` by
+/// component starts from the reported TCB; the chain of a real platform comes from AMD's KDS,
+/// not from the firmware, so `export` is refused.
+fn run_hw(a: SnpArgs, out: &Output) -> Result<ExitCode> {
+    let dev = std::path::Path::new(sev_firmware::hw::SEV_DEVICE);
+    let p = sev_firmware::hw::HwPlatform::open_path(dev)
+        .with_context(|| format!("opening {} (--sev-backend hw)", dev.display()))?;
+    let backend = format!("hw ({})", dev.display());
+    let status = |p: &sev_firmware::hw::HwPlatform| {
+        p.snp_platform_status()
+            .context("SNP_PLATFORM_STATUS through /dev/sev")
+    };
+    match a.cmd {
+        SnpCmd::Status | SnpCmd::Tcb => {
+            let s = status(&p)?;
+            let mut j = status_json(&s, &backend, 0);
+            if let Some(m) = j.as_object_mut() {
+                m.remove("committed_tcb");
+            }
+            out.emit(
+                &j,
+                &format!(
+                    "backend:       {backend}\napi version:   {}.{}\nbuild:         {}\nstate:         {}\nguests:        {}\nmask chip id:  {}\nmask chip key: {}\nVLEK:          {}\ncurrent TCB:   {}\nreported TCB:  {}",
+                    s.api_major,
+                    s.api_minor,
+                    s.build_id,
+                    format!("{:?}", s.state).to_uppercase(),
+                    s.guest_count,
+                    s.mask_chip_id,
+                    s.mask_chip_key,
+                    s.vlek_en,
+                    tcb_text(s.current_tcb),
+                    tcb_text(s.reported_tcb),
+                ),
+            );
+        }
+        SnpCmd::Config { cmd } => {
+            let (tcb, flags) = match cmd {
+                ConfigCmd::Set {
+                    reported_tcb: raw,
+                    bootloader,
+                    tee,
+                    snp,
+                    microcode,
+                    mask_chip_id,
+                    mask_chip_key,
+                } => {
+                    let base = status(&p)?.reported_tcb;
+                    let any_part = bootloader.is_some()
+                        || tee.is_some()
+                        || snp.is_some()
+                        || microcode.is_some();
+                    let tcb = if raw.is_none() && !any_part {
+                        0
+                    } else {
+                        reported_tcb(
+                            base,
+                            raw.as_deref(),
+                            [
+                                ("--bootloader", bootloader.as_deref()),
+                                ("--tee", tee.as_deref()),
+                                ("--snp", snp.as_deref()),
+                                ("--microcode", microcode.as_deref()),
+                            ],
+                        )?
+                    };
+                    (tcb, u32::from(mask_chip_id) | u32::from(mask_chip_key) << 1)
+                }
+                ConfigCmd::Reset => (0, 0),
+            };
+            p.snp_set_config(tcb, flags)
+                .with_context(|| format!("SNP_SET_CONFIG (reported TCB 0x{tcb:016x})"))?;
+            let s = status(&p)?;
+            out.emit(
+                &json!({
+                    "ok": true,
+                    "command": "SNP_CONFIG",
+                    "reported_tcb": tcb_json(s.reported_tcb),
+                    "mask_chip_id": s.mask_chip_id,
+                    "mask_chip_key": s.mask_chip_key,
+                }),
+                &format!(
+                    "SNP_CONFIG: reported TCB {}, mask chip id {}, mask chip key {}",
+                    tcb_text(s.reported_tcb),
+                    s.mask_chip_id,
+                    s.mask_chip_key
+                ),
+            );
+        }
+        SnpCmd::Commit => {
+            p.snp_commit().context("SNP_COMMIT through /dev/sev")?;
+            out.emit(
+                &json!({"ok": true, "command": "SNP_COMMIT"}),
+                "SNP_COMMIT: done",
+            );
+        }
+        SnpCmd::Export { .. } => bail!(
+            "sevm platform snp export --sev-backend hw: a real platform's ARK, ASK and VCEK come \
+             from AMD's KDS (e.g. `snpguest fetch ca` / `snpguest fetch vcek`), not from the \
+             firmware"
+        ),
+        SnpCmd::FirmwareUpdate { .. } => bail!(
+            "sevm platform snp firmware-update: soft backend only (a real firmware is installed \
+             by the host's ccp driver)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `sevm platform snp ...`.
 pub fn run(
     a: SnpArgs,
@@ -183,10 +294,7 @@ pub fn run(
     out: &Output,
 ) -> Result<ExitCode> {
     if backend == Backend::Hw {
-        bail!(
-            "sevm platform snp: the hw backend (/dev/sev SNP_PLATFORM_STATUS, SNP_SET_CONFIG, \
-             SNP_COMMIT) is not implemented yet; use --sev-backend soft"
-        );
+        return run_hw(a, out);
     }
     let dir = match platform_dir {
         Some(d) => d,
