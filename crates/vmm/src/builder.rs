@@ -165,10 +165,11 @@ impl VmBuilder {
     pub fn check(&self) -> Result<Plan, VmError> {
         let mut vm = self.vm.clone();
         memory::check_memory_size(vm.memory)?;
-        if vm.cpus == 0 || vm.cpus as usize > layout::MAX_CPUS as usize {
+        let max_cpus = crate::boot::max_cpus(&vm.boot);
+        if vm.cpus == 0 || vm.cpus > max_cpus {
             return Err(VmError::BadCpus {
                 cpus: vm.cpus,
-                max: layout::MAX_CPUS as usize,
+                max: usize::from(max_cpus),
             });
         }
         if let BootSource::Bundled(name) = &vm.boot {
@@ -201,7 +202,7 @@ impl VmBuilder {
             source: Box::new(e),
         };
         let (blobs, entry) =
-            recipe::plan_blobs(vm.memory, &vm.boot, Some(p.cbitpos)).map_err(sev_err)?;
+            recipe::plan_blobs(vm.memory, &vm.boot, Some(p.cbitpos), vm.cpus).map_err(sev_err)?;
         let vmsas = if p.es() {
             recipe::es_vmsas(entry, vm.cpus)
         } else {

@@ -252,7 +252,9 @@ pub fn boot_regs(entry: crate::boot::Entry, idx: usize, cpus: usize, base: kvm_s
             enc_mask,
             bundled,
         } => {
-            let rsp = BOOT_STACK_TOP - idx as u64 * BOOT_STACK_SIZE;
+            // Only bundled guests (at most MAX_CPUS vCPUs) use their stack; a Linux AP waits
+            // for INIT/SIPI, so past the stacks' region its value is irrelevant (kept >= 0).
+            let rsp = BOOT_STACK_TOP.saturating_sub(idx as u64 * BOOT_STACK_SIZE);
             let regs = if bundled {
                 long_mode_regs(rip, rsp, idx as u64, cpus as u64, enc_mask)
             } else {

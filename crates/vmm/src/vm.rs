@@ -430,7 +430,11 @@ impl Vm {
             }
         }
         let kvm = open_kvm(&config.kvm_path)?;
-        let max = kvm.get_nr_vcpus().min(layout::MAX_CPUS as usize);
+        // KVM_CAP_MAX_VCPUS, not KVM_CAP_NR_VCPUS: the latter is only KVM's recommendation
+        // (the host's online CPUs); more vCPUs than host CPUs work, only slower.
+        let max = kvm
+            .get_max_vcpus()
+            .min(usize::from(boot::max_cpus(&config.boot)));
         if config.cpus == 0 || config.cpus as usize > max {
             return Err(VmError::BadCpus {
                 cpus: config.cpus,
@@ -680,6 +684,7 @@ impl Vm {
             self.config.memory,
             &self.config.boot,
             self.config.page_table_cbit,
+            self.config.cpus,
         )?;
         Ok(())
     }
