@@ -50,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 /// Error returned by a [`LaunchHooks`] method.
@@ -346,6 +347,8 @@ pub struct Vm {
     config: VmConfig,
     plan: BootPlan,
     devices: Arc<Mutex<Devices>>,
+    /// COM1's interrupt eventfd (full irqchip only), registered as an irqfd on every VM fd.
+    serial_irq: Option<EventFd>,
     hooks: Option<Box<dyn LaunchHooks>>,
     supported_cpuid: CpuId,
     next_slot: u32,
@@ -375,6 +378,13 @@ fn needs_pit(boot: &BootSource) -> bool {
 /// local APIC): every boot source but the bundled guests, which touch neither.
 fn needs_full_irqchip(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::Bundled(_))
+}
+
+fn clone_eventfd(e: &EventFd) -> Result<EventFd, VmError> {
+    e.try_clone().map_err(|e| VmError::Vcpu {
+        cpu: 0,
+        msg: format!("cannot duplicate the COM1 interrupt eventfd: {e}"),
+    })
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -453,6 +463,15 @@ impl Vm {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+        // COM1's IRQ 4, through the irqchip, where Linux or a firmware may use it.
+        let serial_irq = if needs_full_irqchip(&config.boot) {
+            Some(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Vcpu {
+                cpu: 0,
+                msg: format!("cannot create the COM1 interrupt eventfd: {e}"),
+            })?)
+        } else {
+            None
+        };
         let mut vm = Vm {
             threads: Vec::new(),
             vm_fd,
@@ -467,7 +486,11 @@ impl Vm {
                 entry: Entry::ResetVector,
                 measured: Vec::new(),
             },
-            devices: Arc::new(Mutex::new(Devices::new(&config.serial)?)),
+            devices: Arc::new(Mutex::new(Devices::new(
+                &config.serial,
+                serial_irq.as_ref().map(clone_eventfd).transpose()?,
+            )?)),
+            serial_irq,
             hooks,
             supported_cpuid,
             next_slot: 0,
@@ -488,6 +511,11 @@ impl Vm {
             .set_tss_address(0xfffb_d000)
             .map_err(kvm_err("SET_TSS_ADDR"))?;
         self.create_irqchip()?;
+        if let Some(e) = &self.serial_irq {
+            self.vm_fd
+                .register_irqfd(e, layout::COM1_IRQ)
+                .map_err(kvm_err("IRQFD(COM1)"))?;
+        }
         // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
         // and stopped when the VM closes; on a loaded host the two scheduling waits were about
         // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
@@ -736,6 +764,44 @@ impl Vm {
         self.resets
     }
 
+    /// Feeds COM1's receive FIFO from `input` on a thread of its own (for `sevm run`, its
+    /// stdin): each read is queued as the FIFO makes room (data ready in LSR, the receive
+    /// interrupt if the guest enabled it). The thread ends at end of input or a read error;
+    /// while it waits in `read` it holds no lock, and it does not keep the VM running.
+    pub fn serial_input_from(&self, mut input: impl std::io::Read + Send + 'static) {
+        let devices = Arc::downgrade(&self.devices);
+        let spawned = std::thread::Builder::new()
+            .name("serial-in".into())
+            .spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "serial input stopped");
+                            return;
+                        }
+                    };
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let Some(d) = devices.upgrade() else { return };
+                        let taken = lock(&d).serial_input(rest);
+                        drop(d);
+                        rest = &rest[taken..];
+                        if taken == 0 {
+                            // The FIFO is full: the guest has not read it yet.
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the serial input thread");
+        }
+    }
+
     /// Number of unhandled port/MMIO accesses so far.
     pub fn unhandled_accesses(&self) -> u64 {
         self.devices
@@ -759,6 +825,7 @@ impl Vm {
         // (and always before SET_SREGS: MAXPHYADDR decides whether a C-bit CR3 is valid).
         if !self.started_vcpus {
             let mut cpuid = self.supported_cpuid.clone();
+            cpu::add_hypervisor_leaves(&mut cpuid)?;
             self.config.cpuid_overrides.apply(&mut cpuid, idx)?;
             v.set_cpuid2(&cpuid).map_err(err("SET_CPUID2"))?;
         }
@@ -1610,6 +1677,48 @@ mod tests {
         .unwrap();
         assert!(vm.vm_fd.get_pit2().is_ok());
         assert!(vm.vm_fd.get_irqchip(&mut pic).is_ok());
+        // COM1's eventfd is KVM's irqfd for GSI 4: KVM refuses to take it a second time.
+        let e = vm.serial_irq.as_ref().expect("COM1 interrupt eventfd");
+        let again = vm.vm_fd.register_irqfd(e, layout::COM1_IRQ).unwrap_err();
+        assert_eq!(again.errno(), libc::EBUSY, "{again}");
+    }
+
+    #[test]
+    fn cpu_limit_is_kvms_maximum_and_one_stack_each_for_bundled_guests() {
+        if !crate::test_support::kvm_or_skip() {
+            return;
+        }
+        let e = Vm::build(&VmConfig {
+            cpus: layout::MAX_CPUS + 1,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, VmError::BadCpus { max, .. } if max <= usize::from(layout::MAX_CPUS)),
+            "{e}"
+        );
+        let kvm = Kvm::new().unwrap();
+        let max = kvm.get_max_vcpus().min(usize::from(layout::MAX_LINUX_CPUS));
+        let d = tempfile::tempdir().unwrap();
+        let fw = d.path().join("fw.bin");
+        std::fs::write(&fw, [0xf4u8; 4096]).unwrap();
+        let cfg = |cpus: usize| VmConfig {
+            cpus: cpus as u8,
+            boot: BootSource::Firmware(fw.clone()),
+            ..Default::default()
+        };
+        // More vCPUs than the host's recommended count (its online CPUs) are allowed.
+        let n = (kvm.get_nr_vcpus() + 1).min(max);
+        let vm = Vm::build(&cfg(n)).unwrap();
+        assert_eq!(vm.vcpus.len(), n);
+        drop(vm);
+        if max < usize::from(layout::MAX_LINUX_CPUS) {
+            let e = Vm::build(&cfg(max + 1)).unwrap_err();
+            assert!(
+                matches!(e, VmError::BadCpus { max: m, .. } if m == max),
+                "{e}"
+            );
+        }
     }
 
     #[test]
