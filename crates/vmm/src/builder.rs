@@ -251,6 +251,11 @@ impl VmBuilder {
                 launch: None,
             });
         };
+        if plan.alias.is_some() {
+            // Before any guest memory exists: the alias at 2^cbit must be below the host's
+            // MAXPHYADDR, or KVM refuses the memory slot with a bare EINVAL.
+            crate::vm::check_host_alias(&plan.vm, sev.params.cbitpos)?;
+        }
         let hooks = SevHooks::with_backend(sev.params, sev.platform, sev.backend.into_backend());
         let handle = hooks.handle();
         let hooks: Box<dyn LaunchHooks> = match self.before_measure {

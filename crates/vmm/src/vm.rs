@@ -89,6 +89,22 @@ pub enum VmError {
         /// Host maximum.
         max: usize,
     },
+    /// The host's physical address width cannot reach the C-bit alias of guest memory.
+    #[error(
+        "the host's physical address width is {maxphyaddr} bits (MAXPHYADDR, CPUID \
+         0x80000008 EAX[7:0] in KVM's supported CPUID), but this SEV launch maps guest memory a \
+         second time at the C-bit alias 2^{cbit} ({base:#x}), which needs at least {need} bits: \
+         use a host with more physical address bits (under QEMU: -cpu ...,phys-bits=48) or a \
+         lower cbitpos",
+        base = 1u64 << cbit,
+        need = u32::from(*cbit) + 1
+    )]
+    AliasBeyondMaxPhysAddr {
+        /// The host's MAXPHYADDR.
+        maxphyaddr: u8,
+        /// The C-bit position (the alias starts at 2^cbit).
+        cbit: u8,
+    },
     /// An alias base is not usable.
     #[error("alias base {base:#x} is invalid: {why}")]
     BadAlias {
@@ -398,6 +414,40 @@ pub fn open_kvm(path: &std::path::Path) -> Result<Kvm, VmError> {
         source: kvm_ioctls::Error::new(libc::EINVAL),
     })?;
     Kvm::new_with_path(&c).map_err(|e| open_error(path, e))
+}
+
+/// MAXPHYADDR as KVM reports it (CPUID 0x80000008 EAX[7:0] of its supported set; 36 if the
+/// leaf is missing, the architectural default).
+pub fn kvm_maxphyaddr(kvm: &Kvm) -> Result<u8, VmError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+    Ok(cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map_or(36, |e| (e.eax & 0xff) as u8))
+}
+
+/// Checks that a host with `maxphyaddr` physical address bits can map guest memory at the
+/// C-bit alias `2^cbit` (all of the 4 GiB below it, which is what [`Vm::add_alias`] maps).
+pub fn check_alias_fits(maxphyaddr: u8, cbit: u8) -> Result<(), VmError> {
+    let end = 1u128 << cbit.min(100);
+    let fits = cbit < 64 && end + u128::from(layout::FIRMWARE_END) <= 1u128 << maxphyaddr.min(100);
+    if fits {
+        Ok(())
+    } else {
+        Err(VmError::AliasBeyondMaxPhysAddr { maxphyaddr, cbit })
+    }
+}
+
+/// Opens the KVM device of `config` and checks that the host reaches the C-bit alias
+/// `2^cbit` ([`check_alias_fits`]); an SEV launch whose backend needs the alias calls it
+/// before guest memory is built, so that the error names both numbers instead of KVM's bare
+/// `EINVAL` from SET_USER_MEMORY_REGION.
+pub fn check_host_alias(config: &VmConfig, cbit: u8) -> Result<(), VmError> {
+    let kvm = open_kvm(&config.kvm_path)?;
+    check_alias_fits(kvm_maxphyaddr(&kvm)?, cbit)
 }
 
 /// Maps an error opening the KVM device to a clear [`VmError`].
@@ -1835,6 +1885,34 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, VmError::Cpu(CpuError::BadCbit(60))), "{e}");
+    }
+
+    #[test]
+    fn alias_needs_a_physical_address_bit_above_the_cbit() {
+        check_alias_fits(48, 47).unwrap();
+        check_alias_fits(52, 51).unwrap();
+        for (maxphys, cbit) in [(40, 47), (47, 47), (43, 47), (48, 51)] {
+            let e = check_alias_fits(maxphys, cbit).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("is {maxphys} bits"))
+                    && msg.contains(&format!("alias 2^{cbit}"))
+                    && msg.contains(&format!("at least {} bits", cbit + 1)),
+                "{msg}"
+            );
+        }
+        if !crate::test_support::kvm_or_skip() {
+            return;
+        }
+        // This host: KVM's own value decides; a C-bit at or above it is refused up front.
+        let kvm = Kvm::new().unwrap();
+        let m = kvm_maxphyaddr(&kvm).unwrap();
+        assert!((32..=52).contains(&m), "{m}");
+        let e = check_host_alias(&VmConfig::default(), m).unwrap_err();
+        assert!(
+            matches!(e, VmError::AliasBeyondMaxPhysAddr { maxphyaddr, cbit } if maxphyaddr == m && cbit == m)
+        );
+        check_host_alias(&VmConfig::default(), m - 1).unwrap();
     }
 
     #[test]
