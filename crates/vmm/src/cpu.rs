@@ -345,11 +345,19 @@ pub fn long_mode_sregs(mut s: kvm_sregs, cr3: u64) -> kvm_sregs {
     s.fs = data;
     s.gs = data;
     s.ss = data;
+    // TR holds the *available* 64-bit TSS type (9), as the GDT descriptor does, not busy (11).
+    // An emulated CPU checks the TSS type on a CPL3 I/O-permission lookup: QEMU TCG accepts
+    // only an available TSS there, so with busy the bundled `hello` guest's CPL3 `out` took
+    // #GP (a triple fault, the IDT limit being 0) under the nested-KVM harness. AMD's VMRUN
+    // does not check TR's type, and KVM on SVM (and kvm-pvm here, an AMD EPYC host:
+    // `cargo test -p vmm --test vm_guests`) runs the guests with either. VMX requires a busy
+    // TR for VM entry, so `Vm::setup_vcpu` loads 11 on Intel hosts, where no SEV launch (and
+    // so no measured VMSA) exists.
     s.tr = kvm_segment {
         base: TSS_START,
         limit: TSS_LIMIT as u32,
         selector: TSS_SELECTOR,
-        type_: 0xb,
+        type_: 0x9,
         present: 1,
         ..Default::default()
     };

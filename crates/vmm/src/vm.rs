@@ -367,6 +367,8 @@ pub struct Vm {
     serial_irq: Option<EventFd>,
     hooks: Option<Box<dyn LaunchHooks>>,
     supported_cpuid: CpuId,
+    /// The host is Intel (VMX): TR must be loaded busy.
+    vmx_host: bool,
     next_slot: u32,
     resets: u32,
     started: bool,
@@ -394,6 +396,13 @@ fn needs_pit(boot: &BootSource) -> bool {
 /// local APIC): every boot source but the bundled guests, which touch neither.
 fn needs_full_irqchip(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::Bundled(_))
+}
+
+/// Whether CPUID leaf 0 says "GenuineIntel".
+fn is_intel(cpuid: &CpuId) -> bool {
+    cpuid.as_slice().iter().any(|e| {
+        e.function == 0 && (e.ebx, e.edx, e.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    })
 }
 
 fn clone_eventfd(e: &EventFd) -> Result<EventFd, VmError> {
@@ -542,6 +551,7 @@ impl Vm {
             )?)),
             serial_irq,
             hooks,
+            vmx_host: is_intel(&supported_cpuid),
             supported_cpuid,
             next_slot: 0,
             resets: 0,
@@ -882,7 +892,12 @@ impl Vm {
         v.set_msrs(&cpu::boot_msrs()).map_err(err("SET_MSRS"))?;
         let sregs = v.get_sregs().map_err(err("GET_SREGS"))?;
         let b = cpu::boot_regs(self.plan.entry, idx, self.vcpus.len(), sregs);
-        v.set_sregs(&b.sregs).map_err(err("SET_SREGS"))?;
+        let mut sregs = b.sregs;
+        if self.vmx_host && sregs.tr.type_ == 0x9 {
+            // VM entry on VMX requires a busy TSS in TR (see `cpu::long_mode_sregs`).
+            sregs.tr.type_ = 0xb;
+        }
+        v.set_sregs(&sregs).map_err(err("SET_SREGS"))?;
         v.set_regs(&b.regs).map_err(err("SET_REGS"))?;
         let mp_state = if b.runnable {
             KVM_MP_STATE_RUNNABLE
@@ -1885,6 +1900,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, VmError::Cpu(CpuError::BadCbit(60))), "{e}");
+    }
+
+    #[test]
+    fn intel_is_recognised_from_leaf_0() {
+        let leaf0 = |ebx, edx, ecx| {
+            CpuId::from_entries(&[kvm_bindings::kvm_cpuid_entry2 {
+                function: 0,
+                ebx,
+                edx,
+                ecx,
+                ..Default::default()
+            }])
+            .unwrap()
+        };
+        // "Genu" "ineI" "ntel" / "Auth" "enti" "cAMD".
+        assert!(is_intel(&leaf0(0x756e_6547, 0x4965_6e69, 0x6c65_746e)));
+        assert!(!is_intel(&leaf0(0x6874_7541, 0x6974_6e65, 0x444d_4163)));
     }
 
     #[test]
