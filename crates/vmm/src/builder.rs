@@ -195,6 +195,11 @@ impl VmBuilder {
             });
         };
         let p = &sev.params;
+        if p.es() && !sev.backend.host_encrypts() && matches!(vm.boot, BootSource::Linux { .. }) {
+            // Refused up front rather than hanging: Linux reads SEV-ES in MSR 0xC0010131 and
+            // takes its SEV-ES path, which needs #VC and the GHCB protocol.
+            return Err(VmError::LinuxSevEsUnsupported);
+        }
         SevHooks::prepare_config(p, &mut vm);
         cpu::cbit_mask(vm.page_table_cbit)?;
         let sev_err = |e: ConfidentialError| VmError::Hook {
@@ -378,6 +383,43 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(e.to_string().contains("60"), "{e}");
+    }
+
+    #[test]
+    fn linux_under_sev_es_without_host_encryption_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let plat = SoftPlatform::open(dir.path()).unwrap();
+        let k = dir.path().join("vmlinux");
+        std::fs::write(&k, b"\x7fELF not checked before the SEV-ES refusal").unwrap();
+        let linux = VmConfig {
+            boot: BootSource::Linux {
+                kernel: k,
+                initrd: None,
+                cmdline: String::new(),
+            },
+            ..vm("hello", 1)
+        };
+        let e = VmBuilder::new(linux.clone())
+            .sev(Some(spec(&plat, 5)))
+            .check()
+            .unwrap_err();
+        assert!(matches!(e, VmError::LinuxSevEsUnsupported), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("SEV-ES") && msg.contains("#VC") && msg.contains("GHCB"),
+            "{msg}"
+        );
+        // Plain SEV goes on to the image checks (this "kernel" is not one); a bundled guest
+        // under SEV-ES is fine.
+        let e = VmBuilder::new(linux)
+            .sev(Some(spec(&plat, 1)))
+            .check()
+            .unwrap_err();
+        assert!(!matches!(e, VmError::LinuxSevEsUnsupported), "{e}");
+        VmBuilder::new(vm("hello", 1))
+            .sev(Some(spec(&plat, 5)))
+            .check()
+            .unwrap();
     }
 
     #[test]

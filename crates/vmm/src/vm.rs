@@ -105,6 +105,15 @@ pub enum VmError {
         /// The C-bit position (the alias starts at 2^cbit).
         cbit: u8,
     },
+    /// A Linux guest under an SEV-ES policy on a backend that does not encrypt (the soft
+    /// model): it could not run.
+    #[error(
+        "a Linux guest cannot run under an SEV-ES policy on this SEV backend: the backend \
+         reports SEV-ES in MSR 0xC0010131, so Linux takes its SEV-ES path, but it delivers no \
+         #VC exception and does not answer the GHCB protocol, and the guest would hang; use a \
+         policy without SEV-ES (bit 2) or a host with SEV-ES hardware"
+    )]
+    LinuxSevEsUnsupported,
     /// An alias base is not usable.
     #[error("alias base {base:#x} is invalid: {why}")]
     BadAlias {
