@@ -153,8 +153,9 @@ struct ImageArgs {
     /// Kernel command line.
     #[arg(long)]
     cmdline: Option<String>,
-    /// SEV-ES: number of vCPUs.
-    #[arg(long, value_parser = args::count)]
+    /// Number of vCPUs: SEV-ES measures one VMSA each; with `--vmm sevm --kernel` the Linux
+    /// MP table (measured) lists them, for SEV too. `--cpus` is the same option, as `sevm run`.
+    #[arg(long, visible_alias = "cpus", value_parser = args::count)]
     num_cpus: Option<u32>,
     /// SEV-ES: VMSA of the boot vCPU.
     #[arg(long)]

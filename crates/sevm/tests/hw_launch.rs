@@ -542,6 +542,7 @@ fn loopback_measures_the_vcpu_registers() {
             MEMORY,
             &BootSource::Bundled("hello".into()),
             Some(r.info.cbitpos),
+            2,
         )
         .unwrap();
         let ld = recipe::launch_digest(&blobs, &vmsas);

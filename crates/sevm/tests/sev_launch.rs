@@ -307,8 +307,48 @@ fn linux_boot_under_sev_matches_owner_recipe() {
     );
     // The zero page (E820) depends on the RAM size, so the digest does too.
     assert_ne!(owner_measure(&[&vmm[..], &boot].concat()), digest);
+    // Boot tables (2), zero page, command line, kernel, initrd, MP table.
     let kinds = dumped_ranges(&dump);
-    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
+}
+
+/// With two vCPUs the MP table (measured) lists both, so the digest differs from one vCPU's,
+/// and `owner measure --cpus 2` predicts it, for SEV and for SEV-ES (whose VMSAs are measured
+/// too).
+#[test]
+fn linux_boot_with_two_cpus_matches_owner_recipe() {
+    let Some((t, plat)) = kvm_plat("linux_boot_with_two_cpus_matches_owner_recipe") else {
+        return;
+    };
+    let kernel = t.path().join("vmlinux");
+    fs::write(&kernel, tiny_vmlinux()).unwrap();
+    let boot = ["--kernel", s(&kernel), "--cmdline", "console=ttyS0"];
+    let vmm = ["--vmm", "sevm"];
+    for policy in [0u32, 5] {
+        let dump = t.path().join(format!("dump-{policy}"));
+        Run::new()
+            .args(&boot)
+            .opt("--memory", "64M")
+            .opt("--cpus", "2")
+            .sev(policy, "")
+            .platform(&plat)
+            .dump(&dump)
+            .opt("--serial", "none")
+            .exits(7);
+        let digest = hex::encode(measured_sha256(&dump));
+        let p = policy.to_string();
+        let mem = ["--memory", "64M", "--policy", &p];
+        assert_eq!(
+            owner_measure(&[&vmm[..], &boot, &mem, &["--cpus", "2"]].concat()),
+            digest,
+            "policy {policy}"
+        );
+        assert_ne!(
+            owner_measure(&[&vmm[..], &boot, &mem, &["--cpus", "1"]].concat()),
+            digest,
+            "policy {policy}: the vCPU count is in the MP table"
+        );
+    }
 }
 
 #[test]

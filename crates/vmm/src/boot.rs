@@ -66,6 +66,9 @@ pub enum BootError {
     /// Writing boot structures failed.
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    /// The vCPU count cannot be described to the guest.
+    #[error("cpus = {0} is invalid for a Linux boot: the MP table describes 1..={max} vCPUs", max = MAX_LINUX_CPUS)]
+    Cpus(u8),
     /// The firmware cannot take the kernel-hashes table (QEMU's messages).
     #[error("{0}")]
     KernelHashes(String),
@@ -129,6 +132,15 @@ impl BootSource {
     }
 }
 
+/// Most vCPUs a VM booting `src` may have, KVM permitting: [`MAX_CPUS`] for a bundled guest
+/// (one boot stack each), [`MAX_LINUX_CPUS`] otherwise (APs start through INIT/SIPI).
+pub fn max_cpus(src: &BootSource) -> u8 {
+    match src {
+        BootSource::Bundled(_) => MAX_CPUS,
+        _ => MAX_LINUX_CPUS,
+    }
+}
+
 /// Kind of a measured range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeKind {
@@ -148,6 +160,8 @@ pub enum RangeKind {
     Initrd,
     /// The 176-byte padded kernel-hashes table (SEV measured direct boot).
     KernelHashes,
+    /// The MP table of a Linux boot ([`crate::mptable`]).
+    MpTable,
 }
 
 /// A guest-physical range written by the VMM before the guest runs, in measurement order.
@@ -426,13 +440,16 @@ fn mem_write(
         })
 }
 
-/// Places `src` into `mem` (RAM of `ram_size` bytes at GPA 0). `cbit` puts the encryption bit
-/// in every page-table entry and CR3.
+/// Places `src` into `mem` (RAM of `ram_size` bytes at GPA 0) for a VM of `cpus` vCPUs.
+/// `cbit` puts the encryption bit in every page-table entry and CR3. This is the one function
+/// that decides the launch data: the VM and the owner's recipe
+/// ([`crate::confidential::recipe`]) both call it.
 pub fn place(
     mem: &GuestMemoryMmap,
     ram_size: u64,
     src: &BootSource,
     cbit: Option<u8>,
+    cpus: u8,
 ) -> Result<BootPlan, BootError> {
     let enc_mask = cpu::cbit_mask(cbit)?;
     match src {
@@ -482,7 +499,12 @@ pub fn place(
             kernel,
             initrd,
             cmdline,
-        } => place_linux(mem, ram_size, kernel, initrd.as_deref(), cmdline, enc_mask),
+        } => {
+            let mut plan =
+                place_linux(mem, ram_size, kernel, initrd.as_deref(), cmdline, enc_mask)?;
+            plan.measured.push(place_mp_table(mem, cpus)?);
+            Ok(plan)
+        }
     }
 }
 
@@ -576,6 +598,16 @@ fn place_kernel_hashes(
             },
         ],
     })
+}
+
+/// Writes the MP table of `cpus` vCPUs at [`MPTABLE_START`]; returns its measured range.
+fn place_mp_table(mem: &GuestMemoryMmap, cpus: u8) -> Result<MeasuredRange, BootError> {
+    if cpus == 0 || cpus > MAX_LINUX_CPUS {
+        return Err(BootError::Cpus(cpus));
+    }
+    let t = crate::mptable::mp_table(cpus);
+    mem_write(mem, "MP table", MPTABLE_START, &t)?;
+    Ok(range(MPTABLE_START, t.len() as u64, RangeKind::MpTable))
 }
 
 /// Lowest physical address of the ELF's loaded segments (PT_LOAD with file bytes).
@@ -838,6 +870,7 @@ mod tests {
                 cmdline: cmdline.into(),
             },
             None,
+            1,
         )
         .unwrap();
         let Entry::LongMode {
@@ -911,13 +944,54 @@ mod tests {
                 RangeKind::ZeroPage,
                 RangeKind::Cmdline,
                 RangeKind::Kernel,
-                RangeKind::Initrd
+                RangeKind::Initrd,
+                RangeKind::MpTable
             ]
         );
         assert!(plan
             .measured
             .iter()
             .all(|r| r.gpa % PAGE_SIZE == 0 && r.len % PAGE_SIZE == 0));
+        // The MP table of the one vCPU is in guest memory at its measured range.
+        let mp = plan.measured.last().unwrap();
+        assert_eq!((mp.gpa, mp.len), (MPTABLE_START, PAGE_SIZE));
+        let want = crate::mptable::mp_table(1);
+        let mut got = vec![0u8; want.len()];
+        mem.read_slice(&mut got, GuestAddress(MPTABLE_START))
+            .unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn linux_mp_table_follows_the_cpu_count() {
+        let k = tmp(&synthetic_bzimage(&[0x90; 4096]));
+        let src = BootSource::Linux {
+            kernel: k.path().into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let ram = 64 << 20;
+        for cpus in [2u8, MAX_LINUX_CPUS] {
+            let mem = create_guest_memory(ram, None).unwrap();
+            let plan = place(&mem, ram, &src, None, cpus).unwrap();
+            let want = crate::mptable::mp_table(cpus);
+            let mut got = vec![0u8; want.len()];
+            mem.read_slice(&mut got, GuestAddress(MPTABLE_START))
+                .unwrap();
+            assert_eq!(got, want, "{cpus} vCPUs");
+            let mp = plan.measured.last().unwrap();
+            assert_eq!(mp.kind, RangeKind::MpTable);
+            assert_eq!(mp.len, (want.len() as u64).next_multiple_of(PAGE_SIZE));
+        }
+        let mem = create_guest_memory(ram, None).unwrap();
+        for bad in [0u8, MAX_LINUX_CPUS + 1] {
+            let e = place(&mem, ram, &src, None, bad).unwrap_err();
+            assert!(matches!(e, BootError::Cpus(c) if c == bad), "{e}");
+            assert!(e.to_string().contains("MP table"), "{e}");
+        }
+        // Bundled guests and firmware get no MP table.
+        let plan = place(&mem, ram, &BootSource::Bundled("hello".into()), None, 2).unwrap();
+        assert!(plan.measured.iter().all(|r| r.kind != RangeKind::MpTable));
     }
 
     /// A minimal ELF64 vmlinux: one PT_LOAD segment at `paddr`, entry `entry`.
@@ -962,6 +1036,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             Some(51),
+            1,
         )
         .unwrap();
         let Entry::LongMode { rip, cr3, .. } = plan.entry else {
@@ -995,6 +1070,7 @@ mod tests {
                 cmdline: String::new(),
             },
             None,
+            1,
         )
         .unwrap_err();
         assert!(matches!(e, BootError::Malformed { .. }), "{e}");
@@ -1015,29 +1091,30 @@ mod tests {
             ram,
             &linux(Path::new("/nonexistent/bzImage"), None, ""),
             None,
+            1,
         )
         .unwrap_err();
         assert!(matches!(e, BootError::Read { .. }));
         assert!(e.to_string().contains("/nonexistent/bzImage"), "{e}");
         // Malformed.
         let junk = tmp(&[0x11u8; 4096]);
-        let e = place(&mem, ram, &linux(junk.path(), None, ""), None).unwrap_err();
+        let e = place(&mem, ram, &linux(junk.path(), None, ""), None, 1).unwrap_err();
         assert!(matches!(e, BootError::Malformed { .. }), "{e}");
         assert!(e.to_string().contains("malformed"));
         // Too big for RAM.
         let big = tmp(&synthetic_bzimage(&vec![0u8; 8 << 20]));
-        let e = place(&mem, ram, &linux(big.path(), None, ""), None).unwrap_err();
+        let e = place(&mem, ram, &linux(big.path(), None, ""), None, 1).unwrap_err();
         assert!(matches!(e, BootError::TooBig { what: "kernel", .. }), "{e}");
         // Initrd too big.
         let k = tmp(&synthetic_bzimage(&[1, 2, 3]));
         let i = tmp(&vec![0u8; 8 << 20]);
-        let e = place(&mem, ram, &linux(k.path(), Some(i.path()), ""), None).unwrap_err();
+        let e = place(&mem, ram, &linux(k.path(), Some(i.path()), ""), None, 1).unwrap_err();
         assert!(matches!(e, BootError::TooBig { what: "initrd", .. }), "{e}");
         // Command line with NUL / too long.
-        let e = place(&mem, ram, &linux(k.path(), None, "a\0b"), None).unwrap_err();
+        let e = place(&mem, ram, &linux(k.path(), None, "a\0b"), None, 1).unwrap_err();
         assert!(matches!(e, BootError::Cmdline(_)));
         let long = "x".repeat(CMDLINE_MAX_SIZE as usize);
-        let e = place(&mem, ram, &linux(k.path(), None, &long), None).unwrap_err();
+        let e = place(&mem, ram, &linux(k.path(), None, &long), None, 1).unwrap_err();
         assert!(matches!(e, BootError::Cmdline(_)));
     }
 
@@ -1056,10 +1133,10 @@ mod tests {
         let mut img = synthetic_bzimage(&[0x90u8; 4096]);
         img[0x1f4..0x1f8].copy_from_slice(&(4096u32 / 16).to_le_bytes());
         let whole = tmp(&img);
-        place(&mem, ram, &linux(whole.path()), None).unwrap();
+        place(&mem, ram, &linux(whole.path()), None, 1).unwrap();
         assert!(hash_image("kernel", whole.path()).is_ok());
         let cut = tmp(&img[..img.len() - 1000]);
-        let e = place(&mem, ram, &linux(cut.path()), None).unwrap_err();
+        let e = place(&mem, ram, &linux(cut.path()), None, 1).unwrap_err();
         assert!(
             matches!(e, BootError::Malformed { what: "kernel", .. }),
             "{e}"
@@ -1110,7 +1187,7 @@ mod tests {
     fn bundled_and_firmware_placement() {
         let ram = 8u64 << 20;
         let mem = create_guest_memory(ram, Some(0x1000)).unwrap();
-        let plan = place(&mem, ram, &BootSource::Bundled("hello".into()), Some(47)).unwrap();
+        let plan = place(&mem, ram, &BootSource::Bundled("hello".into()), Some(47), 1).unwrap();
         let g = guests::get("hello").unwrap();
         let mut got = vec![0u8; g.bytes.len()];
         mem.read_slice(&mut got, GuestAddress(BUNDLED_LOAD_ADDR))
@@ -1127,11 +1204,11 @@ mod tests {
         );
         assert_eq!(plan.measured[..2], boot_table_ranges());
         assert_eq!(plan.measured[2].gpa, BUNDLED_LOAD_ADDR);
-        let e = place(&mem, ram, &BootSource::Bundled("nope".into()), None).unwrap_err();
+        let e = place(&mem, ram, &BootSource::Bundled("nope".into()), None, 1).unwrap_err();
         assert!(e.to_string().contains("hello"), "{e}");
 
         let fw = tmp(&[0xf4u8; 0x1000]);
-        let plan = place(&mem, ram, &BootSource::Firmware(fw.path().into()), None).unwrap();
+        let plan = place(&mem, ram, &BootSource::Firmware(fw.path().into()), None, 1).unwrap();
         assert_eq!(plan.entry, Entry::ResetVector);
         assert_eq!(
             plan.measured,
@@ -1180,6 +1257,7 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
             },
             None,
+            1,
         )
         .unwrap();
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();

@@ -165,10 +165,11 @@ impl VmBuilder {
     pub fn check(&self) -> Result<Plan, VmError> {
         let mut vm = self.vm.clone();
         memory::check_memory_size(vm.memory)?;
-        if vm.cpus == 0 || vm.cpus as usize > layout::MAX_CPUS as usize {
+        let max_cpus = crate::boot::max_cpus(&vm.boot);
+        if vm.cpus == 0 || vm.cpus > max_cpus {
             return Err(VmError::BadCpus {
                 cpus: vm.cpus,
-                max: layout::MAX_CPUS as usize,
+                max: usize::from(max_cpus),
             });
         }
         if let BootSource::Bundled(name) = &vm.boot {
@@ -194,6 +195,11 @@ impl VmBuilder {
             });
         };
         let p = &sev.params;
+        if p.es() && !sev.backend.host_encrypts() && matches!(vm.boot, BootSource::Linux { .. }) {
+            // Refused up front rather than hanging: Linux reads SEV-ES in MSR 0xC0010131 and
+            // takes its SEV-ES path, which needs #VC and the GHCB protocol.
+            return Err(VmError::LinuxSevEsUnsupported);
+        }
         SevHooks::prepare_config(p, &mut vm);
         cpu::cbit_mask(vm.page_table_cbit)?;
         let sev_err = |e: ConfidentialError| VmError::Hook {
@@ -201,7 +207,7 @@ impl VmBuilder {
             source: Box::new(e),
         };
         let (blobs, entry) =
-            recipe::plan_blobs(vm.memory, &vm.boot, Some(p.cbitpos)).map_err(sev_err)?;
+            recipe::plan_blobs(vm.memory, &vm.boot, Some(p.cbitpos), vm.cpus).map_err(sev_err)?;
         let vmsas = if p.es() {
             recipe::es_vmsas(entry, vm.cpus)
         } else {
@@ -250,6 +256,11 @@ impl VmBuilder {
                 launch: None,
             });
         };
+        if plan.alias.is_some() {
+            // Before any guest memory exists: the alias at 2^cbit must be below the host's
+            // MAXPHYADDR, or KVM refuses the memory slot with a bare EINVAL.
+            crate::vm::check_host_alias(&plan.vm, sev.params.cbitpos)?;
+        }
         let hooks = SevHooks::with_backend(sev.params, sev.platform, sev.backend.into_backend());
         let handle = hooks.handle();
         let hooks: Box<dyn LaunchHooks> = match self.before_measure {
@@ -372,6 +383,43 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(e.to_string().contains("60"), "{e}");
+    }
+
+    #[test]
+    fn linux_under_sev_es_without_host_encryption_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let plat = SoftPlatform::open(dir.path()).unwrap();
+        let k = dir.path().join("vmlinux");
+        std::fs::write(&k, b"\x7fELF not checked before the SEV-ES refusal").unwrap();
+        let linux = VmConfig {
+            boot: BootSource::Linux {
+                kernel: k,
+                initrd: None,
+                cmdline: String::new(),
+            },
+            ..vm("hello", 1)
+        };
+        let e = VmBuilder::new(linux.clone())
+            .sev(Some(spec(&plat, 5)))
+            .check()
+            .unwrap_err();
+        assert!(matches!(e, VmError::LinuxSevEsUnsupported), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("SEV-ES") && msg.contains("#VC") && msg.contains("GHCB"),
+            "{msg}"
+        );
+        // Plain SEV goes on to the image checks (this "kernel" is not one); a bundled guest
+        // under SEV-ES is fine.
+        let e = VmBuilder::new(linux)
+            .sev(Some(spec(&plat, 1)))
+            .check()
+            .unwrap_err();
+        assert!(!matches!(e, VmError::LinuxSevEsUnsupported), "{e}");
+        VmBuilder::new(vm("hello", 1))
+            .sev(Some(spec(&plat, 5)))
+            .check()
+            .unwrap();
     }
 
     #[test]

@@ -115,6 +115,68 @@ impl CpuidOverrides {
     }
 }
 
+/// KVM's paravirtual CPUID base leaf (`KVM_CPUID_SIGNATURE`).
+pub const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
+/// KVM's paravirtual feature leaf (`KVM_CPUID_FEATURES`).
+pub const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+/// kvm-clock features KVM has always handled: `KVM_FEATURE_CLOCKSOURCE` (bit 0),
+/// `KVM_FEATURE_CLOCKSOURCE2` (bit 3), `KVM_FEATURE_CLOCKSOURCE_STABLE_BIT` (bit 24); used only
+/// when KVM's supported CPUID has no feature leaf.
+const KVM_CLOCK_FEATURES: u32 = 1 | 1 << 3 | 1 << 24;
+
+/// Tells the guest it runs on KVM, as Firecracker and Cloud Hypervisor do: leaf 1 ECX bit 31
+/// (hypervisor present), leaf 0x40000000 with the signature "KVMKVMKVM\0\0\0" and max leaf
+/// 0x40000001, and leaf 0x40000001 with the paravirtual features KVM reports as supported
+/// (among them kvm-clock), so that Linux uses kvm-clock rather than believing it runs on bare
+/// hardware. CPUID is not measured by SEV or SEV-ES, and a Linux SEV guest handles kvm-clock
+/// itself (its pages are mapped decrypted).
+pub fn add_hypervisor_leaves(cpuid: &mut CpuId) -> Result<(), CpuError> {
+    let sig = b"KVMKVMKVM\0\0\0";
+    let word = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
+    let (ebx, ecx, edx) = (word(0), word(4), word(8));
+    let mut have_sig = false;
+    let mut have_features = false;
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => e.ecx |= 1 << 31,
+            KVM_CPUID_SIGNATURE => {
+                e.eax = e.eax.max(KVM_CPUID_FEATURES);
+                (e.ebx, e.ecx, e.edx) = (ebx, ecx, edx);
+                have_sig = true;
+            }
+            KVM_CPUID_FEATURES => have_features = true,
+            _ => {}
+        }
+    }
+    let full = |_| CpuError::Table {
+        what: "CPUID entry",
+        gpa: 0,
+        msg: "too many CPUID entries".into(),
+    };
+    if !have_sig {
+        cpuid
+            .push(kvm_cpuid_entry2 {
+                function: KVM_CPUID_SIGNATURE,
+                eax: KVM_CPUID_FEATURES,
+                ebx,
+                ecx,
+                edx,
+                ..Default::default()
+            })
+            .map_err(full)?;
+    }
+    if !have_features {
+        cpuid
+            .push(kvm_cpuid_entry2 {
+                function: KVM_CPUID_FEATURES,
+                eax: KVM_CLOCK_FEATURES,
+                ..Default::default()
+            })
+            .map_err(full)?;
+    }
+    Ok(())
+}
+
 fn write<T: vm_memory::ByteValued>(
     mem: &GuestMemoryMmap,
     what: &'static str,
@@ -252,7 +314,9 @@ pub fn boot_regs(entry: crate::boot::Entry, idx: usize, cpus: usize, base: kvm_s
             enc_mask,
             bundled,
         } => {
-            let rsp = BOOT_STACK_TOP - idx as u64 * BOOT_STACK_SIZE;
+            // Only bundled guests (at most MAX_CPUS vCPUs) use their stack; a Linux AP waits
+            // for INIT/SIPI, so past the stacks' region its value is irrelevant (kept >= 0).
+            let rsp = BOOT_STACK_TOP.saturating_sub(idx as u64 * BOOT_STACK_SIZE);
             let regs = if bundled {
                 long_mode_regs(rip, rsp, idx as u64, cpus as u64, enc_mask)
             } else {
@@ -281,11 +345,19 @@ pub fn long_mode_sregs(mut s: kvm_sregs, cr3: u64) -> kvm_sregs {
     s.fs = data;
     s.gs = data;
     s.ss = data;
+    // TR holds the *available* 64-bit TSS type (9), as the GDT descriptor does, not busy (11).
+    // An emulated CPU checks the TSS type on a CPL3 I/O-permission lookup: QEMU TCG accepts
+    // only an available TSS there, so with busy the bundled `hello` guest's CPL3 `out` took
+    // #GP (a triple fault, the IDT limit being 0) under the nested-KVM harness. AMD's VMRUN
+    // does not check TR's type, and KVM on SVM (and kvm-pvm here, an AMD EPYC host:
+    // `cargo test -p vmm --test vm_guests`) runs the guests with either. VMX requires a busy
+    // TR for VM entry, so `Vm::setup_vcpu` loads 11 on Intel hosts, where no SEV launch (and
+    // so no measured VMSA) exists.
     s.tr = kvm_segment {
         base: TSS_START,
         limit: TSS_LIMIT as u32,
         selector: TSS_SELECTOR,
-        type_: 0xb,
+        type_: 0x9,
         present: 1,
         ..Default::default()
     };
@@ -429,6 +501,56 @@ mod tests {
         assert_eq!(term, 0xff);
         let rsp0: u64 = m.read_obj(GuestAddress(TSS_START + 4)).unwrap();
         assert_eq!(rsp0, BOOT_STACK_TOP);
+    }
+
+    #[test]
+    fn hypervisor_leaves_are_added_or_completed() {
+        let sig = (0x4b4d_564b, 0x564b_4d56, 0x0000_004d); // "KVMK" "VMKV" "M\0\0\0"
+                                                           // KVM's supported set with its own feature leaf: kept as KVM reports it.
+        let mut c = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 1,
+                ecx: 0x0000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: KVM_CPUID_FEATURES,
+                eax: 0x0100_7afb,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        add_hypervisor_leaves(&mut c).unwrap();
+        let s = c.as_slice();
+        assert_eq!(s[0].ecx, 0x8000_0001);
+        assert_eq!(s[1].eax, 0x0100_7afb);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[2].function, s[2].eax, s[2].ebx, s[2].ecx, s[2].edx),
+            (KVM_CPUID_SIGNATURE, KVM_CPUID_FEATURES, sig.0, sig.1, sig.2)
+        );
+        // Nothing from KVM: both leaves appear, the features with kvm-clock (bits 0, 3, 24).
+        let mut c = CpuId::from_entries(&[kvm_cpuid_entry2 {
+            function: KVM_CPUID_SIGNATURE,
+            eax: 0,
+            ..Default::default()
+        }])
+        .unwrap();
+        add_hypervisor_leaves(&mut c).unwrap();
+        let s = c.as_slice();
+        assert_eq!((s[0].eax, s[0].ebx), (KVM_CPUID_FEATURES, sig.0));
+        assert_eq!((s[1].function, s[1].eax), (KVM_CPUID_FEATURES, 0x0100_0009));
+        // An override still wins over them.
+        let o = CpuidOverrides(vec![CpuidOverride {
+            function: KVM_CPUID_FEATURES,
+            index: 0,
+            eax: 0,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+        }]);
+        o.apply(&mut c, 0).unwrap();
+        assert_eq!(c.as_slice()[1].eax, 0);
     }
 
     #[test]

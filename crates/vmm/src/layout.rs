@@ -35,8 +35,13 @@ pub const ZERO_PAGE_START: u64 = 0x0000_7000;
 pub const BOOT_STACK_TOP: u64 = 0x0008_0000;
 /// Boot stack size per vCPU.
 pub const BOOT_STACK_SIZE: u64 = 0x4000;
-/// Most vCPUs a VM may have (their boot stacks fill `0x6_0000..0x8_0000`).
+/// Most vCPUs a VM booting a bundled guest may have (their boot stacks fill
+/// `0x6_0000..0x8_0000`).
 pub const MAX_CPUS: u8 = 8;
+/// Most vCPUs a VM booting Linux or a firmware may have (also capped by KVM's
+/// `KVM_CAP_MAX_VCPUS`): xAPIC IDs are 8 bits, 0xFF is the broadcast ID, and the IOAPIC takes
+/// the ID after the last vCPU's (see [`crate::mptable`]).
+pub const MAX_LINUX_CPUS: u8 = 254;
 /// PML4 of the identity map built by the VMM.
 pub const PML4_START: u64 = 0x0000_9000;
 /// PDPT of the identity map.
@@ -57,6 +62,19 @@ pub const SECRET_AREA_START: u64 = 0x0003_0000;
 pub const SECRET_AREA_SIZE: u64 = 0x4000;
 /// Start of the EBDA hole (not RAM for Linux).
 pub const EBDA_START: u64 = 0x0009_fc00;
+/// The MP table (floating pointer, then the configuration table) of a Linux boot, in the
+/// BIOS area Linux scans (`0xF0000..0x100000`); see [`crate::mptable`].
+pub const MPTABLE_START: u64 = 0x000f_0000;
+/// Room reserved for the MP table (enough for [`MAX_LINUX_CPUS`] processor entries).
+pub const MPTABLE_MAX_SIZE: u64 = 0x2000;
+/// Guest-physical address of the in-kernel IOAPIC (KVM's fixed `IOAPIC_DEFAULT_BASE_ADDRESS`).
+pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
+/// Pins of the in-kernel IOAPIC (`KVM_IOAPIC_NUM_PINS`).
+pub const IOAPIC_PINS: u8 = 24;
+/// Guest-physical address of every local APIC.
+pub const LAPIC_ADDR: u64 = 0xfee0_0000;
+/// The IOAPIC pin (= ISA IRQ = GSI) of COM1.
+pub const COM1_IRQ: u32 = 4;
 /// Where bundled guest images are loaded.
 pub const BUNDLED_LOAD_ADDR: u64 = 0x0010_0000;
 /// Where a Linux kernel is loaded (the "high memory" start of the boot protocol).
@@ -163,6 +181,7 @@ mod tests {
                 BOOT_STACK_TOP,
             ),
             (BUNDLED_LOAD_ADDR, BUNDLED_LOAD_ADDR + 0x10_0000),
+            (MPTABLE_START, MPTABLE_START + MPTABLE_MAX_SIZE),
         ];
         r.sort();
         for w in r.windows(2) {

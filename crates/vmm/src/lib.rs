@@ -5,6 +5,7 @@
 //! * [`cpu`]: boot tables, register state, CPUID overrides, MSRs.
 //! * [`boot`]: bundled guests, raw firmware, Linux via linux-loader; measured ranges.
 //! * [`devices`]: COM1 16550, i8042 reset, exit port.
+//! * [`mptable`]: the MP table describing the vCPUs and the IOAPIC to Linux.
 //! * [`paging`]: GVA->GPA walker that masks the C-bit.
 //! * [`vm`]: [`VmConfig`], [`Vm`], hooks for the SEV layer, the run loop.
 //! * `config` (config files, QEMU-style options) and `monitor` (QMP) are owned by other engineers.
@@ -20,6 +21,7 @@ pub mod devices;
 pub mod layout;
 pub mod memory;
 pub mod monitor;
+pub mod mptable;
 pub mod paging;
 pub mod vm;
 

@@ -50,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 /// Error returned by a [`LaunchHooks`] method.
@@ -88,6 +89,31 @@ pub enum VmError {
         /// Host maximum.
         max: usize,
     },
+    /// The host's physical address width cannot reach the C-bit alias of guest memory.
+    #[error(
+        "the host's physical address width is {maxphyaddr} bits (MAXPHYADDR, CPUID \
+         0x80000008 EAX[7:0] in KVM's supported CPUID), but this SEV launch maps guest memory a \
+         second time at the C-bit alias 2^{cbit} ({base:#x}), which needs at least {need} bits: \
+         use a host with more physical address bits (under QEMU: -cpu ...,phys-bits=48) or a \
+         lower cbitpos",
+        base = 1u64 << cbit,
+        need = u32::from(*cbit) + 1
+    )]
+    AliasBeyondMaxPhysAddr {
+        /// The host's MAXPHYADDR.
+        maxphyaddr: u8,
+        /// The C-bit position (the alias starts at 2^cbit).
+        cbit: u8,
+    },
+    /// A Linux guest under an SEV-ES policy on a backend that does not encrypt (the soft
+    /// model): it could not run.
+    #[error(
+        "a Linux guest cannot run under an SEV-ES policy on this SEV backend: the backend \
+         reports SEV-ES in MSR 0xC0010131, so Linux takes its SEV-ES path, but it delivers no \
+         #VC exception and does not answer the GHCB protocol, and the guest would hang; use a \
+         policy without SEV-ES (bit 2) or a host with SEV-ES hardware"
+    )]
+    LinuxSevEsUnsupported,
     /// An alias base is not usable.
     #[error("alias base {base:#x} is invalid: {why}")]
     BadAlias {
@@ -346,8 +372,12 @@ pub struct Vm {
     config: VmConfig,
     plan: BootPlan,
     devices: Arc<Mutex<Devices>>,
+    /// COM1's interrupt eventfd (full irqchip only), registered as an irqfd on every VM fd.
+    serial_irq: Option<EventFd>,
     hooks: Option<Box<dyn LaunchHooks>>,
     supported_cpuid: CpuId,
+    /// The host is Intel (VMX): TR must be loaded busy.
+    vmx_host: bool,
     next_slot: u32,
     resets: u32,
     started: bool,
@@ -377,6 +407,20 @@ fn needs_full_irqchip(boot: &BootSource) -> bool {
     !matches!(boot, BootSource::Bundled(_))
 }
 
+/// Whether CPUID leaf 0 says "GenuineIntel".
+fn is_intel(cpuid: &CpuId) -> bool {
+    cpuid.as_slice().iter().any(|e| {
+        e.function == 0 && (e.ebx, e.edx, e.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    })
+}
+
+fn clone_eventfd(e: &EventFd) -> Result<EventFd, VmError> {
+    e.try_clone().map_err(|e| VmError::Vcpu {
+        cpu: 0,
+        msg: format!("cannot duplicate the COM1 interrupt eventfd: {e}"),
+    })
+}
+
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { op, source }
 }
@@ -388,6 +432,40 @@ pub fn open_kvm(path: &std::path::Path) -> Result<Kvm, VmError> {
         source: kvm_ioctls::Error::new(libc::EINVAL),
     })?;
     Kvm::new_with_path(&c).map_err(|e| open_error(path, e))
+}
+
+/// MAXPHYADDR as KVM reports it (CPUID 0x80000008 EAX[7:0] of its supported set; 36 if the
+/// leaf is missing, the architectural default).
+pub fn kvm_maxphyaddr(kvm: &Kvm) -> Result<u8, VmError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+    Ok(cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map_or(36, |e| (e.eax & 0xff) as u8))
+}
+
+/// Checks that a host with `maxphyaddr` physical address bits can map guest memory at the
+/// C-bit alias `2^cbit` (all of the 4 GiB below it, which is what [`Vm::add_alias`] maps).
+pub fn check_alias_fits(maxphyaddr: u8, cbit: u8) -> Result<(), VmError> {
+    let end = 1u128 << cbit.min(100);
+    let fits = cbit < 64 && end + u128::from(layout::FIRMWARE_END) <= 1u128 << maxphyaddr.min(100);
+    if fits {
+        Ok(())
+    } else {
+        Err(VmError::AliasBeyondMaxPhysAddr { maxphyaddr, cbit })
+    }
+}
+
+/// Opens the KVM device of `config` and checks that the host reaches the C-bit alias
+/// `2^cbit` ([`check_alias_fits`]); an SEV launch whose backend needs the alias calls it
+/// before guest memory is built, so that the error names both numbers instead of KVM's bare
+/// `EINVAL` from SET_USER_MEMORY_REGION.
+pub fn check_host_alias(config: &VmConfig, cbit: u8) -> Result<(), VmError> {
+    let kvm = open_kvm(&config.kvm_path)?;
+    check_alias_fits(kvm_maxphyaddr(&kvm)?, cbit)
 }
 
 /// Maps an error opening the KVM device to a clear [`VmError`].
@@ -430,7 +508,11 @@ impl Vm {
             }
         }
         let kvm = open_kvm(&config.kvm_path)?;
-        let max = kvm.get_nr_vcpus().min(layout::MAX_CPUS as usize);
+        // KVM_CAP_MAX_VCPUS, not KVM_CAP_NR_VCPUS: the latter is only KVM's recommendation
+        // (the host's online CPUs); more vCPUs than host CPUs work, only slower.
+        let max = kvm
+            .get_max_vcpus()
+            .min(usize::from(boot::max_cpus(&config.boot)));
         if config.cpus == 0 || config.cpus as usize > max {
             return Err(VmError::BadCpus {
                 cpus: config.cpus,
@@ -449,6 +531,15 @@ impl Vm {
         let supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+        // COM1's IRQ 4, through the irqchip, where Linux or a firmware may use it.
+        let serial_irq = if needs_full_irqchip(&config.boot) {
+            Some(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Vcpu {
+                cpu: 0,
+                msg: format!("cannot create the COM1 interrupt eventfd: {e}"),
+            })?)
+        } else {
+            None
+        };
         let mut vm = Vm {
             threads: Vec::new(),
             vm_fd,
@@ -463,8 +554,13 @@ impl Vm {
                 entry: Entry::ResetVector,
                 measured: Vec::new(),
             },
-            devices: Arc::new(Mutex::new(Devices::new(&config.serial)?)),
+            devices: Arc::new(Mutex::new(Devices::new(
+                &config.serial,
+                serial_irq.as_ref().map(clone_eventfd).transpose()?,
+            )?)),
+            serial_irq,
             hooks,
+            vmx_host: is_intel(&supported_cpuid),
             supported_cpuid,
             next_slot: 0,
             resets: 0,
@@ -484,6 +580,11 @@ impl Vm {
             .set_tss_address(0xfffb_d000)
             .map_err(kvm_err("SET_TSS_ADDR"))?;
         self.create_irqchip()?;
+        if let Some(e) = &self.serial_irq {
+            self.vm_fd
+                .register_irqfd(e, layout::COM1_IRQ)
+                .map_err(kvm_err("IRQFD(COM1)"))?;
+        }
         // The in-kernel 8254 PIT costs a kernel worker thread ("kvm-pit/<pid>") created here
         // and stopped when the VM closes; on a loaded host the two scheduling waits were about
         // 19 ms of a 45 ms `sevm run` (docs/PERFORMANCE.md section 3). The bundled guests
@@ -680,6 +781,7 @@ impl Vm {
             self.config.memory,
             &self.config.boot,
             self.config.page_table_cbit,
+            self.config.cpus,
         )?;
         Ok(())
     }
@@ -731,6 +833,44 @@ impl Vm {
         self.resets
     }
 
+    /// Feeds COM1's receive FIFO from `input` on a thread of its own (for `sevm run`, its
+    /// stdin): each read is queued as the FIFO makes room (data ready in LSR, the receive
+    /// interrupt if the guest enabled it). The thread ends at end of input or a read error;
+    /// while it waits in `read` it holds no lock, and it does not keep the VM running.
+    pub fn serial_input_from(&self, mut input: impl std::io::Read + Send + 'static) {
+        let devices = Arc::downgrade(&self.devices);
+        let spawned = std::thread::Builder::new()
+            .name("serial-in".into())
+            .spawn(move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "serial input stopped");
+                            return;
+                        }
+                    };
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let Some(d) = devices.upgrade() else { return };
+                        let taken = lock(&d).serial_input(rest);
+                        drop(d);
+                        rest = &rest[taken..];
+                        if taken == 0 {
+                            // The FIFO is full: the guest has not read it yet.
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the serial input thread");
+        }
+    }
+
     /// Number of unhandled port/MMIO accesses so far.
     pub fn unhandled_accesses(&self) -> u64 {
         self.devices
@@ -754,13 +894,19 @@ impl Vm {
         // (and always before SET_SREGS: MAXPHYADDR decides whether a C-bit CR3 is valid).
         if !self.started_vcpus {
             let mut cpuid = self.supported_cpuid.clone();
+            cpu::add_hypervisor_leaves(&mut cpuid)?;
             self.config.cpuid_overrides.apply(&mut cpuid, idx)?;
             v.set_cpuid2(&cpuid).map_err(err("SET_CPUID2"))?;
         }
         v.set_msrs(&cpu::boot_msrs()).map_err(err("SET_MSRS"))?;
         let sregs = v.get_sregs().map_err(err("GET_SREGS"))?;
         let b = cpu::boot_regs(self.plan.entry, idx, self.vcpus.len(), sregs);
-        v.set_sregs(&b.sregs).map_err(err("SET_SREGS"))?;
+        let mut sregs = b.sregs;
+        if self.vmx_host && sregs.tr.type_ == 0x9 {
+            // VM entry on VMX requires a busy TSS in TR (see `cpu::long_mode_sregs`).
+            sregs.tr.type_ = 0xb;
+        }
+        v.set_sregs(&sregs).map_err(err("SET_SREGS"))?;
         v.set_regs(&b.regs).map_err(err("SET_REGS"))?;
         let mp_state = if b.runnable {
             KVM_MP_STATE_RUNNABLE
@@ -1605,6 +1751,48 @@ mod tests {
         .unwrap();
         assert!(vm.vm_fd.get_pit2().is_ok());
         assert!(vm.vm_fd.get_irqchip(&mut pic).is_ok());
+        // COM1's eventfd is KVM's irqfd for GSI 4: KVM refuses to take it a second time.
+        let e = vm.serial_irq.as_ref().expect("COM1 interrupt eventfd");
+        let again = vm.vm_fd.register_irqfd(e, layout::COM1_IRQ).unwrap_err();
+        assert_eq!(again.errno(), libc::EBUSY, "{again}");
+    }
+
+    #[test]
+    fn cpu_limit_is_kvms_maximum_and_one_stack_each_for_bundled_guests() {
+        if !crate::test_support::kvm_or_skip() {
+            return;
+        }
+        let e = Vm::build(&VmConfig {
+            cpus: layout::MAX_CPUS + 1,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, VmError::BadCpus { max, .. } if max <= usize::from(layout::MAX_CPUS)),
+            "{e}"
+        );
+        let kvm = Kvm::new().unwrap();
+        let max = kvm.get_max_vcpus().min(usize::from(layout::MAX_LINUX_CPUS));
+        let d = tempfile::tempdir().unwrap();
+        let fw = d.path().join("fw.bin");
+        std::fs::write(&fw, [0xf4u8; 4096]).unwrap();
+        let cfg = |cpus: usize| VmConfig {
+            cpus: cpus as u8,
+            boot: BootSource::Firmware(fw.clone()),
+            ..Default::default()
+        };
+        // More vCPUs than the host's recommended count (its online CPUs) are allowed.
+        let n = (kvm.get_nr_vcpus() + 1).min(max);
+        let vm = Vm::build(&cfg(n)).unwrap();
+        assert_eq!(vm.vcpus.len(), n);
+        drop(vm);
+        if max < usize::from(layout::MAX_LINUX_CPUS) {
+            let e = Vm::build(&cfg(max + 1)).unwrap_err();
+            assert!(
+                matches!(e, VmError::BadCpus { max: m, .. } if m == max),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -1721,6 +1909,51 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, VmError::Cpu(CpuError::BadCbit(60))), "{e}");
+    }
+
+    #[test]
+    fn intel_is_recognised_from_leaf_0() {
+        let leaf0 = |ebx, edx, ecx| {
+            CpuId::from_entries(&[kvm_bindings::kvm_cpuid_entry2 {
+                function: 0,
+                ebx,
+                edx,
+                ecx,
+                ..Default::default()
+            }])
+            .unwrap()
+        };
+        // "Genu" "ineI" "ntel" / "Auth" "enti" "cAMD".
+        assert!(is_intel(&leaf0(0x756e_6547, 0x4965_6e69, 0x6c65_746e)));
+        assert!(!is_intel(&leaf0(0x6874_7541, 0x6974_6e65, 0x444d_4163)));
+    }
+
+    #[test]
+    fn alias_needs_a_physical_address_bit_above_the_cbit() {
+        check_alias_fits(48, 47).unwrap();
+        check_alias_fits(52, 51).unwrap();
+        for (maxphys, cbit) in [(40, 47), (47, 47), (43, 47), (48, 51)] {
+            let e = check_alias_fits(maxphys, cbit).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("is {maxphys} bits"))
+                    && msg.contains(&format!("alias 2^{cbit}"))
+                    && msg.contains(&format!("at least {} bits", cbit + 1)),
+                "{msg}"
+            );
+        }
+        if !crate::test_support::kvm_or_skip() {
+            return;
+        }
+        // This host: KVM's own value decides; a C-bit at or above it is refused up front.
+        let kvm = Kvm::new().unwrap();
+        let m = kvm_maxphyaddr(&kvm).unwrap();
+        assert!((32..=52).contains(&m), "{m}");
+        let e = check_host_alias(&VmConfig::default(), m).unwrap_err();
+        assert!(
+            matches!(e, VmError::AliasBeyondMaxPhysAddr { maxphyaddr, cbit } if maxphyaddr == m && cbit == m)
+        );
+        check_host_alias(&VmConfig::default(), m - 1).unwrap();
     }
 
     #[test]

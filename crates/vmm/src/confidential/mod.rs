@@ -1294,7 +1294,7 @@ mod tests {
     #[test]
     fn recipe_is_the_layout_order_with_the_image_bytes() {
         let boot = BootSource::Bundled("hello".into());
-        let blobs = recipe::measured_blobs(16 << 20, &boot, Some(47)).unwrap();
+        let blobs = recipe::measured_blobs(16 << 20, &boot, Some(47), 1).unwrap();
         let kinds: Vec<_> = blobs.iter().map(|b| (b.gpa, b.kind)).collect();
         assert_eq!(
             kinds,
@@ -1326,7 +1326,7 @@ mod tests {
 
     #[test]
     fn recipe_errors_name_the_input() {
-        let e = recipe::measured_blobs(16 << 20, &BootSource::Bundled("nope".into()), Some(47))
+        let e = recipe::measured_blobs(16 << 20, &BootSource::Bundled("nope".into()), Some(47), 1)
             .unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");
         let e = recipe::measured_blobs(
@@ -1337,6 +1337,7 @@ mod tests {
                 cmdline: String::new(),
             },
             Some(47),
+            1,
         )
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");

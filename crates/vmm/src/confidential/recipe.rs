@@ -59,22 +59,25 @@ pub fn measured_blobs(
     memory_size: u64,
     boot_src: &BootSource,
     cbitpos: Option<u8>,
+    cpus: u8,
 ) -> Result<Vec<MeasuredBlob>, ConfidentialError> {
-    Ok(plan_blobs(memory_size, boot_src, cbitpos)?.0)
+    Ok(plan_blobs(memory_size, boot_src, cbitpos, cpus)?.0)
 }
 
-/// [`measured_blobs`] and how the vCPUs enter the guest.
+/// [`measured_blobs`] and how the vCPUs enter the guest. `cpus` matters for Linux (its MP
+/// table lists every vCPU).
 pub fn plan_blobs(
     memory_size: u64,
     boot_src: &BootSource,
     cbitpos: Option<u8>,
+    cpus: u8,
 ) -> Result<(Vec<MeasuredBlob>, Entry), ConfidentialError> {
     let fw_size = match boot_src.firmware() {
         Some(p) => Some(boot::firmware_size(p).map_err(recipe_err)?),
         None => None,
     };
     let mem = memory::create_guest_memory(memory_size, fw_size).map_err(recipe_err)?;
-    let plan = boot::place(&mem, memory_size, boot_src, cbitpos).map_err(recipe_err)?;
+    let plan = boot::place(&mem, memory_size, boot_src, cbitpos, cpus).map_err(recipe_err)?;
     let blobs = plan
         .measured
         .iter()
@@ -127,7 +130,7 @@ pub fn expected_digest(
     cpus: u8,
     es: bool,
 ) -> Result<[u8; 32], ConfidentialError> {
-    let (blobs, entry) = plan_blobs(memory_size, boot_src, cbitpos)?;
+    let (blobs, entry) = plan_blobs(memory_size, boot_src, cbitpos, cpus)?;
     let vmsas = if es {
         es_vmsas(entry, cpus)
     } else {
@@ -156,7 +159,7 @@ mod tests {
             initrd: None,
             cmdline: "quiet".into(),
         };
-        let blobs = measured_blobs(64 << 20, &boot, Some(47)).unwrap();
+        let blobs = measured_blobs(64 << 20, &boot, Some(47), 1).unwrap();
         let fw = std::fs::read(sample("sample-ovmf.fd")).unwrap();
         let table = kh::padded_table(
             &kh::file_hash(&std::fs::read(sample("sample-kernel")).unwrap()),
@@ -236,7 +239,7 @@ mod tests {
             initrd: None,
             cmdline: String::new(),
         };
-        let e = measured_blobs(8 << 20, &boot, None)
+        let e = measured_blobs(8 << 20, &boot, None, 1)
             .unwrap_err()
             .to_string();
         assert!(

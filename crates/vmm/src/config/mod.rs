@@ -34,9 +34,10 @@ pub const MAX_CONFIG_FILE: u64 = 1 << 20;
 pub const MAX_OWNER_FILE: u64 = 64 << 10;
 /// Largest vCPU count accepted anywhere in a launch configuration.
 pub const MAX_VCPUS: u32 = 1024;
-/// Largest vCPU count a sevm VM can have ([`crate::layout::MAX_CPUS`]); `Vm::build` also
-/// refuses more than KVM offers on the host, which only the run can know.
-pub const MAX_VM_CPUS: u32 = crate::layout::MAX_CPUS as u32;
+/// Largest vCPU count a sevm VM can have ([`crate::layout::MAX_LINUX_CPUS`]); `Vm::build` also
+/// refuses more than KVM offers on the host (`KVM_CAP_MAX_VCPUS`), which only the run can
+/// know, and more than [`crate::layout::MAX_CPUS`] for a bundled guest.
+pub const MAX_VM_CPUS: u32 = crate::layout::MAX_LINUX_CPUS as u32;
 
 /// QEMU's default guest policy: NODBG alone. The policy bits are
 /// [`sev_proto::policy::GuestPolicy`]'s; none is defined here.
@@ -519,15 +520,15 @@ mod tests {
     #[test]
     fn config_files_refuse_vm_cpu_counts_a_vm_cannot_have() {
         let inputs = ValidationInputs::default();
-        let e = tomlfile::from_toml_str("memory = 64\ncpus = 9\n", Path::new("vm.toml"), &inputs)
+        let e = tomlfile::from_toml_str("memory = 64\ncpus = 255\n", Path::new("vm.toml"), &inputs)
             .unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("vm.toml:2: key `cpus`") && msg.contains("out of range"),
             "{msg}"
         );
-        let ok = tomlfile::from_toml_str("cpus = 8\n", Path::new("vm.toml"), &inputs).unwrap();
-        assert_eq!(ok.vm.cpus, Some(8));
+        let ok = tomlfile::from_toml_str("cpus = 254\n", Path::new("vm.toml"), &inputs).unwrap();
+        assert_eq!(ok.vm.cpus, Some(254));
         // `--cpus 0` is refused by every format, naming the option.
         let zero = ValidationInputs {
             cli_cpus: Some(0),
@@ -579,7 +580,9 @@ mod tests {
     #[test]
     fn finding20_vcpu_count_beyond_the_vm_limit_names_the_limit() {
         let inputs = ValidationInputs::default();
-        for (key, value) in [("vcpu_count", "1024"), ("vcpu_mask", "ffff")] {
+        // 1024 vCPUs; a mask of 256 set bits.
+        let mask = "ff".repeat(32);
+        for (key, value) in [("vcpu_count", "1024"), ("vcpu_mask", mask.as_str())] {
             let text = format!("[sev-launch]\n{key} = \"{value}\"\n");
             let e =
                 sevlaunch::from_sev_launch_str(&text, Path::new("s.conf"), &inputs).unwrap_err();
