@@ -75,6 +75,12 @@ pub const IOAPIC_PINS: u8 = 24;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
 /// The IOAPIC pin (= ISA IRQ = GSI) of COM1.
 pub const COM1_IRQ: u32 = 4;
+/// The first virtio-mmio device window (4 KiB each, one after another; the 32-bit MMIO hole
+/// below the IOAPIC, as Firecracker places them).
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// The ISA IRQs (= IOAPIC pins = GSIs) of virtio-mmio devices, in device order: the ones the
+/// MP table leaves free (0 timer, 1 keyboard, 2 cascade, 3/4 serial, 8 RTC, 12 mouse, 13 FPU).
+pub const VIRTIO_IRQS: [u32; 6] = [5, 6, 7, 9, 10, 11];
 /// Where bundled guest images are loaded.
 pub const BUNDLED_LOAD_ADDR: u64 = 0x0010_0000;
 /// Where a Linux kernel is loaded (the "high memory" start of the boot protocol).

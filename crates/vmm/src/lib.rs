@@ -23,6 +23,7 @@ pub mod memory;
 pub mod monitor;
 pub mod mptable;
 pub mod paging;
+pub mod virtio;
 pub mod vm;
 
 pub use boot::{BootSource, MeasuredRange, RangeKind};

@@ -277,6 +277,9 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Wait for [`VmControl::resume`] before `before_run` and the first vCPU run (QEMU `-S`).
     pub start_paused: bool,
+    /// virtio-blk disks (virtio-mmio; Linux finds them through `virtio_mmio.device=` on its
+    /// command line, which the caller adds: [`crate::virtio::cmdline_entries`]).
+    pub disks: Vec<crate::config::devices::DiskConfig>,
 }
 
 impl Default for VmConfig {
@@ -293,6 +296,7 @@ impl Default for VmConfig {
             msr_handler: None,
             timeout: None,
             start_paused: false,
+            disks: Vec::new(),
         }
     }
 }
@@ -372,6 +376,8 @@ pub struct Vm {
     config: VmConfig,
     plan: BootPlan,
     devices: Arc<Mutex<Devices>>,
+    /// The virtio devices and their event loop (none without `VmConfig::disks`).
+    virtio: Option<Arc<crate::virtio::VirtioDevices>>,
     /// COM1's interrupt eventfd (full irqchip only), registered as an irqfd on every VM fd.
     serial_irq: Option<EventFd>,
     hooks: Option<Box<dyn LaunchHooks>>,
@@ -559,6 +565,7 @@ impl Vm {
                 serial_irq.as_ref().map(clone_eventfd).transpose()?,
             )?)),
             serial_irq,
+            virtio: None,
             hooks,
             vmx_host: is_intel(&supported_cpuid),
             supported_cpuid,
@@ -570,7 +577,46 @@ impl Vm {
         };
         vm.setup_kvm_vm()?;
         vm.launch()?;
+        vm.start_virtio()?;
         Ok(vm)
+    }
+
+    /// Opens the virtio devices (after the launch, whose measured ranges an SEV guest's devices
+    /// must not touch), starts their event loop and wires them to this VM fd.
+    fn start_virtio(&mut self) -> Result<(), VmError> {
+        if self.config.disks.is_empty() {
+            return Ok(());
+        }
+        if !needs_full_irqchip(&self.config.boot) {
+            return Err(VmError::Vcpu {
+                cpu: 0,
+                msg: "--disk needs a Linux or firmware guest (the bundled guests have no virtio driver and no IOAPIC)".into(),
+            });
+        }
+        let confidential = self.config.page_table_cbit.is_some();
+        let private = if confidential {
+            crate::virtio::private_ranges(&self.plan.measured)
+        } else {
+            sevm_virtio::access::PrivateRanges::none()
+        };
+        let v = crate::virtio::VirtioDevices::build(
+            &self.config.disks,
+            &self.memory,
+            private,
+            confidential,
+        )
+        .map_err(|e| VmError::Vcpu {
+            cpu: 0,
+            msg: e.to_string(),
+        })?;
+        if let Some(v) = v {
+            v.register(&self.vm_fd).map_err(|e| VmError::Vcpu {
+                cpu: 0,
+                msg: e.to_string(),
+            })?;
+            self.virtio = Some(Arc::new(v));
+        }
+        Ok(())
     }
 
     /// VM-wide KVM state on a fresh VM fd: TSS, irqchip, PIT, memory slots (and aliases),
@@ -580,6 +626,12 @@ impl Vm {
             .set_tss_address(0xfffb_d000)
             .map_err(kvm_err("SET_TSS_ADDR"))?;
         self.create_irqchip()?;
+        if let Some(v) = &self.virtio {
+            v.register(&self.vm_fd).map_err(|e| VmError::Vcpu {
+                cpu: 0,
+                msg: e.to_string(),
+            })?;
+        }
         if let Some(e) = &self.serial_irq {
             self.vm_fd
                 .register_irqfd(e, layout::COM1_IRQ)
@@ -1134,6 +1186,7 @@ impl Vm {
                 idx,
                 shared: self.shared.clone(),
                 devices: self.devices.clone(),
+                virtio: self.virtio.clone(),
                 msr: self.config.msr_handler.clone(),
                 kick: kick.clone(),
                 vcpu: vcpu.clone(),
@@ -1541,6 +1594,7 @@ struct VcpuCtx {
     idx: usize,
     shared: Arc<Shared>,
     devices: Arc<Mutex<Devices>>,
+    virtio: Option<Arc<crate::virtio::VirtioDevices>>,
     msr: Option<Arc<dyn MsrHandler>>,
     kick: Arc<ImmediateExit>,
     vcpu: Arc<Mutex<VcpuFd>>,
@@ -1632,12 +1686,22 @@ fn run_vcpu(vcpu: &mut VcpuFd, ctx: &VcpuCtx) -> Option<Event> {
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                if ctx.virtio.as_ref().is_some_and(|v| v.mmio_read(addr, data)) {
+                    continue;
+                }
                 if let Ok(d) = ctx.devices.lock() {
                     d.mmio(addr, Some(data));
                 }
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if ctx
+                    .virtio
+                    .as_ref()
+                    .is_some_and(|v| v.mmio_write(addr, data))
+                {
+                    continue;
+                }
                 if let Ok(d) = ctx.devices.lock() {
                     d.mmio(addr, None);
                 }
