@@ -193,15 +193,13 @@ impl<B: NetBackend> Net<B> {
     /// A device with MAC `mac` on `backend`.
     pub fn new(backend: B, mac: [u8; 6]) -> Result<Net<B>, NetError> {
         let epoll = Epoll::new().map_err(NetError::Epoll)?;
-        let mut n = Net {
+        Ok(Net {
             backend,
             mac,
             epoll,
             armed: false,
             stats: NetStats::default(),
-        };
-        n.arm(true);
-        Ok(n)
+        })
     }
 
     /// Statistics so far.
@@ -444,7 +442,9 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn reset(&mut self) {
-        self.arm(true);
+        // A stopped device is not called by the event loop: a readable TAP must not be
+        // watched until the driver is ready again.
+        self.arm(false);
     }
 }
 

@@ -19,7 +19,8 @@
 //! All host sockets (the listener, clients waiting for their `CONNECT` line, connections) are
 //! in the device's own epoll set, whose fd is the device's host fd; a socket is only in that
 //! set while the device can act on it (room in the guest's credit, RX buffers, data to flush),
-//! so the level-triggered event loop never spins. A malformed packet from the guest is dropped
+//! so the level-triggered event loop never spins. Host clients are taken only while the driver
+//! has the device running (from DRIVER_OK to reset). A malformed packet from the guest is dropped
 //! or answered with OP_RST; it never stops the device.
 
 use crate::access::GuestAccess;
@@ -294,6 +295,7 @@ pub struct Vsock {
     uds: PathBuf,
     listener: UnixListener,
     epoll: Epoll,
+    listening: bool,
     conns: HashMap<Key, Conn>,
     pending: HashMap<u64, Pending>,
     tokens: HashMap<u64, Token>,
@@ -307,8 +309,8 @@ pub struct Vsock {
 }
 
 impl Vsock {
-    /// A device for guest `cid`, listening on `uds` (an existing socket file there is
-    /// replaced, as Firecracker's users expect).
+    /// A device for guest `cid`, listening on `uds` (which must not exist yet: a socket left
+    /// by another VM is never taken over). The listener is watched once the driver is ready.
     pub fn new(cid: u64, uds: &Path) -> Result<Vsock, VsockError> {
         if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
             return Err(VsockError::Cid(cid));
@@ -317,26 +319,13 @@ impl Vsock {
             path: uds.to_owned(),
             source,
         };
-        if std::fs::symlink_metadata(uds)
-            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        {
-            std::fs::remove_file(uds).map_err(listen_err)?;
-        }
         let listener = UnixListener::bind(uds).map_err(listen_err)?;
-        listener.set_nonblocking(true).map_err(listen_err)?;
-        let epoll = Epoll::new().map_err(VsockError::Epoll)?;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                listener.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, LISTENER),
-            )
-            .map_err(VsockError::Epoll)?;
-        Ok(Vsock {
+        let v = Vsock {
             cid,
             uds: uds.to_owned(),
             listener,
-            epoll,
+            epoll: Epoll::new().map_err(VsockError::Epoll)?,
+            listening: false,
             conns: HashMap::new(),
             pending: HashMap::new(),
             tokens: HashMap::new(),
@@ -345,7 +334,32 @@ impl Vsock {
             control: VecDeque::new(),
             rx_queue: VecDeque::new(),
             stats: VsockStats::default(),
-        })
+        };
+        v.listener.set_nonblocking(true).map_err(listen_err)?;
+        Ok(v)
+    }
+
+    /// Watches (or stops watching) the listener: only a running device takes host clients,
+    /// since the event loop does not call a stopped device and would otherwise spin.
+    fn listen(&mut self, on: bool) {
+        if on == self.listening {
+            return;
+        }
+        let fd = self.listener.as_raw_fd();
+        let r = if on {
+            self.epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, LISTENER),
+            )
+        } else {
+            self.epoll
+                .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+        };
+        match r {
+            Ok(()) => self.listening = on,
+            Err(e) => tracing::warn!("vsock: epoll_ctl for {}: {e}", self.uds.display()),
+        }
     }
 
     /// The guest's CID.
@@ -1032,7 +1046,9 @@ impl VirtioDevice for Vsock {
         }
     }
 
-    fn activate(&mut self, _acked_features: u64) {}
+    fn activate(&mut self, _acked_features: u64) {
+        self.listen(true);
+    }
 
     fn process_queue(
         &mut self,
@@ -1086,6 +1102,7 @@ impl VirtioDevice for Vsock {
         }
         self.control.clear();
         self.rx_queue.clear();
+        self.listen(false);
     }
 }
 
@@ -1132,6 +1149,16 @@ mod tests {
             let e = Vsock::new(cid, &d.path().join("v.sock")).err().unwrap();
             assert!(e.to_string().contains(&format!("cid {cid}")), "{e}");
         }
+        // A path in use (another VM's socket) is not taken over.
+        let p = d.path().join("taken.sock");
+        let _other = UnixListener::bind(&p).unwrap();
+        let e = Vsock::new(3, &p).err().unwrap().to_string();
+        assert!(e.contains("taken.sock"), "{e}");
+        // Not watched before the driver is ready: a waiting client does not wake the loop.
+        let v = Vsock::new(3, &d.path().join("v.sock")).unwrap();
+        let _c = UnixStream::connect(d.path().join("v.sock")).unwrap();
+        let mut ev = [EpollEvent::default(); 1];
+        assert_eq!(v.epoll.wait(50, &mut ev).unwrap(), 0);
         let e = Vsock::new(3, Path::new("/nonexistent/dir/v.sock"))
             .err()
             .unwrap()

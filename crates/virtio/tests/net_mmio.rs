@@ -181,6 +181,20 @@ fn short_and_private_rx_buffers_drop_the_frame_not_the_device() {
 }
 
 #[test]
+fn backend_not_watched_before_driver_ok_or_after_reset() {
+    let (dev, host) = UnixDatagram::pair().unwrap();
+    dev.set_nonblocking(true).unwrap();
+    let n = Net::new(dev, MAC).unwrap();
+    host.send(&frame(1, 60)).unwrap();
+    let fd = sevm_virtio::VirtioDevice::host_fd(&n).unwrap();
+    assert!(!readable(fd, 50), "watched before DRIVER_OK");
+    let mut d = Driver::new(n, false, device_id::NET);
+    assert!(readable(fd, 1000), "watched once running");
+    common::w32(&mut d.t, 0x70, 0);
+    assert!(!readable(fd, 50), "watched after reset");
+}
+
+#[test]
 fn tap_open_names_the_tap() {
     let e = Tap::open("this-name-is-far-too-long").err().unwrap();
     assert!(e.to_string().contains("this-name-is-far-too-long"), "{e}");
