@@ -186,6 +186,8 @@ pub struct Net<B: NetBackend> {
     epoll: Epoll,
     /// The backend fd is in the epoll set.
     armed: bool,
+    /// One frame read from the backend (kept, so a host event does not allocate).
+    frame: Vec<u8>,
     stats: NetStats,
 }
 
@@ -198,6 +200,7 @@ impl<B: NetBackend> Net<B> {
             mac,
             epoll,
             armed: false,
+            frame: vec![0u8; MAX_FRAME],
             stats: NetStats::default(),
         })
     }
@@ -241,7 +244,6 @@ impl<B: NetBackend> Net<B> {
             what: e.to_string(),
         };
         let mut used = false;
-        let mut frame = vec![0u8; MAX_FRAME];
         loop {
             let Some(chain) = q.iter(m).map_err(qerr)?.next() else {
                 // No buffers: stop watching the backend until the guest posts some.
@@ -251,7 +253,7 @@ impl<B: NetBackend> Net<B> {
             let head = chain.head_index();
             let descs: Vec<Descriptor> = chain.collect();
             let n = loop {
-                match self.backend.recv(&mut frame) {
+                match self.backend.recv(&mut self.frame) {
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     r => break r,
                 }
@@ -279,7 +281,7 @@ impl<B: NetBackend> Net<B> {
                     break;
                 }
             };
-            let f = &mut frame[..n];
+            let f = &mut self.frame[..n];
             // No offloads were offered: the frame is complete, its checksum filled in.
             f[..10].fill(0);
             // num_buffers: always one buffer (no VIRTIO_NET_F_MRG_RXBUF).

@@ -194,28 +194,102 @@ fn backend_not_watched_before_driver_ok_or_after_reset() {
     assert!(!readable(fd, 50), "watched after reset");
 }
 
+fn skip_or_fail(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI: {why}");
+    }
+    eprintln!("SKIP: real TAP test: {why}");
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// An ARP request from the guest for the TAP's address, with its (zero) virtio-net header.
+fn arp_request(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; HDR_LEN];
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&MAC);
+    f.extend_from_slice(&sender);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(HDR_LEN + 60, 0);
+    f
+}
+
 #[test]
 fn tap_open_names_the_tap() {
     let e = Tap::open("this-name-is-far-too-long").err().unwrap();
     assert!(e.to_string().contains("this-name-is-far-too-long"), "{e}");
-    match Tap::open("sevmtest0") {
-        Ok(tap) => {
-            // Permitted here (root with CAP_NET_ADMIN): the TAP works as a backend.
-            assert_eq!(tap.name(), "sevmtest0");
-            let n = Net::new(tap, MAC).unwrap();
-            // The link is down: nothing to read, the host fd is quiet.
-            assert!(!readable(
-                sevm_virtio::VirtioDevice::host_fd(&n).unwrap(),
-                50
-            ));
-        }
+    let tap = match Tap::open("sevmtest0") {
+        Ok(tap) => tap,
         Err(e) => {
             let m = e.to_string();
             assert!(m.contains("tap sevmtest0"), "{m}");
-            if std::env::var_os("CI").is_some() {
-                panic!("CI: cannot open a TAP here: {m}");
-            }
-            eprintln!("SKIP: real TAP test: {m} (needs CAP_NET_ADMIN and /dev/net/tun)");
+            return skip_or_fail(&format!(
+                "cannot open a TAP here: {m} (needs CAP_NET_ADMIN and /dev/net/tun)"
+            ));
         }
+    };
+    assert_eq!(tap.name(), "sevmtest0");
+    // Permitted here: a real round trip through the kernel. The guest asks (ARP) for the
+    // TAP's address; the host kernel answers to the guest's MAC through the TAP.
+    if let Err(m) = ip(&["addr", "add", "10.213.7.1/24", "dev", "sevmtest0"])
+        .and_then(|()| ip(&["link", "set", "sevmtest0", "up"]))
+    {
+        return skip_or_fail(&m);
     }
+    let mut d = Driver::new(Net::new(tap, MAC).unwrap(), false, device_id::NET);
+    let mut bufs = std::collections::HashMap::new();
+    for i in 0..8u64 {
+        let h = d.post(RXQ, &[(RX_BASE + 0x1000 * i, RX_BUF, true)]);
+        bufs.insert(h, RX_BASE + 0x1000 * i);
+    }
+    d.kick(RXQ);
+    let req = arp_request([10, 213, 7, 2], [10, 213, 7, 1]);
+    d.write(TX_BASE, &req);
+    d.post(TXQ, &[(TX_BASE, req.len() as u32, false)]);
+    d.kick(TXQ);
+    assert_eq!(d.take_used(TXQ).len(), 1);
+    assert_eq!(d.t.device().stats().tx_frames, 1, "the TAP took the frame");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let reply = 'found: loop {
+        assert!(std::time::Instant::now() < end, "no ARP reply within 5 s");
+        if readable(d.t.host_fd().unwrap(), 100) {
+            d.host_event();
+        }
+        for (id, len) in d.take_used(RXQ) {
+            let addr = bufs.remove(&(id as u16)).unwrap();
+            let f = d.read(addr, len as usize);
+            let h = d.post(RXQ, &[(addr, RX_BUF, true)]);
+            bufs.insert(h, addr);
+            // Ethertype ARP, operation 2 (reply).
+            if f.len() >= HDR_LEN + 42
+                && f[HDR_LEN + 12..HDR_LEN + 14] == [8, 6]
+                && f[HDR_LEN + 21] == 2
+            {
+                break 'found f;
+            }
+        }
+        d.kick(RXQ);
+    };
+    let e = &reply[HDR_LEN..];
+    assert_eq!(&e[..6], &MAC, "to the guest's MAC");
+    assert_eq!(&e[28..32], &[10, 213, 7, 1], "sender is the TAP's address");
+    assert_eq!(&e[32..38], &MAC);
+    assert_eq!(&e[38..42], &[10, 213, 7, 2]);
+    assert_eq!(&reply[10..12], &1u16.to_le_bytes(), "num_buffers");
 }
