@@ -617,10 +617,24 @@ impl Vsock {
         if flags & SHUTDOWN_SEND != 0 {
             c.tx_shut = true;
         }
-        let both = c.rx_done && c.tx_shut;
-        let _ = c.flush();
-        if both {
-            // The guest closed: it waits for our RST to finish.
+        let before = c.fwd_cnt;
+        if c.flush().is_err() {
+            self.remove(key);
+            self.rst(key);
+            return;
+        }
+        self.stats.tx_bytes += u64::from(c.fwd_cnt.wrapping_sub(before));
+        self.close_if_done(key);
+    }
+
+    /// Both directions are finished and everything the guest sent reached the host socket:
+    /// the connection closes and the guest, waiting for it, gets OP_RST.
+    fn close_if_done(&mut self, key: Key) {
+        if self
+            .conns
+            .get(&key)
+            .is_some_and(|c| c.rx_done && c.tx_shut && c.tx_buf.is_empty())
+        {
             self.remove(key);
             self.rst(key);
         }
@@ -764,6 +778,7 @@ impl Vsock {
             }
             self.stats.tx_bytes += u64::from(c.fwd_cnt.wrapping_sub(before));
             self.maybe_credit_update(key);
+            self.close_if_done(key);
         }
         let Some(c) = self.conns.get_mut(&key) else {
             return;

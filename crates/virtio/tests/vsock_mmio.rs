@@ -480,3 +480,127 @@ fn reset_drops_connections_and_device_serves_again() {
     assert_eq!(g.d.t.device().connections(), 0);
     assert_eq!(g.d.t.device().device_type(), device_id::VSOCK);
 }
+
+#[test]
+fn guest_stream_to_host_follows_device_credit() {
+    let mut g = Guest::new(false);
+    let mut p = g.uds.as_os_str().to_owned();
+    p.push("_55");
+    let l = UnixListener::bind(&p).unwrap();
+    // A slow sink: reads everything, in small steps, and returns what it got.
+    let sink = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut all = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&b[..n]),
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    });
+    g.tx(hdr(8000, 55, OP_REQUEST, 0), &[]);
+    let resp = g.rx()[0].0;
+    assert_eq!(resp.op, OP_RESPONSE);
+    let (mut buf_alloc, mut peer_fwd) = (resp.buf_alloc, resp.fwd_cnt);
+    const TOTAL: usize = 1 << 20;
+    const CHUNK: usize = 60 << 10;
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut sent, mut updates) = (0usize, 0);
+    while sent < TOTAL {
+        let credit = buf_alloc as usize - (sent - peer_fwd as usize);
+        let n = CHUNK.min(TOTAL - sent);
+        if credit >= n {
+            g.tx(hdr(8000, 55, OP_RW, n as u32), &data[sent..sent + n]);
+            sent += n;
+            continue;
+        }
+        // Out of credit: wait for the device to report what it forwarded.
+        for (h, _) in g.wait_rx() {
+            assert_ne!(
+                h.op, OP_RST,
+                "the device reset a guest that kept to its credit"
+            );
+            assert_eq!(h.op, OP_CREDIT_UPDATE);
+            buf_alloc = h.buf_alloc;
+            peer_fwd = h.fwd_cnt;
+            updates += 1;
+        }
+    }
+    assert!(
+        updates >= 2,
+        "1 MiB through a 256 KiB window needs credit updates"
+    );
+    let mut h = hdr(8000, 55, OP_SHUTDOWN, 0);
+    h.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+    g.tx(h, &[]);
+    // The device finishes writing what it buffered before the socket closes.
+    let end = Instant::now() + Duration::from_secs(10);
+    while g.d.t.device().connections() > 0 {
+        assert!(Instant::now() < end, "connection not closed");
+        if readable(g.d.t.host_fd().unwrap(), 50) {
+            g.d.host_event();
+        }
+    }
+    let p = g.rx();
+    assert_eq!(p.last().map(|(h, _)| h.op), Some(OP_RST), "close completed");
+    assert_eq!(g.d.t.device().stats().tx_bytes, TOTAL as u64);
+    let got = sink.join().unwrap();
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == data, "bytes arrive in order, unchanged");
+}
+
+#[test]
+fn host_stream_to_guest_respects_credit_and_arrives_whole() {
+    let mut g = Guest::new(false);
+    let mut client = UnixStream::connect(&g.uds).unwrap();
+    client.write_all(b"CONNECT 60\n").unwrap();
+    let req = g.wait_rx()[0].0;
+    assert_eq!(req.op, OP_REQUEST);
+    const WINDOW: u32 = 64 << 10;
+    let mut resp = hdr(60, req.src_port, OP_RESPONSE, 0);
+    resp.buf_alloc = WINDOW;
+    g.tx(resp, &[]);
+    const TOTAL: usize = 1 << 20;
+    let data: Vec<u8> = (0..TOTAL).map(|i| (i * 13 % 251) as u8).collect();
+    let writer = {
+        let data = data.clone();
+        let mut c = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut line = [0u8; 64];
+            let n = c.read(&mut line).unwrap();
+            assert!(line[..n].starts_with(b"OK "));
+            c.write_all(&data).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    let mut told = 0u32;
+    let mut eof = false;
+    while !eof {
+        for (h, d) in g.wait_rx() {
+            match h.op {
+                OP_RW => {
+                    got.extend(d);
+                    let in_flight = got.len() as u32 - told;
+                    assert!(in_flight <= WINDOW, "device exceeded the guest's window");
+                }
+                OP_SHUTDOWN => eof = true,
+                op => panic!("unexpected op {op}"),
+            }
+        }
+        // The guest application consumed everything: report it.
+        if got.len() as u32 != told {
+            told = got.len() as u32;
+            let mut cu = hdr(60, req.src_port, OP_CREDIT_UPDATE, 0);
+            cu.buf_alloc = WINDOW;
+            cu.fwd_cnt = told;
+            g.tx(cu, &[]);
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == data, "bytes arrive in order, unchanged");
+    assert_eq!(g.d.t.device().stats().rx_bytes, TOTAL as u64);
+}
