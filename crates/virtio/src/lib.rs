@@ -13,7 +13,9 @@
 pub mod access;
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod runtime;
+pub mod vsock;
 
 use access::GuestAccess;
 use virtio_queue::Queue;
