@@ -49,6 +49,19 @@ pub struct GuestArgs {
     /// Number of vCPUs.
     #[arg(long)]
     pub cpus: Option<u8>,
+    /// A virtio-blk disk on a raw image: `path=FILE[,readonly=on][,id=ID]` (repeatable).
+    /// Linux finds it through a `virtio_mmio.device=` entry sevm appends to the command line
+    /// (docs/LAYOUT.md; for an SEV launch the entries are part of the measured command line).
+    #[arg(long = "disk", value_name = "SPEC")]
+    pub disks: Vec<String>,
+    /// A virtio-net card on an existing TAP device: `tap=NAME[,mac=MAC]` (repeatable).
+    #[arg(long = "net", value_name = "SPEC")]
+    pub nets: Vec<String>,
+    /// The virtio-vsock device, Firecracker's hybrid model: `cid=N,uds=PATH` (guest
+    /// connections to host port P reach the Unix socket `PATH_P`; host programs connect to
+    /// PATH and write `CONNECT <port>\n`).
+    #[arg(long, value_name = "SPEC")]
+    pub vsock: Option<String>,
 }
 
 /// SEV configuration options (shared by `run` and `config check`).
@@ -330,10 +343,59 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         (None, None) => 1,
     };
     let kernel_hashes = first.as_ref().is_some_and(|c| c.kernel_hashes);
+    let disks = g
+        .disks
+        .iter()
+        .map(|d| vmm::config::devices::parse_disk(d))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let nets = g
+        .nets
+        .iter()
+        .map(|n| vmm::config::devices::parse_net(n))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let vsock = g
+        .vsock
+        .as_deref()
+        .map(vmm::config::devices::parse_vsock)
+        .transpose()?;
+    let ndev = disks.len() + nets.len() + usize::from(vsock.is_some());
+    if ndev > vmm::layout::VIRTIO_IRQS.len() {
+        bail!(
+            "{ndev} virtio devices given (--disk, --net, --vsock); at most {} are supported",
+            vmm::layout::VIRTIO_IRQS.len()
+        );
+    }
+    for d in &disks {
+        if !d.path.is_file() {
+            bail!("--disk path={}: no such file", d.path.display());
+        }
+    }
+    let mut boot = boot_source(g, toml.as_ref(), s.config.as_deref(), kernel_hashes)?;
+    if ndev > 0 {
+        match &mut boot {
+            BootSource::Linux { cmdline, .. } => {
+                let entries = vmm::virtio::cmdline_entries(ndev);
+                if !cmdline.is_empty() {
+                    cmdline.push(' ');
+                }
+                cmdline.push_str(&entries);
+            }
+            BootSource::Bundled(_) => bail!(
+                "--disk/--net/--vsock need a Linux guest (--kernel); the bundled guests have no virtio driver"
+            ),
+            _ => bail!(
+                "--disk/--net/--vsock: only Linux direct boot (--kernel) is given the devices' \
+                 virtio_mmio.device= entries; a firmware boot has no way to find them yet"
+            ),
+        }
+    }
     let vm = VmConfig {
         memory,
         cpus,
-        boot: boot_source(g, toml.as_ref(), s.config.as_deref(), kernel_hashes)?,
+        boot,
+        disks,
+        nets,
+        vsock,
         ..VmConfig::default()
     };
     let Some(first) = first else {
@@ -770,6 +832,9 @@ mod tests {
             cmdline: None,
             memory: None,
             cpus,
+            disks: vec![],
+            nets: vec![],
+            vsock: None,
         }
     }
 

@@ -118,3 +118,46 @@ pub trait VirtioDevice: Send {
     /// The driver reset the device (status 0).
     fn reset(&mut self) {}
 }
+
+/// A boxed device is a device (so a VMM can keep devices of different types in one list).
+impl<T: VirtioDevice + ?Sized> VirtioDevice for Box<T> {
+    fn device_type(&self) -> u32 {
+        (**self).device_type()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data)
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+    fn activate(&mut self, acked_features: u64) {
+        (**self).activate(acked_features)
+    }
+    fn process_queue(
+        &mut self,
+        mem: &GuestAccess<'_>,
+        queues: &mut [Queue],
+        index: usize,
+    ) -> Result<u64, DeviceError> {
+        (**self).process_queue(mem, queues, index)
+    }
+    fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).host_fd()
+    }
+    fn host_event(
+        &mut self,
+        mem: &GuestAccess<'_>,
+        queues: &mut [Queue],
+    ) -> Result<u64, DeviceError> {
+        (**self).host_event(mem, queues)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+}

@@ -8,13 +8,16 @@
 //! descriptor pointing there fails its request (docs/LAYOUT.md, "virtio devices").
 
 use crate::boot::MeasuredRange;
-use crate::config::devices::DiskConfig;
+use crate::config::devices::{DiskConfig, NetConfig, VsockConfig};
 use crate::layout;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use sevm_virtio::access::PrivateRanges;
 use sevm_virtio::block::Block;
 use sevm_virtio::mmio::{MmioTransport, WINDOW};
+use sevm_virtio::net::{Net, Tap};
 use sevm_virtio::runtime::{DeviceHub, IrqFd};
+use sevm_virtio::vsock::Vsock;
+use sevm_virtio::VirtioDevice;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -33,6 +36,12 @@ pub enum VirtioError {
     /// A disk image could not be opened.
     #[error("--disk: {0}")]
     Disk(#[from] sevm_virtio::block::BlockError),
+    /// A TAP device could not be opened.
+    #[error("--net: {0}")]
+    Net(#[from] sevm_virtio::net::NetError),
+    /// The vsock socket could not be set up.
+    #[error("--vsock: {0}")]
+    Vsock(#[from] sevm_virtio::vsock::VsockError),
     /// An eventfd, the event loop or a KVM registration failed.
     #[error("virtio: {what}: {msg}")]
     Setup {
@@ -67,6 +76,24 @@ pub fn private_ranges(measured: &[MeasuredRange]) -> PrivateRanges {
     p
 }
 
+/// The devices a VM is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceSpecs<'a> {
+    /// virtio-blk disks.
+    pub disks: &'a [DiskConfig],
+    /// virtio-net cards.
+    pub nets: &'a [NetConfig],
+    /// The virtio-vsock device.
+    pub vsock: Option<&'a VsockConfig>,
+}
+
+impl DeviceSpecs<'_> {
+    /// How many devices.
+    pub fn count(&self) -> usize {
+        self.disks.len() + self.nets.len() + usize::from(self.vsock.is_some())
+    }
+}
+
 /// The running devices of one VM.
 pub struct VirtioDevices {
     hub: DeviceHub,
@@ -90,22 +117,34 @@ fn setup(what: &'static str) -> impl Fn(std::io::Error) -> VirtioError {
 }
 
 impl VirtioDevices {
-    /// Opens the disks and starts the event loop; `None` when there are no devices.
+    /// Opens the devices (disks, then network cards, then vsock: the order of their windows
+    /// and of [`cmdline_entries`]) and starts the event loop; `None` when there are none.
     pub fn build(
-        disks: &[DiskConfig],
+        spec: &DeviceSpecs<'_>,
         mem: &GuestMemoryMmap,
         private: PrivateRanges,
         confidential: bool,
     ) -> Result<Option<VirtioDevices>, VirtioError> {
-        if disks.is_empty() {
+        let n = spec.count();
+        if n == 0 {
             return Ok(None);
         }
         let max = layout::VIRTIO_IRQS.len();
-        if disks.len() > max {
-            return Err(VirtioError::TooMany {
-                n: disks.len(),
-                max,
-            });
+        if n > max {
+            return Err(VirtioError::TooMany { n, max });
+        }
+        let mut devs: Vec<Box<dyn VirtioDevice>> = Vec::with_capacity(n);
+        for d in spec.disks {
+            devs.push(Box::new(Block::open(&d.path, d.readonly, d.id.as_deref())?));
+        }
+        for (i, c) in spec.nets.iter().enumerate() {
+            let mac = c
+                .mac
+                .unwrap_or([0x52, 0x54, 0x00, 0x12, 0x34, 0x56 + i as u8]);
+            devs.push(Box::new(Net::new(Tap::open(&c.tap)?, mac)?));
+        }
+        if let Some(v) = spec.vsock {
+            devs.push(Box::new(Vsock::new(u64::from(v.cid), &v.uds)?));
         }
         let mut hub =
             DeviceHub::new(mem.clone(), Arc::new(private)).map_err(|e| VirtioError::Setup {
@@ -113,8 +152,7 @@ impl VirtioDevices {
                 msg: e.to_string(),
             })?;
         let mut irqs = Vec::new();
-        for (i, d) in disks.iter().enumerate() {
-            let dev = Block::open(&d.path, d.readonly, d.id.as_deref())?;
+        for (i, dev) in devs.into_iter().enumerate() {
             let irq = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(setup("eventfd"))?);
             let t = MmioTransport::new(dev, Arc::new(IrqFd(irq.clone())), confidential);
             hub.add(layout::VIRTIO_MMIO_BASE + i as u64 * WINDOW, Box::new(t))
@@ -131,7 +169,7 @@ impl VirtioDevices {
         Ok(Some(VirtioDevices {
             hub,
             irqs,
-            count: disks.len(),
+            count: n,
         }))
     }
 
@@ -202,7 +240,12 @@ mod tests {
             readonly: true,
             id: None,
         };
-        let v = VirtioDevices::build(&[d.clone(), d.clone()], &mem, PrivateRanges::none(), false)
+        let two = [d.clone(), d.clone()];
+        let spec = |disks| DeviceSpecs {
+            disks,
+            ..Default::default()
+        };
+        let v = VirtioDevices::build(&spec(&two), &mem, PrivateRanges::none(), false)
             .unwrap()
             .unwrap();
         let mut b = [0u8; 4];
@@ -211,7 +254,7 @@ mod tests {
         assert!(!v.mmio_read(layout::VIRTIO_MMIO_BASE + 0x2000, &mut b));
         let seven = vec![d; 7];
         assert!(matches!(
-            VirtioDevices::build(&seven, &mem, PrivateRanges::none(), false),
+            VirtioDevices::build(&spec(&seven), &mem, PrivateRanges::none(), false),
             Err(VirtioError::TooMany { n: 7, max: 6 })
         ));
         let missing = DiskConfig {
@@ -219,7 +262,7 @@ mod tests {
             readonly: false,
             id: None,
         };
-        let e = VirtioDevices::build(&[missing], &mem, PrivateRanges::none(), false)
+        let e = VirtioDevices::build(&spec(&[missing]), &mem, PrivateRanges::none(), false)
             .unwrap_err()
             .to_string();
         assert!(

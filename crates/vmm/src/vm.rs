@@ -280,6 +280,10 @@ pub struct VmConfig {
     /// virtio-blk disks (virtio-mmio; Linux finds them through `virtio_mmio.device=` on its
     /// command line, which the caller adds: [`crate::virtio::cmdline_entries`]).
     pub disks: Vec<crate::config::devices::DiskConfig>,
+    /// virtio-net cards on TAP devices.
+    pub nets: Vec<crate::config::devices::NetConfig>,
+    /// The virtio-vsock device.
+    pub vsock: Option<crate::config::devices::VsockConfig>,
 }
 
 impl Default for VmConfig {
@@ -297,6 +301,8 @@ impl Default for VmConfig {
             timeout: None,
             start_paused: false,
             disks: Vec::new(),
+            nets: Vec::new(),
+            vsock: None,
         }
     }
 }
@@ -584,13 +590,18 @@ impl Vm {
     /// Opens the virtio devices (after the launch, whose measured ranges an SEV guest's devices
     /// must not touch), starts their event loop and wires them to this VM fd.
     fn start_virtio(&mut self) -> Result<(), VmError> {
-        if self.config.disks.is_empty() {
+        let spec = crate::virtio::DeviceSpecs {
+            disks: &self.config.disks,
+            nets: &self.config.nets,
+            vsock: self.config.vsock.as_ref(),
+        };
+        if spec.count() == 0 {
             return Ok(());
         }
         if !needs_full_irqchip(&self.config.boot) {
             return Err(VmError::Vcpu {
                 cpu: 0,
-                msg: "--disk needs a Linux or firmware guest (the bundled guests have no virtio driver and no IOAPIC)".into(),
+                msg: "--disk/--net/--vsock need a Linux or firmware guest (the bundled guests have no virtio driver and no IOAPIC)".into(),
             });
         }
         let confidential = self.config.page_table_cbit.is_some();
@@ -599,16 +610,11 @@ impl Vm {
         } else {
             sevm_virtio::access::PrivateRanges::none()
         };
-        let v = crate::virtio::VirtioDevices::build(
-            &self.config.disks,
-            &self.memory,
-            private,
-            confidential,
-        )
-        .map_err(|e| VmError::Vcpu {
-            cpu: 0,
-            msg: e.to_string(),
-        })?;
+        let v = crate::virtio::VirtioDevices::build(&spec, &self.memory, private, confidential)
+            .map_err(|e| VmError::Vcpu {
+                cpu: 0,
+                msg: e.to_string(),
+            })?;
         if let Some(v) = v {
             v.register(&self.vm_fd).map_err(|e| VmError::Vcpu {
                 cpu: 0,
