@@ -864,6 +864,9 @@ mod prop {
         Finish(Option<Vec<u8>>, bool, bool),
         Request(Vec<u8>),
         Decommission,
+        Config(u64, u32),
+        Commit,
+        Dbg(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -891,6 +894,18 @@ mod prop {
                 .prop_map(|(b, a, v)| Op::Finish(b, a, v)),
             proptest::collection::vec(any::<u8>(), 0..0x100).prop_map(Op::Request),
             Just(Op::Decommission),
+            (
+                prop_oneof![
+                    Just(0u64),
+                    Just(u64::from_le_bytes([2, 0, 0, 0, 0, 0, 8, 0x70])),
+                    Just(SoftSnpConfig::default().tcb),
+                    any::<u64>()
+                ],
+                0u32..6
+            )
+                .prop_map(|(t, f)| Op::Config(t, f)),
+            Just(Op::Commit),
+            any::<bool>().prop_map(Op::Dbg),
         ]
     }
 
@@ -955,6 +970,19 @@ mod prop {
                         g.snp_guest_request(&req, &mut resp).map(|_| ())
                     }
                     Op::Decommission => g.snp_decommission(),
+                    Op::Config(t, f) => p.snp_config(&soft::SnpConfig {
+                        reported_tcb: *t,
+                        flags: *f,
+                    }),
+                    Op::Commit => p.snp_commit(),
+                    Op::Dbg(enc) => {
+                        let (src, mut dst) = (vec![1u8; 4096], vec![0u8; 4096]);
+                        if *enc {
+                            g.snp_dbg_encrypt(&src, &mut dst)
+                        } else {
+                            g.snp_dbg_decrypt(&src, &mut dst)
+                        }
+                    }
                 };
                 if let Err(e) = r {
                     prop_assert!(e.status().is_some(), "{op:?}: {e}");
