@@ -415,3 +415,43 @@ fn snpguest_id_block_is_accepted_by_soft_launch_finish() {
         "author key digest"
     );
 }
+
+#[test]
+fn platform_snp_cli_refuses_bad_input_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    let pd = t.path().join("platform");
+    let e = fails(snp(&pd).args(["--sev-backend", "hw", "status"]));
+    assert!(
+        e.contains("hw backend") && e.contains("--sev-backend soft"),
+        "{e}"
+    );
+    let e = fails(snp(&pd).args(["firmware-update", "--tcb", "0xZZ"]));
+    assert!(e.contains("--tcb"), "{e}");
+    // A reserved byte set in the Milan layout.
+    let e = fails(snp(&pd).args(["firmware-update", "--tcb", "0x0000000100000000"]));
+    assert!(e.contains("--tcb") && e.contains("reserved"), "{e}");
+    let e = fails(snp(&pd).args(["config", "set", "--reported-tcb", "1", "--snp", "2"]));
+    assert!(e.contains("--reported-tcb") || e.contains("--snp"), "{e}");
+    let e = fails(snp(&pd).args(["config", "set", "--microcode", "256"]));
+    assert!(e.contains("--microcode") && e.contains("8 bits"), "{e}");
+    // The text output (no --json) decodes the status.
+    let s = ok(sevm()
+        .args(["platform", "snp", "--platform-dir"])
+        .arg(&pd)
+        .arg("status"));
+    assert!(
+        s.contains("state:         INIT") && s.contains("reported TCB:"),
+        "{s}"
+    );
+    // A corrupt snp-config.json is named, with the field at fault.
+    ok(snp(&pd).args(["config", "set", "--mask-chip-id"]));
+    let cf = pd.join("snp-config.json");
+    let good = std::fs::read_to_string(&cf).unwrap();
+    assert!(good.contains("\"mask_chip_id\": true"), "{good}");
+    std::fs::write(&cf, good.replace("\"version\": 1", "\"version\": 7")).unwrap();
+    let e = fails(snp(&pd).arg("status"));
+    assert!(
+        e.contains("snp-config.json") && e.contains("version 7"),
+        "{e}"
+    );
+}

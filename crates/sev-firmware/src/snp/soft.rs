@@ -8,7 +8,8 @@
 //! GPA its RMP entry would hold), encryption of launched pages (pages stay plaintext in the
 //! caller's buffer), SNP_INIT_EX options, ACTIVATE as its own command (LAUNCH_START takes the
 //! ASID, as KVM's LAUNCH_START does both), migration agents and IMI (MA_EN / IMI_EN refused with
-//! UNSUPPORTED), MSG_KEY_REQ and the other message types (UNSUPPORTED), VLEK, DBG_*.
+//! UNSUPPORTED), message types other than REPORT and KEY (UNSUPPORTED), VLEK. DBG_DECRYPT/ENCRYPT check
+//! their gate (DEBUG policy bit) but, with no page encryption, copy.
 
 use super::vcek::{HashSticks, SnpIdentity};
 use super::{
@@ -19,7 +20,7 @@ use crate::{FwError, Result, Status};
 use openssl::pkey::PKey;
 use sev_proto::snp::id_block::{IdAuth, IdBlock, KeyDigests};
 use sev_proto::snp::measure::{PageType, SnpLaunchDigest, LD_SIZE, PAGE_SIZE, VMSA_TSC_FIELDS};
-use sev_proto::snp::msg::{self, MsgError, ReportReq, ReportRsp};
+use sev_proto::snp::msg::{self, KeyReq, KeyRsp, MsgError, ReportReq, ReportRsp};
 use sev_proto::snp::policy::{PlatformPolicyView, SnpPolicy, FW_1_55_KNOWN_BITS};
 use sev_proto::snp::report::{AttestationReport, Fms, FwVersion};
 use sev_proto::snp::secrets::SecretsPage;
@@ -340,6 +341,7 @@ impl SoftSnpPlatform {
                 launch_tcb: p.committed_tcb,
                 ld: SnpLaunchDigest::new(),
                 vmpck: Zeroizing::new([[0; 32]; 4]),
+                vmrk: Zeroizing::new([0; 32]),
                 seqno: [0; 4],
                 report_id: [0; 32],
                 gosvw: [0; 16],
@@ -481,6 +483,8 @@ struct GuestCtx {
     launch_tcb: u64,
     ld: SnpLaunchDigest,
     vmpck: Zeroizing<[[u8; 32]; 4]>,
+    /// VMRK, the per-guest root key of MSG_KEY_REQ with ROOT_KEY_SELECT = 1.
+    vmrk: Zeroizing<[u8; 32]>,
     /// Per-VMPCK message count (last sequence number used).
     seqno: [u64; 4],
     report_id: [u8; 32],
@@ -555,6 +559,124 @@ impl SoftSnpGuest {
     /// The launch digest so far.
     pub fn launch_digest(&self) -> [u8; LD_SIZE] {
         self.g.ld.digest()
+    }
+
+    /// SNP_DBG_DECRYPT of one 4 KiB page: `src` is the guest page as the host holds it,
+    /// `dst` receives its plaintext. SNP_DBG_ENCRYPT is [`Self::snp_dbg_encrypt`].
+    pub fn snp_dbg_decrypt(&self, src: &[u8], dst: &mut [u8]) -> Result<()> {
+        self.dbg("SNP_DBG_DECRYPT", src, dst)
+    }
+
+    /// SNP_DBG_ENCRYPT of one 4 KiB page: `src` plaintext, `dst` the guest page.
+    pub fn snp_dbg_encrypt(&self, src: &[u8], dst: &mut [u8]) -> Result<()> {
+        self.dbg("SNP_DBG_ENCRYPT", src, dst)
+    }
+
+    /// The DBG_* checks: both buffers one 4 KiB page (INVALID_PARAM), platform INIT and a live
+    /// context, the guest launched (LAUNCH or RUNNING, else INVALID_GUEST_STATE: before
+    /// LAUNCH_START there is no policy or key), then the policy's DEBUG bit (19) set, else
+    /// POLICY_FAILURE. The soft model keeps guest pages in plaintext (see the module notes),
+    /// so the transform itself is a copy; the gate is what is modelled.
+    fn dbg(&self, cmd: &'static str, src: &[u8], dst: &mut [u8]) -> Result<()> {
+        if src.len() != PAGE_SIZE || dst.len() != PAGE_SIZE {
+            return Err(st(cmd, Status::InvalidParam));
+        }
+        self.check_ctx(cmd)?;
+        if self.g.state == SnpGuestState::Init {
+            return Err(st(cmd, Status::InvalidGuestState));
+        }
+        if !self.g.policy.debug_allowed() {
+            return Err(st(cmd, Status::PolicyFailure));
+        }
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// MSG_KEY_REQ (notes §4.2): checks VMPL ≥ the VMPCK index, GUEST_SVN ≤ the ID block's,
+    /// TCB_VERSION ≤ the committed TCB per component (all INVALID_PARAM), the root key usable
+    /// (INVALID_KEY: VLEK asked for, none loaded; VCEK_DIS; MASK_CHIP_KEY), then derives
+    /// `KDF(root, "gmsg-keyreq", MIX)` (SP 800-108 HMAC-SHA256 counter mode, `sev_proto::kdf`).
+    /// Root: the VCEK seed of the requested TCB (GFS bit 5) or else of the reported TCB, or the
+    /// guest's VMRK. MIX (our layout; the firmware's is not externally checkable, notes §8.4):
+    /// VMPL u32 ‖ GFS u64 ‖ HOST_DATA ‖ signer u8 (0 none, 1 ID key, 2 author key) ‖ its key
+    /// digest ‖ then POLICY, IMAGE_ID, FAMILY_ID, MEASUREMENT, GUEST_SVN, TCB_VERSION, each
+    /// zero unless its GFS bit is set.
+    fn derive_key(&self, req: &KeyReq, vmpck: u8) -> Result<KeyRsp> {
+        let refuse = |s: Status| {
+            Ok(KeyRsp {
+                status: s.code(),
+                derived_key: Zeroizing::new([0; 32]),
+            })
+        };
+        let id = self.g.id.as_ref();
+        let p = self.platform.lock();
+        if req.vmpl < u32::from(vmpck)
+            || req.vmpl > 3
+            || req.guest_svn > id.map_or(0, |b| b.guest_svn)
+            || !tcb_le(req.tcb_version, p.committed_tcb)
+        {
+            return refuse(Status::InvalidParam);
+        }
+        let gfs = req.guest_field_select;
+        let root: Zeroizing<Vec<u8>> = if req.root_key_select {
+            Zeroizing::new(self.g.vmrk.to_vec())
+        } else {
+            if req.key_sel >= 2 || self.g.vcek_dis || p.mask_chip_key {
+                return refuse(Status::InvalidKey);
+            }
+            let tcb = if gfs & (1 << 5) != 0 {
+                req.tcb_version
+            } else {
+                effective_reported(&p)
+            };
+            Zeroizing::new(p.sticks.derive_older(tcb)?.vcek_seed().to_vec())
+        };
+        drop(p);
+        let sel = |bit: u32| gfs & (1 << bit) != 0;
+        let (signer, digest) = if self.g.author_key_en {
+            (2u8, self.g.digests.author_key)
+        } else if id.is_some() {
+            (1, self.g.digests.id_key)
+        } else {
+            (0, [0; 48])
+        };
+        let mut mix = Zeroizing::new(Vec::with_capacity(256));
+        mix.extend_from_slice(&req.vmpl.to_le_bytes());
+        mix.extend_from_slice(&gfs.to_le_bytes());
+        mix.extend_from_slice(&self.g.host_data);
+        mix.push(signer);
+        mix.extend_from_slice(&digest);
+        let policy = if sel(0) { self.g.policy.0 } else { 0 };
+        mix.extend_from_slice(&policy.to_le_bytes());
+        let image = if sel(1) {
+            id.map_or([0; 16], |b| b.image_id)
+        } else {
+            [0; 16]
+        };
+        mix.extend_from_slice(&image);
+        let family = if sel(2) {
+            id.map_or([0; 16], |b| b.family_id)
+        } else {
+            [0; 16]
+        };
+        mix.extend_from_slice(&family);
+        let m = if sel(3) {
+            self.g.ld.digest()
+        } else {
+            [0; LD_SIZE]
+        };
+        mix.extend_from_slice(&m);
+        let svn = if sel(4) { req.guest_svn } else { 0 };
+        mix.extend_from_slice(&svn.to_le_bytes());
+        let tcb = if sel(5) { req.tcb_version } else { 0 };
+        mix.extend_from_slice(&tcb.to_le_bytes());
+        let k = sev_proto::kdf::kdf(&root, b"gmsg-keyreq", &mix, 32);
+        let mut derived_key = Zeroizing::new([0u8; 32]);
+        derived_key.copy_from_slice(&k);
+        Ok(KeyRsp {
+            status: 0,
+            derived_key,
+        })
     }
 
     fn report(&self, req: &ReportReq, vmpck: u8) -> Result<ReportRsp> {
@@ -675,12 +797,15 @@ impl SnpGuest for SoftSnpGuest {
         for k in vmpck.iter_mut() {
             openssl::rand::rand_bytes(k)?;
         }
+        let mut vmrk = Zeroizing::new([0u8; 32]);
+        openssl::rand::rand_bytes(&mut vmrk[..])?;
         let mut report_id = [0u8; 32];
         openssl::rand::rand_bytes(&mut report_id)?;
         let mut plat = self.platform.lock();
         plat.guest_count = plat.guest_count.wrapping_add(1);
         drop(plat);
         self.g.vmpck = vmpck;
+        self.g.vmrk = vmrk;
         self.g.report_id = report_id;
         self.g.policy = p.policy;
         self.g.gosvw = p.gosvw;
@@ -823,18 +948,29 @@ impl SnpGuest for SoftSnpGuest {
             MsgError::AuthFailed | MsgError::Format(_) => st(C, Status::InvalidParam),
             MsgError::OpenSsl(e) => FwError::Crypto(e),
         })?;
-        if h.msg_type != 5 || h.msg_version != 1 {
+        if !matches!(h.msg_type, 3 | 5) || h.msg_version != 1 {
             return Err(st(C, Status::Unsupported));
         }
-        let rsp = match ReportReq::from_bytes(&pt) {
-            Ok(r) => self.report(&r, h.vmpck)?,
-            Err(_) => ReportRsp {
-                status: Status::InvalidParam.code(),
-                report: None,
-            },
+        let payload = if h.msg_type == 5 {
+            let rsp = match ReportReq::from_bytes(&pt) {
+                Ok(r) => self.report(&r, h.vmpck)?,
+                Err(_) => ReportRsp {
+                    status: Status::InvalidParam.code(),
+                    report: None,
+                },
+            };
+            Zeroizing::new(rsp.to_bytes().map_err(|_| st(C, Status::HwerrorPlatform))?)
+        } else {
+            let rsp = match KeyReq::from_bytes(&pt) {
+                Ok(r) => self.derive_key(&r, h.vmpck)?,
+                Err(_) => KeyRsp {
+                    status: Status::InvalidParam.code(),
+                    derived_key: Zeroizing::new([0; 32]),
+                },
+            };
+            rsp.to_bytes()
         };
-        let payload = Zeroizing::new(rsp.to_bytes().map_err(|_| st(C, Status::HwerrorPlatform))?);
-        let out = msg::seal(&key, count + 2, 6, 1, h.vmpck, &payload)
+        let out = msg::seal(&key, count + 2, h.msg_type + 1, 1, h.vmpck, &payload)
             .map_err(|_| st(C, Status::HwerrorPlatform))?;
         resp.fill(0);
         resp[..out.len()].copy_from_slice(&out);
@@ -846,6 +982,7 @@ impl SnpGuest for SoftSnpGuest {
         self.check_ctx("SNP_DECOMMISSION")?;
         self.decommissioned = true;
         self.g.vmpck = Zeroizing::new([[0; 32]; 4]);
+        self.g.vmrk = Zeroizing::new([0; 32]);
         Ok(())
     }
 }

@@ -864,6 +864,9 @@ mod prop {
         Finish(Option<Vec<u8>>, bool, bool),
         Request(Vec<u8>),
         Decommission,
+        Config(u64, u32),
+        Commit,
+        Dbg(bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -891,6 +894,18 @@ mod prop {
                 .prop_map(|(b, a, v)| Op::Finish(b, a, v)),
             proptest::collection::vec(any::<u8>(), 0..0x100).prop_map(Op::Request),
             Just(Op::Decommission),
+            (
+                prop_oneof![
+                    Just(0u64),
+                    Just(u64::from_le_bytes([2, 0, 0, 0, 0, 0, 8, 0x70])),
+                    Just(SoftSnpConfig::default().tcb),
+                    any::<u64>()
+                ],
+                0u32..6
+            )
+                .prop_map(|(t, f)| Op::Config(t, f)),
+            Just(Op::Commit),
+            any::<bool>().prop_map(Op::Dbg),
         ]
     }
 
@@ -955,6 +970,19 @@ mod prop {
                         g.snp_guest_request(&req, &mut resp).map(|_| ())
                     }
                     Op::Decommission => g.snp_decommission(),
+                    Op::Config(t, f) => p.snp_config(&soft::SnpConfig {
+                        reported_tcb: *t,
+                        flags: *f,
+                    }),
+                    Op::Commit => p.snp_commit(),
+                    Op::Dbg(enc) => {
+                        let (src, mut dst) = (vec![1u8; 4096], vec![0u8; 4096]);
+                        if *enc {
+                            g.snp_dbg_encrypt(&src, &mut dst)
+                        } else {
+                            g.snp_dbg_decrypt(&src, &mut dst)
+                        }
+                    }
                 };
                 if let Err(e) = r {
                     prop_assert!(e.status().is_some(), "{op:?}: {e}");
@@ -1186,4 +1214,342 @@ fn snp_config_state_persists_and_bad_files_are_named() {
         let m = e.to_string();
         assert!(m.contains(CONFIG_FILE) && m.contains(needle), "{m}");
     }
+}
+
+// ---- MSG_KEY_REQ ----
+
+use sev_proto::snp::msg::{KeyReq, KeyRsp};
+
+/// A running guest with an ID block (SVN 9) on `p`; returns it with its secrets page.
+fn keyed_guest(p: &SoftSnpPlatform, host_data: [u8; 32]) -> (SoftSnpGuest, SecretsPage) {
+    let mut g = p.gctx_create().unwrap();
+    g.snp_launch_start(&SnpLaunchStart::new(POLICY)).unwrap();
+    let mut s = page(0);
+    g.snp_launch_update(&SnpLaunchUpdate::page(PageType::Secrets, 0x5000), &mut s)
+        .unwrap();
+    let block = IdBlock::new(g.launch_digest(), [0xF1; 16], [0x11; 16], 9, POLICY);
+    let auth = IdAuth::sign(&block, &p384(), None).unwrap();
+    g.snp_launch_finish(&SnpLaunchFinish {
+        id_block: Some(&block.to_bytes()),
+        id_auth: Some(&auth.to_bytes()),
+        auth_key_en: false,
+        vcek_dis: false,
+        host_data,
+    })
+    .unwrap();
+    (g, SecretsPage::from_bytes(&s).unwrap())
+}
+
+/// Sends MSG_KEY_REQ `k` with `vmpck` and the next sequence number in `seq`.
+fn key(
+    g: &mut SoftSnpGuest,
+    sp: &SecretsPage,
+    vmpck: u8,
+    seq: &mut [u64; 4],
+    k: &KeyReq,
+) -> KeyRsp {
+    let i = usize::from(vmpck);
+    let mut m = msg::seal(&sp.vmpck[i], seq[i] + 1, 3, 1, vmpck, &k.to_bytes()).unwrap();
+    m.resize(4096, 0);
+    let mut resp = page(0);
+    g.snp_guest_request(&m, &mut resp).unwrap();
+    seq[i] += 2;
+    let (h, pt) = msg::open(&sp.vmpck[i], &resp).unwrap();
+    assert_eq!((h.msg_type, h.seqno, h.vmpck), (4, seq[i], vmpck));
+    KeyRsp::from_bytes(&pt).unwrap()
+}
+
+fn kreq() -> KeyReq {
+    KeyReq {
+        root_key_select: false,
+        key_sel: 0,
+        guest_field_select: 0,
+        vmpl: 1,
+        guest_svn: 0,
+        tcb_version: 0,
+        launch_mit_vector: None,
+    }
+}
+
+#[test]
+fn key_request_is_deterministic_and_changes_with_each_selected_field() {
+    let p = platform();
+    p.snp_init().unwrap();
+    let (mut g, sp) = keyed_guest(&p, [0x42; 32]);
+    let mut seq = [0u64; 4];
+    let base = key(&mut g, &sp, 0, &mut seq, &kreq());
+    assert_eq!(base.status, 0);
+    assert_ne!(*base.derived_key, [0; 32]);
+    // Same inputs, later sequence number, other VMPCK: same key.
+    assert_eq!(
+        key(&mut g, &sp, 0, &mut seq, &kreq()).derived_key,
+        base.derived_key
+    );
+    assert_eq!(
+        key(&mut g, &sp, 1, &mut seq, &kreq()).derived_key,
+        base.derived_key
+    );
+    let lower_tcb = u64::from_le_bytes([2, 0, 0, 0, 0, 0, 8, 0x70]);
+    let variants: Vec<(&str, KeyReq)> = vec![
+        (
+            "ROOT_KEY_SELECT VMRK",
+            KeyReq {
+                root_key_select: true,
+                ..kreq()
+            },
+        ),
+        ("VMPL 2", KeyReq { vmpl: 2, ..kreq() }),
+        (
+            "GFS policy",
+            KeyReq {
+                guest_field_select: 1,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS image id",
+            KeyReq {
+                guest_field_select: 2,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS family id",
+            KeyReq {
+                guest_field_select: 4,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS measurement",
+            KeyReq {
+                guest_field_select: 8,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS guest svn",
+            KeyReq {
+                guest_field_select: 0x10,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS svn 3",
+            KeyReq {
+                guest_field_select: 0x10,
+                guest_svn: 3,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS tcb",
+            KeyReq {
+                guest_field_select: 0x20,
+                ..kreq()
+            },
+        ),
+        (
+            "GFS tcb lower",
+            KeyReq {
+                guest_field_select: 0x20,
+                tcb_version: lower_tcb,
+                ..kreq()
+            },
+        ),
+    ];
+    let mut seen = vec![base.derived_key.clone()];
+    for (what, k) in &variants {
+        let r = key(&mut g, &sp, 0, &mut seq, k);
+        assert_eq!(r.status, 0, "{what}");
+        assert!(!seen.contains(&r.derived_key), "{what}: key not changed");
+        // Deterministic per variant.
+        assert_eq!(
+            key(&mut g, &sp, 0, &mut seq, k).derived_key,
+            r.derived_key,
+            "{what}"
+        );
+        seen.push(r.derived_key);
+    }
+    // Unselected fields do not matter: GUEST_SVN / TCB given without their GFS bit.
+    let k = KeyReq {
+        guest_svn: 3,
+        tcb_version: lower_tcb,
+        ..kreq()
+    };
+    assert_eq!(
+        key(&mut g, &sp, 0, &mut seq, &k).derived_key,
+        base.derived_key
+    );
+    // Another guest on the same platform with other HOST_DATA: another key.
+    let (mut g2, sp2) = keyed_guest(&p, [0x43; 32]);
+    let mut seq2 = [0u64; 4];
+    assert_ne!(
+        key(&mut g2, &sp2, 0, &mut seq2, &kreq()).derived_key,
+        base.derived_key
+    );
+    let (mut g3, sp3) = keyed_guest(&p, [0x42; 32]);
+    let mut seq3 = [0u64; 4];
+    let k3 = key(&mut g3, &sp3, 0, &mut seq3, &kreq());
+    // The ID key differs (fresh per keyed_guest), so the ID-key digest in MIX differs.
+    assert_ne!(k3.derived_key, base.derived_key);
+    let vmrk = KeyReq {
+        root_key_select: true,
+        ..kreq()
+    };
+    assert_ne!(
+        key(&mut g3, &sp3, 0, &mut seq3, &vmrk).derived_key,
+        key(&mut g, &sp, 0, &mut seq, &vmrk).derived_key
+    );
+    // Another platform (other fused seed): another VCEK-rooted key.
+    let q =
+        SoftSnpPlatform::new(SnpIdentity::from_seed(seed(2)), SoftSnpConfig::default()).unwrap();
+    q.snp_init().unwrap();
+    let (mut gq, spq) = keyed_guest(&q, [0x42; 32]);
+    let mut sq = [0u64; 4];
+    assert_ne!(
+        key(&mut gq, &spq, 0, &mut sq, &kreq()).derived_key,
+        base.derived_key
+    );
+}
+
+#[test]
+fn key_request_refusals_are_inside_the_response() {
+    let p = platform();
+    p.snp_init().unwrap();
+    let (mut g, sp) = keyed_guest(&p, [0; 32]);
+    let mut seq = [0u64; 4];
+    let above = u64::from_le_bytes([4, 0, 0, 0, 0, 0, 8, 0x73]);
+    for (what, vmpck, k, status) in [
+        (
+            "VMPL 0 with VMPCK 1",
+            1u8,
+            KeyReq { vmpl: 0, ..kreq() },
+            0x16,
+        ),
+        ("VMPL 1 with VMPCK 2", 2, KeyReq { vmpl: 1, ..kreq() }, 0x16),
+        ("VMPL 4", 0, KeyReq { vmpl: 4, ..kreq() }, 0x16),
+        (
+            "GUEST_SVN above the ID block's 9",
+            0,
+            KeyReq {
+                guest_svn: 10,
+                ..kreq()
+            },
+            0x16,
+        ),
+        (
+            "TCB above committed",
+            0,
+            KeyReq {
+                tcb_version: above,
+                guest_field_select: 0x20,
+                ..kreq()
+            },
+            0x16,
+        ),
+        (
+            "KEY_SEL VLEK, none loaded",
+            0,
+            KeyReq {
+                key_sel: 2,
+                ..kreq()
+            },
+            0x27,
+        ),
+    ] {
+        let r = key(&mut g, &sp, vmpck, &mut seq, &k);
+        assert_eq!(r.status, status, "{what}");
+        assert_eq!(*r.derived_key, [0; 32], "{what}");
+    }
+    // Unknown GFS bits: the request does not parse -> INVALID_PARAM inside.
+    let mut m = kreq().to_bytes();
+    m[8] = 0x80;
+    let mut req = msg::seal(&sp.vmpck[0], seq[0] + 1, 3, 1, 0, &m).unwrap();
+    req.resize(4096, 0);
+    let mut resp = page(0);
+    g.snp_guest_request(&req, &mut resp).unwrap();
+    seq[0] += 2;
+    let (_h, pt) = msg::open(&sp.vmpck[0], &resp).unwrap();
+    assert_eq!(KeyRsp::from_bytes(&pt).unwrap().status, 0x16);
+    // Replayed and skipped sequence numbers: AEAD_OFLOW, nothing consumed.
+    let stale = msg::seal(&sp.vmpck[0], seq[0] - 1, 3, 1, 0, &kreq().to_bytes()).unwrap();
+    let mut stale = stale;
+    stale.resize(4096, 0);
+    assert_eq!(
+        status_of(g.snp_guest_request(&stale, &mut resp)),
+        Status::AeadOflow
+    );
+    let mut skip = msg::seal(&sp.vmpck[0], seq[0] + 3, 3, 1, 0, &kreq().to_bytes()).unwrap();
+    skip.resize(4096, 0);
+    assert_eq!(
+        status_of(g.snp_guest_request(&skip, &mut resp)),
+        Status::AeadOflow
+    );
+    assert_eq!(key(&mut g, &sp, 0, &mut seq, &kreq()).status, 0);
+    // MASK_CHIP_KEY: VCEK-rooted keys INVALID_KEY, VMRK-rooted ones still derive.
+    p.snp_config(&soft::SnpConfig {
+        reported_tcb: 0,
+        flags: 2,
+    })
+    .unwrap();
+    assert_eq!(key(&mut g, &sp, 0, &mut seq, &kreq()).status, 0x27);
+    let vmrk = KeyReq {
+        root_key_select: true,
+        ..kreq()
+    };
+    assert_eq!(key(&mut g, &sp, 0, &mut seq, &vmrk).status, 0);
+}
+
+#[test]
+fn dbg_decrypt_encrypt_are_gated_by_the_debug_policy_bit() {
+    let p = platform();
+    p.snp_init().unwrap();
+    let src = page(0x3C);
+    let mut dst = page(0);
+    // INIT guest: no policy yet.
+    let g0 = p.gctx_create().unwrap();
+    assert_eq!(
+        status_of(g0.snp_dbg_decrypt(&src, &mut dst)),
+        Status::InvalidGuestState
+    );
+    // Without DEBUG (0x30000): POLICY_FAILURE both ways, dst untouched.
+    let (_p, g) = launched();
+    assert_eq!(
+        status_of(g.snp_dbg_decrypt(&src, &mut dst)),
+        Status::PolicyFailure
+    );
+    assert_eq!(
+        status_of(g.snp_dbg_encrypt(&src, &mut dst)),
+        Status::PolicyFailure
+    );
+    assert_eq!(dst, page(0));
+    // With DEBUG (0xB0000): allowed in LAUNCH and RUNNING; wrong sizes INVALID_PARAM.
+    let mut g = p.gctx_create().unwrap();
+    g.snp_launch_start(&SnpLaunchStart::new(SnpPolicy(0xB0000)))
+        .unwrap();
+    g.snp_dbg_encrypt(&src, &mut dst).unwrap();
+    assert_eq!(dst, src);
+    let mut short = vec![0u8; 100];
+    assert_eq!(
+        status_of(g.snp_dbg_decrypt(&src, &mut short)),
+        Status::InvalidParam
+    );
+    g.snp_launch_finish(&SnpLaunchFinish::default()).unwrap();
+    let mut back = page(0);
+    g.snp_dbg_decrypt(&dst, &mut back).unwrap();
+    assert_eq!(back, src);
+    // After DECOMMISSION: INVALID_GUEST.
+    g.snp_decommission().unwrap();
+    assert_eq!(
+        status_of(g.snp_dbg_decrypt(&src, &mut back)),
+        Status::InvalidGuest
+    );
+    // Platform shut down: INVALID_PLATFORM_STATE.
+    let (q, gq) = launched();
+    q.snp_shutdown().unwrap();
+    assert_eq!(
+        status_of(gq.snp_dbg_decrypt(&src, &mut back)),
+        Status::InvalidPlatformState
+    );
 }
