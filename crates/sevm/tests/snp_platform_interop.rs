@@ -420,11 +420,16 @@ fn snpguest_id_block_is_accepted_by_soft_launch_finish() {
 fn platform_snp_cli_refuses_bad_input_clearly() {
     let t = tempfile::tempdir().unwrap();
     let pd = t.path().join("platform");
-    let e = fails(snp(&pd).args(["--sev-backend", "hw", "status"]));
-    assert!(
-        e.contains("hw backend") && e.contains("--sev-backend soft"),
-        "{e}"
-    );
+    // The hw backend goes to /dev/sev's SNP commands; on a host without SEV it says so.
+    if !std::path::Path::new("/dev/sev").exists() {
+        let e = fails(snp(&pd).args(["--sev-backend", "hw", "status"]));
+        assert!(
+            e.contains("/dev/sev") && e.contains("--sev-backend hw"),
+            "{e}"
+        );
+    }
+    let e = fails(snp(&pd).args(["--sev-backend", "hw", "export", "x"]));
+    assert!(e.contains("/dev/sev") || e.contains("KDS"), "{e}");
     let e = fails(snp(&pd).args(["firmware-update", "--tcb", "0xZZ"]));
     assert!(e.contains("--tcb"), "{e}");
     // A reserved byte set in the Milan layout.
