@@ -229,3 +229,41 @@ fn es_policy_needs_vmsas() {
     );
     assert!(e.contains("ES") && e.contains("--vmsa-cpu0"), "{e}");
 }
+
+/// `--disk`, `--net`, `--vsock`: every bad spec names the option and key; devices are refused
+/// for guests that cannot use them; nothing starts a VM (no /dev/kvm needed).
+#[test]
+fn virtio_device_options_are_checked_before_anything_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("d.img");
+    std::fs::write(&img, vec![0u8; 4096]).unwrap();
+    let disk = format!("path={}", img.display());
+    let kernel = t.path().join("vmlinuz");
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    for (args, says) in [
+        (vec!["--disk", "readonly=on"], "path=FILE is required"),
+        (vec!["--disk", "path=/nonexistent/d.img"], "no such file"),
+        (
+            vec!["--disk", &disk, "--disk", "path=x,bad=1"],
+            "unknown key `bad`",
+        ),
+        (vec!["--net", "tap=t0,mac=zz"], "--net"),
+        (vec!["--vsock", "cid=2,uds=/tmp/x"], "cid must be 3 or more"),
+        (
+            vec!["--guest", "hello", "--disk", &disk],
+            "need a Linux guest",
+        ),
+    ] {
+        let mut c = sevm();
+        c.arg("run").args(&args);
+        let e = fails(&mut c);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    let seven: Vec<String> = (0..7)
+        .flat_map(|_| ["--disk".to_string(), disk.clone()])
+        .collect();
+    let mut c = sevm();
+    c.args(["run", "--kernel"]).arg(&kernel).args(&seven);
+    let e = fails(&mut c);
+    assert!(e.contains("at most 6"), "{e}");
+}
