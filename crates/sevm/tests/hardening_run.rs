@@ -678,7 +678,7 @@ fn finding20_vcpu_count_names_the_real_limit() {
         let (code, _, err) = run_args(&args);
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(
-            err.contains("key `vcpu_count`: value 1024 out of range: 1..=8 vCPUs"),
+            err.contains("key `vcpu_count`: value 1024 out of range: 1..=254 vCPUs"),
             "{args:?}: {err}"
         );
         assert!(!err.contains("--cpus 1024"), "{err}");
