@@ -54,7 +54,7 @@ nested_missing() {
 
 nested_pkg_of() {
     case $1 in
-    qemu-system-x86_64) echo qemu-system-x86 ;;
+    *qemu-system-x86_64 | *qemu*) echo qemu-system-x86 ;;
     cpio) echo cpio ;;
     gzip) echo gzip ;;
     ldd) echo libc-bin ;;
@@ -71,7 +71,7 @@ nested_require() { # WHAT (for the message)
     [ -z "$missing" ] && return 0
     if [ -n "${CI:-}" ]; then
         printf 'nested: ERROR: %s cannot run, missing:\n' "$1" >&2
-        printf '  - %s\n' "$missing" >&2
+        while IFS= read -r l; do printf '  - %s\n' "$l"; done <<<"$missing" >&2
         printf 'Run tests/nested/install-deps.sh (as root) first.\n' >&2
         exit 1
     fi
