@@ -128,13 +128,13 @@ nested_cpio() { # DIR OUT
     (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$2"
 }
 
-# The L2 initramfs: static busybox and l2-init.sh as /init, gzip'd.
-nested_l2_initrd() { # OUT
-    local d
+# The L2 initramfs: static busybox and l2-init.sh (or INIT) as /init, gzip'd.
+nested_l2_initrd() { # OUT [INIT]
+    local d init=${2:-$NESTED_DIR/l2-init.sh}
     d=$(mktemp -d "$WORK/l2root.XXXXXX")
     mkdir -p "$d/bin" "$d/dev" "$d/proc" "$d/sys"
     cp /bin/busybox "$d/bin/busybox"
-    cp "$NESTED_DIR/l2-init.sh" "$d/init"
+    cp "$init" "$d/init"
     chmod 0755 "$d/init" "$d/bin/busybox"
     nested_cpio "$d" "$WORK/l2.cpio"
     gzip -9n <"$WORK/l2.cpio" >"$1"
