@@ -8,6 +8,7 @@
 #   INPUT_LINE      the line written to sevm's stdin once L2's /init asks for it
 #   SEV_OBJ         the sev-guest object options after `policy=...`
 #   DIGEST_<key>    the launch digests the owner predicts, computed on the host
+#   JOBS            how many checks run at the same time
 # Check names: guest-<name>[-sev|-seves][-<N>cpu], linux-<plain|sev|seves>-<N>cpu[-<NN>].
 # Every check ends with one line
 #   NESTED-RESULT name=... pass=0|1 secs=... exit=... <facts> reason=...
@@ -216,12 +217,24 @@ check_linux() { # NAME: linux-<mode>-<N>cpu[-<NN>]
     say "NESTED-RESULT name=$name pass=$pass secs=$SECS exit=$RC init=$init echo=$echo_ok input=$input cpus=${nproc:-?} clock=${clock:-?} sev=$sevline digest=$DIG reason=$reason"
 }
 
-for c in $CHECKS; do
-    say "NESTED-BEGIN name=$c"
-    case $c in
-    guest-*) check_guest "$c" ;;
-    linux-*) check_linux "$c" ;;
-    *) say "NESTED-RESULT name=$c pass=0 secs=0 reason=unknown_check" ;;
+run_check() { # NAME; leaves /tmp/NAME.done when finished
+    say "NESTED-BEGIN name=$1"
+    case $1 in
+    guest-*) check_guest "$1" ;;
+    linux-*) check_linux "$1" ;;
+    *) say "NESTED-RESULT name=$1 pass=0 secs=0 reason=unknown check" ;;
     esac
-    rm -f "/tmp/$c.log"
+    rm -f "/tmp/$1.log"
+    : >"/tmp/$1.done"
+}
+
+# Up to JOBS checks at a time (each in its own subshell, with its own log and FIFO), in order.
+started=0
+for c in $CHECKS; do
+    while [ $((started - $(find /tmp -maxdepth 1 -name '*.done' | wc -l))) -ge "${JOBS:-1}" ]; do
+        sleep 0.3
+    done
+    run_check "$c" &
+    started=$((started + 1))
 done
+wait

@@ -183,6 +183,9 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     local qpid n=0 t0=$SECONDS last=$SECONDS started=0 done=0 error=0 why="" line total
     : >"$results"
     : >"$console"
+    local cpu0
+    nested_children_cpu
+    cpu0=$CHILDREN_CPU
     timeout -s KILL "$qtimeout" "$QEMU" -nodefaults -no-user-config -display none -no-reboot \
         -accel tcg,thread=multi -cpu max,+svm,+npt,phys-bits=48 -smp "$L1_CPUS" -m "$L1_MEM" \
         -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$initrd" -append "console=ttyS0 panic=-1" \
@@ -229,6 +232,15 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     fi
     L1_WHY=${why:-QEMU exited with status $L1_QEMU_RC}
     L1_SECS=$((SECONDS - t0))
+    nested_children_cpu
+    L1_CPU_SECS=$(awk -v a="$cpu0" -v b="$CHILDREN_CPU" 'BEGIN { printf "%.0f", b - a }')
+}
+
+# CHILDREN_CPU: user + system CPU seconds of this shell's waited-for children so far (bash
+# `times`, run in this shell: in a command substitution it would count the subshell's).
+nested_children_cpu() {
+    times >"$WORK/times.txt"
+    CHILDREN_CPU=$(tail -n 1 "$WORK/times.txt" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } print s }')
 }
 
 # The last lines of L1's console, for a failed L1.

@@ -20,7 +20,8 @@
 # Environment: SEVM_NESTED_BOOTS (10), SEVM_NESTED_BOOT_TIMEOUT (90 s), SEVM_NESTED_CACHE
 # (<repo>/target/nested-cache), SEVM_NESTED_SEVM (a prebuilt sevm instead of cargo build),
 # SEVM_NESTED_ONLY (an extended regex: run only the matching checks), SEVM_NESTED_L1_CPUS (2),
-# SEVM_NESTED_L1_MEM (2G). Work files (L1 console, result channel): <cache>/last-run.
+# SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1).
+# Work files (L1 console, result channel, failed boots' whole serial output): <cache>/last-run.
 # Exit status: 0 all checks passed (or SKIP when CI is unset and something is missing), 1 not.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -32,11 +33,16 @@ BOOTS=${SEVM_NESTED_BOOTS:-10}
 BOOT_TIMEOUT=${SEVM_NESTED_BOOT_TIMEOUT:-90}
 GUEST_TIMEOUT=${SEVM_NESTED_GUEST_TIMEOUT:-30}
 ES_REFUSE_SECS=${SEVM_NESTED_ES_REFUSE_SECS:-20}
+# Checks run this many at a time inside L1. 1 by default: with 2 at a time (both L1 vCPUs busy
+# in KVM) L1 oopsed on a text-poke int3 (a QEMU 7.2 MTTCG cross-modifying-code race) in 2 of 2
+# runs here.
+JOBS=${SEVM_NESTED_JOBS:-1}
 CMDLINE="console=ttyS0 panic=-1"
 MEM=512M
 SEV_OBJ="cbitpos=47,reduced-phys-bits=1"
 case $BOOTS in '' | *[!0-9]*) ndie "SEVM_NESTED_BOOTS=$BOOTS is not a number" ;; esac
 case $BOOT_TIMEOUT in '' | *[!0-9]*) ndie "SEVM_NESTED_BOOT_TIMEOUT=$BOOT_TIMEOUT is not a number" ;; esac
+case $JOBS in '' | 0 | *[!0-9]*) ndie "SEVM_NESTED_JOBS=$JOBS is not a positive number" ;; esac
 
 nested_require "the nested-KVM check (tests/nested/run.sh)"
 mkdir -p "$CACHE"
@@ -106,6 +112,7 @@ make_l1_image() { # OUT CHECKS...
         echo "MEM=$MEM"
         echo "INPUT_LINE=$INPUT_LINE"
         echo "SEV_OBJ=$SEV_OBJ"
+        echo "JOBS=$JOBS"
         printf '%s' "$plan_digests"
     } >"$d/nested/plan"
     nested_cpio "$d" "$WORK/plan.cpio"
@@ -114,8 +121,7 @@ make_l1_image() { # OUT CHECKS...
 }
 
 # --- results, as they arrive on the result channel
-declare -A RESULT PASS SECS LOGS
-current=""
+declare -A RESULT PASS SECS LOGS RUNNING
 field() { # LINE KEY
     local v=" $1"
     v=${v#* "$2"=}
@@ -129,7 +135,7 @@ on_line() {
         echo "   L1: ${line#NESTED-}"
         ;;
     NESTED-BEGIN*)
-        current=$(field "$line" name)
+        RUNNING[$(field "$line" name)]=1
         ;;
     NESTED-FULL*)
         name=$(field "$line" name)
@@ -146,7 +152,7 @@ on_line() {
         RESULT[$name]=$line
         PASS[$name]=$(field "$line" pass)
         SECS[$name]=$(field "$line" secs)
-        current=""
+        unset "RUNNING[$name]"
         if [ "${PASS[$name]}" = 1 ]; then
             printf '   PASS %-26s %6ss  %s\n' "$name" "${SECS[$name]}" "${line#* reason=}"
         else
@@ -170,7 +176,8 @@ while :; do
     nlog "L1 attempt $attempt: ${#remaining[@]} checks (QEMU TCG, -smp $L1_CPUS, -m $L1_MEM; outer limit ${qtimeout}s)"
     nested_run_l1 "$WORK/l1.cpio" "$WORK/l1-console-$attempt.log" "$WORK/results-$attempt.log" \
         "$stall" "$qtimeout" on_line
-    nlog "L1 attempt $attempt: $L1_STATUS after ${L1_SECS}s ($L1_WHY)"
+    nlog "L1 attempt $attempt: $L1_STATUS after ${L1_SECS}s, QEMU used ${L1_CPU_SECS}s of CPU ($L1_WHY)"
+    cpu_total=$(awk -v a="${cpu_total:-0}" -v b="$L1_CPU_SECS" 'BEGIN { print a + b }')
     left=()
     for c in "${remaining[@]}"; do
         [ -n "${RESULT[$c]:-}" ] || left+=("$c")
@@ -179,7 +186,8 @@ while :; do
     done | error) break ;;
     esac
     nested_show_console "$WORK/l1-console-$attempt.log" 40
-    [ -n "$current" ] && echo "   (L1 failed while running $current)"
+    ((${#RUNNING[@]})) && echo "   (L1 failed while running: ${!RUNNING[*]})"
+    RUNNING=()
     if [ "$attempt" = 2 ] || ((${#left[@]} == 0)); then
         break
     fi
@@ -195,7 +203,7 @@ done
 
 # --- summary
 echo
-echo "== nested summary (kernel $KVER, $BOOTS boots a Linux configuration, boot limit ${BOOT_TIMEOUT}s)"
+echo "== nested summary (kernel $KVER, $BOOTS boots a Linux configuration, boot limit ${BOOT_TIMEOUT}s, $JOBS checks at a time)"
 printf '%-26s %-9s %8s %8s %8s\n' check passed median min max
 fails=0
 missing=0
@@ -241,7 +249,7 @@ if ((missing)); then
 fi
 [ -n "$retried" ] && echo "NOTE: $retried"
 echo "Result channel: $WORK/results-all.log; L1 consoles: $WORK/l1-console-*.log"
-echo "Total harness time: $((SECONDS - T_START)) s"
+echo "Total harness time: $((SECONDS - T_START)) s (QEMU CPU time: ${cpu_total:-0} s on $(nproc) host CPUs; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 if ((fails + missing)); then
     echo "nested: FAILED ($fails failed, $missing without a result, of ${#all_checks[@]})"
     exit 1
