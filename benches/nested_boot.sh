@@ -97,6 +97,7 @@ cp "$WORK/raw.txt" "$OUT/raw.txt"
     echo "# Linux boot under sevm vs QEMU -M microvm, in a nested L1 (benches/nested_boot.sh)"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); repo at $commit (plus uncommitted changes: $(git -C "$ROOT" status --porcelain -- crates | wc -l) files in crates/)"
+    echo "- sevm binary: $SEVM${SEVM_NESTED_SEVM:+ (given by SEVM_NESTED_SEVM, not built from this tree)}, sha256 $(sha256sum "$SEVM" | cut -c1-16)"
     echo "- host: $(nproc) CPUs, $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- L1: QEMU $("$QBIN" --version | head -n 1 | awk '{print $4}') TCG, -cpu max,+svm,+npt,phys-bits=48, -smp $L1_CPUS, -m $L1_MEM, Debian $KVER"
     echo "- L2: the same kernel, a busybox initrd whose /init exits through port 0xf4 at once; $MEM, 1 vCPU, \`$CMDLINE\`"
