@@ -186,7 +186,8 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     local cpu0
     nested_children_cpu
     cpu0=$CHILDREN_CPU
-    timeout -s KILL "$qtimeout" "$QEMU" -nodefaults -no-user-config -display none -no-reboot \
+    rm -f "$WORK/qemu.pid"
+    timeout -s KILL "$qtimeout" "$QEMU" -pidfile "$WORK/qemu.pid" -nodefaults -no-user-config -display none -no-reboot \
         -accel tcg,thread=multi -cpu max,+svm,+npt,phys-bits=48 -smp "$L1_CPUS" -m "$L1_MEM" \
         -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$initrd" -append "console=ttyS0 panic=-1" \
         -serial "file:$console" -serial "file:$results" </dev/null >"$WORK/qemu.out" 2>&1 &
@@ -210,12 +211,12 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
             last=$SECONDS
         fi
         [ "$alive" = 1 ] || break
-        if [ "$started" = 0 ] && [ $((SECONDS - t0)) -gt "$L1_START_TIMEOUT" ]; then
+        if [ -z "$why" ] && [ "$started" = 0 ] && [ $((SECONDS - t0)) -gt "$L1_START_TIMEOUT" ]; then
             why="L1 did not start the job within ${L1_START_TIMEOUT}s"
-            kill -KILL "$qpid" 2>/dev/null
-        elif [ "$started" = 1 ] && [ "$done" = 0 ] && [ $((SECONDS - last)) -gt "$stall" ]; then
+            nested_kill_qemu "$qpid"
+        elif [ -z "$why" ] && [ "$started" = 1 ] && [ "$done" = 0 ] && [ $((SECONDS - last)) -gt "$stall" ]; then
             why="L1 silent for ${stall}s on the result channel (frozen)"
-            kill -KILL "$qpid" 2>/dev/null
+            nested_kill_qemu "$qpid"
         fi
         sleep 1
     done
@@ -234,6 +235,14 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     L1_SECS=$((SECONDS - t0))
     nested_children_cpu
     L1_CPU_SECS=$(awk -v a="$cpu0" -v b="$CHILDREN_CPU" 'BEGIN { printf "%.0f", b - a }')
+}
+
+# Stops QEMU: its own pid (from -pidfile), then the `timeout` wrapping it (TIMEOUT_PID).
+nested_kill_qemu() { # TIMEOUT_PID
+    local qp
+    qp=$(cat "$WORK/qemu.pid" 2>/dev/null)
+    [ -n "$qp" ] && kill -KILL "$qp" 2>/dev/null
+    kill -KILL "$1" 2>/dev/null
 }
 
 # CHILDREN_CPU: user + system CPU seconds of this shell's waited-for children so far (bash

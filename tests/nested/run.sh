@@ -121,7 +121,7 @@ make_l1_image() { # OUT CHECKS...
 }
 
 # --- results, as they arrive on the result channel
-declare -A RESULT PASS SECS LOGS RUNNING
+declare -A RESULT=() PASS=() SECS=() LOGS=() RUNNING=()
 field() { # LINE KEY
     local v=" $1"
     v=${v#* "$2"=}
@@ -207,7 +207,7 @@ echo "== nested summary (kernel $KVER, $BOOTS boots a Linux configuration, boot 
 printf '%-26s %-9s %8s %8s %8s\n' check passed median min max
 fails=0
 missing=0
-declare -A seen
+declare -A seen=()
 for c in "${all_checks[@]}"; do
     group=$c
     [[ $c =~ ^(linux-(plain|sev)-[0-9]+cpu)-[0-9]+$ ]] && group=${BASH_REMATCH[1]}
