@@ -25,6 +25,19 @@ fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let (ring, ops) = data.split_at(data.len().min(0x3000));
     mem.write_slice(ring, GuestAddress(0x10000)).unwrap();
+    // Keep most of the input reachable: descriptor addresses mostly inside the 1 MiB of RAM
+    // (the top bit of each descriptor's flags byte keeps the raw address), and an avail index
+    // within one ring's worth of the start.
+    for i in 0..16u64 {
+        let a = GuestAddress(0x10000 + 16 * i);
+        let flags: u16 = mem.read_obj(GuestAddress(a.0 + 12)).unwrap();
+        if flags & 0x8000 == 0 {
+            let addr: u64 = mem.read_obj(a).unwrap();
+            mem.write_obj(addr & 0xf_ffff, a).unwrap();
+        }
+    }
+    let idx = data.get(1).map_or(0, |b| u16::from(*b % 17));
+    mem.write_obj(idx, GuestAddress(0x11002)).unwrap();
     let mut img = tempfile::NamedTempFile::new().unwrap();
     img.write_all(&[0x5a; 8 * 512]).unwrap();
     let dev = Block::open(img.path(), false, None).unwrap();
@@ -34,17 +47,8 @@ fuzz_target!(|data: &[u8]| {
     if confidential {
         private.add(0x80000, 0x10000);
     }
-    // A well-behaved setup, then whatever the input says.
-    w(&mut t, 0x70, 3);
-    w(&mut t, 0x24, 1);
-    w(&mut t, 0x20, if confidential { 3 } else { 1 });
-    w(&mut t, 0x70, 0xb);
-    w(&mut t, 0x38, 16);
-    w(&mut t, 0x80, 0x10000);
-    w(&mut t, 0x90, 0x11000);
-    w(&mut t, 0xa0, 0x12000);
-    w(&mut t, 0x44, 1);
-    w(&mut t, 0x70, 0xf);
+    // A well-behaved setup, then whatever the input says (a reset op sets it up again).
+    setup(&mut t, confidential);
     t.notify(0, &mem, &private);
     for op in ops.chunks_exact(5) {
         let v = u32::from_le_bytes([op[1], op[2], op[3], op[4]]);
@@ -56,8 +60,24 @@ fuzz_target!(|data: &[u8]| {
                 let n = 1 + usize::from(op[2] % 8);
                 t.read(u64::from(op[1]) | (u64::from(op[3] & 1) << 8), &mut b[..n]);
             }
-            _ => w(&mut t, 0x70, 0),
+            _ => {
+                w(&mut t, 0x70, 0);
+                setup(&mut t, confidential);
+            }
         }
     }
     assert_eq!(std::fs::metadata(img.path()).unwrap().len(), 8 * 512);
 });
+
+fn setup(t: &mut MmioTransport<Block>, confidential: bool) {
+    w(t, 0x70, 3);
+    w(t, 0x24, 1);
+    w(t, 0x20, if confidential { 3 } else { 1 });
+    w(t, 0x70, 0xb);
+    w(t, 0x38, 16);
+    w(t, 0x80, 0x10000);
+    w(t, 0x90, 0x11000);
+    w(t, 0xa0, 0x12000);
+    w(t, 0x44, 1);
+    w(t, 0x70, 0xf);
+}
