@@ -175,6 +175,65 @@ fn reported_tcb(
     Ok(t.encode(LAYOUT)?)
 }
 
+/// `config set|reset` as (REPORTED_TCB, flags, "set"/"reset"); components not given keep
+/// `base`'s values (the committed TCB on the soft backend, the reported one over /dev/sev).
+fn config_request(cmd: ConfigCmd, base: u64) -> Result<(u64, u32, &'static str)> {
+    match cmd {
+        ConfigCmd::Set {
+            reported_tcb: raw,
+            bootloader,
+            tee,
+            snp,
+            microcode,
+            mask_chip_id,
+            mask_chip_key,
+        } => {
+            let any_part =
+                bootloader.is_some() || tee.is_some() || snp.is_some() || microcode.is_some();
+            let tcb = if raw.is_none() && !any_part {
+                0
+            } else {
+                reported_tcb(
+                    base,
+                    raw.as_deref(),
+                    [
+                        ("--bootloader", bootloader.as_deref()),
+                        ("--tee", tee.as_deref()),
+                        ("--snp", snp.as_deref()),
+                        ("--microcode", microcode.as_deref()),
+                    ],
+                )?
+            };
+            Ok((
+                tcb,
+                u32::from(mask_chip_id) | u32::from(mask_chip_key) << 1,
+                "set",
+            ))
+        }
+        ConfigCmd::Reset => Ok((0, 0, "reset")),
+    }
+}
+
+/// Prints the platform's configuration after SNP_CONFIG.
+fn emit_config(out: &Output, s: &SnpPlatformStatus, what: &str) {
+    out.emit(
+        &json!({
+            "ok": true,
+            "command": "SNP_CONFIG",
+            "config": what,
+            "reported_tcb": tcb_json(s.reported_tcb),
+            "mask_chip_id": s.mask_chip_id,
+            "mask_chip_key": s.mask_chip_key,
+        }),
+        &format!(
+            "SNP_CONFIG: reported TCB {}, mask chip id {}, mask chip key {}",
+            tcb_text(s.reported_tcb),
+            s.mask_chip_id,
+            s.mask_chip_key
+        ),
+    );
+}
+
 /// `sevm platform snp ... --sev-backend hw`: the same verbs over `/dev/sev`'s SNP commands
 /// (SNP_PLATFORM_STATUS, SNP_SET_CONFIG, SNP_COMMIT; Linux 6.11+). The kernel has SNP
 /// initialised already. The committed TCB is not in SNP_PLATFORM_STATUS, so `config set` by
@@ -214,57 +273,11 @@ fn run_hw(a: SnpArgs, out: &Output) -> Result<ExitCode> {
             );
         }
         SnpCmd::Config { cmd } => {
-            let (tcb, flags) = match cmd {
-                ConfigCmd::Set {
-                    reported_tcb: raw,
-                    bootloader,
-                    tee,
-                    snp,
-                    microcode,
-                    mask_chip_id,
-                    mask_chip_key,
-                } => {
-                    let base = status(&p)?.reported_tcb;
-                    let any_part = bootloader.is_some()
-                        || tee.is_some()
-                        || snp.is_some()
-                        || microcode.is_some();
-                    let tcb = if raw.is_none() && !any_part {
-                        0
-                    } else {
-                        reported_tcb(
-                            base,
-                            raw.as_deref(),
-                            [
-                                ("--bootloader", bootloader.as_deref()),
-                                ("--tee", tee.as_deref()),
-                                ("--snp", snp.as_deref()),
-                                ("--microcode", microcode.as_deref()),
-                            ],
-                        )?
-                    };
-                    (tcb, u32::from(mask_chip_id) | u32::from(mask_chip_key) << 1)
-                }
-                ConfigCmd::Reset => (0, 0),
-            };
+            let base = status(&p)?.reported_tcb;
+            let (tcb, flags, what) = config_request(cmd, base)?;
             p.snp_set_config(tcb, flags)
                 .with_context(|| format!("SNP_SET_CONFIG (reported TCB 0x{tcb:016x})"))?;
-            let s = status(&p)?;
-            out.emit(
-                &json!({
-                    "ok": true,
-                    "command": "SNP_CONFIG",
-                    "reported_tcb": tcb_json(s.reported_tcb),
-                    "mask_chip_id": s.mask_chip_id,
-                    "mask_chip_key": s.mask_chip_key,
-                }),
-                &format!(
-                    "SNP_CONFIG: reported TCB {}, mask chip id {}, mask chip key {}",
-                    tcb_text(s.reported_tcb),
-                    s.mask_chip_id,
-                    s.mask_chip_key
-                ),
-            );
+            emit_config(out, &status(&p)?, what);
         }
         SnpCmd::Commit => {
             p.snp_commit().context("SNP_COMMIT through /dev/sev")?;
@@ -401,44 +414,10 @@ pub fn run(
         }
         SnpCmd::Config { cmd } => {
             init(&p)?;
-            let (cfg, what) = match cmd {
-                ConfigCmd::Set {
-                    reported_tcb: raw,
-                    bootloader,
-                    tee,
-                    snp,
-                    microcode,
-                    mask_chip_id,
-                    mask_chip_key,
-                } => {
-                    let any_part = bootloader.is_some()
-                        || tee.is_some()
-                        || snp.is_some()
-                        || microcode.is_some();
-                    let tcb = if raw.is_none() && !any_part {
-                        0
-                    } else {
-                        reported_tcb(
-                            p.committed_tcb(),
-                            raw.as_deref(),
-                            [
-                                ("--bootloader", bootloader.as_deref()),
-                                ("--tee", tee.as_deref()),
-                                ("--snp", snp.as_deref()),
-                                ("--microcode", microcode.as_deref()),
-                            ],
-                        )?
-                    };
-                    let flags = u32::from(mask_chip_id) | u32::from(mask_chip_key) << 1;
-                    (
-                        SnpConfig {
-                            reported_tcb: tcb,
-                            flags,
-                        },
-                        "set",
-                    )
-                }
-                ConfigCmd::Reset => (SnpConfig::default(), "reset"),
+            let (tcb, flags, what) = config_request(cmd, p.committed_tcb())?;
+            let cfg = SnpConfig {
+                reported_tcb: tcb,
+                flags,
             };
             p.snp_config(&cfg).with_context(|| {
                 format!(
@@ -449,22 +428,7 @@ pub fn run(
                 )
             })?;
             let s = p.snp_platform_status().context("SNP_PLATFORM_STATUS")?;
-            out.emit(
-                &json!({
-                    "ok": true,
-                    "command": "SNP_CONFIG",
-                    "config": what,
-                    "reported_tcb": tcb_json(s.reported_tcb),
-                    "mask_chip_id": s.mask_chip_id,
-                    "mask_chip_key": s.mask_chip_key,
-                }),
-                &format!(
-                    "SNP_CONFIG: reported TCB {}, mask chip id {}, mask chip key {}",
-                    tcb_text(s.reported_tcb),
-                    s.mask_chip_id,
-                    s.mask_chip_key
-                ),
-            );
+            emit_config(out, &s, what);
         }
         SnpCmd::Commit => {
             init(&p)?;
