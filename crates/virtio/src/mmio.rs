@@ -308,9 +308,84 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     fn needs_reset(&mut self, why: &str) {
         tracing::warn!("virtio-mmio: device needs reset: {why}");
+        // Quiesce the device until the driver resets it: a device whose host fd stayed
+        // readable (a vsock connection, a TAP) would otherwise keep the level-triggered event
+        // loop spinning, since a stopped transport no longer lets it drain that fd.
+        if self.status & status::DEVICE_NEEDS_RESET == 0 {
+            self.device.reset();
+        }
         self.status |= status::DEVICE_NEEDS_RESET;
         self.interrupt_status |= INT_CONFIG;
         self.config_generation = self.config_generation.wrapping_add(1);
         self.irq.trigger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use vm_memory::GuestAddress;
+
+    struct Mock(Arc<AtomicUsize>);
+    impl VirtioDevice for Mock {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[8]
+        }
+        fn features(&self) -> u64 {
+            0
+        }
+        fn read_config(&self, _: u64, _: &mut [u8]) {}
+        fn activate(&mut self, _: u64) {}
+        fn process_queue(
+            &mut self,
+            _: &GuestAccess<'_>,
+            _: &mut [Queue],
+            _: usize,
+        ) -> Result<u64, DeviceError> {
+            Ok(0)
+        }
+        fn reset(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    struct NoIrq;
+    impl Interrupt for NoIrq {
+        fn trigger(&self) {}
+    }
+
+    #[test]
+    fn needs_reset_quiesces_the_device_once() {
+        let resets = Arc::new(AtomicUsize::new(0));
+        let mut t = MmioTransport::new(Mock(resets.clone()), Arc::new(NoIrq), false);
+        let w = |t: &mut MmioTransport<Mock>, off: u64, v: u32| {
+            t.write(off, &v.to_le_bytes());
+        };
+        w(&mut t, 0x70, 3);
+        w(&mut t, 0x24, 1);
+        w(&mut t, 0x20, 1);
+        w(&mut t, 0x70, 0xb);
+        w(&mut t, 0x38, 8);
+        // Rings beyond the 64 KiB of RAM.
+        w(&mut t, 0x80, 0x10_0000);
+        w(&mut t, 0x90, 0x11_0000);
+        w(&mut t, 0xa0, 0x12_0000);
+        w(&mut t, 0x44, 1);
+        w(&mut t, 0x70, 0xf);
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap();
+        let private = PrivateRanges::none();
+        t.notify(0, &mem, &private);
+        assert_ne!(t.status() & status::DEVICE_NEEDS_RESET, 0);
+        assert_eq!(resets.load(Ordering::SeqCst), 1);
+        // Further kicks and host events do nothing more until the driver resets.
+        t.notify(0, &mem, &private);
+        t.host_event(&mem, &private);
+        assert_eq!(resets.load(Ordering::SeqCst), 1);
+        w(&mut t, 0x70, 0);
+        assert_eq!(t.status(), 0);
+        assert_eq!(resets.load(Ordering::SeqCst), 2);
     }
 }
