@@ -343,21 +343,45 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         (None, None) => 1,
     };
     let kernel_hashes = first.as_ref().is_some_and(|c| c.kernel_hashes);
-    let disks = g
+    let mut disks = g
         .disks
         .iter()
         .map(|d| vmm::config::devices::parse_disk(d))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let nets = g
+    let mut nets = g
         .nets
         .iter()
         .map(|n| vmm::config::devices::parse_net(n))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let vsock = g
+    let mut vsock = g
         .vsock
         .as_deref()
         .map(vmm::config::devices::parse_vsock)
         .transpose()?;
+    // Devices come from the command line or the TOML file, not both (neither overrides).
+    if let Some(t) = toml.as_ref() {
+        let file = s
+            .config
+            .as_deref()
+            .map_or("the config file".into(), |p| p.display().to_string());
+        let take = |opt: &str, key: &str, cli_given: bool, file_given: bool| -> Result<bool> {
+            if cli_given && file_given {
+                bail!(
+                    "{opt} and the key `{key}` in {file} both give devices: give them in one place"
+                );
+            }
+            Ok(file_given)
+        };
+        if take("--disk", "disk", !disks.is_empty(), !t.disks.is_empty())? {
+            disks = t.disks.clone();
+        }
+        if take("--net", "net", !nets.is_empty(), !t.nets.is_empty())? {
+            nets = t.nets.clone();
+        }
+        if take("--vsock", "vsock", vsock.is_some(), t.vsock.is_some())? {
+            vsock = t.vsock.clone();
+        }
+    }
     let ndev = disks.len() + nets.len() + usize::from(vsock.is_some());
     if ndev > vmm::layout::VIRTIO_IRQS.len() {
         bail!(

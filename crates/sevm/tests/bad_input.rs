@@ -266,4 +266,15 @@ fn virtio_device_options_are_checked_before_anything_runs() {
     c.args(["run", "--kernel"]).arg(&kernel).args(&seven);
     let e = fails(&mut c);
     assert!(e.contains("at most 6"), "{e}");
+    // The TOML file's `disk` key and `--disk` together: refused, neither overrides.
+    let toml = t.path().join("vm.toml");
+    std::fs::write(&toml, format!("disk = [\"{disk}\"]\n")).unwrap();
+    let mut c = sevm();
+    c.args(["run", "--kernel"])
+        .arg(&kernel)
+        .arg("--config")
+        .arg(&toml)
+        .args(["--disk", &disk]);
+    let e = fails(&mut c);
+    assert!(e.contains("--disk and the key `disk`"), "{e}");
 }

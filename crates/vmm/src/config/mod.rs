@@ -518,6 +518,57 @@ mod tests {
     }
 
     #[test]
+    fn config_files_take_devices_in_the_cli_syntax() {
+        let inputs = ValidationInputs::default();
+        let ok = tomlfile::from_toml_str(
+            "disk = [\"path=d.img,readonly=on\", \"path=/abs.img\"]\nnet = [\"tap=tap0\"]\nvsock = \"cid=3,uds=/tmp/v.sock\"\n",
+            Path::new("/etc/sevm/vm.toml"),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(ok.vm.disks.len(), 2);
+        assert_eq!(ok.vm.disks[0].path, Path::new("/etc/sevm/d.img"));
+        assert!(ok.vm.disks[0].readonly);
+        assert_eq!(ok.vm.disks[1].path, Path::new("/abs.img"));
+        assert_eq!(ok.vm.nets[0].tap, "tap0");
+        assert_eq!(ok.vm.vsock.as_ref().map(|v| v.cid), Some(3));
+        for (text, line, key, says) in [
+            (
+                "memory = 64\ndisk = \"path=x\"\n",
+                2,
+                "disk",
+                "an array of strings",
+            ),
+            (
+                "disk = [\"readonly=on\"]\n",
+                1,
+                "disk",
+                "path=FILE is required",
+            ),
+            (
+                "net = [\"tap=t,mac=01:00:00:00:00:00\"]\n",
+                1,
+                "net",
+                "multicast",
+            ),
+            (
+                "\n\nvsock = \"cid=1,uds=/x\"\n",
+                3,
+                "vsock",
+                "cid must be 3",
+            ),
+        ] {
+            let e = tomlfile::from_toml_str(text, Path::new("vm.toml"), &inputs)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("vm.toml:{line}: key `{key}`")) && e.contains(says),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn config_files_refuse_vm_cpu_counts_a_vm_cannot_have() {
         let inputs = ValidationInputs::default();
         let e = tomlfile::from_toml_str("memory = 64\ncpus = 255\n", Path::new("vm.toml"), &inputs)

@@ -37,6 +37,12 @@ pub struct VmSettings {
     pub initrd: Option<PathBuf>,
     /// The kernel command line (needs `kernel`).
     pub cmdline: Option<String>,
+    /// `disk = ["path=FILE,readonly=on", ...]`: virtio-blk disks, as `--disk` spells them.
+    pub disks: Vec<super::devices::DiskConfig>,
+    /// `net = ["tap=NAME,mac=MAC", ...]`: virtio-net cards, as `--net`.
+    pub nets: Vec<super::devices::NetConfig>,
+    /// `vsock = "cid=N,uds=PATH"`: the vsock device, as `--vsock`.
+    pub vsock: Option<super::devices::VsockConfig>,
 }
 
 /// A parsed TOML file: VM settings and, if it has a `[sev]` table, the SEV launch.
@@ -60,6 +66,9 @@ struct Doc {
     kernel: Option<SpVal>,
     initrd: Option<SpVal>,
     cmdline: Option<SpVal>,
+    disk: Option<SpVal>,
+    net: Option<SpVal>,
+    vsock: Option<SpVal>,
     sev: Option<BTreeMap<Spanned<String>, SpVal>>,
 }
 
@@ -122,7 +131,7 @@ pub fn from_toml_str(
             ConfigError::UnknownKey {
                 at: where_,
                 hint: "; top-level keys: memory, cpus, guest, firmware, kernel, initrd, \
-                       cmdline, and the [sev] table"
+                       cmdline, disk, net, vsock, and the [sev] table"
                     .to_string(),
             }
         } else if msg.contains("duplicate key") {
@@ -268,6 +277,44 @@ pub fn from_toml_str(
             return Err(invalid(v, "cmdline", "text without NUL bytes"));
         }
         vm.cmdline = Some(s);
+    }
+    // Device specs: the CLI's syntax, one string each (`disk` and `net` take an array).
+    let specs = |v: &SpVal, key: &str| -> Result<Vec<String>, ConfigError> {
+        match v.get_ref() {
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|e| match e {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    _ => Err(invalid(v, key, "an array of strings")),
+                })
+                .collect(),
+            _ => Err(invalid(
+                v,
+                key,
+                "an array of strings, e.g. [\"path=disk.img\"]",
+            )),
+        }
+    };
+    let spec_err =
+        |v: &SpVal, key: &str, e: super::devices::DeviceSpecError| invalid(v, key, &e.what);
+    if let Some(v) = &doc.disk {
+        for d in specs(v, "disk")? {
+            let mut c = super::devices::parse_disk(&d).map_err(|e| spec_err(v, "disk", e))?;
+            if let (Some(b), true) = (base, c.path.is_relative()) {
+                c.path = b.join(&c.path);
+            }
+            vm.disks.push(c);
+        }
+    }
+    if let Some(v) = &doc.net {
+        for n in specs(v, "net")? {
+            vm.nets
+                .push(super::devices::parse_net(&n).map_err(|e| spec_err(v, "net", e))?);
+        }
+    }
+    if let Some(v) = &doc.vsock {
+        let s = string(v, "vsock")?;
+        vm.vsock = Some(super::devices::parse_vsock(&s).map_err(|e| spec_err(v, "vsock", e))?);
     }
     if let (Some(g), true) = (&doc.guest, vm.kernel.is_some() || vm.firmware.is_some()) {
         return Err(ConfigError::Conflict {
