@@ -249,13 +249,7 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_blk_config: only `capacity` (u64, sectors) is offered.
         let cfg = self.sectors.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|o| cfg.get(o as usize))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::read_config_bytes(&cfg, offset, data);
     }
 
     fn activate(&mut self, acked_features: u64) {
@@ -272,13 +266,7 @@ impl VirtioDevice for Block {
         let Some(queue) = queues.get_mut(index) else {
             return Ok(0);
         };
-        let chains: Vec<_> = queue
-            .iter(m)
-            .map_err(|e| DeviceError::Queue {
-                queue: index,
-                what: e.to_string(),
-            })?
-            .collect();
+        let chains: Vec<_> = queue.iter(m).map_err(DeviceError::queue(index))?.collect();
         let mut used = false;
         for chain in chains {
             let head = chain.head_index();
@@ -291,10 +279,7 @@ impl VirtioDevice for Block {
             }
             queue
                 .add_used(m, head, len)
-                .map_err(|e| DeviceError::Queue {
-                    queue: index,
-                    what: e.to_string(),
-                })?;
+                .map_err(DeviceError::queue(index))?;
             used = true;
         }
         Ok(u64::from(used) << index)

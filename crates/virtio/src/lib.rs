@@ -77,6 +77,28 @@ pub enum DeviceError {
     },
 }
 
+impl DeviceError {
+    /// For `map_err` on queue `queue`'s ring operations (`iter`, `add_used`).
+    pub fn queue(queue: usize) -> impl Fn(virtio_queue::Error) -> DeviceError + Copy {
+        move |e| DeviceError::Queue {
+            queue,
+            what: e.to_string(),
+        }
+    }
+}
+
+/// A device's configuration space `cfg` as the driver reads it: `data.len()` bytes at
+/// `offset`, bytes beyond `cfg` reading as 0.
+pub fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i as u64)
+            .and_then(|o| cfg.get(usize::try_from(o).ok()?))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// One virtio device behind a transport.
 pub trait VirtioDevice: Send {
     /// The virtio device ID ([`device_id`]).

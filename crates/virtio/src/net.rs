@@ -239,10 +239,7 @@ impl<B: NetBackend> Net<B> {
         let Some(q) = queues.get_mut(RXQ).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let qerr = |e: virtio_queue::Error| DeviceError::Queue {
-            queue: RXQ,
-            what: e.to_string(),
-        };
+        let qerr = DeviceError::queue(RXQ);
         let mut used = false;
         loop {
             let Some(chain) = q.iter(m).map_err(qerr)?.next() else {
@@ -308,10 +305,7 @@ impl<B: NetBackend> Net<B> {
         let Some(q) = queues.get_mut(TXQ).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let qerr = |e: virtio_queue::Error| DeviceError::Queue {
-            queue: TXQ,
-            what: e.to_string(),
-        };
+        let qerr = DeviceError::queue(TXQ);
         let chains: Vec<_> = q.iter(m).map_err(qerr)?.collect();
         let mut used = false;
         for chain in chains {
@@ -402,13 +396,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_net_config: only `mac` is offered.
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|o| self.mac.get(usize::try_from(o).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::read_config_bytes(&self.mac, offset, data);
     }
 
     fn activate(&mut self, _acked_features: u64) {

@@ -805,13 +805,7 @@ impl Vsock {
         };
         let mut used = false;
         while !self.control.is_empty() || !self.rx_queue.is_empty() {
-            let chain = q
-                .iter(m)
-                .map_err(|e| DeviceError::Queue {
-                    queue: RXQ,
-                    what: e.to_string(),
-                })?
-                .next();
+            let chain = q.iter(m).map_err(DeviceError::queue(RXQ))?.next();
             let Some(chain) = chain else {
                 break;
             };
@@ -827,10 +821,7 @@ impl Vsock {
             };
             match len {
                 Some(len) => {
-                    q.add_used(m, head, len).map_err(|e| DeviceError::Queue {
-                        queue: RXQ,
-                        what: e.to_string(),
-                    })?;
+                    q.add_used(m, head, len).map_err(DeviceError::queue(RXQ))?;
                     used = true;
                 }
                 None => {
@@ -922,13 +913,7 @@ impl Vsock {
         let Some(q) = queues.get_mut(TXQ).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let chains: Vec<_> = q
-            .iter(m)
-            .map_err(|e| DeviceError::Queue {
-                queue: TXQ,
-                what: e.to_string(),
-            })?
-            .collect();
+        let chains: Vec<_> = q.iter(m).map_err(DeviceError::queue(TXQ))?.collect();
         let mut used = false;
         for chain in chains {
             let head = chain.head_index();
@@ -937,10 +922,7 @@ impl Vsock {
                 Some((h, payload)) => self.handle_tx(&h, &payload),
                 None => self.stats.tx_dropped += 1,
             }
-            q.add_used(m, head, 0).map_err(|e| DeviceError::Queue {
-                queue: TXQ,
-                what: e.to_string(),
-            })?;
+            q.add_used(m, head, 0).map_err(DeviceError::queue(TXQ))?;
             used = true;
         }
         Ok(used)
@@ -1052,13 +1034,7 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_vsock_config { le64 guest_cid; }
         let cfg = self.cid.to_le_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|o| cfg.get(usize::try_from(o).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::read_config_bytes(&cfg, offset, data);
     }
 
     fn activate(&mut self, _acked_features: u64) {
