@@ -24,3 +24,19 @@ pub const I8042_CMD: u16 = 0x64;
 pub const RESET_TIMES: u32 = 3;
 /// Per-vCPU progress counters of the `ticker` guest: u64 at `TICKS + 8 * vcpu index`.
 pub const TICKS: u64 = SCRATCH + 0x100;
+/// SEV-SNP (sevm's layout): the secrets page (VMPCK0 at +0x20).
+pub const SNP_SECRETS: u64 = 0x0004_0000;
+/// SEV-SNP: the CPUID page.
+pub const SNP_CPUID: u64 = 0x0004_1000;
+/// SEV-SNP: the guest-request doorbell block (GHCB stand-in; see vmm::snp_request).
+pub const SNP_GHCB: u64 = 0x0004_2000;
+/// SEV-SNP: request message page.
+pub const SNP_REQ_PAGE: u64 = 0x0004_3000;
+/// SEV-SNP: response message page.
+pub const SNP_RESP_PAGE: u64 = 0x0004_4000;
+/// SEV-SNP: certificate buffer for extended requests.
+pub const SNP_CERTS: u64 = 0x0004_5000;
+/// SEV-SNP: pages in the certificate buffer.
+pub const SNP_CERTS_PAGES: u64 = 4;
+/// SEV-SNP: guest-request doorbell port.
+pub const SNP_DOORBELL_PORT: u16 = 0xf5;

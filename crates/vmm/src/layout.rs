@@ -103,6 +103,23 @@ pub const I8042_CMD_PORT: u16 = 0x64;
 pub const I8042_DATA_PORT: u16 = 0x60;
 /// Exit port: a guest `out` of byte `v` stops the VM with [`crate::ExitStatus::Exited`]`(v)`.
 pub const EXIT_PORT: u16 = 0xf4;
+/// SEV-SNP, sevm's own layout: the secrets page (LAUNCH_UPDATE page type SECRETS; measured).
+pub const SNP_SECRETS: u64 = 0x0004_0000;
+/// SEV-SNP: the CPUID page (page type CPUID; measured).
+pub const SNP_CPUID: u64 = 0x0004_1000;
+/// SEV-SNP: the guest-request doorbell block standing in for the GHCB (shared, not measured;
+/// [`crate::snp_request`]).
+pub const SNP_GHCB: u64 = 0x0004_2000;
+/// SEV-SNP: the request message page bundled guests use (shared, not measured).
+pub const SNP_REQ_PAGE: u64 = 0x0004_3000;
+/// SEV-SNP: the response message page bundled guests use (shared, not measured).
+pub const SNP_RESP_PAGE: u64 = 0x0004_4000;
+/// SEV-SNP: the certificate buffer bundled guests use for extended requests (shared).
+pub const SNP_CERTS: u64 = 0x0004_5000;
+/// SEV-SNP: pages in [`SNP_CERTS`].
+pub const SNP_CERTS_PAGES: u64 = 4;
+/// SEV-SNP: writing any byte here rings the guest-request doorbell ([`crate::snp_request`]).
+pub const SNP_DOORBELL_PORT: u16 = 0xf5;
 /// Real-mode reset vector (CS base 0xFFFF0000, IP 0xFFF0).
 pub const RESET_VECTOR: u64 = 0xffff_fff0;
 
@@ -134,6 +151,10 @@ pub fn check_secret_range(gpa: u64, len: u64) -> Result<(), SecretOutsideArea> {
 const _: () = assert!(SECRET_AREA_SIZE >= 16 * 1024);
 const _: () = assert!(SECRET_AREA_START.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(BOOT_STACK_TOP <= EBDA_START);
+const _: () = assert!(SECRET_AREA_START + SECRET_AREA_SIZE <= SNP_SECRETS);
+const _: () = assert!(
+    SNP_CERTS + SNP_CERTS_PAGES * PAGE_SIZE <= BOOT_STACK_TOP - BOOT_STACK_SIZE * MAX_CPUS as u64
+);
 const _: () = assert!(RAM_MAX <= FIRMWARE_END - FIRMWARE_MAX_SIZE);
 
 #[cfg(test)]
@@ -153,6 +174,14 @@ mod tests {
         assert_eq!(abi::COM1, COM1_PORT);
         assert_eq!(abi::EXIT_PORT, EXIT_PORT);
         assert_eq!(abi::I8042_CMD, I8042_CMD_PORT);
+        assert_eq!(abi::SNP_SECRETS, SNP_SECRETS);
+        assert_eq!(abi::SNP_CPUID, SNP_CPUID);
+        assert_eq!(abi::SNP_GHCB, SNP_GHCB);
+        assert_eq!(abi::SNP_REQ_PAGE, SNP_REQ_PAGE);
+        assert_eq!(abi::SNP_RESP_PAGE, SNP_RESP_PAGE);
+        assert_eq!(abi::SNP_CERTS, SNP_CERTS);
+        assert_eq!(abi::SNP_CERTS_PAGES, SNP_CERTS_PAGES);
+        assert_eq!(abi::SNP_DOORBELL_PORT, SNP_DOORBELL_PORT);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! * [`devices`]: COM1 16550, i8042 reset, exit port.
 //! * [`mptable`]: the MP table describing the vCPUs and the IOAPIC to Linux.
 //! * [`paging`]: GVA->GPA walker that masks the C-bit.
+//! * [`snp_request`]: the SEV-SNP guest-request doorbell (GHCB stand-in).
 //! * [`vm`]: [`VmConfig`], [`Vm`], hooks for the SEV layer, the run loop.
 //! * `config` (config files, QEMU-style options) and `monitor` (QMP) are owned by other engineers.
 //!
@@ -23,6 +24,7 @@ pub mod memory;
 pub mod monitor;
 pub mod mptable;
 pub mod paging;
+pub mod snp_request;
 pub mod virtio;
 pub mod vm;
 

@@ -272,6 +272,9 @@ pub struct VmConfig {
     pub cpuid_overrides: CpuidOverrides,
     /// User-space MSR handler; enables KVM_CAP_X86_USER_SPACE_MSR when set.
     pub msr_handler: Option<Arc<dyn MsrHandler>>,
+    /// SEV-SNP guest requests rung at [`layout::SNP_DOORBELL_PORT`] ([`crate::snp_request`]);
+    /// without a service the port is ignored and the block is left as the guest wrote it.
+    pub guest_requests: Option<Arc<dyn crate::snp_request::GuestRequestService>>,
     /// Stop the VM after this long ([`ExitStatus::Timeout`]); a duration too large to add to
     /// the clock (e.g. `u64::MAX` seconds) is no limit.
     pub timeout: Option<Duration>,
@@ -298,6 +301,7 @@ impl Default for VmConfig {
             page_table_cbit: None,
             cpuid_overrides: CpuidOverrides::default(),
             msr_handler: None,
+            guest_requests: None,
             timeout: None,
             start_paused: false,
             disks: Vec::new(),
@@ -1194,6 +1198,11 @@ impl Vm {
                 devices: self.devices.clone(),
                 virtio: self.virtio.clone(),
                 msr: self.config.msr_handler.clone(),
+                guest_requests: self
+                    .config
+                    .guest_requests
+                    .clone()
+                    .map(|s| (s, self.memory.clone())),
                 kick: kick.clone(),
                 vcpu: vcpu.clone(),
             };
@@ -1602,6 +1611,11 @@ struct VcpuCtx {
     devices: Arc<Mutex<Devices>>,
     virtio: Option<Arc<crate::virtio::VirtioDevices>>,
     msr: Option<Arc<dyn MsrHandler>>,
+    /// The SNP guest-request service and the memory its doorbell reads.
+    guest_requests: Option<(
+        Arc<dyn crate::snp_request::GuestRequestService>,
+        GuestMemoryMmap,
+    )>,
     kick: Arc<ImmediateExit>,
     vcpu: Arc<Mutex<VcpuFd>>,
 }
@@ -1678,6 +1692,12 @@ fn run_vcpu(vcpu: &mut VcpuFd, ctx: &VcpuCtx) -> Option<Event> {
     while !ctx.shared.stop.load(Ordering::SeqCst) {
         let exit = vcpu.run();
         let ev = match exit {
+            Ok(VcpuExit::IoOut(layout::SNP_DOORBELL_PORT, _)) => {
+                if let Some((svc, mem)) = &ctx.guest_requests {
+                    crate::snp_request::handle_doorbell(mem, Some(svc.as_ref()));
+                }
+                None
+            }
             Ok(VcpuExit::IoOut(port, data)) => {
                 let a = match ctx.devices.lock() {
                     Ok(mut d) => d.io_out(port, data),
