@@ -40,3 +40,7 @@ pub const SNP_CERTS: u64 = 0x0004_5000;
 pub const SNP_CERTS_PAGES: u64 = 4;
 /// SEV-SNP: guest-request doorbell port.
 pub const SNP_DOORBELL_PORT: u16 = 0xf5;
+/// SEV-SNP: parameters from the VMM (+0x00 u32 flags, bit 0 = REPORT_DATA given; +0x40 REPORT_DATA).
+pub const SNP_PARAMS: u64 = 0x0004_9000;
+/// SEV-SNP: where the guest puts the decrypted MSG_REPORT_RSP for the VMM.
+pub const SNP_REPORT_OUT: u64 = 0x0004_a000;

@@ -118,6 +118,12 @@ pub const SNP_RESP_PAGE: u64 = 0x0004_4000;
 pub const SNP_CERTS: u64 = 0x0004_5000;
 /// SEV-SNP: pages in [`SNP_CERTS`].
 pub const SNP_CERTS_PAGES: u64 = 4;
+/// SEV-SNP: parameters the VMM gives a bundled SNP guest before its first run (shared, not
+/// measured): `+0x00` u32 flags (bit 0: REPORT_DATA given), `+0x40` the 64-byte REPORT_DATA.
+pub const SNP_PARAMS: u64 = 0x0004_9000;
+/// SEV-SNP: where a bundled SNP guest puts the decrypted MSG_REPORT_RSP (status u32, size u32,
+/// 24 reserved bytes, then the report) for the VMM's `--report-out` (shared, not measured).
+pub const SNP_REPORT_OUT: u64 = 0x0004_a000;
 /// SEV-SNP: writing any byte here rings the guest-request doorbell ([`crate::snp_request`]).
 pub const SNP_DOORBELL_PORT: u16 = 0xf5;
 /// Real-mode reset vector (CS base 0xFFFF0000, IP 0xFFF0).
@@ -182,6 +188,8 @@ mod tests {
         assert_eq!(abi::SNP_CERTS, SNP_CERTS);
         assert_eq!(abi::SNP_CERTS_PAGES, SNP_CERTS_PAGES);
         assert_eq!(abi::SNP_DOORBELL_PORT, SNP_DOORBELL_PORT);
+        assert_eq!(abi::SNP_PARAMS, SNP_PARAMS);
+        assert_eq!(abi::SNP_REPORT_OUT, SNP_REPORT_OUT);
     }
 
     #[test]
