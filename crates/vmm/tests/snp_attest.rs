@@ -489,3 +489,88 @@ fn guest_gcm_refuses_tampered_messages() {
         "{out}"
     );
 }
+
+/// Answers every doorbell with a fixed outcome and no response.
+#[derive(Debug)]
+struct Refuse(GuestRequestOutcome);
+
+impl GuestRequestService for Refuse {
+    fn guest_request(
+        &self,
+        _req: &[u8; PAGE],
+        _resp: &mut [u8; PAGE],
+        _certs: Option<&mut [u8]>,
+    ) -> GuestRequestOutcome {
+        self.0
+    }
+}
+
+fn run_with_service(svc: Arc<dyn GuestRequestService>) -> (ExitStatus, String) {
+    let l = launch();
+    let (mut cfg, serial) = bundled_config("snp-attest");
+    cfg.guest_requests = Some(svc);
+    let hooks = Place {
+        secrets: Some(l.secrets.clone()),
+        params: vec![0u8; PAGE],
+        resp_page: None,
+    };
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(hooks)).unwrap();
+    let st = vm.run().unwrap();
+    (st, serial.text())
+}
+
+#[test]
+fn firmware_and_vmm_errors_get_their_exit_codes() {
+    require_kvm!();
+    let (st, out) = run_with_service(Arc::new(Refuse(GuestRequestOutcome {
+        fw_error: 0x16,
+        ..Default::default()
+    })));
+    let code = abi::SNP_ATTEST_REPORT + abi::SNP_ATTEST_E_FW;
+    assert_eq!(st, ExitStatus::Exited(code), "{out}");
+    assert!(out.contains("firmware status 00000016"), "{out}");
+    let (st, out) = run_with_service(Arc::new(Refuse(GuestRequestOutcome {
+        vmm_error: vmm::snp_request::VMM_ERR_BUSY,
+        ..Default::default()
+    })));
+    let code = abi::SNP_ATTEST_REPORT + abi::SNP_ATTEST_E_VMM;
+    assert_eq!(st, ExitStatus::Exited(code), "{out}");
+    assert!(out.contains("VMM error 00000002"), "{out}");
+}
+
+#[test]
+fn a_certificate_table_larger_than_the_buffer_fails_the_extended_request() {
+    require_kvm!();
+    let l = launch();
+    // A table needing 6 pages: the buffer has SNP_CERTS_PAGES (4).
+    let table = encode_cert_table(&[CertTableEntry {
+        guid: GUID_VCEK,
+        data: vec![0xab; 5 * PAGE],
+    }])
+    .unwrap();
+    let svc = Arc::new(SoftService {
+        cert_table: table,
+        guest: Mutex::new(l.guest),
+        corrupt: None,
+        calls: Mutex::new(Vec::new()),
+    });
+    let (mut cfg, serial) = bundled_config("snp-attest");
+    cfg.guest_requests = Some(svc.clone());
+    let hooks = Place {
+        secrets: Some(l.secrets.clone()),
+        params: vec![0u8; PAGE],
+        resp_page: None,
+    };
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(hooks)).unwrap();
+    let st = vm.run().unwrap();
+    let out = serial.text();
+    let code = abi::SNP_ATTEST_EXT + abi::SNP_ATTEST_E_VMM;
+    assert_eq!(st, ExitStatus::Exited(code), "{out}");
+    assert!(
+        out.contains("VMM error 00000001 (certificate pages needed: 00000006)"),
+        "{out}"
+    );
+    // The report and key exchanges before it succeeded.
+    assert!(out.contains("derived key (root VCEK"), "{out}");
+    assert_eq!(*svc.calls.lock().unwrap(), vec![false, false, true]);
+}
