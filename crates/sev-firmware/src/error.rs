@@ -61,6 +61,18 @@ pub enum FwError {
         #[source]
         source: std::io::Error,
     },
+    /// A KVM ioctl failed; `detail` says what was asked and what the refusal means here
+    /// (e.g. a capability this KVM lacks).
+    #[error("ioctl {what} failed: {source}: {detail}")]
+    Kvm {
+        /// Which ioctl.
+        what: &'static str,
+        /// The arguments and what the refusal means.
+        detail: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The crypto library failed.
     #[error("openssl: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),

@@ -21,6 +21,9 @@ pub mod kvm_state;
 pub mod loopback;
 #[cfg(test)]
 mod loopback_tests;
+pub mod snp;
+#[cfg(test)]
+mod snp_loopback_tests;
 
 /// Default SEV device.
 pub const SEV_DEVICE: &str = "/dev/sev";

@@ -77,7 +77,21 @@
 //! ([`Loopback::with_snp`]); the firmware side of SNP_VLEK_LOAD is not emulated (EINVAL after
 //! the kernel's checks).
 //!
-//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_* KVM commands (EINVAL), mirror VMs, INIT_EX, the
+//! SEV-SNP VMs (KVM_X86_SNP_VM, offered when the PSP has an SNP side): KVM_CREATE_VM on the
+//! emulated `/dev/kvm`, KVM_SEV_INIT2 with SNP's rules (GHCB version 2, SNP_ACTIVE added to
+//! the VMSA features, ASIDs from the SEV-ES range, EPERM for every pre-SNP command once
+//! initialised), guest_memfd (KVM_CREATE_GUEST_MEMFD; its pages are kept by the model and are
+//! the guest's private memory), KVM_SET_USER_MEMORY_REGION2 (`kvm_set_memory_region`'s checks
+//! and `kvm_gmem_bind`), KVM_SET_MEMORY_ATTRIBUTES, KVM_CHECK_EXTENSION on VMs, and
+//! KVM_SEV_SNP_LAUNCH_START / _UPDATE (`kvm_gmem_populate`: private, guest_memfd-backed, not yet
+//! populated, cut at the memslot's end, partial progress, the CPUID page copied back) /
+//! _FINISH (every vCPU's VMSA measured at 0xFFFFFFFFF000 first), served by the soft SNP
+//! firmware ([`crate::snp::soft`]) as the PSP. Only emulated VMs can be SNP VMs (a real KVM
+//! here has no SNP type; a real VM's guest_memfd and attributes are ENOTTY in the model).
+//!
+//! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_ENABLE_REQ_CERTS KVM commands (EINVAL), the
+//! RMP itself (a page launched once is refused by the guest_memfd's "prepared" state, as
+//! `kvm_gmem_populate` does), page-state changes at run time, mirror VMs, INIT_EX, the
 //! driver's probe-time INIT (`psp_init_on_probe`; the platform starts as the soft firmware's
 //! state), and the `guest_debug` check of LAUNCH_UPDATE_VMSA (KVM has no ioctl to read it).
 
@@ -85,6 +99,8 @@ use super::kvm_state;
 use super::Memlock;
 use super::{IoctlPort, KVM_CHECK_EXTENSION, KVM_MEMORY_ENCRYPT_OP, KVM_MEMORY_ENCRYPT_REG_REGION};
 use super::{KVM_CREATE_VCPU, KVM_MEMORY_ENCRYPT_UNREG_REGION, KVM_SET_BOOT_CPU_ID, SEV_ISSUE_CMD};
+use crate::snp::soft::SoftSnpGuest;
+use crate::snp::{SnpGuest, SnpLaunchFinish, SnpLaunchStart, SnpLaunchUpdate};
 use crate::soft::fw::{MAX_ASID, MIN_SEV_ASID};
 use crate::soft::raw::cmd as fwcmd;
 use crate::soft::SoftPlatform;
@@ -92,6 +108,7 @@ use kvm_bindings as kb;
 use sev_proto::status::Status;
 use sev_proto::vmsa::{KvmVmsaParams, VcpuState, DR7_FIXED_1};
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -252,11 +269,45 @@ struct Vm {
     regions: Vec<(u64, u64, u64)>,
     /// `sev->pages_locked`.
     pages_locked: u64,
+    /// `sev->ghcb_version`.
+    ghcb_version: u16,
+    /// `sev->snp_context`: the firmware's guest context after SNP_LAUNCH_START.
+    snp_ctx: Option<SoftSnpGuest>,
+    /// vCPUs whose VMSA SNP_LAUNCH_FINISH measured (`guest_state_protected`), in order.
+    snp_protected: usize,
+    /// The VMSAs SNP_LAUNCH_FINISH measured, in vCPU order.
+    snp_vmsas: Vec<[u8; PAGE as usize]>,
+    /// Memslots (address space 0).
+    slots: Vec<Slot>,
+    /// `kvm->mem_attr_array`: GFN -> attributes (absent = 0).
+    attrs: HashMap<u64, u64>,
+}
+
+/// One memslot of `KVM_SET_USER_MEMORY_REGION2`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: u32,
+    base_gfn: u64,
+    npages: u64,
+    uaddr: u64,
+    flags: u32,
+    /// The bound guest_memfd (its key) and the slot's first page in it (`gmem.pgoff`).
+    gmem: Option<((u64, u64), u64)>,
+}
+
+/// A guest_memfd: its pages, and which of them were populated (`folio_test_uptodate`).
+struct Gmem {
+    vm: (u64, u64),
+    size: u64,
+    pages: HashMap<u64, Box<[u8; PAGE as usize]>>,
+    prepared: HashSet<u64>,
 }
 
 impl Vm {
     fn new(no: u32, vm_type: u32, real: Option<RawFd>) -> Vm {
-        let sev_type = vm_type == kb::KVM_X86_SEV_VM || vm_type == kb::KVM_X86_SEV_ES_VM;
+        let sev_type = vm_type == kb::KVM_X86_SEV_VM
+            || vm_type == kb::KVM_X86_SEV_ES_VM
+            || vm_type == kb::KVM_X86_SNP_VM;
         Vm {
             no,
             vm_type,
@@ -272,7 +323,31 @@ impl Vm {
             vmsa_done: false,
             regions: Vec::new(),
             pages_locked: 0,
+            ghcb_version: 0,
+            snp_ctx: None,
+            snp_protected: 0,
+            snp_vmsas: Vec::new(),
+            slots: Vec::new(),
+            attrs: HashMap::new(),
         }
+    }
+
+    /// `sev_snp_guest`: initialised with SNP_ACTIVE in its VMSA features.
+    fn snp_active(&self) -> bool {
+        self.active && self.vmsa_features & super::snp::SVM_SEV_FEAT_SNP_ACTIVE != 0
+    }
+
+    /// `kvm_arch_has_private_mem`: SNP VMs.
+    fn has_private_mem(&self) -> bool {
+        self.vm_type == kb::KVM_X86_SNP_VM
+    }
+
+    /// `gfn_to_memslot`.
+    fn slot_of(&self, gfn: u64) -> Option<Slot> {
+        self.slots
+            .iter()
+            .find(|s| gfn >= s.base_gfn && gfn - s.base_gfn < s.npages)
+            .copied()
     }
 
     /// `kvm->created_vcpus != 0`: vCPUs created through the loopback, or (real VM) any
@@ -324,6 +399,9 @@ struct Kernel {
     memlock: Memlock,
     /// `sev_supported_vmsa_features`.
     vmsa_features: u64,
+    /// guest_memfd files -> their state.
+    gmems: HashMap<(u64, u64), Gmem>,
+    next_gmem: u32,
     log: Vec<LogEntry>,
 }
 
@@ -380,6 +458,8 @@ impl Loopback {
                     cap_ipc_lock: false,
                 },
                 vmsa_features: SVM_SEV_FEAT_DEBUG_SWAP,
+                gmems: HashMap::new(),
+                next_gmem: 0,
                 log: Vec::new(),
             }),
         }
@@ -456,9 +536,13 @@ impl Loopback {
         }
     }
 
-    fn vm_destroyed(&self, k: &mut Kernel, v: Vm) {
+    fn vm_destroyed(&self, k: &mut Kernel, mut v: Vm) {
         if !v.active {
             return;
+        }
+        if let Some(mut ctx) = v.snp_ctx.take() {
+            // snp_decommission_context.
+            let _ = ctx.snp_decommission();
         }
         if v.handle != 0 {
             let mut b = [0u8; 4];
@@ -1120,6 +1204,15 @@ impl Loopback {
                 let mut cmd: kb::kvm_sev_cmd = unsafe { get_user(arg) }?;
                 let mut k = self.lock();
                 k.kpa = KERNEL_PA_BASE;
+                // sev_mem_enc_ioctl: an SNP guest takes only the SNP commands (EPERM, no copy
+                // back).
+                if let Some((no, true)) = k.vms.get(&id).map(|v| (v.no, v.snp_active())) {
+                    if cmd.id < super::snp::KVM_SEV_SNP_LAUNCH_START {
+                        let r: KResult<()> = Err(libc::EPERM);
+                        Self::note(&mut k, no, &format!("KVM_SEV_CMD_{}", cmd.id), &r);
+                        return Err(libc::EPERM);
+                    }
+                }
                 // SAFETY: `cmd.data` is the struct `cmd.id` expects (port contract).
                 let r = unsafe { self.mem_enc_op(&mut k, id, &mut cmd) };
                 if r == Err(-1) {
@@ -1163,6 +1256,19 @@ impl Loopback {
                 Self::note(&mut k, vm.no, op, &r);
                 k.vms.insert(id, vm);
                 r
+            }
+            KVM_CHECK_EXTENSION => self.vm_check_extension(id, arg),
+            super::snp::KVM_CREATE_GUEST_MEMFD => {
+                // SAFETY: `arg` points to a kvm_create_guest_memfd (port contract).
+                unsafe { self.create_guest_memfd(id, arg) }
+            }
+            super::snp::KVM_SET_USER_MEMORY_REGION2 => {
+                // SAFETY: `arg` points to a kvm_userspace_memory_region2 (port contract).
+                unsafe { self.set_user_memory_region2(id, arg) }.map(|()| 0)
+            }
+            super::snp::KVM_SET_MEMORY_ATTRIBUTES => {
+                // SAFETY: `arg` points to a kvm_memory_attributes (port contract).
+                unsafe { self.set_memory_attributes(id, arg) }.map(|()| 0)
             }
             KVM_CREATE_VCPU => {
                 let mut k = self.lock();
@@ -1233,6 +1339,9 @@ impl Loopback {
             kb::sev_cmd_id_KVM_SEV_DBG_DECRYPT => "DBG_DECRYPT".to_string(),
             kb::sev_cmd_id_KVM_SEV_DBG_ENCRYPT => "DBG_ENCRYPT".to_string(),
             kb::sev_cmd_id_KVM_SEV_GET_ATTESTATION_REPORT => "ATTESTATION".to_string(),
+            kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_START => "SNP_LAUNCH_START".to_string(),
+            kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE => "SNP_LAUNCH_UPDATE".to_string(),
+            kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH => "SNP_LAUNCH_FINISH".to_string(),
             other => format!("KVM_SEV_CMD_{other}"),
         };
         // SAFETY: forwarded from this function's contract.
@@ -1281,7 +1390,16 @@ impl Loopback {
                 kb::sev_cmd_id_KVM_SEV_DBG_ENCRYPT => {
                     self.dbg_crypt(k, &mut vm, data, false, &mut error)
                 }
-                // Migration, CERT_EXPORT and SNP are not emulated.
+                kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_START => {
+                    self.snp_launch_start(k, &mut vm, data, cmd.sev_fd as RawFd, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE => {
+                    self.snp_launch_update(k, &mut vm, data, cmd.sev_fd as RawFd, &mut error)
+                }
+                kb::sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH => {
+                    self.snp_launch_finish(&mut vm, data, cmd.sev_fd as RawFd, &mut error)
+                }
+                // Migration, CERT_EXPORT and SNP_ENABLE_REQ_CERTS are not emulated.
                 _ => Err(-1),
             }
         };
@@ -1355,13 +1473,19 @@ impl Loopback {
         if !vm.need_init {
             return Err(libc::EINVAL);
         }
-        if vm.vm_type != kb::KVM_X86_SEV_VM && vm.vm_type != kb::KVM_X86_SEV_ES_VM {
+        let snp = vm.vm_type == kb::KVM_X86_SNP_VM;
+        if vm.vm_type != kb::KVM_X86_SEV_VM && vm.vm_type != kb::KVM_X86_SEV_ES_VM && !snp {
+            return Err(libc::EINVAL);
+        }
+        if snp && self.snp.is_none() {
+            // sev_snp_enabled is off: KVM would not have created the VM.
             return Err(libc::EINVAL);
         }
         // SAFETY: `data` points to a kvm_sev_init (caller's contract).
         let init: kb::kvm_sev_init = unsafe { get_user(data) }?;
-        let es = vm.vm_type == kb::KVM_X86_SEV_ES_VM;
-        // __sev_guest_init's order: vCPUs, flags, VMSA features (SEV-ES only), GHCB version.
+        let es = vm.vm_type != kb::KVM_X86_SEV_VM;
+        // __sev_guest_init's order: vCPUs, flags, VMSA features (SEV-ES and SNP only), GHCB
+        // version (0 = 2 for ES/SNP; SNP needs 2), `sev->active`.
         if vm.created_vcpus() || init.flags != 0 {
             return Err(libc::EINVAL);
         }
@@ -1372,8 +1496,21 @@ impl Loopback {
         if init.ghcb_version > GHCB_VERSION_MAX || (!es && init.ghcb_version != 0) {
             return Err(libc::EINVAL);
         }
+        let ghcb = if es && init.ghcb_version == 0 {
+            GHCB_VERSION_MAX
+        } else {
+            init.ghcb_version
+        };
+        if snp && ghcb < 2 {
+            return Err(libc::EINVAL);
+        }
+        // SNP guests take ASIDs from the SEV-ES range (min_snp_asid = 1).
         self.guest_init_common(k, vm, es, error)?;
+        vm.ghcb_version = ghcb;
         vm.vmsa_features = init.vmsa_features;
+        if snp {
+            vm.vmsa_features |= super::snp::SVM_SEV_FEAT_SNP_ACTIVE;
+        }
         Ok(())
     }
 
@@ -1791,6 +1928,600 @@ impl Loopback {
     }
 }
 
+/// `KVM_SNP_POLICY_MASK_VALID` as Linux 6.11 has it (API minor/major, SMT, RSVD_MBO, DEBUG,
+/// SINGLE_SOCKET); later kernels add bits 21-25 only where the firmware reports them (SNP
+/// FEATURE_INFO), which the soft firmware (API 1.55) does not.
+pub const KVM_SNP_POLICY_BITS: u64 = 0xFFFF | 1 << 16 | 1 << 17 | 1 << 19 | 1 << 20;
+/// `SNP_POLICY_MASK_RSVD_MBO`.
+const SNP_POLICY_RSVD_MBO: u64 = 1 << 17;
+/// `KVM_USER_MEM_SLOTS` on x86.
+const KVM_USER_MEM_SLOTS: u32 = 32764;
+const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1;
+const KVM_MEM_READONLY: u32 = 2;
+
+/// `psp_copy_user_blob` without the kernel buffer: NULL, 0 or over 16 KiB is EINVAL.
+///
+/// # Safety
+/// `uaddr` must be 0 or point to `len` readable bytes.
+unsafe fn user_blob(uaddr: u64, len: usize) -> KResult<Vec<u8>> {
+    if uaddr == 0 || len == 0 || len > BLOB_MAX as usize {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { copy_from_user(uaddr, len) }
+}
+
+/// The SNP side of the model: KVM's VM types and capabilities, guest_memfd, memslots with
+/// guest_memfd, memory attributes and the KVM_SEV_SNP_* commands, after Linux (sev.c,
+/// guest_memfd.c and kvm_main.c as read in gregkh/linux 00b9744a / 39389369, 6.12 for
+/// `__kvm_set_memory_region`): see [`super::snp`] for what each call does.
+impl Loopback {
+    /// KVM_CAP_VM_TYPES: default, SEV, SEV-ES, and SNP when the PSP has an SNP side.
+    fn vm_types(&self) -> i32 {
+        let mut t = (1 << kb::KVM_X86_DEFAULT_VM)
+            | (1 << kb::KVM_X86_SEV_VM)
+            | (1 << kb::KVM_X86_SEV_ES_VM);
+        if self.snp.is_some() {
+            t |= 1 << kb::KVM_X86_SNP_VM;
+        }
+        t
+    }
+
+    /// KVM_CHECK_EXTENSION on `/dev/kvm` (`kvm == NULL`): guest_memfd and PRIVATE are
+    /// offered (some VM type has private memory); other caps read as absent.
+    fn kvm_check_extension(&self, cap: u64) -> i32 {
+        match cap as u32 {
+            super::snp::KVM_CAP_GUEST_MEMFD | super::snp::KVM_CAP_USER_MEMORY2 => 1,
+            super::snp::KVM_CAP_MEMORY_ATTRIBUTES => {
+                super::snp::KVM_MEMORY_ATTRIBUTE_PRIVATE as i32
+            }
+            _ => 0,
+        }
+    }
+
+    /// KVM_CHECK_EXTENSION on a VM: guest_memfd and the PRIVATE attribute only for VMs with
+    /// private memory (`kvm_arch_has_private_mem`); a real VM asks the real kernel.
+    fn vm_check_extension(&self, id: (u64, u64), cap: u64) -> KResult<i32> {
+        let k = self.lock();
+        let vm = k.vms.get(&id).ok_or(libc::EBADF)?;
+        if let Some(fd) = vm.real {
+            // SAFETY: KVM_CHECK_EXTENSION takes an integer argument and touches no memory.
+            let r = unsafe { libc::ioctl(fd, KVM_CHECK_EXTENSION as _, cap) };
+            return Ok(r.max(0));
+        }
+        let private = vm.has_private_mem();
+        Ok(match cap as u32 {
+            super::snp::KVM_CAP_GUEST_MEMFD => i32::from(private),
+            super::snp::KVM_CAP_MEMORY_ATTRIBUTES if private => {
+                super::snp::KVM_MEMORY_ATTRIBUTE_PRIVATE as i32
+            }
+            super::snp::KVM_CAP_USER_MEMORY2 => 1,
+            c if c == kb::KVM_CAP_VM_TYPES => self.vm_types(),
+            _ => 0,
+        })
+    }
+
+    /// `kvm_gmem_create`: flags 0 (Linux 6.11), size a non-zero multiple of 4 KiB; the fd is
+    /// a file of the loopback's directory. Only emulated VMs have one (ENOTTY on a real VM).
+    unsafe fn create_guest_memfd(&self, id: (u64, u64), arg: u64) -> KResult<i32> {
+        // SAFETY: `arg` points to a kvm_create_guest_memfd (caller's contract).
+        let g: kb::kvm_create_guest_memfd = unsafe { get_user(arg) }?;
+        let mut k = self.lock();
+        let (no, real) = {
+            let vm = k.vms.get(&id).ok_or(libc::EBADF)?;
+            (vm.no, vm.real.is_some())
+        };
+        let r = if real {
+            Err(libc::ENOTTY)
+        } else if g.flags != 0
+            || g.size == 0
+            || g.size > i64::MAX as u64
+            || !g.size.is_multiple_of(PAGE)
+        {
+            Err(libc::EINVAL)
+        } else {
+            k.next_gmem += 1;
+            let path = self.dir.join(format!("vm-{no}-gmem-{}", k.next_gmem));
+            match File::create(&path) {
+                Ok(f) => {
+                    let key = file_id(f.as_raw_fd())?;
+                    k.gmems.insert(
+                        key,
+                        Gmem {
+                            vm: id,
+                            size: g.size,
+                            pages: HashMap::new(),
+                            prepared: HashSet::new(),
+                        },
+                    );
+                    Ok(std::os::fd::IntoRawFd::into_raw_fd(f))
+                }
+                Err(_) => Err(libc::ENOMEM),
+            }
+        };
+        Self::note(&mut k, no, "CREATE_GUEST_MEMFD", &r);
+        r
+    }
+
+    /// `kvm_set_memory_region` (6.12) and `kvm_gmem_bind`, address space 0.
+    unsafe fn set_user_memory_region2(&self, id: (u64, u64), arg: u64) -> KResult<()> {
+        // SAFETY: `arg` points to a kvm_userspace_memory_region2 (caller's contract).
+        let m: kb::kvm_userspace_memory_region2 = unsafe { get_user(arg) }?;
+        let mut k = self.lock();
+        let mut vm = k.vms.remove(&id).ok_or(libc::EBADF)?;
+        let r = Self::memslot(&mut k, &mut vm, id, &m);
+        Self::note(&mut k, vm.no, "SET_USER_MEMORY_REGION2", &r);
+        k.vms.insert(id, vm);
+        r
+    }
+
+    fn memslot(
+        k: &mut Kernel,
+        vm: &mut Vm,
+        id: (u64, u64),
+        m: &kb::kvm_userspace_memory_region2,
+    ) -> KResult<()> {
+        let gmem_flag = m.flags & super::snp::KVM_MEM_GUEST_MEMFD != 0;
+        // check_memory_region_flags (6.11: GUEST_MEMFD only where the VM has private memory;
+        // no dirty logging on it; no read-only memory on it or on a protected-state VM).
+        let mut valid = KVM_MEM_LOG_DIRTY_PAGES;
+        if vm.has_private_mem() {
+            valid |= super::snp::KVM_MEM_GUEST_MEMFD;
+        }
+        if gmem_flag {
+            valid &= !KVM_MEM_LOG_DIRTY_PAGES;
+        }
+        if (vm.vm_type == kb::KVM_X86_DEFAULT_VM || vm.vm_type == kb::KVM_X86_SEV_VM) && !gmem_flag
+        {
+            valid |= KVM_MEM_READONLY;
+        }
+        if m.flags & !valid != 0 {
+            return Err(libc::EINVAL);
+        }
+        if !m.memory_size.is_multiple_of(PAGE)
+            || !m.guest_phys_addr.is_multiple_of(PAGE)
+            || !m.userspace_addr.is_multiple_of(PAGE)
+        {
+            return Err(libc::EINVAL);
+        }
+        if gmem_flag
+            && (!m.guest_memfd_offset.is_multiple_of(PAGE)
+                || m.guest_memfd_offset.checked_add(m.memory_size).is_none())
+        {
+            return Err(libc::EINVAL);
+        }
+        let (as_id, sid) = (m.slot >> 16, m.slot & 0xFFFF);
+        let nr_as = if vm.vm_type == kb::KVM_X86_DEFAULT_VM {
+            2
+        } else {
+            1
+        };
+        if as_id >= nr_as || sid >= KVM_USER_MEM_SLOTS {
+            return Err(libc::EINVAL);
+        }
+        if m.guest_phys_addr.checked_add(m.memory_size).is_none() {
+            return Err(libc::EINVAL);
+        }
+        if as_id != 0 {
+            // SMM address space: accepted, not modelled.
+            return Ok(());
+        }
+        let old = vm.slots.iter().position(|s| s.id == sid);
+        if m.memory_size == 0 {
+            let i = old.ok_or(libc::EINVAL)?;
+            vm.slots.remove(i);
+            return Ok(());
+        }
+        let (base_gfn, npages) = (m.guest_phys_addr / PAGE, m.memory_size / PAGE);
+        if let Some(i) = old {
+            // Private memslots are immutable: they can only be deleted.
+            let o = vm.slots[i];
+            if gmem_flag
+                || m.userspace_addr != o.uaddr
+                || npages != o.npages
+                || (m.flags ^ o.flags) & (KVM_MEM_READONLY | super::snp::KVM_MEM_GUEST_MEMFD) != 0
+            {
+                return Err(libc::EINVAL);
+            }
+            if vm.slots.iter().any(|s| {
+                s.id != sid && base_gfn < s.base_gfn + s.npages && s.base_gfn < base_gfn + npages
+            }) {
+                return Err(libc::EEXIST);
+            }
+            vm.slots[i].base_gfn = base_gfn;
+            vm.slots[i].flags = m.flags;
+            return Ok(());
+        }
+        if vm
+            .slots
+            .iter()
+            .any(|s| base_gfn < s.base_gfn + s.npages && s.base_gfn < base_gfn + npages)
+        {
+            return Err(libc::EEXIST);
+        }
+        let mut gmem = None;
+        if gmem_flag {
+            // kvm_gmem_bind: a file (EBADF), a guest_memfd of this VM, the range inside it and
+            // not bound to another slot (EINVAL).
+            let key = file_id(m.guest_memfd as RawFd)?;
+            let g = k.gmems.get(&key).ok_or(libc::EINVAL)?;
+            if g.vm != id || vm.real.is_some() {
+                return Err(libc::EINVAL);
+            }
+            if m.guest_memfd_offset + m.memory_size > g.size {
+                return Err(libc::EINVAL);
+            }
+            let (start, end) = (
+                m.guest_memfd_offset / PAGE,
+                m.guest_memfd_offset / PAGE + npages,
+            );
+            let overlaps = vm.slots.iter().any(|s| match s.gmem {
+                Some((gk, off)) => gk == key && start < off + s.npages && off < end,
+                None => false,
+            });
+            if overlaps {
+                return Err(libc::EINVAL);
+            }
+            gmem = Some((key, start));
+        }
+        vm.slots.push(Slot {
+            id: sid,
+            base_gfn,
+            npages,
+            uaddr: m.userspace_addr,
+            flags: m.flags,
+            gmem,
+        });
+        Ok(())
+    }
+
+    /// `kvm_vm_ioctl_set_mem_attributes`: flags MBZ, only supported attributes, a non-empty,
+    /// non-wrapping, page-aligned range (all EINVAL); any GFN, memslot or not.
+    unsafe fn set_memory_attributes(&self, id: (u64, u64), arg: u64) -> KResult<()> {
+        // SAFETY: `arg` points to a kvm_memory_attributes (caller's contract).
+        let a: kb::kvm_memory_attributes = unsafe { get_user(arg) }?;
+        let mut k = self.lock();
+        let vm = k.vms.get_mut(&id).ok_or(libc::EBADF)?;
+        let no = vm.no;
+        let supported = if vm.has_private_mem() {
+            super::snp::KVM_MEMORY_ATTRIBUTE_PRIVATE
+        } else {
+            0
+        };
+        let r = if vm.real.is_some() {
+            // The real kernel here has no memory attributes (CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES).
+            Err(libc::ENOTTY)
+        } else if a.flags != 0
+            || a.attributes & !supported != 0
+            || a.size == 0
+            || a.address.checked_add(a.size).is_none()
+            || !a.address.is_multiple_of(PAGE)
+            || !a.size.is_multiple_of(PAGE)
+        {
+            Err(libc::EINVAL)
+        } else {
+            for gfn in a.address / PAGE..(a.address + a.size) / PAGE {
+                if a.attributes == 0 {
+                    vm.attrs.remove(&gfn);
+                } else {
+                    vm.attrs.insert(gfn, a.attributes);
+                }
+            }
+            Ok(())
+        };
+        Self::note(&mut k, no, "SET_MEMORY_ATTRIBUTES", &r);
+        r
+    }
+
+    /// An SNP firmware refusal as `__sev_do_cmd_locked` returns it.
+    fn snp_status(e: &crate::FwError) -> u32 {
+        e.status()
+            .map_or(Status::HwerrorPlatform.code(), |s| s.code())
+    }
+
+    /// `snp_launch_start`: SNP guest (ENOTTY), one context (EINVAL), flags MBZ, policy within
+    /// [`KVM_SNP_POLICY_BITS`] with bit 17 set (EINVAL); then GCTX_CREATE through `sev_fd`
+    /// (failure: ENOTTY with the firmware's status), LAUNCH_START and ACTIVATE with the VM's
+    /// ASID (failure: EIO, context decommissioned).
+    unsafe fn snp_launch_start(
+        &self,
+        _k: &mut Kernel,
+        vm: &mut Vm,
+        data: u64,
+        sev_fd: RawFd,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.snp_active() {
+            return Err(libc::ENOTTY);
+        }
+        // SAFETY: `data` points to a kvm_sev_snp_launch_start (caller's contract).
+        let p: kb::kvm_sev_snp_launch_start = unsafe { get_user(data) }?;
+        if vm.snp_ctx.is_some() || p.flags != 0 {
+            return Err(libc::EINVAL);
+        }
+        if p.policy & !KVM_SNP_POLICY_BITS != 0 || p.policy & SNP_POLICY_RSVD_MBO == 0 {
+            return Err(libc::EINVAL);
+        }
+        if self.check_sev_fd(sev_fd).is_err() {
+            return Err(libc::ENOTTY);
+        }
+        let snp = self.snp.as_ref().ok_or(libc::ENOTTY)?;
+        let mut ctx = match snp.gctx_create() {
+            Ok(c) => c,
+            Err(e) => {
+                *error = Self::snp_status(&e);
+                return Err(libc::ENOTTY);
+            }
+        };
+        let mut ls = SnpLaunchStart::new(sev_proto::snp::policy::SnpPolicy(p.policy));
+        ls.gosvw = p.gosvw;
+        ls.asid = vm.asid;
+        if let Err(e) = ctx.snp_launch_start(&ls) {
+            *error = Self::snp_status(&e);
+            let _ = ctx.snp_decommission();
+            return Err(libc::EIO);
+        }
+        *error = 0;
+        vm.snp_ctx = Some(ctx);
+        vm.sev_fd = sev_fd;
+        Ok(())
+    }
+
+    /// `snp_launch_update` + `kvm_gmem_populate` + `sev_gmem_post_populate`.
+    unsafe fn snp_launch_update(
+        &self,
+        k: &mut Kernel,
+        vm: &mut Vm,
+        data: u64,
+        sev_fd: RawFd,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.snp_active() || vm.snp_ctx.is_none() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: `data` points to a kvm_sev_snp_launch_update (caller's contract).
+        let mut p: kb::kvm_sev_snp_launch_update = unsafe { get_user(data) }?;
+        let ty = p.type_;
+        if p.len == 0
+            || !p.len.is_multiple_of(PAGE)
+            || p.flags != 0
+            || !matches!(ty, 1 | 3 | 4 | 5 | 6)
+        {
+            return Err(libc::EINVAL);
+        }
+        let zero = ty == kb::KVM_SEV_SNP_PAGE_TYPE_ZERO as u8;
+        let src = if zero { 0 } else { p.uaddr };
+        if src % PAGE != 0 {
+            return Err(libc::EINVAL);
+        }
+        let npages = p.len / PAGE;
+        let slot = vm.slot_of(p.gfn_start).ok_or(libc::EINVAL)?;
+        let (gkey, pgoff) = slot.gmem.ok_or(libc::EINVAL)?;
+        // kvm_gmem_populate: cut at the memslot's end; page by page; a failure after the
+        // first page is reported as the pages done.
+        let npages = npages.min(slot.base_gfn + slot.npages - p.gfn_start);
+        let mut fw_error = 0u32;
+        let mut ret = 0i32;
+        let mut i = 0u64;
+        while i < npages {
+            let gfn = p.gfn_start + i;
+            let index = gfn - slot.base_gfn + pgoff;
+            let g = k.gmems.get_mut(&gkey).ok_or(libc::EFAULT)?;
+            if g.prepared.contains(&index) {
+                ret = libc::EEXIST;
+                break;
+            }
+            let private = vm.attrs.get(&gfn).copied().unwrap_or(0)
+                & super::snp::KVM_MEMORY_ATTRIBUTE_PRIVATE
+                != 0;
+            if !private {
+                ret = libc::EINVAL;
+                break;
+            }
+            let mut page = vec![0u8; PAGE as usize];
+            if src != 0 {
+                // SAFETY: `uaddr` holds `len` bytes (caller's contract); this page is inside.
+                match unsafe { copy_from_user(src + i * PAGE, PAGE as usize) } {
+                    Ok(b) => page = b,
+                    Err(e) => {
+                        ret = e;
+                        break;
+                    }
+                }
+            }
+            if self.check_sev_fd(sev_fd).is_err() {
+                ret = libc::EBADF;
+                break;
+            }
+            let u = SnpLaunchUpdate {
+                page_type: ty,
+                page_size_2m: false,
+                imi_page: false,
+                gpa: gfn * PAGE,
+                vmpl_perms: [0; 3],
+            };
+            let ctx = vm.snp_ctx.as_mut().ok_or(libc::EINVAL)?;
+            match ctx.snp_launch_update(&u, &mut page) {
+                Ok(()) => {
+                    let mut b = Box::new([0u8; PAGE as usize]);
+                    b.copy_from_slice(&page);
+                    g.pages.insert(index, b);
+                    g.prepared.insert(index);
+                    i += 1;
+                }
+                Err(e) => {
+                    fw_error = Self::snp_status(&e);
+                    if ty == kb::KVM_SEV_SNP_PAGE_TYPE_CPUID as u8
+                        && fw_error == Status::InvalidParam.code()
+                        && src != 0
+                    {
+                        // The firmware's corrected CPUID page goes back to the source.
+                        // SAFETY: as above, the page is inside the caller's buffer.
+                        let _ = unsafe { copy_to_user(src + i * PAGE, &page) };
+                    }
+                    ret = libc::EIO;
+                    break;
+                }
+            }
+        }
+        if ret != 0 && i == 0 {
+            *error = fw_error;
+            return Err(libc::EIO);
+        }
+        p.gfn_start += i;
+        p.len -= i * PAGE;
+        if !zero {
+            p.uaddr += i * PAGE;
+        }
+        // SAFETY: as above.
+        unsafe { put_user(data, &p) }
+    }
+
+    /// `snp_launch_finish`: SNP guest (ENOTTY), context (EINVAL), flags MBZ (EINVAL); then
+    /// `snp_launch_update_vmsa` (every vCPU in order: its VMSA from its registers, SNP_ACTIVE
+    /// and the VM's features in SEV_FEATURES, FPU state synced, LAUNCH_UPDATE as a VMSA page
+    /// at GPA 0xFFFFFFFFF000 through `sev_fd`; a protected vCPU or a DR7 beyond 0x400 is
+    /// EINVAL), the ID block (96 bytes) and ID auth (4 KiB) when `id_block_en`, AUTH_KEY_EN
+    /// only with them, and SNP_LAUNCH_FINISH through `sev->fd`.
+    unsafe fn snp_launch_finish(
+        &self,
+        vm: &mut Vm,
+        data: u64,
+        sev_fd: RawFd,
+        error: &mut u32,
+    ) -> KResult<()> {
+        if !vm.snp_active() {
+            return Err(libc::ENOTTY);
+        }
+        if vm.snp_ctx.is_none() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: `data` points to a kvm_sev_snp_launch_finish (caller's contract).
+        let p: kb::kvm_sev_snp_launch_finish = unsafe { get_user(data) }?;
+        if p.flags != 0 {
+            return Err(libc::EINVAL);
+        }
+        if vm.vcpus.is_empty() && vm.created_vcpus() {
+            return Err(libc::EINVAL);
+        }
+        let params = KvmVmsaParams {
+            vmsa_features: vm.vmsa_features,
+            init2: true,
+        };
+        for i in 0..vm.vcpus.len() {
+            if i < vm.snp_protected {
+                return Err(libc::EINVAL);
+            }
+            let state = match &vm.vcpus[i] {
+                Vcpu::Real(fd) => read_vcpu_state(*fd)?,
+                Vcpu::Emulated(s) => **s,
+            };
+            if state.dr7 & !DR7_FIXED_1 != 0 {
+                return Err(libc::EINVAL);
+            }
+            let mut vmsa = sev_proto::vmsa::kvm_es_vmsa(&state, &params);
+            self.check_sev_fd(sev_fd)?;
+            let u = SnpLaunchUpdate::page(
+                sev_proto::snp::measure::PageType::Vmsa,
+                super::snp::KVM_VMSA_GPA,
+            );
+            let ctx = vm.snp_ctx.as_mut().ok_or(libc::EINVAL)?;
+            if let Err(e) = ctx.snp_launch_update(&u, &mut vmsa[..]) {
+                *error = Self::snp_status(&e);
+                return Err(libc::EIO);
+            }
+            vm.snp_protected = i + 1;
+            vm.vmsa_done = true;
+            vm.snp_vmsas.push(vmsa);
+        }
+        let (mut id_block, mut id_auth) = (None, None);
+        if p.id_block_en != 0 {
+            // SAFETY: the ID block and auth buffers hold 96 and 4096 bytes (caller's contract).
+            id_block = Some(unsafe { user_blob(p.id_block_uaddr, super::snp::ID_BLOCK_SIZE) }?);
+            // SAFETY: as above.
+            id_auth = Some(unsafe { user_blob(p.id_auth_uaddr, super::snp::ID_AUTH_SIZE) }?);
+        }
+        let f = SnpLaunchFinish {
+            id_block: id_block.as_deref(),
+            id_auth: id_auth.as_deref(),
+            auth_key_en: p.id_block_en != 0 && p.auth_key_en != 0,
+            vcek_dis: p.vcek_disabled != 0,
+            host_data: p.host_data,
+        };
+        self.check_sev_fd(vm.sev_fd)?;
+        let ctx = vm.snp_ctx.as_mut().ok_or(libc::EINVAL)?;
+        match ctx.snp_launch_finish(&f) {
+            Ok(()) => {
+                *error = 0;
+                Ok(())
+            }
+            Err(e) => {
+                *error = Self::snp_status(&e);
+                Err(libc::EIO)
+            }
+        }
+    }
+
+    /// The model's key of the VM `fd` (an emulated VM's file or an announced real VM).
+    fn key_of(&self, fd: RawFd) -> Option<(u64, u64)> {
+        let k = self.lock();
+        if let Some(key) = k.real.get(&fd) {
+            return Some(*key);
+        }
+        let id = file_id(fd).ok()?;
+        k.vms.contains_key(&id).then_some(id)
+    }
+
+    /// The SNP launch digest of the VM `vm` so far (after SNP_LAUNCH_START).
+    pub fn snp_launch_digest(&self, vm: &impl AsRawFd) -> Option<[u8; 48]> {
+        let key = self.key_of(vm.as_raw_fd())?;
+        let k = self.lock();
+        Some(k.vms.get(&key)?.snp_ctx.as_ref()?.launch_digest())
+    }
+
+    /// The VMSAs SNP_LAUNCH_FINISH measured for the VM `vm`, in vCPU order.
+    pub fn snp_vmsas(&self, vm: &impl AsRawFd) -> Vec<[u8; PAGE as usize]> {
+        let Some(key) = self.key_of(vm.as_raw_fd()) else {
+            return Vec::new();
+        };
+        let k = self.lock();
+        k.vms
+            .get(&key)
+            .map(|v| v.snp_vmsas.clone())
+            .unwrap_or_default()
+    }
+
+    /// The private (guest_memfd) page at `gpa` of the VM `vm` as the guest sees it, if it was
+    /// populated by SNP_LAUNCH_UPDATE.
+    pub fn gmem_page(&self, vm: &impl AsRawFd, gpa: u64) -> Option<Vec<u8>> {
+        let key = self.key_of(vm.as_raw_fd())?;
+        let k = self.lock();
+        let v = k.vms.get(&key)?;
+        let gfn = gpa / PAGE;
+        let slot = v.slot_of(gfn)?;
+        let (gkey, pgoff) = slot.gmem?;
+        let page = k
+            .gmems
+            .get(&gkey)?
+            .pages
+            .get(&(gfn - slot.base_gfn + pgoff))?;
+        Some(page.to_vec())
+    }
+
+    /// Runs `f` on the firmware guest context of the SNP VM `vm` (e.g. a guest request as
+    /// KVM would forward it), if it has one.
+    pub fn with_snp_guest<R>(
+        &self,
+        vm: &impl AsRawFd,
+        f: impl FnOnce(&mut SoftSnpGuest) -> R,
+    ) -> Option<R> {
+        let key = self.key_of(vm.as_raw_fd())?;
+        let mut k = self.lock();
+        let ctx = k.vms.get_mut(&key)?.snp_ctx.as_mut()?;
+        Some(f(ctx))
+    }
+}
+
 /// `_IOC(dir, KVMIO, nr, size)`.
 const fn kvm_ioc(dir: u64, nr: u64, size: usize) -> u64 {
     dir << 30 | (size as u64) << 16 | 0xAE << 8 | nr
@@ -1931,11 +2662,18 @@ impl IoctlPort for Loopback {
                 // kvm_vm_ioctl_check_extension: KVM_CAP_VM_TYPES is the supported types
                 // mask (sev_set_cpu_caps adds SEV and SEV-ES); other caps read as absent.
                 match (request, arg) {
-                    (KVM_CHECK_EXTENSION, a) if a == kb::KVM_CAP_VM_TYPES as u64 => Ok((1
-                        << kb::KVM_X86_DEFAULT_VM)
-                        | (1 << kb::KVM_X86_SEV_VM)
-                        | (1 << kb::KVM_X86_SEV_ES_VM)),
-                    (KVM_CHECK_EXTENSION, _) => Ok(0),
+                    (KVM_CHECK_EXTENSION, a) if a == kb::KVM_CAP_VM_TYPES as u64 => {
+                        Ok(self.vm_types())
+                    }
+                    (KVM_CHECK_EXTENSION, a) => Ok(self.kvm_check_extension(a)),
+                    (super::snp::KVM_CREATE_VM, t) => {
+                        if t >= 32 || self.vm_types() & (1 << t) == 0 {
+                            Err(libc::EINVAL)
+                        } else {
+                            let f = self.create_vm(t as u32);
+                            Ok(std::os::fd::IntoRawFd::into_raw_fd(f))
+                        }
+                    }
                     _ => Err(libc::ENOTTY),
                 }
             } else if self.lock().vms.contains_key(&id) {
