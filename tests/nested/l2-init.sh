@@ -19,6 +19,10 @@ kmsg() { echo "NESTED-L2: $*" >/dev/kmsg; }
 kmsg "init reached"
 # User space to the console: the harness looks for this exact line.
 echo "NESTED-L2-ECHO user-space-console-ok"
+# The line leaves through the 8250's interrupt-driven transmit buffer, up to 16 bytes an
+# interrupt; a printk (kmsg below, or from another vCPU) between two of those bursts lands in the
+# middle of it and the harness no longer finds it whole (seen once with 2 vCPUs). Let it drain.
+sleep 1
 
 kmsg "nproc=$(nproc)"
 kmsg "online=$(cat /sys/devices/system/cpu/online 2>/dev/null)"

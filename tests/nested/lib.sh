@@ -6,6 +6,9 @@
 NESTED_DIR=$ROOT/tests/nested
 CACHE=${SEVM_NESTED_CACHE:-$ROOT/target/nested-cache}
 L1_CPUS=${SEVM_NESTED_L1_CPUS:-2}
+# The CPU model QEMU emulates for L1 (L2 sees L1's KVM's view of it); +svm,+npt,phys-bits=48
+# are always added.
+L1_CPU_MODEL=${SEVM_NESTED_L1_CPU:-max}
 L1_MEM=${SEVM_NESTED_L1_MEM:-2G}
 L1_START_TIMEOUT=${SEVM_NESTED_L1_START_TIMEOUT:-300}
 QEMU=${SEVM_NESTED_QEMU:-qemu-system-x86_64}
@@ -188,7 +191,7 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     cpu0=$CHILDREN_CPU
     rm -f "$WORK/qemu.pid"
     timeout -s KILL "$qtimeout" "$QEMU" -pidfile "$WORK/qemu.pid" -nodefaults -no-user-config -display none -no-reboot \
-        -accel tcg,thread=multi -cpu max,+svm,+npt,phys-bits=48 -smp "$L1_CPUS" -m "$L1_MEM" \
+        -accel tcg,thread=multi -cpu "$L1_CPU_MODEL,+svm,+npt,phys-bits=48" -smp "$L1_CPUS" -m "$L1_MEM" \
         -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$initrd" -append "console=ttyS0 panic=-1" \
         -serial "file:$console" -serial "file:$results" </dev/null >"$WORK/qemu.out" 2>&1 &
     qpid=$!

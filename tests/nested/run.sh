@@ -20,7 +20,8 @@
 # Environment: SEVM_NESTED_BOOTS (10), SEVM_NESTED_BOOT_TIMEOUT (90 s), SEVM_NESTED_CACHE
 # (<repo>/target/nested-cache), SEVM_NESTED_SEVM (a prebuilt sevm instead of cargo build),
 # SEVM_NESTED_ONLY (an extended regex: run only the matching checks), SEVM_NESTED_L1_CPUS (2),
-# SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1).
+# SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1), SEVM_NESTED_L1_CPU (the
+# QEMU CPU model of L1, see lib.sh).
 # Work files (L1 console, result channel, failed boots' whole serial output): <cache>/last-run.
 # Exit status: 0 all checks passed (or SKIP when CI is unset and something is missing), 1 not.
 set -uo pipefail

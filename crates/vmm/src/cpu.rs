@@ -124,6 +124,26 @@ pub const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
 /// when KVM's supported CPUID has no feature leaf.
 const KVM_CLOCK_FEATURES: u32 = 1 | 1 << 3 | 1 << 24;
 
+/// CPUID leaf 1 ECX bit 24: the local APIC timer has a TSC-deadline mode.
+pub const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Announces the local APIC's TSC-deadline timer mode (leaf 1 ECX bit 24), which KVM's
+/// in-kernel local APIC emulates but leaves out of `KVM_GET_SUPPORTED_CPUID`: the VMM is to
+/// set it when `KVM_CAP_TSC_DEADLINE_TIMER` is present (KVM's api.rst; QEMU, Firecracker and
+/// Cloud Hypervisor do so). Without it Linux calibrates the periodic APIC timer against the
+/// PIT's jiffies and verifies it (`calibrate_APIC_clock` in arch/x86/kernel/apic/apic.c);
+/// under a slow or loaded host (nested KVM on QEMU TCG) the verification fails ("APIC timer
+/// disabled due to verification failure"), the local APIC clockevent stays a dummy ("lapic is
+/// not functional"), every CPU's tick is broadcast from the PIT, and 2-vCPU guests were seen
+/// to hang. With the bit set, Linux skips that calibration and uses the TSC-deadline timer.
+pub fn add_tsc_deadline(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= CPUID_1_ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 /// Tells the guest it runs on KVM, as Firecracker and Cloud Hypervisor do: leaf 1 ECX bit 31
 /// (hypervisor present), leaf 0x40000000 with the signature "KVMKVMKVM\0\0\0" and max leaf
 /// 0x40000001, and leaf 0x40000001 with the paravirtual features KVM reports as supported
@@ -551,6 +571,27 @@ mod tests {
         }]);
         o.apply(&mut c, 0).unwrap();
         assert_eq!(c.as_slice()[1].eax, 0);
+    }
+
+    #[test]
+    fn tsc_deadline_bit_is_set_in_leaf_1_only() {
+        let mut c = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 0,
+                ecx: 0,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ecx: 0x8000_0001,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        add_tsc_deadline(&mut c);
+        let s = c.as_slice();
+        assert_eq!(s[0].ecx, 0);
+        assert_eq!(s[1].ecx, 0x8100_0001);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! triggered, active high, as the ISA bus conforms. There is no interrupt source override:
 //! KVM's in-kernel PIT raises GSI 0, which KVM's default routing sends to IOAPIC pin 0
 //! (QEMU installs its own routing, GSI 0 to pin 2, to match its ACPI override; sevm does not).
+//! Seen in L2 Linux boots under the nested harness: `..TIMER: vector=0x30 apic1=0 pin1=0`, and
+//! `check_timer` accepts pin 0 (an IRQ0 -> pin 2 override would point Linux at a pin the PIT
+//! never raises).
 //!
 //! The table is launch data: it is a pure function of the vCPU count (no clock, no host
 //! state), written by [`crate::boot::place`] for the VMM and the owner's recipe alike and

@@ -544,9 +544,14 @@ impl Vm {
             })?,
             None => kvm.create_vm().map_err(kvm_err("CREATE_VM"))?,
         };
-        let supported_cpuid = kvm
+        let mut supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("GET_SUPPORTED_CPUID"))?;
+        // Every VM has an in-kernel local APIC (full or split irqchip), so its TSC-deadline
+        // mode is there whenever KVM has the capability.
+        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+            cpu::add_tsc_deadline(&mut supported_cpuid);
+        }
         // COM1's IRQ 4, through the irqchip, where Linux or a firmware may use it.
         let serial_irq = if needs_full_irqchip(&config.boot) {
             Some(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Vcpu {
