@@ -741,6 +741,7 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
     let Launched {
         mut vm,
         launch: handle,
+        ..
     } = VmBuilder::new(vm_cfg).sev(sev).build()?;
     life.attach(vm.control());
     if let Some(h) = &handle {
