@@ -481,6 +481,7 @@ impl SevStatus {
             policy: self.policy,
             state: self.phase.sev_state(),
             handle: self.handle,
+            snp_policy: None,
         }
     }
 

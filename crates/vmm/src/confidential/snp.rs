@@ -679,6 +679,28 @@ pub struct SnpStatus {
     pub asid: u32,
 }
 
+impl SnpStatus {
+    /// QEMU's `query-sev` answer for this SNP launch (the `sev-snp` branch), with the
+    /// firmware's API version and build.
+    pub fn sev_info(&self, api_major: u8, api_minor: u8, build_id: u8) -> crate::monitor::SevInfo {
+        use crate::monitor::SevState;
+        crate::monitor::SevInfo {
+            enabled: true,
+            api_major,
+            api_minor,
+            build_id,
+            policy: 0,
+            state: match self.phase {
+                SnpPhase::LaunchUpdate => SevState::LaunchUpdate,
+                SnpPhase::Running => SevState::Running,
+                SnpPhase::Uninit | SnpPhase::Failed => SevState::Uninit,
+            },
+            handle: 0,
+            snp_policy: Some(self.policy),
+        }
+    }
+}
+
 impl SnpHandle {
     fn lock(&self) -> MutexGuard<'_, SnpState> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
