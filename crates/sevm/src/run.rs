@@ -1093,7 +1093,6 @@ fn run_snp(
             a.dump_launch.is_some(),
             "--dump-launch (use `sevm owner snp measure --vmm sevm --dump-launch`)",
         ),
-        (a.qmp.is_some(), "--qmp"),
     ] {
         if given {
             bail!("{opt} is not supported for SEV-SNP guests yet");
@@ -1106,6 +1105,7 @@ fn run_snp(
         ResetArg::Relaunch => ResetMode::Relaunch,
         ResetArg::Shutdown => ResetMode::Shutdown,
     };
+    let cpus = vm_cfg.cpus;
     let Launched {
         mut vm,
         snp: handle,
@@ -1113,8 +1113,24 @@ fn run_snp(
     } = VmBuilder::new(vm_cfg).snp(Some(snp.spec(p))).build()?;
     let handle = handle.context("the SNP build returned no launch")?;
     life.attach(vm.control());
+    let qmp = match &a.qmp {
+        Some(q) => Some(crate::qmp_backend::start_snp(
+            q,
+            &vm,
+            snp,
+            handle.clone(),
+            cpus,
+        )?),
+        None => None,
+    };
     let status = vm.run();
     life.finish();
+    if let Some(q) = qmp {
+        match life.reason() {
+            Some(StopReason::Signal(_)) => q.finish_on_signal(),
+            _ => q.finish(status.as_ref().ok()),
+        }
+    }
     if let Some(d) = handle.launch_digest() {
         eprintln!(
             "sevm: SEV-SNP guest policy {:#x}: measurement {}",

@@ -186,3 +186,38 @@ fn report_out_without_a_report_says_so() {
     );
     assert!(!out.exists());
 }
+
+/// A guest reset relaunches: a new context (fresh VMPCKs in a new secrets page), the images
+/// measured again, the same measurement; the `reset` guest boots four times, then exits 0.
+#[test]
+fn reset_relaunches_with_the_same_measurement() {
+    if !kvm_or_skip("reset_relaunches_with_the_same_measurement") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mut c = sevm();
+    c.args([
+        "run",
+        "--guest",
+        "reset",
+        "--memory",
+        "16M",
+        "--timeout",
+        "60",
+    ])
+    .args(["--object", &snp_object("")])
+    .args([
+        "--machine",
+        "confidential-guest-support=snp0",
+        "--platform-dir",
+    ])
+    .arg(t.path().join("plat"));
+    let (o, so, se) = run(&mut c);
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains("boot 04") && so.contains("done"), "{so}");
+    let want = ok(sevm().args([
+        "owner", "snp", "measure", "--vmm", "sevm", "--guest", "reset", "--memory", "16M",
+        "--vcpus", "1",
+    ]));
+    assert_eq!(measured(&se), want);
+}
