@@ -38,6 +38,9 @@ struct CheckArgs {
 pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
     let ConfigCmd::Check(c) = a.cmd;
     let r = resolve(&c.guest, &c.sev)?;
+    if let Some(snp) = &r.snp {
+        return check_snp(&r, snp, out);
+    }
     if let vmm::BootSource::Bundled(n) = &r.vm.boot {
         if guests::get(n).is_none() {
             anyhow::bail!(
@@ -108,6 +111,60 @@ pub fn run(a: ConfigArgs, out: &Output) -> Result<ExitCode> {
         }
     }
     text.push_str("configuration OK");
+    out.emit(&v, &text);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `config check` of an SEV-SNP configuration: the builder's dry run and the launch digest
+/// the soft firmware will compute.
+fn check_snp(
+    r: &crate::run::Resolved,
+    snp: &crate::run::SnpSetup,
+    out: &Output,
+) -> Result<ExitCode> {
+    let plan = VmBuilder::new(r.vm.clone())
+        .snp(Some(snp.spec(snp.params())))
+        .check()?;
+    let cfg = &snp.cfg;
+    let boot = format!("{:?}", r.vm.boot);
+    let digest = plan.expected_snp_digest.map(hex::encode);
+    let v = json!({
+        "ok": true,
+        "memory": r.vm.memory,
+        "cpus": r.vm.cpus,
+        "boot": boot,
+        "sev": null,
+        "sev-snp": {
+            "source": format!("{:?}", cfg.source),
+            "policy": format!("{:#x}", cfg.policy),
+            "id-block": cfg.id_block.is_some(),
+            "author-key-enabled": cfg.author_key_enabled,
+            "host-data": hex::encode(cfg.host_data),
+            "vcek-disabled": cfg.vcek_disabled,
+            "guest-visible-workarounds": hex::encode(cfg.guest_visible_workarounds),
+            "kernel-hashes": cfg.kernel_hashes,
+            "cbitpos": snp.cbitpos,
+            "reduced-phys-bits": cfg.reduced_phys_bits,
+            "backend": "soft",
+            "platform-dir": snp.platform_dir.display().to_string(),
+            "measurement": digest,
+        },
+    });
+    let text = format!(
+        "memory: {} MiB\ncpus: {}\nboot: {boot}\nsev-snp: on\n  source: {:?}\n  policy: {}\n  id-block: {}\n  author-key-enabled: {}\n  host-data: {}\n  vcek-disabled: {}\n  cbitpos: {}\n  reduced-phys-bits: {}\n  backend: soft, platform dir {}\n  measurement: {}\nconfiguration OK",
+        r.vm.memory >> 20,
+        r.vm.cpus,
+        cfg.source,
+        sev_proto::snp::policy::SnpPolicy(cfg.policy),
+        if cfg.id_block.is_some() { "yes" } else { "no" },
+        if cfg.author_key_enabled { "on" } else { "off" },
+        hex::encode(cfg.host_data),
+        if cfg.vcek_disabled { "on" } else { "off" },
+        snp.cbitpos,
+        cfg.reduced_phys_bits,
+        snp.platform_dir.display(),
+        digest.as_deref().unwrap_or("-"),
+    );
     out.emit(&v, &text);
     Ok(ExitCode::SUCCESS)
 }

@@ -178,7 +178,7 @@ pub fn run(a: DemoArgs, _out: &Output) -> Result<ExitCode> {
                 let gpa = vmm::layout::BUNDLED_LOAD_ADDR + 0x10;
                 builder = builder.before_measure(Box::new(move |mem| Ok(write_byte(mem, gpa)?)));
             }
-            let Launched { vm, launch } = builder.build()?;
+            let Launched { vm, launch, .. } = builder.build()?;
             let handle = launch.context("the SEV build returned no launch")?;
             let st = handle.status();
             let d = format!(

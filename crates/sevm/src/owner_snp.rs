@@ -43,7 +43,8 @@ pub struct SnpArgs {
 #[derive(Debug, Subcommand)]
 enum SnpCmd {
     /// The expected SNP launch digest (MEASUREMENT) of a QEMU + OVMF launch, as
-    /// `sev-snp-measure --mode snp`.
+    /// `sev-snp-measure --mode snp` (`--vmm qemu`), or of sevm's own SNP launch of a bundled
+    /// guest (`--vmm sevm`).
     Measure(MeasureArgs),
     /// An ID block and ID auth structure from PEM keys, as `snpguest generate id-block`.
     IdBlock(IdBlockArgs),
@@ -169,17 +170,34 @@ enum SnpVmm {
     /// `--vmm-type QEMU`.
     #[default]
     Qemu,
+    /// sevm's own SNP launch of a bundled guest (docs/LAYOUT.md), computed by the same code
+    /// that drives the launch.
+    Sevm,
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("vcpu").required(true).args(["vcpu_type", "vcpu_sig", "vcpu_family"])))]
+#[command(group(ArgGroup::new("vcpu").args(["vcpu_type", "vcpu_sig", "vcpu_family"])))]
 struct MeasureArgs {
     /// The VMM whose launch is measured.
     #[arg(long, value_enum, default_value_t = SnpVmm::Qemu)]
     vmm: SnpVmm,
-    /// OVMF image (with SEV metadata: SNP_SEC_MEM, SECRETS, CPUID, ...), as QEMU's `-bios`.
+    /// OVMF image (with SEV metadata: SNP_SEC_MEM, SECRETS, CPUID, ...), as QEMU's `-bios`
+    /// (`--vmm qemu`).
+    #[arg(long, conflicts_with = "guest")]
+    firmware: Option<PathBuf>,
+    /// `--vmm sevm`: the bundled guest launched (hello, snp-attest, ...).
     #[arg(long)]
-    firmware: PathBuf,
+    guest: Option<String>,
+    /// `--vmm sevm`: the guest policy of the launch (checked as the firmware will; the policy
+    /// is not measured, but an ID block must carry it).
+    #[arg(long)]
+    policy: Option<String>,
+    /// `--vmm sevm`: guest RAM as `sevm run --memory` takes it.
+    #[arg(long, default_value = "256M")]
+    memory: String,
+    /// `--vmm sevm`: the platform's C-bit position (it is in the measured page tables).
+    #[arg(long, default_value_t = 47)]
+    cbitpos: u8,
     /// Kernel for measured direct boot (QEMU `kernel-hashes=on`).
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -285,8 +303,118 @@ fn step_json(i: usize, s: &LaunchStep<'_>) -> Value {
     })
 }
 
+/// `--vmm sevm`: sevm's SNP launch of a bundled guest, through the launch's own code
+/// (`vmm::confidential::snp::predict`).
+fn measure_sevm(a: &MeasureArgs, out: &Output) -> Result<ExitCode> {
+    use vmm::confidential::snp::SnpLaunchOps;
+    let guest = a
+        .guest
+        .as_deref()
+        .context("--vmm sevm needs --guest NAME (a bundled guest)")?;
+    if a.firmware.is_some() || a.kernel.is_some() {
+        bail!(
+            "--vmm sevm measures a bundled guest (--guest); --firmware/--kernel are for --vmm qemu"
+        );
+    }
+    if guests::get(guest).is_none() {
+        bail!(
+            "--guest {guest}: unknown bundled guest (known: {})",
+            guests::NAMES.join(", ")
+        );
+    }
+    let policy = match &a.policy {
+        Some(p) => snp_policy("--policy", p)?,
+        None => SnpPolicy(vmm::config::snp::DEFAULT_SNP_POLICY),
+    };
+    let at = vmm::config::Where::Option {
+        option: format!("--policy {:#x}", policy.0),
+        key: None,
+    };
+    vmm::config::snp::check_policy(policy.0, &at)?;
+    let memory =
+        vmm::parse_memory_size(&a.memory).with_context(|| format!("--memory {}", a.memory))?;
+    vmm::memory::check_memory_size(memory).context("--memory")?;
+    let cpus = u8::try_from(a.vcpus)
+        .ok()
+        .filter(|&c| usize::from(c) <= usize::from(vmm::layout::MAX_CPUS))
+        .with_context(|| {
+            format!(
+                "--vcpus {}: a bundled guest has at most {} vCPUs",
+                a.vcpus,
+                vmm::layout::MAX_CPUS
+            )
+        })?;
+    vmm::cpu::cbit_mask(Some(a.cbitpos)).context("--cbitpos")?;
+    let p = vmm::confidential::snp::predict(
+        memory,
+        &vmm::BootSource::Bundled(guest.into()),
+        a.cbitpos,
+        cpus,
+        a.dump_launch,
+    )?;
+    let ld = p
+        .launch_digest()
+        .context("the prediction produced no digest")?;
+    let mut lines = Vec::new();
+    let mut pages = Vec::new();
+    for (i, pg) in p.pages.iter().enumerate() {
+        let src = match pg.vcpu {
+            Some(v) => format!("{}[{v}]", pg.source),
+            None => pg.source.clone(),
+        };
+        lines.push(format!(
+            "{i:6} {src:<17} {:<8} gpa=0x{:012x} contents={} ld={}",
+            page_type_name(pg.page.page_type),
+            pg.page.gpa,
+            hex::encode(pg.page.contents),
+            hex::encode(pg.ld)
+        ));
+        pages.push(json!({
+            "index": i,
+            "source": pg.source,
+            "vcpu": pg.vcpu,
+            "page_type": page_type_name(pg.page.page_type),
+            "gpa": format!("0x{:x}", pg.page.gpa),
+            "contents": hex::encode(pg.page.contents),
+            "ld": hex::encode(pg.ld),
+        }));
+    }
+    let h = hex::encode(ld);
+    let b = args::encode_b64(&ld);
+    let mut text = String::new();
+    for l in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str(if a.base64 { &b } else { &h });
+    let mut v = json!({
+        "measurement": h,
+        "measurement_b64": b,
+        "vmm": "sevm",
+        "guest": guest,
+        "policy": format!("{:#x}", policy.0),
+        "vcpus": cpus,
+        "memory": memory,
+        "cbitpos": a.cbitpos,
+    });
+    if a.dump_launch {
+        v["pages_measured"] = json!(pages.len());
+        v["pages"] = Value::Array(pages);
+    }
+    out.emit(&v, &text);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
-    let SnpVmm::Qemu = a.vmm;
+    if a.vmm == SnpVmm::Sevm {
+        return measure_sevm(&a, out);
+    }
+    let Some(firmware) = a.firmware.clone() else {
+        bail!("--vmm qemu needs --firmware OVMF");
+    };
+    if a.guest.is_some() {
+        bail!("--guest goes with --vmm sevm");
+    }
     let sig = vcpu_sig(&a)?;
     let features = args::parse_u64("--guest-features", &a.guest_features)?;
     if features & 1 == 0 {
@@ -294,13 +422,13 @@ fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
     }
     let fw = sevm_files::Limit::new("--firmware", vmm::layout::FIRMWARE_MAX_SIZE)
         .why("the firmware is mapped to end at 4 GiB, in at most 16 MiB")
-        .read(&a.firmware)?;
+        .read(&firmware)?;
     let fw_err =
-        |e: sev_proto::snp::FormatError| anyhow!("--firmware: {}: {e}", a.firmware.display());
+        |e: sev_proto::snp::FormatError| anyhow!("--firmware: {}: {e}", firmware.display());
     let footer = sev_proto::ovmf::FooterTable::parse(&fw).map_err(|e| {
         anyhow!(
             "--firmware: {}: no OVMF footer table ({e}); an SNP launch needs OVMF's SEV metadata",
-            a.firmware.display()
+            firmware.display()
         )
     })?;
     let sections = snp_measure::ovmf_sev_metadata(&fw).map_err(fw_err)?;
@@ -308,7 +436,7 @@ fn measure(a: MeasureArgs, out: &Output) -> Result<ExitCode> {
         bail!(
             "--firmware: {}: no OVMF SEV metadata (footer GUID dc886566-984a-4798-a75e-5585a7bf67cc); \
              not an SNP-capable OVMF build",
-            a.firmware.display()
+            firmware.display()
         );
     }
     let table = match &a.kernel {
@@ -509,13 +637,23 @@ struct Check {
 
 /// Finds `dir/NAME.pem` or `dir/NAME.der` for the first NAME of `names` that exists.
 fn load_cert(dir: &Path, names: &[&str]) -> Result<(PathBuf, X509)> {
+    load_cert_for("--certs", dir, names)
+}
+
+/// Loads `NAME.pem` or `NAME.der` for the first of `names` present in `dir` (the layout of
+/// `snphost export` / `sevm platform snp export`); errors name `opt` and the file.
+pub(crate) fn load_cert_for(
+    opt: &'static str,
+    dir: &Path,
+    names: &[&str],
+) -> Result<(PathBuf, X509)> {
     for n in names {
         for ext in ["pem", "der"] {
             let p = dir.join(format!("{n}.{ext}"));
             if std::fs::symlink_metadata(&p).is_err() {
                 continue;
             }
-            let b = sevm_files::Limit::new("--certs", MAX_SMALL_FILE)
+            let b = sevm_files::Limit::new(opt, MAX_SMALL_FILE)
                 .why("a certificate is a few KiB")
                 .read(&p)?;
             let c = if ext == "pem" {
@@ -525,7 +663,7 @@ fn load_cert(dir: &Path, names: &[&str]) -> Result<(PathBuf, X509)> {
             }
             .map_err(|_| {
                 anyhow!(
-                    "--certs: {}: not an X.509 certificate in {}",
+                    "{opt}: {}: not an X.509 certificate in {}",
                     p.display(),
                     ext.to_uppercase()
                 )
@@ -538,7 +676,7 @@ fn load_cert(dir: &Path, names: &[&str]) -> Result<(PathBuf, X509)> {
         .map(|n| format!("{n}.pem or {n}.der"))
         .collect();
     bail!(
-        "--certs: {}: no {} certificate ({})",
+        "{opt}: {}: no {} certificate ({})",
         dir.display(),
         names[0].to_uppercase(),
         want.join(", or ")

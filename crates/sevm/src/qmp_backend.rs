@@ -10,6 +10,48 @@ use vmm::Vm;
 
 use crate::run::SevSetup;
 
+/// `--qmp` for an SEV-SNP guest: `query-sev` shows the SNP launch, `query-sev-capabilities`
+/// the soft platform in the same directory, the debug paths follow the SNP policy.
+pub fn start_snp(
+    arg: &str,
+    vm: &Vm,
+    snp: &crate::run::SnpSetup,
+    handle: vmm::confidential::snp::SnpHandle,
+    vcpus: u8,
+) -> Result<QmpRuntime> {
+    use sev_firmware::snp::SnpPlatform;
+    let path = parse_qmp_spec(arg).map_err(|e| anyhow::anyhow!("--qmp {arg}: {e}"))?;
+    let st = snp
+        .platform
+        .snp_platform_status()
+        .context("--qmp: SNP_PLATFORM_STATUS")?;
+    let legacy = sev_firmware::soft::SoftPlatform::open(&snp.platform_dir).with_context(|| {
+        format!(
+            "--qmp: opening the soft platform in {}",
+            snp.platform_dir.display()
+        )
+    })?;
+    let caps = caps_from_platform(Box::new(legacy), snp.cbitpos, snp.cfg.reduced_phys_bits);
+    let rt = vm_backend::start(
+        &path,
+        vm,
+        VmBackendConfig {
+            snp: Some(vm_backend::SnpMonitor {
+                handle,
+                api: (st.api_major, st.api_minor, st.build_id as u8),
+            }),
+            launch: None,
+            caps: Some(caps),
+            cbitpos: Some(snp.cbitpos),
+            start_paused: false,
+            vcpus,
+        },
+    )
+    .with_context(|| format!("--qmp {arg}"))?;
+    eprintln!("sevm: QMP monitor on {}", rt.path().display());
+    Ok(rt)
+}
+
 /// Binds the `--qmp` socket (`unix:PATH`) and starts serving it for `vm`.
 pub fn start(
     arg: &str,
@@ -39,6 +81,7 @@ pub fn start(
         &path,
         vm,
         VmBackendConfig {
+            snp: None,
             launch,
             caps,
             cbitpos,

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use sev_firmware::snp::soft::{SoftSnpConfig, SoftSnpPlatform};
 use sev_firmware::SevPlatform;
 use vmm::builder::{LaunchBackend, Launched, SevSpec, VmBuilder};
+use vmm::builder::{SnpBackend, SnpSpec};
+use vmm::confidential::snp::SnpLaunchParams;
 use vmm::confidential::{HwBackend, LaunchHandle, LaunchParams, PlatformInfo, ResetMode};
+use vmm::config::snp::SnpLaunchConfig;
 use vmm::config::{self, SevLaunchConfig, ValidationInputs};
 use vmm::{BootSource, OnReset, SerialOut, VmConfig};
 
@@ -117,6 +121,18 @@ pub struct RunArgs {
     /// QMP monitor socket, `unix:PATH` (docs/QMP.md). With `--paused`, `cont` starts the VM.
     #[arg(long)]
     qmp: Option<String>,
+    /// SEV-SNP: the 64-byte REPORT_DATA (128 hex digits) the VMM gives the guest in its
+    /// SNP_PARAMS page (docs/LAYOUT.md), for the report it asks the firmware for.
+    #[arg(long, value_name = "HEX")]
+    report_data: Option<String>,
+    /// SEV-SNP: after the guest stops, write the attestation report it left at SNP_REPORT_OUT
+    /// (exactly the bytes it received) to FILE.
+    #[arg(long, value_name = "FILE")]
+    report_out: Option<PathBuf>,
+    /// SEV-SNP: serve extended guest requests this certificate chain (ark, ask, vcek as .pem or
+    /// .der, the layout `snphost export` writes) instead of the soft platform's own.
+    #[arg(long, value_name = "DIR")]
+    snp_certs: Option<PathBuf>,
 }
 
 /// `--on-reset`.
@@ -134,6 +150,90 @@ pub struct Resolved {
     pub vm: VmConfig,
     /// SEV, if asked for.
     pub sev: Option<SevSetup>,
+    /// SEV-SNP, if asked for.
+    pub snp: Option<SnpSetup>,
+}
+
+/// The SEV-SNP part of a resolved configuration.
+pub struct SnpSetup {
+    /// Validated launch configuration.
+    pub cfg: SnpLaunchConfig,
+    /// The soft SNP platform, opened.
+    pub platform: SoftSnpPlatform,
+    /// Soft platform directory.
+    pub platform_dir: PathBuf,
+    /// The platform's C-bit position.
+    pub cbitpos: u8,
+}
+
+impl SnpSetup {
+    /// The launch parameters of this configuration (REPORT_DATA and certificates unset).
+    pub fn params(&self) -> SnpLaunchParams {
+        SnpLaunchParams::from_config(&self.cfg, self.cbitpos)
+    }
+
+    /// The builder's SNP launch with `params`.
+    pub fn spec(&self, params: SnpLaunchParams) -> SnpSpec {
+        SnpSpec {
+            backend: SnpBackend::Soft(self.platform.clone()),
+            params,
+        }
+    }
+
+    /// The certificate table (GUID table, ARK, ASK, VCEK) extended guest requests get: from
+    /// `dir` (`snphost export`'s layout; the chain is checked), or the soft platform's own
+    /// ARK/ASK and the VCEK of its reported TCB.
+    pub fn cert_table(&self, dir: Option<&Path>) -> Result<Vec<u8>> {
+        use openssl::x509::X509;
+        use sev_proto::snp::certs::{
+            encode_cert_table, CertTableEntry, GUID_ARK, GUID_ASK, GUID_VCEK,
+        };
+        let (ark, ask, vcek): (X509, X509, X509) = match dir {
+            Some(d) => {
+                let load =
+                    |names: &[&str]| crate::owner_snp::load_cert_for("--snp-certs", d, names);
+                let (ark_p, ark) = load(&["ark"])?;
+                let (ask_p, ask) = load(&["ask"])?;
+                let (vcek_p, vcek) = load(&["vcek"])?;
+                for (p, c, by, by_p) in [
+                    (&ark_p, &ark, &ark, &ark_p),
+                    (&ask_p, &ask, &ark, &ark_p),
+                    (&vcek_p, &vcek, &ask, &ask_p),
+                ] {
+                    let key = by.public_key()?;
+                    if !c.verify(&key).unwrap_or(false) {
+                        bail!(
+                            "--snp-certs: {} is not signed by {} (a wrong chain)",
+                            p.display(),
+                            by_p.display()
+                        );
+                    }
+                }
+                (ark, ask, vcek)
+            }
+            None => {
+                let ca = sev_firmware::snp::ca::SoftCa::load_or_create(&self.platform_dir)
+                    .with_context(|| {
+                        format!("the soft ARK/ASK in {}", self.platform_dir.display())
+                    })?;
+                let vcek = self
+                    .platform
+                    .vcek_cert(&ca, self.platform.reported_tcb())
+                    .context("making the VCEK certificate for the reported TCB")?;
+                (ca.ark.clone(), ca.ask.clone(), vcek)
+            }
+        };
+        let entries = [(ark, GUID_ARK), (ask, GUID_ASK), (vcek, GUID_VCEK)]
+            .into_iter()
+            .map(|(c, guid)| {
+                Ok(CertTableEntry {
+                    guid,
+                    data: c.to_der()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        encode_cert_table(&entries).context("encoding the certificate table")
+    }
 }
 
 /// The SEV part of a resolved configuration.
@@ -276,25 +376,28 @@ fn boot_source(
     })
 }
 
-fn parse_sev(
-    s: &SevArgs,
-    inputs: &ValidationInputs,
-) -> Result<(
+/// The SEV configuration, the SEV-SNP one and the TOML file's VM keys.
+type ParsedSev = (
     Option<SevLaunchConfig>,
+    Option<SnpLaunchConfig>,
     Option<config::tomlfile::VmSettings>,
-)> {
+);
+
+fn parse_sev(s: &SevArgs, inputs: &ValidationInputs) -> Result<ParsedSev> {
     if let Some(p) = &s.sev_config {
         return Ok((
             Some(config::sevlaunch::from_sev_launch_file(p, inputs)?),
+            None,
             None,
         ));
     }
     if let Some(p) = &s.config {
         let t = config::tomlfile::from_toml_file(p, inputs)?;
-        return Ok((t.sev, Some(t.vm)));
+        return Ok((t.sev, t.snp, Some(t.vm)));
     }
     Ok((
         config::qemu::from_qemu_args(&s.objects, s.machine.as_deref(), inputs)?,
+        config::snp::from_qemu_args(&s.objects, s.machine.as_deref(), inputs)?,
         None,
     ))
 }
@@ -316,7 +419,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         base_dir,
     };
     // First pass: learn the backend and platform dir; second pass: check against the platform.
-    let (first, toml) = parse_sev(s, &inputs)?;
+    let (first, first_snp, toml) = parse_sev(s, &inputs)?;
     let cli_memory = match &g.memory {
         Some(m) => Some(vmm::parse_memory_size(m).with_context(|| format!("--memory {m}"))?),
         None => None,
@@ -342,7 +445,8 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         (None, Some(c)) => u8::try_from(c).context("config: cpus is too large")?,
         (None, None) => 1,
     };
-    let kernel_hashes = first.as_ref().is_some_and(|c| c.kernel_hashes);
+    let kernel_hashes = first.as_ref().is_some_and(|c| c.kernel_hashes)
+        || first_snp.as_ref().is_some_and(|c| c.kernel_hashes);
     let mut disks = g
         .disks
         .iter()
@@ -422,8 +526,20 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         vsock,
         ..VmConfig::default()
     };
+    if let Some(first) = first_snp {
+        let snp = resolve_snp(s, &mut inputs, &first, &vm)?;
+        return Ok(Resolved {
+            vm,
+            sev: None,
+            snp: Some(snp),
+        });
+    }
     let Some(first) = first else {
-        return Ok(Resolved { vm, sev: None });
+        return Ok(Resolved {
+            vm,
+            sev: None,
+            snp: None,
+        });
     };
     // Valid QEMU values that sevm's launch cannot honour (legacy-vm-type=off, debug-swap=on)
     // are refused here rather than silently ignored.
@@ -472,7 +588,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
         format!("the {backend:?} SEV platform reports C-bit position {cbit}, outside 32..=51")
     })?;
     inputs.platform_cbitpos = Some(cbit);
-    let (cfg, _) = parse_sev(s, &inputs)?;
+    let (cfg, _, _) = parse_sev(s, &inputs)?;
     let cfg = cfg.context("the SEV configuration vanished on the second pass")?;
     if let Some(v) = cfg.vcpus {
         if v != u32::from(vm.cpus) {
@@ -484,6 +600,7 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
     }
     Ok(Resolved {
         vm,
+        snp: None,
         sev: Some(SevSetup {
             cfg,
             backend: launch_backend,
@@ -496,6 +613,113 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
             },
         }),
     })
+}
+
+/// The SNP part of [`resolve`]: the soft SNP platform (SNP_INIT on first use), the C-bit, and
+/// the configuration checked against it.
+fn resolve_snp(
+    s: &SevArgs,
+    inputs: &mut ValidationInputs,
+    first: &SnpLaunchConfig,
+    vm: &VmConfig,
+) -> Result<SnpSetup> {
+    let backend = s
+        .sev_backend
+        .or(match first.backend {
+            Some(config::SevBackend::Hw) => Some(Backend::Hw),
+            Some(config::SevBackend::Soft) => Some(Backend::Soft),
+            None => None,
+        })
+        .unwrap_or(Backend::Soft);
+    if backend == Backend::Hw {
+        bail!(
+            "--sev-backend hw: sevm launches SEV-SNP guests on the soft backend only so far \
+             (KVM's SNP interface is not wired in yet)"
+        );
+    }
+    if !matches!(vm.boot, BootSource::Bundled(_)) {
+        bail!(
+            "sev-snp-guest: sevm's SNP layout is implemented for the bundled guests (--guest) \
+             only so far; --firmware/--kernel SNP launches are not"
+        );
+    }
+    let platform_dir = match s.platform_dir.clone().or(first.platform_dir.clone()) {
+        Some(d) => d,
+        None => default_platform_dir()?,
+    };
+    sevm_files::create_private_dir(&platform_dir, "platform directory")
+        .with_context(|| format!("platform directory {}", platform_dir.display()))?;
+    // The C-bit is the soft platform's (the same one an SEV guest on it gets).
+    let legacy = sev_firmware::soft::SoftPlatform::open(&platform_dir).with_context(|| {
+        format!(
+            "opening the soft SEV platform in {}",
+            platform_dir.display()
+        )
+    })?;
+    let cbitpos = legacy.cbit_pos()?;
+    vmm::cpu::cbit_mask(Some(cbitpos)).with_context(|| {
+        format!("the soft platform reports C-bit position {cbitpos}, outside 32..=51")
+    })?;
+    let platform =
+        SoftSnpPlatform::open(&platform_dir, SoftSnpConfig::default()).with_context(|| {
+            format!(
+                "opening the soft SNP platform in {}",
+                platform_dir.display()
+            )
+        })?;
+    inputs.platform_cbitpos = Some(cbitpos);
+    let (_, cfg, _) = parse_sev(s, inputs)?;
+    let cfg = cfg.context("the SNP configuration vanished on the second pass")?;
+    Ok(SnpSetup {
+        cfg,
+        platform,
+        platform_dir,
+        cbitpos,
+    })
+}
+
+/// Parses `--report-data`: exactly 64 bytes as 128 hex digits.
+fn report_data_arg(s: &str) -> Result<[u8; 64]> {
+    let t = s.trim();
+    let t = t.strip_prefix("0x").unwrap_or(t);
+    let b = hex::decode(t).map_err(|e| {
+        anyhow::anyhow!("--report-data: not hex ({e}); give 128 hex digits (64 bytes)")
+    })?;
+    b.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "--report-data: {} bytes given; REPORT_DATA is exactly 64 bytes (128 hex digits)",
+            b.len()
+        )
+    })
+}
+
+/// The report a bundled SNP guest left at SNP_REPORT_OUT: `u32 status, u32 size`, 24 reserved
+/// bytes, then `size` bytes of report (at most the rest of the page).
+pub fn report_out_bytes(mem: &vmm::GuestMemoryMmap) -> Result<Vec<u8>> {
+    use vm_memory::{Bytes, GuestAddress};
+    let base = vmm::layout::SNP_REPORT_OUT;
+    let mut page = vec![0u8; 4096];
+    mem.read_slice(&mut page, GuestAddress(base))
+        .context("reading the SNP_REPORT_OUT page")?;
+    let status = u32::from_le_bytes([page[0], page[1], page[2], page[3]]);
+    let size = u32::from_le_bytes([page[4], page[5], page[6], page[7]]) as usize;
+    if size == 0 {
+        bail!(
+            "--report-out: the guest left no report at {base:#x} (size 0, status {status:#x}): \
+             did it request one?"
+        );
+    }
+    if size > page.len() - 0x20 {
+        bail!(
+            "--report-out: the guest's report size {size} at {base:#x}+4 does not fit the page \
+             (at most {} bytes)",
+            page.len() - 0x20
+        );
+    }
+    if status != 0 {
+        eprintln!("sevm: the guest's MSG_REPORT_RSP status is {status:#x} (not success)");
+    }
+    Ok(page[0x20..0x20 + size].to_vec())
 }
 
 fn serial(s: &str) -> Result<SerialOut> {
@@ -735,12 +959,25 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         };
         s.spec(p)
     });
+    if let Some(snp) = &r.snp {
+        return run_snp(&a, snp, vm_cfg, life);
+    }
+    for (given, opt) in [
+        (a.report_data.is_some(), "--report-data"),
+        (a.report_out.is_some(), "--report-out"),
+        (a.snp_certs.is_some(), "--snp-certs"),
+    ] {
+        if given {
+            bail!("{opt} needs an SEV-SNP guest (--object sev-snp-guest,... or a [sev-snp] table)");
+        }
+    }
     if sev.is_none() && (owner_stdin || a.dump_launch.is_some()) {
         bail!("--paused and --dump-launch need an SEV guest (--object sev-guest,..., --sev-config or a [sev] table)");
     }
     let Launched {
         mut vm,
         launch: handle,
+        ..
     } = VmBuilder::new(vm_cfg).sev(sev).build()?;
     life.attach(vm.control());
     if let Some(h) = &handle {
@@ -843,6 +1080,85 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// `sevm run` of an SEV-SNP guest (soft backend).
+fn run_snp(
+    a: &RunArgs,
+    snp: &SnpSetup,
+    vm_cfg: VmConfig,
+    life: Arc<Lifecycle>,
+) -> Result<ExitCode> {
+    for (given, opt) in [
+        (a.paused, "--paused"),
+        (
+            a.dump_launch.is_some(),
+            "--dump-launch (use `sevm owner snp measure --vmm sevm --dump-launch`)",
+        ),
+    ] {
+        if given {
+            bail!("{opt} is not supported for SEV-SNP guests yet");
+        }
+    }
+    let mut p = snp.params();
+    p.report_data = a.report_data.as_deref().map(report_data_arg).transpose()?;
+    p.cert_table = Some(snp.cert_table(a.snp_certs.as_deref())?);
+    p.on_reset = match a.on_reset {
+        ResetArg::Relaunch => ResetMode::Relaunch,
+        ResetArg::Shutdown => ResetMode::Shutdown,
+    };
+    let cpus = vm_cfg.cpus;
+    let Launched {
+        mut vm,
+        snp: handle,
+        ..
+    } = VmBuilder::new(vm_cfg).snp(Some(snp.spec(p))).build()?;
+    let handle = handle.context("the SNP build returned no launch")?;
+    life.attach(vm.control());
+    let qmp = match &a.qmp {
+        Some(q) => Some(crate::qmp_backend::start_snp(
+            q,
+            &vm,
+            snp,
+            handle.clone(),
+            cpus,
+        )?),
+        None => None,
+    };
+    let status = vm.run();
+    life.finish();
+    if let Some(q) = qmp {
+        match life.reason() {
+            Some(StopReason::Signal(_)) => q.finish_on_signal(),
+            _ => q.finish(status.as_ref().ok()),
+        }
+    }
+    if let Some(d) = handle.launch_digest() {
+        eprintln!(
+            "sevm: SEV-SNP guest policy {:#x}: measurement {}",
+            snp.cfg.policy,
+            hex::encode(d)
+        );
+    }
+    let written = match (&status, &a.report_out) {
+        (Ok(_), Some(path)) => {
+            let bytes = report_out_bytes(vm.guest_memory())?;
+            sevm_files::write_output(path, "--report-out", &bytes, sevm_files::MODE_PUBLIC)?;
+            Some(bytes.len())
+        }
+        _ => None,
+    };
+    handle.end();
+    if let (Some(n), Some(p)) = (written, &a.report_out) {
+        eprintln!("sevm: wrote the guest's {n}-byte report to {}", p.display());
+    }
+    if let Some(StopReason::Signal(_)) = life.reason() {
+        return Ok(ExitCode::from(SIGNAL_EXIT));
+    }
+    let status = status?;
+    Ok(ExitCode::from(
+        u8::try_from(status.exit_code()).unwrap_or(1),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,5 +1229,28 @@ mod tests {
             assert!(msg.contains(&format!("key `{key}`: unsupported")), "{msg}");
             assert!(!dir.path().join("plat").exists());
         }
+    }
+
+    #[test]
+    fn report_out_takes_exactly_the_bytes_the_guest_left() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = vmm::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let base = vmm::layout::SNP_REPORT_OUT;
+        let e = report_out_bytes(&mem).unwrap_err().to_string();
+        assert!(e.contains("left no report"), "{e}");
+        let report: Vec<u8> = (0..0x4A0u32).map(|i| (i * 7) as u8).collect();
+        mem.write_obj(0u32, GuestAddress(base)).unwrap();
+        mem.write_obj(0x4A0u32, GuestAddress(base + 4)).unwrap();
+        mem.write_slice(&report, GuestAddress(base + 0x20)).unwrap();
+        assert_eq!(report_out_bytes(&mem).unwrap(), report);
+        mem.write_obj(4096u32 - 0x1F, GuestAddress(base + 4))
+            .unwrap();
+        let e = report_out_bytes(&mem).unwrap_err().to_string();
+        assert!(e.contains("does not fit the page"), "{e}");
+        assert!(report_data_arg(&"ab".repeat(64)).is_ok());
+        assert!(report_data_arg(&"ab".repeat(63))
+            .unwrap_err()
+            .to_string()
+            .contains("63 bytes"));
     }
 }

@@ -275,6 +275,7 @@ fn query_sev_over_qmp_says_sev_for_an_sev_es_guest() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("qmp.sock");
         let cfg = vmm::monitor::vm_backend::VmBackendConfig {
+            snp: None,
             launch: Some(h.clone()),
             caps: None,
             cbitpos: Some(plat.cbit_pos().unwrap()),

@@ -19,10 +19,14 @@
 
 use std::path::Path;
 
+use sev_firmware::snp::soft::SoftSnpPlatform;
 use sev_firmware::soft::SoftPlatform;
 use sev_firmware::{FwError, SevPlatform};
 
 use crate::boot::{self, BootError, BootSource};
+use crate::confidential::snp::{
+    self, SnpHandle, SnpHooks, SnpLaunchOps, SnpLaunchParams, SoftSnpOps,
+};
 use crate::confidential::{
     recipe, ConfidentialError, HwBackend, LaunchHandle, LaunchParams, PlatformInfo, SevBackend,
     SevHooks, SoftBackend,
@@ -92,6 +96,39 @@ pub struct SevSpec {
     pub platform: PlatformInfo,
 }
 
+/// The SEV-SNP firmware a launch runs on.
+#[derive(Clone)]
+pub enum SnpBackend {
+    /// The soft SNP firmware model (the guest runs unencrypted; relaunches reuse the VM).
+    Soft(SoftSnpPlatform),
+}
+
+impl std::fmt::Debug for SnpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnpBackend::Soft(_) => "soft",
+        })
+    }
+}
+
+impl SnpBackend {
+    /// The firmware operations of one VM's launches.
+    pub fn ops(&self) -> Result<Box<dyn SnpLaunchOps>, FwError> {
+        Ok(match self {
+            SnpBackend::Soft(p) => Box::new(SoftSnpOps::new(p.clone())?),
+        })
+    }
+}
+
+/// An SEV-SNP launch: the backend and the launch parameters.
+#[derive(Clone, Debug)]
+pub struct SnpSpec {
+    /// Where the firmware runs.
+    pub backend: SnpBackend,
+    /// Policy, ID block, host data, C-bit, REPORT_DATA, certificates, reset behaviour.
+    pub params: SnpLaunchParams,
+}
+
 /// What [`VmBuilder::check`] found: the configuration the VM will be built from (with the
 /// SEV page-table C-bit, CPUID and MSR settings applied) and what the launch will need.
 #[derive(Debug, Clone)]
@@ -100,6 +137,8 @@ pub struct Plan {
     pub vm: VmConfig,
     /// The launch digest the firmware will measure (SEV only).
     pub expected_digest: Option<[u8; 32]>,
+    /// The SNP launch digest (MEASUREMENT) the firmware will compute (SNP only).
+    pub expected_snp_digest: Option<[u8; 48]>,
     /// Bytes KVM will pin against RLIMIT_MEMLOCK (hw backend only).
     pub memlock_needed: Option<u64>,
     /// Base of the guest-RAM alias (a guest without memory encryption).
@@ -112,6 +151,8 @@ pub struct Launched {
     pub vm: Vm,
     /// The SEV launch, for the owner and the monitor.
     pub launch: Option<LaunchHandle>,
+    /// The SEV-SNP launch, for the run and the monitor.
+    pub snp: Option<SnpHandle>,
 }
 
 /// A host write into guest RAM between the images' placement and LAUNCH_UPDATE_DATA (the
@@ -122,6 +163,7 @@ pub type BeforeMeasure = Box<dyn FnMut(&GuestMemoryMmap) -> Result<(), HookError
 pub struct VmBuilder {
     vm: VmConfig,
     sev: Option<SevSpec>,
+    snp: Option<SnpSpec>,
     before_measure: Option<BeforeMeasure>,
     wrap: Option<WrapHooks>,
 }
@@ -135,6 +177,7 @@ impl VmBuilder {
         VmBuilder {
             vm,
             sev: None,
+            snp: None,
             before_measure: None,
             wrap: None,
         }
@@ -143,6 +186,13 @@ impl VmBuilder {
     /// Launches the VM under SEV as `sev` says (`None`: a plain VM).
     pub fn sev(mut self, sev: Option<SevSpec>) -> Self {
         self.sev = sev;
+        self
+    }
+
+    /// Launches the VM under SEV-SNP as `snp` says (`None`: no SNP). Exclusive with
+    /// [`sev`](Self::sev).
+    pub fn snp(mut self, snp: Option<SnpSpec>) -> Self {
+        self.snp = snp;
         self
     }
 
@@ -186,10 +236,35 @@ impl VmBuilder {
             None => None,
         };
         boot::check_files(&vm.boot, vm.memory)?;
+        if let Some(snp) = &self.snp {
+            let snp_err = |e: ConfidentialError| VmError::Hook {
+                stage: "check",
+                source: Box::new(e),
+            };
+            if self.sev.is_some() {
+                return Err(snp_err(ConfidentialError::Recipe(
+                    "a VM is launched under SEV or under SEV-SNP, not both".into(),
+                )));
+            }
+            let p = &snp.params;
+            p.prepare_config(&mut vm);
+            cpu::cbit_mask(vm.page_table_cbit)?;
+            let digest = snp::predict(vm.memory, &vm.boot, p.cbitpos, vm.cpus, false)
+                .map_err(snp_err)?
+                .launch_digest();
+            return Ok(Plan {
+                vm,
+                expected_digest: None,
+                expected_snp_digest: digest,
+                memlock_needed: None,
+                alias: Some(1u64 << p.cbitpos),
+            });
+        }
         let Some(sev) = &self.sev else {
             return Ok(Plan {
                 vm,
                 expected_digest: None,
+                expected_snp_digest: None,
                 memlock_needed: None,
                 alias: None,
             });
@@ -241,6 +316,7 @@ impl VmBuilder {
         Ok(Plan {
             vm,
             expected_digest: Some(digest),
+            expected_snp_digest: None,
             memlock_needed,
             alias: (!sev.backend.host_encrypts()).then_some(1u64 << p.cbitpos),
         })
@@ -249,11 +325,39 @@ impl VmBuilder {
     /// [`check`](Self::check), then builds the VM and runs its launch up to LAUNCH_MEASURE,
     /// in KVM's order (`vmm::vm`).
     pub fn build(self) -> Result<Launched, VmError> {
-        let plan = self.check()?;
+        let mut plan = self.check()?;
+        if let Some(snp) = self.snp {
+            let cbitpos = snp.params.cbitpos;
+            crate::vm::check_host_alias(&plan.vm, cbitpos)?;
+            let ops = snp.backend.ops().map_err(|e| VmError::Hook {
+                stage: "init",
+                source: Box::new(ConfidentialError::Firmware {
+                    stage: "SNP_INIT",
+                    source: e,
+                }),
+            })?;
+            let hooks = SnpHooks::new(ops, snp.params);
+            let handle = hooks.handle();
+            plan.vm.guest_requests = Some(handle.requests());
+            let hooks: Box<dyn LaunchHooks> = match self.wrap {
+                Some(w) => w(Box::new(hooks)),
+                None => Box::new(hooks),
+            };
+            let mut vm = Vm::build_with_hooks(&plan.vm, hooks)?;
+            if let Some(base) = plan.alias {
+                vm.add_alias(base)?;
+            }
+            return Ok(Launched {
+                vm,
+                launch: None,
+                snp: Some(handle),
+            });
+        }
         let Some(sev) = self.sev else {
             return Ok(Launched {
                 vm: Vm::build(&plan.vm)?,
                 launch: None,
+                snp: None,
             });
         };
         if plan.alias.is_some() {
@@ -278,6 +382,7 @@ impl VmBuilder {
         Ok(Launched {
             vm,
             launch: Some(handle),
+            snp: None,
         })
     }
 }

@@ -164,7 +164,6 @@ fn qemu_errors_name_option_and_key() {
         ("sev-guest,id=a,reduced-phys-bits=1,legacy-vm-type=maybe", "legacy-vm-type", "on, off or auto"),
         ("sev-guest,id=a,reduced-phys-bits=1,sev-device=", "sev-device", "invalid value"),
         ("sev-guest,id=a,reduced-phys-bits=1,dh-cert-file=/nonexistent/c.b64,session-file=/nonexistent/s.b64", "dh-cert-file", "cannot read file"),
-        ("sev-snp-guest,id=a,reduced-phys-bits=1", "qom-type", "SNP"),
         ("sev-guest,id=1a,reduced-phys-bits=1", "id", "object id"),
     ];
     let inputs = ValidationInputs {

@@ -165,6 +165,33 @@ fn run_state_commands_emit_timestamped_events_to_negotiated_clients() {
     assert_generic_err(&r, "Resetting the Virtual Machine is required");
 }
 
+/// An SEV-SNP guest: `query-sev` is QEMU's `sev-snp` branch, HMP `info sev` QEMU's SNP lines,
+/// and what QEMU refuses for SNP (the launch measurement, secret injection) is refused with
+/// QEMU's errors.
+#[test]
+fn snp_queries_and_refusals() {
+    let h = Harness::new(FakeBackend::snp_running(0x30000));
+    let mut c = h.client();
+    let r = c.execute("query-sev");
+    assert_eq!(
+        r["return"],
+        json!({"enabled": true, "api-major": 1, "api-minor": 55, "build-id": 25,
+               "state": "running", "sev-type": "sev-snp", "snp-policy": 0x30000})
+    );
+    let r = c.exec("query-sev-launch-measure", json!({}));
+    assert_generic_err(&r, "SEV launch measurement is not available");
+    let r = inject(
+        &mut c,
+        json!({"packet-header": B64.encode([0u8; 52]), "secret": B64.encode([0u8; 16])}),
+    );
+    assert_generic_err(&r, "SEV: Not in correct state. (LSECRET) 3");
+    let r = c.exec("human-monitor-command", json!({"command-line": "info sev"}));
+    assert_eq!(
+        r["return"],
+        "SEV type: sev-snp\r\nstate: running\r\nbuild: 25\r\napi version: 1.55\r\ndebug: off\r\nSMT allowed: on\r\n"
+    );
+}
+
 #[test]
 fn sev_queries() {
     let h = Harness::new(FakeBackend::sev_paused(0x3));

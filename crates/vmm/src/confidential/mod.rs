@@ -23,6 +23,7 @@
 
 pub mod launch;
 pub mod recipe;
+pub mod snp;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,20 @@ pub enum ConfidentialError {
         /// `needed` in KiB, rounded up (what `ulimit -l` takes).
         kib: u64,
     },
+    /// SNP_LAUNCH_FINISH failed: shown as QEMU reports it (`sev_snp_launch_finish`), KVM's
+    /// return value (-EIO for a firmware error), the firmware status and QEMU's name for it.
+    #[error("SNP_LAUNCH_FINISH ret={ret} fw_error={code} '{name}'")]
+    SnpLaunchFinish {
+        /// What KVM's ioctl would return: -5 (EIO) for a firmware status, else -22 (EINVAL).
+        ret: i32,
+        /// The firmware status (0 when the failure is not the firmware's).
+        code: u32,
+        /// QEMU's text for the status (`fw_error_to_str`).
+        name: &'static str,
+        /// The error.
+        #[source]
+        source: FwError,
+    },
     /// A secret larger than KVM passes to the firmware.
     #[error(
         "secret of {len} bytes refused: KVM_SEV_LAUNCH_SECRET takes at most {max} bytes of \
@@ -163,6 +178,39 @@ fn hint(e: &FwError) -> &'static str {
         Some(Status::PolicyFailure) => " (the guest policy forbids this)",
         _ => "",
     }
+}
+
+/// QEMU's text for a firmware status (`sev_fw_errlist` in target/i386/sev.c, read for its
+/// strings), "unknown error" beyond the table as QEMU prints.
+pub fn qemu_fw_error_str(code: u32) -> &'static str {
+    const TABLE: [&str; 0x19] = [
+        "",
+        "Platform state is invalid",
+        "Guest state is invalid",
+        "Platform configuration is invalid",
+        "Buffer too small",
+        "Platform is already owned",
+        "Certificate is invalid",
+        "Policy is not allowed",
+        "Guest is not active",
+        "Invalid address",
+        "Bad signature",
+        "Bad measurement",
+        "ASID is already owned",
+        "Invalid ASID",
+        "WBINVD is required",
+        "DF_FLUSH is required",
+        "Guest handle is invalid",
+        "Invalid command",
+        "Guest is active",
+        "Hardware error",
+        "Hardware unsafe",
+        "Feature not supported",
+        "Invalid parameter",
+        "Required firmware resource depleted",
+        "Part-specific integrity check failure",
+    ];
+    TABLE.get(code as usize).copied().unwrap_or("unknown error")
 }
 
 fn fw(stage: &'static str) -> impl Fn(FwError) -> ConfidentialError {
@@ -433,6 +481,7 @@ impl SevStatus {
             policy: self.policy,
             state: self.phase.sev_state(),
             handle: self.handle,
+            snp_policy: None,
         }
     }
 

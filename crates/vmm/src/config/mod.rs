@@ -19,6 +19,7 @@
 pub mod devices;
 pub mod qemu;
 pub mod sevlaunch;
+pub mod snp;
 pub mod tomlfile;
 
 mod fields;

@@ -178,12 +178,7 @@ pub fn from_qemu_args<S: AsRef<str>>(
         ids.insert(id.clone(), (qom_type.clone(), option.clone()));
         match qom_type.as_str() {
             "sev-guest" => {}
-            "sev-snp-guest" => {
-                return Err(ConfigError::Unsupported {
-                    at: at("qom-type"),
-                    msg: "sev-snp-guest: sevm launches SEV and SEV-ES guests, not SEV-SNP".into(),
-                })
-            }
+            // SEV-SNP guests are `config::snp`'s.
             _ => continue,
         }
         let mut raw = Raw::default();
@@ -242,6 +237,13 @@ pub fn from_qemu_args<S: AsRef<str>>(
         });
     }
     let Some(chosen) = sev.into_iter().next() else {
+        if ids
+            .get(&want)
+            .is_some_and(|(t, _)| t == super::snp::QOM_TYPE)
+        {
+            // The machine names an SNP guest: `config::snp::from_qemu_args` takes it.
+            return Ok(None);
+        }
         let msg = match ids.get(&want) {
             Some((t, _)) => format!("object `{want}` is a `{}`, not a sev-guest", clip(t)),
             None => format!("no --object with id `{want}`"),

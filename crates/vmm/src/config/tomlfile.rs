@@ -52,6 +52,8 @@ pub struct TomlConfig {
     pub vm: VmSettings,
     /// The `[sev]` table, validated.
     pub sev: Option<SevLaunchConfig>,
+    /// The `[sev-snp]` table, validated (exclusive with `[sev]`).
+    pub snp: Option<super::snp::SnpLaunchConfig>,
 }
 
 type SpVal = Spanned<toml::Value>;
@@ -70,6 +72,8 @@ struct Doc {
     net: Option<SpVal>,
     vsock: Option<SpVal>,
     sev: Option<BTreeMap<Spanned<String>, SpVal>>,
+    #[serde(rename = "sev-snp")]
+    sev_snp: Option<BTreeMap<Spanned<String>, SpVal>>,
 }
 
 /// The `[sev]` table takes QEMU's `sev-guest` property names plus sevm's two backend keys.
@@ -131,7 +135,7 @@ pub fn from_toml_str(
             ConfigError::UnknownKey {
                 at: where_,
                 hint: "; top-level keys: memory, cpus, guest, firmware, kernel, initrd, \
-                       cmdline, disk, net, vsock, and the [sev] table"
+                       cmdline, disk, net, vsock, and the [sev] or [sev-snp] table"
                     .to_string(),
             }
         } else if msg.contains("duplicate key") {
@@ -367,7 +371,44 @@ pub fn from_toml_str(
             )?)
         }
     };
-    Ok(TomlConfig { vm, sev })
+    let snp = match &doc.sev_snp {
+        None => None,
+        Some(table) => {
+            if let (Some(_), Some((k, _))) = (&doc.sev, table.iter().next()) {
+                return Err(ConfigError::Conflict {
+                    at: at(k.span(), k.get_ref()),
+                    msg: "a file has either a [sev] table (SEV, SEV-ES) or a [sev-snp] table, \
+                          not both"
+                        .into(),
+                });
+            }
+            let mut raw = super::snp::SnpRaw::default();
+            for (k, v) in table {
+                let key = k.get_ref().as_str();
+                let where_ = at(k.span(), key);
+                let val = match v.get_ref() {
+                    toml::Value::String(s) => super::snp::SnpVal::Str(s),
+                    toml::Value::Integer(i) => super::snp::SnpVal::Int(*i),
+                    toml::Value::Boolean(b) => super::snp::SnpVal::Bool(*b),
+                    other => super::snp::SnpVal::Other(other.type_str()),
+                };
+                raw.set(key, val, where_, base)?;
+            }
+            let missing_at = |key: &str| Where::File {
+                file: path.to_path_buf(),
+                key: Some(format!("sev-snp.{key}")),
+            };
+            Some(raw.finish(
+                ConfigSource::Toml {
+                    path: path.to_path_buf(),
+                },
+                inputs,
+                &missing_at,
+                false,
+            )?)
+        }
+    };
+    Ok(TomlConfig { vm, sev, snp })
 }
 
 /// Parses `"512M"`, `"2G"`, `"512MiB"`, `"1GiB"` or a bare number (MiB).

@@ -398,7 +398,9 @@ impl Dispatcher {
             }
             "query-sev-launch-measure" => {
                 check_args(args, &[])?;
-                if b.sev_info().is_none() {
+                // QEMU keeps a launch measurement for SEV and SEV-ES guests only: an SNP
+                // guest gets the same refusal as a guest without SEV.
+                if b.sev_info().is_none_or(|i| i.snp_policy.is_some()) {
                     return Err(MonitorError::generic(qemu_msg::SEV_MEASURE_UNAVAILABLE));
                 }
                 let m = b.sev_launch_measure()?;

@@ -69,6 +69,21 @@ impl FakeBackend {
             policy,
             state: SevState::LaunchSecret,
             handle: 1,
+            snp_policy: None,
+        }))
+    }
+
+    /// A running SEV-SNP guest with `policy`.
+    pub fn snp_running(policy: u64) -> Self {
+        Self::new(Some(SevInfo {
+            enabled: true,
+            api_major: 1,
+            api_minor: 55,
+            build_id: 25,
+            policy: 0,
+            state: SevState::Running,
+            handle: 0,
+            snp_policy: Some(policy),
         }))
     }
 

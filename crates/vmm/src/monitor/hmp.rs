@@ -87,6 +87,20 @@ fn info(b: &dyn MonitorBackend, cpu: u32, what: &str) -> String {
             }
         ),
         "sev" => match b.sev_info() {
+            Some(i) if i.enabled && i.snp_policy.is_some() => {
+                let p = i.snp_policy.unwrap_or(0);
+                let onoff = |set: bool| if set { "on" } else { "off" };
+                // QEMU's `hmp_info_sev` lines for an SNP guest (SevGuestType_str: sev-snp).
+                format!(
+                    "SEV type: sev-snp\nstate: {}\nbuild: {}\napi version: {}.{}\ndebug: {}\nSMT allowed: {}\n",
+                    i.state.as_str(),
+                    i.build_id,
+                    i.api_major,
+                    i.api_minor,
+                    onoff(p & (1 << 19) != 0),
+                    onoff(p & (1 << 16) != 0)
+                )
+            }
             Some(i) if i.enabled => {
                 let p = sev_proto::policy::GuestPolicy(i.policy);
                 let onoff = |forbidden: bool| if forbidden { "off" } else { "on" };

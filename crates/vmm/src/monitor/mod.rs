@@ -173,6 +173,9 @@ pub struct SevInfo {
     pub state: SevState,
     /// Firmware guest handle.
     pub handle: u32,
+    /// An SEV-SNP guest: its 64-bit policy (QEMU's `sev-snp` branch; `policy` and `handle`
+    /// are then not shown).
+    pub snp_policy: Option<u64>,
 }
 
 impl SevInfo {
@@ -182,6 +185,18 @@ impl SevInfo {
     /// `sev` ("a legacy SEV or SEV-ES guest") and `sev-snp`: an SEV-ES guest is `sev`, and the
     /// ES bit shows in `policy`.
     pub fn to_query_sev(&self) -> Value {
+        if let Some(p) = self.snp_policy {
+            // QEMU's `SevInfo` union, branch `sev-snp` (`SevSnpGuestInfo`: `snp-policy`).
+            return json!({
+                "enabled": self.enabled,
+                "api-major": self.api_major,
+                "api-minor": self.api_minor,
+                "build-id": self.build_id,
+                "state": self.state.as_str(),
+                "sev-type": "sev-snp",
+                "snp-policy": p,
+            });
+        }
         json!({
             "enabled": self.enabled,
             "api-major": self.api_major,

@@ -59,10 +59,21 @@ pub fn caps_from_platform(
     })
 }
 
+/// An SEV-SNP launch as the monitor sees it.
+#[derive(Clone)]
+pub struct SnpMonitor {
+    /// The launch.
+    pub handle: crate::confidential::snp::SnpHandle,
+    /// The firmware's API major, minor and build (for `query-sev`).
+    pub api: (u8, u8, u8),
+}
+
 /// What [`start`] needs to know about the VM beyond the [`Vm`] itself.
 pub struct VmBackendConfig {
     /// The SEV launch, for SEV guests.
     pub launch: Option<LaunchHandle>,
+    /// The SEV-SNP launch, for SNP guests.
+    pub snp: Option<SnpMonitor>,
     /// `query-sev-capabilities` source (`None`: the host has no SEV).
     pub caps: Option<CapsSource>,
     /// C-bit position (masked out of page-table entries), for SEV guests.
@@ -77,6 +88,7 @@ pub struct VmBackendConfig {
 pub struct VmBackend {
     control: VmControl,
     launch: Option<LaunchHandle>,
+    snp: Option<SnpMonitor>,
     memory: GuestMemoryMmap,
     vcpus: u32,
     enc_mask: u64,
@@ -132,6 +144,7 @@ impl VmBackend {
             shutdown_sent: AtomicBool::new(false),
             sev_seen: Mutex::new(cfg.launch.as_ref().map(|l| l.status().phase.sev_state())),
             launch: cfg.launch,
+            snp: cfg.snp,
             caps: cfg.caps,
             events: OnceLock::new(),
         }
@@ -398,6 +411,10 @@ impl MonitorBackend for VmBackend {
     }
 
     fn sev_info(&self) -> Option<SevInfo> {
+        if let Some(s) = &self.snp {
+            let (ma, mi, b) = s.api;
+            return Some(s.handle.status().sev_info(ma, mi, b));
+        }
         Some(self.launch.as_ref()?.status().sev_info())
     }
 
@@ -442,6 +459,16 @@ impl MonitorBackend for VmBackend {
     }
 
     fn debug_access(&self, cpu: Option<u32>) -> Result<(), MonitorError> {
+        if let Some(s) = &self.snp {
+            // SNP_DBG_DECRYPT needs the policy's DEBUG bit (19).
+            let policy = s.handle.status().policy;
+            if policy & (1 << 19) == 0 {
+                return Err(MonitorError::generic(format!(
+                    "SEV-SNP: guest memory cannot be read: the guest policy {policy:#x} has no \
+                     DEBUG bit (0x80000), so SNP_DBG_DECRYPT is refused"
+                )));
+            }
+        }
         if let Some(l) = &self.launch {
             let policy = l.status().policy;
             if sev_proto::policy::GuestPolicy(policy).nodbg() {
@@ -502,6 +529,15 @@ impl MonitorBackend for VmBackend {
     }
 
     fn registers(&self, cpu: u32) -> Result<String, MonitorError> {
+        if let Some(s) = &self.snp {
+            let policy = s.handle.status().policy;
+            if policy & (1 << 19) == 0 {
+                return Err(MonitorError::generic(format!(
+                    "the register state of CPU {cpu} is inside the encrypted VMSA of this SEV-SNP \
+                     guest (policy {policy:#x} has no DEBUG bit), so it cannot be shown"
+                )));
+            }
+        }
         if let Some(l) = &self.launch {
             let policy = l.status().policy;
             if super::registers_hidden(policy) {
@@ -667,6 +703,7 @@ mod tests {
             &sock,
             &vm,
             VmBackendConfig {
+                snp: None,
                 launch: None,
                 caps: None,
                 cbitpos: None,
