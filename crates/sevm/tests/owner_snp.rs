@@ -19,7 +19,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fails, missing, ok, ok_json, run, sevm};
+use common::{fails, missing, ok, ok_json, run, sevm, snpguest};
 use sev_proto::ovmf::{FooterTable, SEV_ES_RESET_BLOCK_GUID, SEV_HASH_TABLE_RV_GUID};
 use sev_proto::ovmf::{SEV_METADATA_GUID, SEV_SECRET_GUID};
 
@@ -83,21 +83,6 @@ fn sev_snp_measure() -> Option<PathBuf> {
             py.display()
         ))
     }
-}
-
-/// The `snpguest` binary (PATH, then ~/.cargo/bin).
-fn snpguest() -> Option<PathBuf> {
-    let mut cands: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        cands.extend(std::env::split_paths(&path).map(|d| d.join("snpguest")));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        cands.push(Path::new(&home).join(".cargo/bin/snpguest"));
-    }
-    cands
-        .into_iter()
-        .find(|c| c.is_file())
-        .or_else(|| missing("snpguest not found (cargo install snpguest --locked)"))
 }
 
 /// The OVMF fixture of sev-snp-measure (and virtee/sev).

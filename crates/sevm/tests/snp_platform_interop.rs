@@ -29,28 +29,6 @@ const OK_LINES: [&str; 3] = [
     "The VCEK was signed by the AMD ASK!",
 ];
 
-/// The snpguest binary: PATH, then ~/.cargo/bin; it must answer `--version`.
-fn snpguest() -> Option<PathBuf> {
-    let mut cands: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        cands.extend(std::env::split_paths(&path).map(|d| d.join("snpguest")));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        cands.push(Path::new(&home).join(".cargo/bin/snpguest"));
-    }
-    for c in cands {
-        if c.is_file()
-            && Command::new(&c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        {
-            return Some(c);
-        }
-    }
-    missing("snpguest not found in PATH or ~/.cargo/bin (cargo install snpguest --locked)")
-}
-
 fn snp(dir: &Path) -> Command {
     let mut c = sevm();
     c.args(["--json", "platform", "snp", "--platform-dir"])

@@ -42,28 +42,40 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
-/// The sevctl 0.6.2 binary: PATH, then ~/.cargo/bin.
-pub fn sevctl() -> Option<PathBuf> {
+/// Candidates for a cargo-installed tool: `$PATH`, then ~/.cargo/bin.
+fn tool_candidates(name: &str) -> Vec<PathBuf> {
     let mut cands: Vec<PathBuf> = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
-        cands.extend(std::env::split_paths(&path).map(|d| d.join("sevctl")));
+        cands.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     }
     if let Some(home) = std::env::var_os("HOME") {
-        cands.push(Path::new(&home).join(".cargo/bin/sevctl"));
+        cands.push(Path::new(&home).join(".cargo/bin").join(name));
     }
-    for c in cands {
-        if c.is_file() {
-            let ok = Command::new(&c)
-                .arg("--version")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("0.6.2"))
-                .unwrap_or(false);
-            if ok {
-                return Some(c);
-            }
-        }
-    }
-    missing("sevctl 0.6.2 not found (cargo install sevctl --version 0.6.2 --locked)")
+    cands
+}
+
+/// The first candidate for `name` whose `--version` succeeds and prints `version_has`.
+fn find_tool(name: &str, version_has: &str) -> Option<PathBuf> {
+    tool_candidates(name).into_iter().find(|c| {
+        c.is_file()
+            && Command::new(c).arg("--version").output().is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version_has)
+            })
+    })
+}
+
+/// The sevctl 0.6.2 binary: PATH, then ~/.cargo/bin.
+pub fn sevctl() -> Option<PathBuf> {
+    find_tool("sevctl", "0.6.2").or_else(|| {
+        missing("sevctl 0.6.2 not found (cargo install sevctl --version 0.6.2 --locked)")
+    })
+}
+
+/// The snpguest binary: PATH, then ~/.cargo/bin; it must answer `--version`.
+pub fn snpguest() -> Option<PathBuf> {
+    find_tool("snpguest", "").or_else(|| {
+        missing("snpguest not found in PATH or ~/.cargo/bin (cargo install snpguest --locked)")
+    })
 }
 
 /// A Python 3 with the `cryptography` package: $SEVM_PYTHON, .venv/bin/python, python3.
