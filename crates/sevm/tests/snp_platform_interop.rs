@@ -19,7 +19,7 @@ use sev_proto::snp::msg::{self, ReportReq, ReportRsp};
 use sev_proto::snp::policy::SnpPolicy;
 use sev_proto::snp::report::AttestationReport;
 use sev_proto::snp::secrets::SecretsPage;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const POLICY: u64 = 0x30000;
