@@ -29,7 +29,7 @@ use sev_proto::secret::PacketHeader;
 /// What to boot and how (shared by `run` and `config check`).
 #[derive(Debug, Args, Clone)]
 pub struct GuestArgs {
-    /// A bundled guest (hello, cpuid, reset, secret-reader, ticker).
+    /// A bundled guest (hello, cpuid, reset, secret-reader, ticker, snp-attest).
     #[arg(long, conflicts_with_all = ["firmware", "kernel"])]
     pub guest: Option<String>,
     /// A raw firmware image, mapped to end at 4 GiB. With `--kernel` only under SEV with
