@@ -91,6 +91,20 @@ pub enum FwError {
     /// A caller-supplied argument was malformed (not a firmware status).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// The host touched (read, wrote, RMPUPDATEd) a system-physical page the RMP does not let
+    /// it touch (the soft SNP model's #PF / RMPUPDATE failure).
+    #[error("RMP: {op} of sPA 0x{spa:x} refused: {reason}")]
+    Rmp {
+        /// What the host did (`"read"`, `"write"`, `"RMPUPDATE"`, `"PVALIDATE"`).
+        op: &'static str,
+        /// The page's system-physical address.
+        spa: u64,
+        /// Why (the page state, or the instruction's failure code).
+        reason: String,
+    },
+    /// A structure given to the firmware does not decode (names the structure and field).
+    #[error(transparent)]
+    Format(#[from] sev_proto::snp::FormatError),
     /// A file or directory of the platform is unsafe or unusable (a symbolic link in place of
     /// the state file, a platform directory others can write, a special file...).
     #[error(transparent)]

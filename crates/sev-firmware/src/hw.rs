@@ -324,6 +324,38 @@ impl HwPlatform {
 }
 
 /// The SNP platform commands of `/dev/sev` (Linux 6.11+; virtee `snphost` issues the same).
+/// The SNP platform commands over `/dev/sev`. SNP_INIT and SNP_SHUTDOWN are the kernel's (the
+/// ccp driver issues them; `/dev/sev` has no ioctl for them): refused here.
+impl crate::snp::SnpPlatform for HwPlatform {
+    fn snp_init(&self) -> Result<()> {
+        Err(FwError::InvalidArgument(
+            "SNP_INIT: the kernel's ccp driver initialises SNP; /dev/sev has no ioctl for it",
+        ))
+    }
+
+    fn snp_shutdown(&self) -> Result<()> {
+        Err(FwError::InvalidArgument(
+            "SNP_SHUTDOWN: the kernel's ccp driver shuts SNP down; /dev/sev has no ioctl for it",
+        ))
+    }
+
+    fn snp_platform_status(&self) -> Result<crate::snp::SnpPlatformStatus> {
+        HwPlatform::snp_platform_status(self)
+    }
+
+    fn snp_config(&self, c: &crate::snp::soft::SnpConfig) -> Result<()> {
+        self.snp_set_config(c.reported_tcb, c.flags)
+    }
+
+    fn snp_commit(&self) -> Result<()> {
+        HwPlatform::snp_commit(self)
+    }
+
+    fn snp_vlek_load(&self, wrapped: &[u8]) -> Result<()> {
+        HwPlatform::snp_vlek_load(self, wrapped)
+    }
+}
+
 impl HwPlatform {
     /// SNP_PLATFORM_STATUS: the firmware's 32-byte status, decoded.
     pub fn snp_platform_status(&self) -> Result<crate::snp::SnpPlatformStatus> {

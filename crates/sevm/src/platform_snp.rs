@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sev_firmware::snp::ca::SoftCa;
 use sev_firmware::snp::soft::{SnpConfig, SoftSnpConfig, SoftSnpPlatform};
 use sev_firmware::snp::{SnpPlatform, SnpPlatformStatus};
+// `SnpPlatform` is also implemented by `HwPlatform` (snp_vlek_load over /dev/sev).
 use sev_proto::snp::certs::{encode_cert_table, CertTableEntry, GUID_ARK, GUID_ASK, GUID_VCEK};
 use sev_proto::snp::tcb::{TcbLayout, TcbVersion};
 
@@ -49,6 +50,19 @@ enum SnpCmd {
     },
     /// SNP_COMMIT: the committed TCB becomes the installed firmware's (anti-rollback).
     Commit,
+    /// SNP_VLEK_LOAD of a wrapped VLEK blob (0x1B0 bytes). On the soft backend the blob must
+    /// be one `vlek-make` made for this platform at its reported TCB; reports are then signed
+    /// by the VLEK and `export` writes its chain (asvk.*, vlek.*).
+    VlekLoad {
+        /// The wrapped blob.
+        file: PathBuf,
+    },
+    /// Soft backend only: make a VLEK blob this platform accepts (random hash sticks wrapped
+    /// under the platform's own key for the reported TCB; see docs/SNP-PLATFORM.md).
+    VlekMake {
+        /// Output file (written 0600).
+        file: PathBuf,
+    },
     /// Soft backend only: model installing a firmware with TCB `--tcb` (every component at
     /// least the committed TCB's); COMMIT makes it the committed one.
     FirmwareUpdate {
@@ -286,6 +300,19 @@ fn run_hw(a: SnpArgs, out: &Output) -> Result<ExitCode> {
                 "SNP_COMMIT: done",
             );
         }
+        SnpCmd::VlekLoad { file } => {
+            let blob = read_vlek(&file)?;
+            p.snp_vlek_load(&blob)
+                .with_context(|| format!("SNP_VLEK_LOAD of {} through /dev/sev", file.display()))?;
+            out.emit(
+                &json!({"ok": true, "command": "SNP_VLEK_LOAD", "file": file.display().to_string()}),
+                &format!("SNP_VLEK_LOAD: loaded {}", file.display()),
+            );
+        }
+        SnpCmd::VlekMake { .. } => bail!(
+            "sevm platform snp vlek-make: soft backend only (a real VLEK is wrapped by AMD's \
+             KDS for the chip)"
+        ),
         SnpCmd::Export { .. } => bail!(
             "sevm platform snp export --sev-backend hw: a real platform's ARK, ASK and VCEK come \
              from AMD's KDS (e.g. `snpguest fetch ca` / `snpguest fetch vcek`), not from the \
@@ -298,6 +325,16 @@ fn run_hw(a: SnpArgs, out: &Output) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Reads a wrapped VLEK blob file (at most 4 KiB; the firmware checks its size and fields).
+fn read_vlek(file: &Path) -> Result<Vec<u8>> {
+    let b = sevm_files::read_bounded(file, "VLEK blob", 4096)
+        .with_context(|| format!("reading the VLEK blob {}", file.display()))?;
+    Ok(b.to_vec())
+}
+
+/// The cspID the soft VLEK certificate carries.
+const SOFT_CSP_ID: &str = "sevm-soft-csp";
 
 /// Runs `sevm platform snp ...`.
 pub fn run(
@@ -386,6 +423,21 @@ pub fn run(
             }
             let chain = [ca.ask.to_pem()?, ca.ark.to_pem()?].concat();
             write("cert_chain.pem", &chain)?;
+            // With a VLEK loaded: its chain as the KDS names it (ASVK, VLEK).
+            let mut vlek_tcb = None;
+            if let Some((key, tcb)) = p.vlek_public_key().context("the loaded VLEK")? {
+                let asvk = ca
+                    .asvk_load_or_create(&dir)
+                    .with_context(|| format!("the soft ASVK in {}", dir.display()))?;
+                let vlek = asvk
+                    .vlek_cert(&key, tcb, SOFT_CSP_ID)
+                    .context("making the VLEK certificate")?;
+                for (name, c) in [("asvk", &asvk.cert), ("vlek", &vlek)] {
+                    write(&format!("{name}.der"), &c.to_der()?)?;
+                    write(&format!("{name}.pem"), &c.to_pem()?)?;
+                }
+                vlek_tcb = Some(tcb);
+            }
             let table = encode_cert_table(
                 &ders
                     .iter()
@@ -403,6 +455,7 @@ pub fn run(
                     "dir": outdir.display().to_string(),
                     "files": files,
                     "reported_tcb": tcb_json(reported),
+                    "vlek_tcb": vlek_tcb.map(tcb_json),
                 }),
                 &format!(
                     "wrote {} to {} (VCEK for reported TCB {})",
@@ -437,6 +490,44 @@ pub fn run(
             out.emit(
                 &json!({"ok": true, "command": "SNP_COMMIT", "committed_tcb": tcb_json(c)}),
                 &format!("SNP_COMMIT: committed TCB {}", tcb_text(c)),
+            );
+        }
+        SnpCmd::VlekLoad { file } => {
+            init(&p)?;
+            let blob = read_vlek(&file)?;
+            p.vlek_load(&blob)
+                .with_context(|| format!("SNP_VLEK_LOAD of {}", file.display()))?;
+            out.emit(
+                &json!({
+                    "ok": true,
+                    "command": "SNP_VLEK_LOAD",
+                    "file": file.display().to_string(),
+                    "vlek_tcb": tcb_json(p.reported_tcb()),
+                }),
+                &format!(
+                    "SNP_VLEK_LOAD: loaded {} (VLEK for TCB {}); reports are now signed by it",
+                    file.display(),
+                    tcb_text(p.reported_tcb())
+                ),
+            );
+        }
+        SnpCmd::VlekMake { file } => {
+            init(&p)?;
+            let blob = p.vlek_make().context("making a VLEK blob")?;
+            sevm_files::write_output(&file, "VLEK blob", &blob, sevm_files::MODE_PRIVATE)
+                .with_context(|| format!("writing {}", file.display()))?;
+            out.emit(
+                &json!({
+                    "ok": true,
+                    "command": "vlek-make",
+                    "file": file.display().to_string(),
+                    "tcb": tcb_json(p.reported_tcb()),
+                }),
+                &format!(
+                    "wrote a VLEK blob for this platform at TCB {} to {}",
+                    tcb_text(p.reported_tcb()),
+                    file.display()
+                ),
             );
         }
         SnpCmd::FirmwareUpdate { tcb } => {

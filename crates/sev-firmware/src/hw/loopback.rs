@@ -74,8 +74,8 @@
 //!
 //! The SNP platform commands of `/dev/sev` (SNP_PLATFORM_STATUS, SNP_COMMIT, SNP_SET_CONFIG,
 //! SNP_VLEK_LOAD) follow sev-dev.c as of Linux 6.11 when the test gives an SNP platform
-//! ([`Loopback::with_snp`]); the firmware side of SNP_VLEK_LOAD is not emulated (EINVAL after
-//! the kernel's checks).
+//! ([`Loopback::with_snp`]); SNP_VLEK_LOAD goes to the soft firmware's VLEK_LOAD after the
+//! kernel's checks.
 //!
 //! SEV-SNP VMs (KVM_X86_SNP_VM, offered when the PSP has an SNP side): KVM_CREATE_VM on the
 //! emulated `/dev/kvm`, KVM_SEV_INIT2 with SNP's rules (GHCB version 2, SNP_ACTIVE added to
@@ -848,7 +848,7 @@ impl Loopback {
                 9 => self.do_snp_platform_status(data, &mut error),
                 10 => self.do_snp_commit(&mut error),
                 11 => self.do_snp_set_config(data, writable, &mut error),
-                12 => self.do_snp_vlek_load(data, writable),
+                12 => self.do_snp_vlek_load(data, writable, &mut error),
                 // GET_ID (deprecated) is not emulated.
                 _ => return Err(libc::EINVAL),
             }
@@ -946,11 +946,13 @@ impl Loopback {
     }
 
     /// `sev_ioctl_do_snp_vlek_load` (Linux 6.11): init and data (EINVAL), writable (EPERM),
-    /// `len` 16 and version 0 (EINVAL), the 0x1B0-byte blob copied in (EFAULT). The soft
-    /// firmware has no VLEK_LOAD yet: a call that passes the kernel's checks fails with
-    /// EINVAL, as the loopback's other unemulated commands do.
-    unsafe fn do_snp_vlek_load(&self, data: u64, writable: bool) -> KResult<()> {
-        if self.snp.is_none() || data == 0 {
+    /// `len` 16 and version 0 (EINVAL), the 0x1B0-byte blob copied in (EFAULT), then the soft
+    /// firmware's SNP_VLEK_LOAD (a refusal: EIO with its status).
+    unsafe fn do_snp_vlek_load(&self, data: u64, writable: bool, error: &mut u32) -> KResult<()> {
+        let Some(p) = &self.snp else {
+            return Err(libc::EINVAL);
+        };
+        if data == 0 {
             return Err(libc::EINVAL);
         }
         if !writable {
@@ -963,8 +965,8 @@ impl Loopback {
             return Err(libc::EINVAL);
         }
         // SAFETY: the caller promised a 0x1B0-byte blob at `addr` (port contract).
-        let _blob = unsafe { copy_from_user(addr, super::SNP_WRAPPED_VLEK_SIZE) }?;
-        Err(libc::EINVAL)
+        let blob = unsafe { copy_from_user(addr, super::SNP_WRAPPED_VLEK_SIZE) }?;
+        Self::snp_fw(p.vlek_load(&blob), error)
     }
 
     unsafe fn do_platform_status(&self, data: u64, error: &mut u32) -> KResult<()> {

@@ -1176,12 +1176,20 @@ fn snp_platform_commands_through_dev_sev() {
     assert_eq!(hw.snp_platform_status().unwrap().reported_tcb, committed);
     hw.snp_commit().unwrap();
 
-    // VLEK_LOAD: the blob size is checked before the ioctl; the firmware side is not modelled.
+    // VLEK_LOAD: the blob size is checked before the ioctl; the soft firmware refuses a blob
+    // for another TCB (BAD_SVN) or not wrapped for it (BAD_MEASUREMENT) and loads its own.
     assert!(matches!(
         hw.snp_vlek_load(&[0; 16]),
         Err(FwError::InvalidArgument(_))
     ));
-    assert_eq!(errno_of(hw.snp_vlek_load(&[0; 0x1B0])), libc::EINVAL);
+    assert_eq!(status_of(hw.snp_vlek_load(&[0; 0x1B0])), Status::BadSvn);
+    let blob = soft.vlek_make().unwrap();
+    let mut bad = blob.clone();
+    bad[0x30] ^= 1;
+    assert_eq!(status_of(hw.snp_vlek_load(&bad)), Status::BadMeasurement);
+    assert!(!hw.snp_platform_status().unwrap().vlek_en);
+    hw.snp_vlek_load(&blob).unwrap();
+    assert!(hw.snp_platform_status().unwrap().vlek_en);
 
     // A read-only open: status works, SET_CONFIG is EPERM (the driver's FMODE_WRITE check).
     let ro = OpenOptions::new().read(true).open(lb.sev_path()).unwrap();

@@ -390,3 +390,165 @@ impl SoftCa {
         )
     }
 }
+
+/// The platform file holding the soft ASVK (the VLEK chain's intermediate).
+pub const ASVK_FILE: &str = "snp-asvk.json";
+
+/// The soft ASVK (CN `SEV-VLEK-<Product>`, RSA-4096, signed by the soft ARK) with its key,
+/// made once per platform directory beside the ARK/ASK.
+pub struct SoftAsvk {
+    key: PKey<Private>,
+    /// The ASVK certificate.
+    pub cert: X509,
+}
+
+impl std::fmt::Debug for SoftAsvk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftAsvk").finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AsvkFile {
+    version: u32,
+    asvk_key_pem: String,
+    asvk_der_hex: String,
+}
+
+impl SoftCa {
+    /// A new ASVK signed by this ARK.
+    fn make_asvk(&self) -> Result<SoftAsvk> {
+        let key = PKey::from_rsa(Rsa::generate(4096)?)?;
+        let spki = key.public_key_to_der()?;
+        let ark_spki = self.ark_key.public_key_to_der()?;
+        let cert = sign_cert(
+            &tbs(&Tbs {
+                serial: 0x10002,
+                issuer_cn: &format!("ARK-{PRODUCT}"),
+                subject_cn: &format!("SEV-VLEK-{PRODUCT}"),
+                years: 25,
+                spki: &spki,
+                exts: vec![
+                    ext(&[2, 5, 29, 15], true, &der(0x03, &[2, 0x04])),
+                    ext(&[2, 5, 29, 19], true, &seq(&[&der(0x01, &[0xFF]), &int(0)])),
+                    ext(&[2, 5, 29, 14], false, &der(0x04, &key_id(&spki))),
+                    ext(
+                        &[2, 5, 29, 35],
+                        false,
+                        &seq(&[&der(0x80, &key_id(&ark_spki))]),
+                    ),
+                    ext(&[2, 5, 29, 31], false, &crl_dp()),
+                ],
+            })?,
+            &self.ark_key,
+        )?;
+        Ok(SoftAsvk { key, cert })
+    }
+
+    /// Loads `dir/snp-asvk.json`, or makes the ASVK with this ARK and writes it (mode 0600).
+    /// A file whose certificate this ARK did not sign is refused.
+    pub fn asvk_load_or_create(&self, dir: &Path) -> Result<SoftAsvk> {
+        let path = dir.join(ASVK_FILE);
+        let ark_pub = self.ark.public_key()?;
+        super::load_or_create(
+            &path,
+            "SNP ASVK file",
+            32 * 1024,
+            || {
+                let a = self.make_asvk()?;
+                let pem = Zeroizing::new(a.key.private_key_to_pem_pkcs8()?);
+                let f = AsvkFile {
+                    version: 1,
+                    asvk_key_pem: String::from_utf8_lossy(&pem).into_owned(),
+                    asvk_der_hex: hex::encode(a.cert.to_der()?),
+                };
+                let json = Zeroizing::new(serde_json::to_vec_pretty(&f).map_err(|e| {
+                    FwError::StateFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?);
+                let _wipe = Zeroizing::new(f.asvk_key_pem);
+                Ok(json)
+            },
+            |path, bytes| {
+                let bad = |reason: String| FwError::StateFile {
+                    path: PathBuf::from(path),
+                    reason,
+                };
+                let f: AsvkFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                let k = Zeroizing::new(f.asvk_key_pem);
+                if f.version != 1 {
+                    return Err(bad(format!("version {} is not 1", f.version)));
+                }
+                let key = PKey::private_key_from_pem(k.as_bytes())
+                    .ok()
+                    .filter(|k| k.rsa().is_ok_and(|r| r.size() == 512))
+                    .ok_or_else(
+                        || bad("asvk_key_pem: not an RSA-4096 private key in PEM".into()),
+                    )?;
+                let cert = hex::decode(&f.asvk_der_hex)
+                    .ok()
+                    .and_then(|d| X509::from_der(&d).ok())
+                    .ok_or_else(|| bad("asvk_der_hex: not a hex DER X.509 certificate".into()))?;
+                if !cert.public_key()?.public_eq(&key) {
+                    return Err(bad("asvk_der_hex: does not match asvk_key_pem".into()));
+                }
+                if !cert.verify(&ark_pub)? {
+                    return Err(bad("asvk_der_hex: not signed by this platform's ARK".into()));
+                }
+                Ok(SoftAsvk { key, cert })
+            },
+        )
+    }
+}
+
+impl SoftAsvk {
+    /// A VLEK certificate (CN `SEV-VLEK`, issuer the ASVK) for the P-384 key `vlek` at `tcb`,
+    /// with the cspID extension (`.5`, IA5String) in place of the VCEK's hwID.
+    pub fn vlek_cert(&self, vlek: &PKey<Public>, tcb: u64, csp_id: &str) -> Result<X509> {
+        let spki = vlek.public_key_to_der()?;
+        let b = tcb.to_le_bytes();
+        let mut exts = vec![
+            ext(&[&AMD[..], &[1, 1]].concat(), false, &int(0)),
+            ext(
+                &[&AMD[..], &[1, 2]].concat(),
+                false,
+                &der(0x16, format!("{PRODUCT}-B0").as_bytes()),
+            ),
+        ];
+        for (arc, v) in [
+            (1, b[0]),
+            (2, b[1]),
+            (3, b[6]),
+            (4, 0),
+            (5, 0),
+            (6, 0),
+            (7, 0),
+            (8, b[7]),
+        ] {
+            exts.push(ext(
+                &[&AMD[..], &[1, 3, arc]].concat(),
+                false,
+                &int(u64::from(v)),
+            ));
+        }
+        exts.push(ext(
+            &[&AMD[..], &[1, 5]].concat(),
+            false,
+            &der(0x16, csp_id.as_bytes()),
+        ));
+        sign_cert(
+            &tbs(&Tbs {
+                serial: 1,
+                issuer_cn: &format!("SEV-VLEK-{PRODUCT}"),
+                subject_cn: "SEV-VLEK",
+                years: 7,
+                spki: &spki,
+                exts,
+            })?,
+            &self.key,
+        )
+    }
+}

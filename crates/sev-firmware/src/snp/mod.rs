@@ -8,8 +8,11 @@
 //! derivation, CHIP_ID); [`ca`] the soft ARK/ASK and VCEK certificates.
 
 pub mod ca;
+pub mod raw;
+pub mod rmp;
 pub mod soft;
 pub mod vcek;
+pub mod vlek;
 
 /// Loads the platform file `path` (at most `max` bytes) with `parse`, or, if it does not
 /// exist, writes the bytes `create` makes (atomically, mode 0600) and parses what is then on
@@ -34,6 +37,8 @@ fn load_or_create<T>(
     }
 }
 
+#[cfg(test)]
+mod raw_tests;
 #[cfg(test)]
 mod tests;
 
@@ -271,6 +276,13 @@ pub trait SnpPlatform {
     fn snp_shutdown(&self) -> Result<()>;
     /// SNP_PLATFORM_STATUS.
     fn snp_platform_status(&self) -> Result<SnpPlatformStatus>;
+    /// SNP_CONFIG (Linux: SNP_SET_CONFIG): reported TCB (0 = the committed one) and the
+    /// MASK_CHIP_ID / MASK_CHIP_KEY flags.
+    fn snp_config(&self, c: &soft::SnpConfig) -> Result<()>;
+    /// SNP_COMMIT.
+    fn snp_commit(&self) -> Result<()>;
+    /// SNP_VLEK_LOAD of a 0x1B0-byte wrapped VLEK blob ([`vlek`]).
+    fn snp_vlek_load(&self, wrapped: &[u8]) -> Result<()>;
 }
 
 /// The SNP commands on one guest context (created by SNP_GCTX_CREATE).

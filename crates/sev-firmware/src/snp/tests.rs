@@ -1553,3 +1553,111 @@ fn dbg_decrypt_encrypt_are_gated_by_the_debug_policy_bit() {
         Status::InvalidPlatformState
     );
 }
+
+// ---- VLEK ----
+
+/// VLEK_LOAD: a blob made by this platform loads (VLEK_EN), reports with KEY_SEL 0/2 are signed
+/// by the VLEK (SIGNING_KEY 1) and not by the VCEK, KEY_SEL 1 still gives the VCEK; another
+/// platform's blob, a flipped byte (BAD_MEASUREMENT naming VLEK_WRAPPED.TAG), another TCB
+/// (BAD_SVN) and a bad reserved field (INVALID_PARAM) are refused and change nothing; the VLEK
+/// persists in the platform directory.
+#[test]
+fn vlek_load_signs_reports_and_refusals_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = SoftSnpPlatform::open(dir.path(), SoftSnpConfig::default()).unwrap();
+    assert_eq!(
+        status_of(p.vlek_load(&[0; 0x1B0])),
+        Status::InvalidPlatformState
+    );
+    p.snp_init().unwrap();
+    let blob = p.vlek_make().unwrap();
+    assert_eq!(blob.len(), 0x1B0);
+    let other = platform();
+    other.snp_init().unwrap();
+    let before = p.state_digest();
+    let e = p.vlek_load(&other.vlek_make().unwrap()).unwrap_err();
+    assert_eq!(e.status(), Some(Status::BadMeasurement));
+    assert!(e.to_string().contains("VLEK_WRAPPED.TAG"), "{e}");
+    let mut flipped = blob.clone();
+    flipped[0x20] ^= 0x80;
+    let e = p.vlek_load(&flipped).unwrap_err();
+    assert_eq!(e.status(), Some(Status::BadMeasurement));
+    assert!(e.to_string().contains("VLEK_WRAPPED.TAG"), "{e}");
+    let mut tcb = blob.clone();
+    tcb[0x190] ^= 1;
+    let e = p.vlek_load(&tcb).unwrap_err();
+    assert_eq!(e.status(), Some(Status::BadSvn));
+    assert!(e.to_string().contains("VLEK_WRAPPED.TCB_VERSION"), "{e}");
+    let mut rsvd = blob.clone();
+    rsvd[0x0C] = 1;
+    assert_eq!(status_of(p.vlek_load(&rsvd)), Status::InvalidParam);
+    assert_eq!(status_of(p.vlek_load(&blob[..0x100])), Status::InvalidParam);
+    assert_eq!(p.state_digest(), before);
+    assert!(!p.snp_platform_status().unwrap().vlek_en);
+    // Before loading, KEY_SEL 2 is INVALID_KEY inside the response.
+    let (mut g, sp) = keyed_guest(&p, [0; 32]);
+    let mut resp = page(0);
+    let vlek_req = ReportReq {
+        key_sel: 2,
+        ..rr(0)
+    };
+    g.snp_guest_request(&request(&sp, 0, 1, &vlek_req), &mut resp)
+        .unwrap();
+    assert_eq!(answer(&sp, 0, &resp).1.status, Status::InvalidKey.code());
+    p.vlek_load(&blob).unwrap();
+    assert!(p.snp_platform_status().unwrap().vlek_en);
+    let (vlek_pub, vlek_tcb) = p.vlek_public_key().unwrap().unwrap();
+    assert_eq!(vlek_tcb, p.reported_tcb());
+    let vcek = p.vcek_public_key(p.reported_tcb()).unwrap();
+    let mut seq = 3;
+    for (sel, want_vlek) in [(0, true), (2, true), (1, false)] {
+        let req = ReportReq {
+            key_sel: sel,
+            ..rr(0)
+        };
+        g.snp_guest_request(&request(&sp, 0, seq, &req), &mut resp)
+            .unwrap();
+        seq += 2;
+        let r = answer(&sp, 0, &resp).1.report.unwrap();
+        assert_eq!(r.signing_key(), u8::from(want_vlek), "KEY_SEL {sel}");
+        let (good, bad) = if want_vlek {
+            (&vlek_pub, &vcek)
+        } else {
+            (&vcek, &vlek_pub)
+        };
+        r.verify(good).unwrap();
+        assert!(r.verify(bad).is_err(), "KEY_SEL {sel}");
+    }
+    drop(g);
+    // Persisted: a new handle on the directory has it loaded.
+    let q = SoftSnpPlatform::open(dir.path(), SoftSnpConfig::default()).unwrap();
+    q.snp_init().unwrap();
+    assert!(q.snp_platform_status().unwrap().vlek_en);
+    let (k2, _) = q.vlek_public_key().unwrap().unwrap();
+    assert!(k2.public_eq(&vlek_pub));
+    // The VLEK chain: ARK → ASVK → VLEK, persisted, with the VLEK's TCB and a cspID.
+    let ca = super::ca::SoftCa::load_or_create(dir.path()).unwrap();
+    let asvk = ca.asvk_load_or_create(dir.path()).unwrap();
+    assert!(asvk.cert.verify(&ca.ark.public_key().unwrap()).unwrap());
+    assert!(!asvk.cert.verify(&ca.ask.public_key().unwrap()).unwrap());
+    let cert = asvk
+        .vlek_cert(&vlek_pub, vlek_tcb, "sevm-test-csp")
+        .unwrap();
+    assert!(cert.verify(&asvk.cert.public_key().unwrap()).unwrap());
+    assert!(cert.public_key().unwrap().public_eq(&vlek_pub));
+    let again = ca.asvk_load_or_create(dir.path()).unwrap();
+    assert_eq!(again.cert.to_der().unwrap(), asvk.cert.to_der().unwrap());
+    let cn = |c: &openssl::x509::X509Ref| {
+        c.subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .unwrap()
+            .data()
+            .as_slice()
+            .to_vec()
+    };
+    assert_eq!(
+        (cn(&asvk.cert), cn(&cert)),
+        ("SEV-VLEK-Milan".into(), "SEV-VLEK".into())
+    );
+}

@@ -110,7 +110,7 @@ impl HashSticks {
 }
 
 /// `d = (LE(KDF(seed, label, ∅, 56)) mod (n − 1)) + 1` on `curve`, with its public point.
-fn key_from_bytes(curve: Nid, seed: &[u8], label: &[u8]) -> Result<EcKey<Private>> {
+pub(crate) fn key_from_bytes(curve: Nid, seed: &[u8], label: &[u8]) -> Result<EcKey<Private>> {
     let r = sev_proto::kdf::kdf(seed, label, b"", 56);
     let be: Zeroizing<Vec<u8>> = Zeroizing::new(r.iter().rev().copied().collect());
     let c = BigNum::from_slice(&be)?;

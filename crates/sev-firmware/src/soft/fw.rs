@@ -220,6 +220,10 @@ pub struct Fw {
     /// While this handle has guests: its shared hold on the directory's guests lock and its
     /// published guest count ([`super::store::GuestsHold`]).
     guests_hold: Option<super::store::GuestsHold>,
+    /// The SNP side of the same (modelled) chip, when attached
+    /// ([`super::SoftPlatform::attach_snp`]): legacy INIT then requires SNP INIT first, and the
+    /// SNP side learns the legacy state (SNP_INIT requires legacy UNINIT).
+    pub(crate) snp: Option<crate::snp::soft::SoftSnpPlatform>,
 }
 
 impl Fw {
@@ -233,6 +237,7 @@ impl Fw {
             asids: vec![Asid::Dirty; MAX_ASID as usize + 1],
             next_launch_id: 1,
             guests_hold: None,
+            snp: None,
         }
     }
 
@@ -308,6 +313,10 @@ impl Fw {
     /// INIT (0x01).
     pub fn init(&mut self, es: bool) -> St<()> {
         self.need(&[PlatformState::Uninit])?;
+        // With SNP on the chip, SNP_INIT must come first (snp-spec-notes §1.2).
+        if self.snp.as_ref().is_some_and(|s| !s.legacy_init_allowed()) {
+            return Err(Status::InvalidPlatformState);
+        }
         // Only a state that lacks keys is written: INIT on an initialised platform is
         // read-only (so it works on a full disk).
         let (id, _) = self
@@ -318,6 +327,9 @@ impl Fw {
         self.es = es;
         self.state = PlatformState::Init;
         self.asids.iter_mut().for_each(|a| *a = Asid::Dirty);
+        if let Some(s) = &self.snp {
+            s.set_legacy_init(true);
+        }
         Ok(())
     }
 
@@ -328,6 +340,9 @@ impl Fw {
         self.asids.iter_mut().for_each(|a| *a = Asid::Dirty);
         self.state = PlatformState::Uninit;
         self.es = false;
+        if let Some(s) = &self.snp {
+            s.set_legacy_init(false);
+        }
         Ok(())
     }
 

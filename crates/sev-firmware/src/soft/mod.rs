@@ -106,6 +106,15 @@ impl SoftPlatform {
         })
     }
 
+    /// Attaches the SNP side of the same (modelled) chip: from now on legacy INIT (raw or
+    /// [`SevPlatform`]) requires SNP INIT first — the trait path does SNP_INIT itself when
+    /// needed, as Linux does — and SNP_INIT is refused while legacy SEV is INIT.
+    pub fn attach_snp(&self, snp: &crate::snp::soft::SoftSnpPlatform) {
+        let mut g = self.lock();
+        snp.set_legacy_init(g.fw.state != PlatformState::Uninit);
+        g.fw.snp = Some(snp.clone());
+    }
+
     /// The platform directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -186,6 +195,13 @@ impl SoftPlatform {
     /// a SHUTDOWN is due afterwards.
     fn linux_init(fw: &mut Fw, cmd: &'static str) -> Result<bool> {
         if fw.state == PlatformState::Uninit {
+            // Linux initialises SNP before legacy SEV when the chip has SNP.
+            if let Some(s) = fw.snp.clone() {
+                use crate::snp::SnpPlatform;
+                if !s.legacy_init_allowed() {
+                    s.snp_init()?;
+                }
+            }
             fw.init(true).map_err(st(cmd))?;
             fw.df_flush().map_err(st(cmd))?;
             return Ok(true);

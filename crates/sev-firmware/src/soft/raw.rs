@@ -47,6 +47,38 @@ impl PaMemory {
         Ok(out)
     }
 
+    /// Forget the pages holding `[pa, pa + len)` (they read as zeros again).
+    pub fn discard(&mut self, pa: u64, len: u64) {
+        let first = pa / PAGE;
+        let last = pa.saturating_add(len.max(1) - 1) / PAGE;
+        if last - first < self.pages.len() as u64 {
+            for pfn in first..=last {
+                self.pages.remove(&pfn);
+            }
+        } else {
+            self.pages.retain(|pfn, _| *pfn < first || *pfn > last);
+        }
+    }
+
+    /// SHA-384 over the non-zero pages, in address order (for state comparisons).
+    pub fn digest(&self) -> [u8; 48] {
+        let mut keys: Vec<_> = self
+            .pages
+            .iter()
+            .filter(|(_, p)| p.iter().any(|&b| b != 0))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        let mut h = openssl::sha::Sha384::new();
+        for k in keys {
+            h.update(&k.to_le_bytes());
+            if let Some(p) = self.pages.get(&k) {
+                h.update(&p[..]);
+            }
+        }
+        h.finish()
+    }
+
     /// Write `data` at `pa`.
     pub fn write(&mut self, pa: u64, data: &[u8]) -> Result<(), Status> {
         Self::check(pa, data.len() as u64)?;
