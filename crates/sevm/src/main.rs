@@ -18,6 +18,7 @@ mod platform_snp;
 mod qmp_backend;
 mod run;
 mod sevm_recipe;
+mod shim;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,10 @@ enum Command {
     Config(config_check::ConfigArgs),
     /// The SEV story end to end on the soft platform (owner, launch, measurement, secret).
     Demo(demo::DemoArgs),
+    /// Run an unmodified program (sevctl, snphost, snpguest) whose /dev/sev and
+    /// /dev/sev-guest are the soft firmware, through an LD_PRELOAD library
+    /// (docs/CI-WITHOUT-HARDWARE.md).
+    Shim(shim::ShimArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a, &out),
         Command::Config(a) => config_check::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
+        Command::Shim(a) => shim::run(a),
     };
     match result {
         Ok(code) => code,

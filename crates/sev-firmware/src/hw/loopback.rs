@@ -1,8 +1,11 @@
-//! Test-only emulation of the *kernel side* of the hw backend ("loopback"): the `/dev/sev`
+//! Emulation of the *kernel side* of the hw backend ("loopback"): the `/dev/sev`
 //! driver and KVM's SEV ioctls, served by a [`SoftPlatform`] through its raw command
 //! interface, so `HwPlatform`/`HwGuest` run end to end on a machine without SEV. Built for
 //! this crate's tests and, with the `loopback` feature, for other crates' tests (sevm's
-//! `hw_launch` runs the VMM's real launch over it).
+//! `hw_launch` runs the VMM's real launch over it) and for `sevm shim`, whose server answers
+//! unmodified tools' `/dev/sev` ioctls with it. User memory is read and written with
+//! `process_vm_readv`/`process_vm_writev` on this process, so a bad address is EFAULT as in
+//! the kernel, not a fault.
 //!
 //! Two kinds of VM: emulated ones ([`Loopback::create_vm`]: a file standing for the VM fd)
 //! and real KVM VMs the VMM created on /dev/kvm and announced with
@@ -119,6 +122,9 @@ use std::sync::Mutex;
 const PAGE: u64 = 4096;
 /// `SEV_FW_BLOB_MAX_SIZE` (include/linux/psp-sev.h).
 const BLOB_MAX: u32 = 0x4000;
+/// `KMALLOC_MAX_SIZE` on x86-64 (`1 << (MAX_PAGE_ORDER + PAGE_SHIFT)` = 4 MiB): a larger
+/// `kzalloc` fails.
+pub const KMALLOC_MAX: u32 = 4 << 20;
 /// Model PA of the first pinned user page.
 const USER_PA_BASE: u64 = 0x1_0000_0000;
 /// Model PA of kernel allocations (blobs, bounce pages), reused per ioctl.
@@ -150,57 +156,116 @@ fn wr64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Read a `T` from user address `addr` (`copy_from_user`; NULL -> EFAULT).
+/// Copy `out.len()` bytes from this process's address `addr` into `out` with
+/// `process_vm_readv` on our own pid, so an unmapped or unreadable address is EFAULT (as
+/// `copy_from_user` makes it) instead of a fault: the shim server (`sevm shim`) hands the
+/// model addresses of a reserved PROT_NONE range for user pointers the client could not read.
+fn vm_read(addr: u64, out: &mut [u8]) -> KResult<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, writable for its length; the kernel checks `remote`
+    // (our own address space) and fails with EFAULT rather than faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == out.len() as isize {
+        Ok(())
+    } else {
+        Err(libc::EFAULT)
+    }
+}
+
+/// Copy `data` to this process's address `addr` with `process_vm_writev` (EFAULT for an
+/// unmapped or read-only address; see [`vm_read`]).
+fn vm_write(addr: u64, data: &[u8]) -> KResult<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: `local` describes `data`, readable for its length (the kernel only reads it);
+    // the kernel checks `remote` and fails with EFAULT rather than faulting.
+    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == data.len() as isize {
+        Ok(())
+    } else {
+        Err(libc::EFAULT)
+    }
+}
+
+/// Read a `T` from user address `addr` (`copy_from_user`; NULL or unreadable -> EFAULT).
 ///
 /// # Safety
-/// `addr` must be 0 or point to `size_of::<T>()` readable bytes.
+/// `addr` must be 0, unmapped/unreadable, or point to `size_of::<T>()` readable bytes, and
+/// any bit pattern must be a valid `T` (the uAPI structs read here are plain integers).
 unsafe fn get_user<T: Copy>(addr: u64) -> KResult<T> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller guarantees `addr` points to a readable `T`; unaligned read.
-    Ok(unsafe { std::ptr::read_unaligned(addr as *const T) })
+    let mut v = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `v` is `size_of::<T>()` writable bytes; viewed as bytes only to be filled.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of::<T>())
+    };
+    vm_read(addr, bytes)?;
+    // SAFETY: every byte was written by `vm_read`, and any bit pattern is a valid `T`.
+    Ok(unsafe { v.assume_init() })
 }
 
-/// Write `v` to user address `addr` (`copy_to_user`; NULL -> EFAULT).
+/// Write `v` to user address `addr` (`copy_to_user`; NULL or unwritable -> EFAULT).
 ///
 /// # Safety
-/// `addr` must be 0 or point to `size_of::<T>()` writable bytes.
+/// `addr` must be 0, unmapped/read-only, or point to `size_of::<T>()` writable bytes that
+/// nothing else borrows.
 unsafe fn put_user<T: Copy>(addr: u64, v: &T) -> KResult<()> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller guarantees `addr` points to a writable `T`; unaligned write.
-    unsafe { std::ptr::write_unaligned(addr as *mut T, *v) };
-    Ok(())
+    // SAFETY: `v` is a live `T`; its bytes are read only (the uAPI structs have no padding
+    // holes: they are packed or all-u64).
+    let bytes = unsafe {
+        std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    vm_write(addr, bytes)
 }
 
-/// Copy `len` bytes from user memory (NULL -> EFAULT).
+/// Copy `len` bytes from user memory (NULL or unreadable -> EFAULT).
 ///
 /// # Safety
-/// `addr` must be 0 or point to `len` readable bytes.
+/// `addr` must be 0, unmapped/unreadable, or point to `len` readable bytes.
 unsafe fn copy_from_user(addr: u64, len: usize) -> KResult<Vec<u8>> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
     let mut out = vec![0u8; len];
-    // SAFETY: the caller guarantees `len` readable bytes at `addr`, which `out` (a fresh
-    // allocation) cannot overlap. A raw copy, not a `&[u8]`: user memory may be guest RAM.
-    unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), len) };
+    // A copy through the kernel, not a `&[u8]`: user memory may be guest RAM.
+    vm_read(addr, &mut out)?;
     Ok(out)
 }
 
-/// Copy `data` to user memory (NULL -> EFAULT).
+/// Copy `data` to user memory (NULL or unwritable -> EFAULT).
 ///
 /// # Safety
-/// `addr` must be 0 or point to `data.len()` writable bytes not aliased by `data`.
+/// `addr` must be 0, unmapped/read-only, or point to `data.len()` writable bytes not
+/// aliased by `data` nor borrowed elsewhere.
 unsafe fn copy_to_user(addr: u64, data: &[u8]) -> KResult<()> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
-    // SAFETY: the caller guarantees `data.len()` writable bytes at `addr`, disjoint from `data`.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
-    Ok(())
+    vm_write(addr, data)
 }
 
 /// `(st_dev, st_ino)` of an open fd, or EBADF.
@@ -421,25 +486,32 @@ pub struct Loopback {
 
 impl Loopback {
     /// A kernel whose `/dev/sev` is the file `dir/sev` (opened by the code under test like
-    /// the real device), backed by a soft platform in `dir/platform`.
+    /// the real device), backed by a soft platform in `dir/platform`. Panics on I/O errors
+    /// (tests); [`Loopback::open`] is the fallible form.
     pub fn new(dir: &Path) -> Loopback {
         let pdir = dir.join("platform");
         std::fs::create_dir_all(&pdir).expect("creating the platform directory");
         let plat = SoftPlatform::open(&pdir).expect("opening the soft platform");
-        let dev_path = dir.join("sev");
-        let dev = File::create(&dev_path).expect("creating the emulated /dev/sev");
-        let dev_id = file_id(dev.as_raw_fd()).expect("fstat of the emulated /dev/sev");
-        let kvm_path = dir.join("kvm");
-        let kvm = File::create(&kvm_path).expect("creating the emulated /dev/kvm");
-        let kvm_id = file_id(kvm.as_raw_fd()).expect("fstat of the emulated /dev/kvm");
-        Loopback {
+        Loopback::open(plat, dir).expect("creating the emulated /dev/sev and /dev/kvm")
+    }
+
+    /// A kernel over an already opened soft platform, its emulated `/dev/sev` and `/dev/kvm`
+    /// files (and VM files) created in `dev_dir`. Used by `sevm shim`'s server.
+    pub fn open(plat: SoftPlatform, dev_dir: &Path) -> io::Result<Loopback> {
+        let dev_path = dev_dir.join("sev");
+        let dev = File::create(&dev_path)?;
+        let dev_id = file_id(dev.as_raw_fd()).map_err(os)?;
+        let kvm_path = dev_dir.join("kvm");
+        let kvm = File::create(&kvm_path)?;
+        let kvm_id = file_id(kvm.as_raw_fd()).map_err(os)?;
+        Ok(Loopback {
             plat,
             snp: None,
             dev_path,
             dev_id,
             kvm_path,
             kvm_id,
-            dir: dir.to_path_buf(),
+            dir: dev_dir.to_path_buf(),
             k: Mutex::new(Kernel {
                 drv: DrvState::Uninit,
                 tmr: true,
@@ -462,17 +534,22 @@ impl Loopback {
                 next_gmem: 0,
                 log: Vec::new(),
             }),
-        }
+        })
     }
 
     /// Gives the emulated PSP an SNP side: the SNP commands of `/dev/sev` (9-12) reach `p`,
     /// which is SNP_INIT-ed now (Linux initialises SNP when KVM loads on an SNP host).
-    pub fn with_snp(mut self, p: crate::snp::soft::SoftSnpPlatform) -> Loopback {
+    pub fn with_snp(self, p: crate::snp::soft::SoftSnpPlatform) -> Loopback {
+        self.try_with_snp(p)
+            .expect("SNP_INIT of the loopback's soft SNP platform")
+    }
+
+    /// [`Loopback::with_snp`], returning SNP_INIT's error instead of panicking.
+    pub fn try_with_snp(mut self, p: crate::snp::soft::SoftSnpPlatform) -> crate::Result<Loopback> {
         use crate::snp::SnpPlatform;
-        p.snp_init()
-            .expect("SNP_INIT of the loopback's soft SNP platform");
+        p.snp_init()?;
         self.snp = Some(p);
-        self
+        Ok(self)
     }
 
     /// The SNP platform behind the emulated PSP, if any.
@@ -1117,6 +1194,10 @@ impl Loopback {
         let mut b = [0u8; 12];
         let mut blob = None;
         if addr != 0 && orig_len != 0 {
+            // kzalloc(input.length): over KMALLOC_MAX_SIZE it fails -> ENOMEM.
+            if orig_len > KMALLOC_MAX {
+                return Err(libc::ENOMEM);
+            }
             let pa = self.kalloc(k, &vec![0u8; orig_len as usize])?;
             wr64(&mut b, 0, pa);
             wr32(&mut b, 8, orig_len);
