@@ -10,22 +10,13 @@
 
 mod common;
 
-use common::{b64, missing, ok, run, sevm, snpguest};
+use common::{b64, kvm, ok, run, sevm, snpguest};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use std::path::Path;
 use std::process::Command;
 
 const MEM: &str = "16M";
-
-fn kvm() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    ok || missing::<()>("/dev/kvm is not usable").is_some()
-}
 
 fn attest(plat: &Path, object_extra: &str, report_data: &str, out: &Path) -> Command {
     let mut c = sevm();

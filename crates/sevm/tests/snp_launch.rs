@@ -9,19 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{b64, fails, missing, ok, ok_json, run, sevm};
-
-fn kvm_or_skip(test: &str) -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !ok {
-        return missing::<()>(&format!("{test}: /dev/kvm is not usable")).is_some();
-    }
-    true
-}
+use common::{b64, fails, ok, ok_json, run, sevm};
 
 fn snp_object(extra: &str) -> String {
     format!("sev-snp-guest,id=snp0,reduced-phys-bits=1{extra}")
@@ -52,7 +40,7 @@ fn measured(stderr: &str) -> String {
 
 #[test]
 fn owner_prediction_equals_the_soft_launch_for_one_and_two_vcpus() {
-    if !kvm_or_skip("owner_prediction_equals_the_soft_launch_for_one_and_two_vcpus") {
+    if !common::kvm() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -170,7 +158,7 @@ fn snp_certs_with_a_wrong_chain_is_refused_naming_the_file() {
 
 #[test]
 fn report_out_without_a_report_says_so() {
-    if !kvm_or_skip("report_out_without_a_report_says_so") {
+    if !common::kvm() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -191,7 +179,7 @@ fn report_out_without_a_report_says_so() {
 /// measured again, the same measurement; the `reset` guest boots four times, then exits 0.
 #[test]
 fn reset_relaunches_with_the_same_measurement() {
-    if !kvm_or_skip("reset_relaunches_with_the_same_measurement") {
+    if !common::kvm() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

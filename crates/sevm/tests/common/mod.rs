@@ -100,6 +100,81 @@ pub fn python() -> Option<PathBuf> {
     missing("no Python with the `cryptography` package (set SEVM_PYTHON or run .ci/run)")
 }
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `/dev/kvm` opens read-write; otherwise SKIP (a failure under CI) naming the error.
+pub fn kvm() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => missing::<()>(&format!("/dev/kvm is not usable: {e}")).is_some(),
+    }
+}
+
+/// A Python with `qemu.qmp`: `$SEVM_PYTHON`, else `<repo>/.venv/bin/python`.
+pub fn qmp_python() -> Option<PathBuf> {
+    let py = std::env::var_os("SEVM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    if !py.exists() {
+        return missing(&format!(
+            "no Python at {} (set SEVM_PYTHON or create .venv with qemu.qmp)",
+            py.display()
+        ));
+    }
+    let ok = Command::new(&py)
+        .args(["-c", "import qemu.qmp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return missing(&format!(
+            "{} cannot import qemu.qmp (pip install qemu.qmp)",
+            py.display()
+        ));
+    }
+    Some(py)
+}
+
+/// Runs the Python unittest file `tests/qmp/<file>` with `SEVM_BIN` set to this build's sevm
+/// (plus `envs`), and asserts that it ran and passed, nothing skipped.
+pub fn run_qmp_unittest(py: &Path, file: &str, envs: &[(&str, &std::ffi::OsStr)]) {
+    let mut c = Command::new(py);
+    c.current_dir(repo())
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "tests/qmp",
+            "-p",
+            file,
+            "-v",
+        ])
+        .env("SEVM_BIN", env!("CARGO_BIN_EXE_sevm"));
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("running the Python QMP test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "tests/qmp/{file} failed ({}):\n{}\n{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("Ran ") && !stderr.contains("Ran 0 tests") && !stderr.contains("skipped"),
+        "the Python test did not run: {stderr}"
+    );
+}
+
 /// Runs a command and returns its output, with both streams as text.
 pub fn run(cmd: &mut Command) -> (Output, String, String) {
     let o = cmd.output().expect("spawn");
