@@ -351,31 +351,7 @@ impl SoftCa {
     /// `chip_id` as hwID, signed by the ASK.
     pub fn vcek_cert(&self, vcek: &PKey<Public>, tcb: u64, chip_id: &[u8; 64]) -> Result<X509> {
         let spki = vcek.public_key_to_der()?;
-        let b = tcb.to_le_bytes();
-        let mut exts = vec![
-            ext(&[&AMD[..], &[1, 1]].concat(), false, &int(0)),
-            ext(
-                &[&AMD[..], &[1, 2]].concat(),
-                false,
-                &der(0x16, format!("{PRODUCT}-B0").as_bytes()),
-            ),
-        ];
-        for (arc, v) in [
-            (1, b[0]),
-            (2, b[1]),
-            (3, b[6]),
-            (4, 0),
-            (5, 0),
-            (6, 0),
-            (7, 0),
-            (8, b[7]),
-        ] {
-            exts.push(ext(
-                &[&AMD[..], &[1, 3, arc]].concat(),
-                false,
-                &int(u64::from(v)),
-            ));
-        }
+        let mut exts = amd_tcb_extensions(tcb);
         exts.push(ext(&[&AMD[..], &[1, 4]].concat(), false, chip_id));
         sign_cert(
             &tbs(&Tbs {
@@ -504,36 +480,44 @@ impl SoftCa {
     }
 }
 
+/// The extensions a VCEK and a VLEK certificate share: structVersion (`.1.1`), productName
+/// (`.1.2`) and the TCB SVNs (`.1.3.1`–`.1.3.8`, Milan/Genoa layout: bootloader, TEE, SNP,
+/// four spares, microcode) of `tcb`.
+fn amd_tcb_extensions(tcb: u64) -> Vec<Vec<u8>> {
+    let b = tcb.to_le_bytes();
+    let mut exts = vec![
+        ext(&[&AMD[..], &[1, 1]].concat(), false, &int(0)),
+        ext(
+            &[&AMD[..], &[1, 2]].concat(),
+            false,
+            &der(0x16, format!("{PRODUCT}-B0").as_bytes()),
+        ),
+    ];
+    for (arc, v) in [
+        (1, b[0]),
+        (2, b[1]),
+        (3, b[6]),
+        (4, 0),
+        (5, 0),
+        (6, 0),
+        (7, 0),
+        (8, b[7]),
+    ] {
+        exts.push(ext(
+            &[&AMD[..], &[1, 3, arc]].concat(),
+            false,
+            &int(u64::from(v)),
+        ));
+    }
+    exts
+}
+
 impl SoftAsvk {
     /// A VLEK certificate (CN `SEV-VLEK`, issuer the ASVK) for the P-384 key `vlek` at `tcb`,
     /// with the cspID extension (`.5`, IA5String) in place of the VCEK's hwID.
     pub fn vlek_cert(&self, vlek: &PKey<Public>, tcb: u64, csp_id: &str) -> Result<X509> {
         let spki = vlek.public_key_to_der()?;
-        let b = tcb.to_le_bytes();
-        let mut exts = vec![
-            ext(&[&AMD[..], &[1, 1]].concat(), false, &int(0)),
-            ext(
-                &[&AMD[..], &[1, 2]].concat(),
-                false,
-                &der(0x16, format!("{PRODUCT}-B0").as_bytes()),
-            ),
-        ];
-        for (arc, v) in [
-            (1, b[0]),
-            (2, b[1]),
-            (3, b[6]),
-            (4, 0),
-            (5, 0),
-            (6, 0),
-            (7, 0),
-            (8, b[7]),
-        ] {
-            exts.push(ext(
-                &[&AMD[..], &[1, 3, arc]].concat(),
-                false,
-                &int(u64::from(v)),
-            ));
-        }
+        let mut exts = amd_tcb_extensions(tcb);
         exts.push(ext(
             &[&AMD[..], &[1, 5]].concat(),
             false,
