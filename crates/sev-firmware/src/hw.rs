@@ -586,27 +586,49 @@ impl HwGuest {
     }
 
     fn op<T>(&self, id: u32, name: &'static str, data: Option<&mut T>) -> Result<()> {
-        let mut c = kb::kvm_sev_cmd {
-            id,
-            pad0: 0,
-            data: data.map(|d| d as *mut T as u64).unwrap_or(0),
-            error: 0,
-            sev_fd: self.sev.as_raw_fd() as u32,
-        };
-        // SAFETY: `c` is a valid kvm_sev_cmd; `data` points to the live command struct KVM
-        // expects for `id`, whose user addresses point to live buffers of the stated lengths
-        // (for DBG_DECRYPT/ENCRYPT the guest side is a `VolatileSlice`'s range, mapped for the
-        // slice's lifetime and held by its pointer guard across this call; only the kernel
-        // touches it, so a running guest writing it is no Rust-level race).
-        let r = unsafe {
-            self.port.ioctl(
-                self.vm_fd,
-                KVM_MEMORY_ENCRYPT_OP,
-                (&mut c as *mut kb::kvm_sev_cmd).cast(),
-            )
-        };
-        r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
+        let data = data.map(|d| d as *mut T as u64).unwrap_or(0);
+        // SAFETY: `data` is 0 or points to the live command struct KVM expects for `id`, whose
+        // user addresses point to live buffers of the stated lengths (for DBG_DECRYPT/ENCRYPT
+        // the guest side is a `VolatileSlice`'s range, mapped for the slice's lifetime and held
+        // by its pointer guard across this call; only the kernel touches it, so a running
+        // guest writing it is no Rust-level race).
+        unsafe { memory_encrypt_op(&*self.port, self.vm_fd, &self.sev, id, data, name) }
     }
+}
+
+/// KVM_MEMORY_ENCRYPT_OP of command `id` on `vm_fd` (struct kvm_sev_cmd with `sev`'s fd), the
+/// command struct at user address `data` (0: none); a refusal becomes the firmware status or
+/// errno, named `name`.
+///
+/// # Safety
+/// `data` is 0 or the address of a live command struct of the type KVM expects for `id`, and
+/// every user address inside it points to a live buffer of the stated length for the duration
+/// of the call.
+pub(crate) unsafe fn memory_encrypt_op(
+    port: &dyn IoctlPort,
+    vm_fd: RawFd,
+    sev: &File,
+    id: u32,
+    data: u64,
+    name: &'static str,
+) -> Result<()> {
+    let mut c = kb::kvm_sev_cmd {
+        id,
+        pad0: 0,
+        data,
+        error: 0,
+        sev_fd: sev.as_raw_fd() as u32,
+    };
+    // SAFETY: `c` is a valid kvm_sev_cmd that lives across the call; what its `data` points to
+    // is the caller's contract above.
+    let r = unsafe {
+        port.ioctl(
+            vm_fd,
+            KVM_MEMORY_ENCRYPT_OP,
+            (&mut c as *mut kb::kvm_sev_cmd).cast(),
+        )
+    };
+    r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
 }
 
 impl SevGuest for HwGuest {

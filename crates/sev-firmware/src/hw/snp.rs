@@ -18,8 +18,8 @@
 //!   LAUNCH_UPDATEs it as a VMSA page at GPA `0xFFFFFFFFF000`, in vCPU index order, so the
 //!   VMSAs are the last pages of the launch digest.
 
-use super::{status_err, IoctlPort, SysIoctl, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU};
-use super::{KVM_MEMORY_ENCRYPT_OP, KVM_X86_SEV_ES_VM};
+use super::KVM_X86_SEV_ES_VM;
+use super::{IoctlPort, SysIoctl, KVM_CHECK_EXTENSION, KVM_CREATE_VCPU};
 use crate::error::{FwError, Result};
 use crate::snp::SnpLaunchFinish;
 use crate::Status;
@@ -28,7 +28,7 @@ use sev_proto::snp::measure::PageType;
 use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -298,24 +298,19 @@ impl HwSnpLaunch {
 
     /// KVM_MEMORY_ENCRYPT_OP with command `id` and its struct `data`.
     fn op<T>(&self, id: u32, name: &'static str, data: &mut T) -> Result<()> {
-        let mut c = kb::kvm_sev_cmd {
-            id,
-            pad0: 0,
-            data: data as *mut T as u64,
-            error: 0,
-            sev_fd: self.sev.as_raw_fd() as u32,
-        };
-        // SAFETY: `c` is a valid kvm_sev_cmd and `data` points to the live command struct KVM
-        // expects for `id`; the user addresses inside it point to live buffers of the stated
-        // lengths for the duration of the call (each caller below keeps them alive).
-        let r = unsafe {
-            self.port.ioctl(
+        // SAFETY: `data` points to the live command struct KVM expects for `id`; the user
+        // addresses inside it point to live buffers of the stated lengths for the duration of
+        // the call (each caller below keeps them alive).
+        unsafe {
+            super::memory_encrypt_op(
+                &*self.port,
                 self.vm_fd,
-                KVM_MEMORY_ENCRYPT_OP,
-                (&mut c as *mut kb::kvm_sev_cmd).cast(),
+                &self.sev,
+                id,
+                data as *mut T as u64,
+                name,
             )
-        };
-        r.map(|_| ()).map_err(|os| status_err(name, c.error, os))
+        }
     }
 
     /// KVM_SEV_INIT2 with `vmsa_features` (KVM adds SNP_ACTIVE) and `ghcb_version` (0: KVM's
