@@ -29,24 +29,9 @@ from pathlib import Path
 
 from qemu.qmp import ExecuteError, QMPClient
 
-REPO = Path(__file__).resolve().parents[2]
+from sevm_qmp_common import _missing, sevm_binary
 POLICY = 0x1  # NODBG: DBG_DECRYPT reads must be refused
 SECRET_GUID = "736869e5-84f0-4973-92ec-06879ce3da0b"
-
-
-def _missing(reason: str):
-    if os.environ.get("CI"):
-        raise AssertionError(f"CI: {reason}")
-    raise unittest.SkipTest(reason)
-
-
-def sevm_binary() -> str:
-    env = os.environ.get("SEVM_BIN")
-    if env:
-        return env
-    subprocess.run(["cargo", "build", "-q", "-p", "sevm"], cwd=REPO, check=True)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return str(target / "debug" / "sevm")
 
 
 def sevctl_binary() -> str:

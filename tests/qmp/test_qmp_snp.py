@@ -17,22 +17,7 @@ from pathlib import Path
 
 from qemu.qmp import ExecuteError, QMPClient
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _missing(reason: str):
-    if os.environ.get("CI"):
-        raise AssertionError(f"CI: {reason}")
-    raise unittest.SkipTest(reason)
-
-
-def sevm_binary() -> str:
-    env = os.environ.get("SEVM_BIN")
-    if env:
-        return env
-    subprocess.run(["cargo", "build", "-q", "-p", "sevm"], cwd=REPO, check=True)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return str(target / "debug" / "sevm")
+from sevm_qmp_common import _missing, sevm_binary
 
 
 class SnpMonitor(unittest.IsolatedAsyncioTestCase):
