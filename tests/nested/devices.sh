@@ -15,8 +15,9 @@
 DEVICES=${SEVM_NESTED_DEVICES:-1}
 case $DEVICES in 0 | 1) ;; *) ndie "SEVM_NESTED_DEVICES=$DEVICES is not 0 or 1" ;; esac
 DEV_KINDS="blk blkro net vsock"
-# Seconds one device check's sevm may run (boot, the I/O, the SHA-256s: slower than a plain boot).
-DEV_TIMEOUT=${SEVM_NESTED_DEV_TIMEOUT:-300}
+# Seconds one device check's sevm may run (boot, the I/O, the SHA-256s: far slower than a plain
+# boot; dev-net-plain took 256 s here at load 17).
+DEV_TIMEOUT=${SEVM_NESTED_DEV_TIMEOUT:-600}
 case $DEV_TIMEOUT in '' | *[!0-9]*) ndie "SEVM_NESTED_DEV_TIMEOUT=$DEV_TIMEOUT is not a number" ;; esac
 DEV_L2_MODULES="virtio_mmio virtio_blk virtio_net vmw_vsock_virtio_transport"
 

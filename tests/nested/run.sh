@@ -23,7 +23,7 @@
 # SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1), SEVM_NESTED_L1_CPU (the
 # QEMU CPU model of L1, see lib.sh), SEVM_NESTED_DEVICES (1: the virtio device checks
 # dev-<blk|blkro|net|vsock>-<plain|sev>, tests/nested/devices.sh; 0: left out),
-# SEVM_NESTED_DEV_TIMEOUT (300 s: one device check's limit).
+# SEVM_NESTED_DEV_TIMEOUT (600 s: one device check's limit).
 # Work files (L1 console, result channel, failed boots' whole serial output): <cache>/last-run.
 # Exit status: 0 all checks passed (or SKIP when CI is unset and something is missing), 1 not.
 set -uo pipefail
