@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the nested-KVM harness (tests/nested/run.sh) needs, from Debian's packages:
 #   - qemu-system-x86, busybox-static, cpio, xz-utils, kmod (and zstd if the kernel's modules
-#     are zstd-compressed);
+#     are zstd-compressed); gcc, make, libc6-dev and the kernel's linux-headers package for
+#     the virtio device checks (devices.sh);
 #   - the newest `linux-image-6.12*-amd64-unsigned` apt offers, fetched with `apt-get download`
 #     and extracted with `dpkg-deb -x` into the cache (nothing is installed into the host's /boot),
 #     then `depmod -b`. On bookworm, bookworm-backports is added to apt's sources if neither
@@ -100,5 +101,8 @@ fi
 if find "$kdir/lib/modules/$kver/kernel/arch/x86/kvm" -name '*.ko.zst' | grep -q .; then
     apt_install zstd
 fi
+# The virtio device checks (devices.sh) build a small module against this kernel's headers
+# (l2-tools/README.md) and a static helper; the headers go to /usr/src, not /boot.
+apt_install gcc make libc6-dev "linux-headers-$kver"
 echo "$kver" >"$CACHE/kernel-version"
 log "kernel $kver ready ($kdir)"

@@ -20,6 +20,10 @@ L2K=/l2/vmlinuz
 L2I=/l2/initrd.cpio.gz
 PLATFORM=/platform
 
+# The virtio device checks (check_dev), when run.sh put them in.
+# shellcheck disable=SC1091 # tests/nested/l1-devices.sh, copied by devices.sh
+[ -f /nested/l1-devices.sh ] && . /nested/l1-devices.sh
+
 now() { cut -d' ' -f1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # A log line made safe for the result channel: no CR, no control characters.
@@ -34,7 +38,8 @@ logfull() { # NAME FILE
 
 # run_sevm NAME TIMEOUT FEED ARGS...: runs `sevm run ARGS` with its output in /tmp/NAME.log and
 # its stdin on a FIFO; with FEED=1 writes INPUT_LINE to it once L2's /init says it waits for
-# input. Sets RC (sevm's exit status; 137 if the outer kill was needed) and SECS.
+# input; calls the function named by RUN_HOOK (if set) every 0.3 s while sevm runs. Sets RC
+# (sevm's exit status; 137 if the outer kill was needed) and SECS.
 run_sevm() {
     name=$1 tmo=$2 feed=$3
     shift 3
@@ -53,6 +58,8 @@ run_sevm() {
             echo "$INPUT_LINE" >&3
             sent=1
         fi
+        # A device check's host half (check_dev sets RUN_HOOK while its sevm runs).
+        [ -n "${RUN_HOOK:-}" ] && "$RUN_HOOK"
         sleep 0.3
     done
     wait "$pid"
@@ -222,6 +229,7 @@ run_check() { # NAME; leaves /tmp/NAME.done when finished
     case $1 in
     guest-*) check_guest "$1" ;;
     linux-*) check_linux "$1" ;;
+    dev-*) check_dev "$1" ;;
     *) say "NESTED-RESULT name=$1 pass=0 secs=0 reason=unknown check" ;;
     esac
     rm -f "/tmp/$1.log"

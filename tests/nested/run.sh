@@ -21,13 +21,16 @@
 # (<repo>/target/nested-cache), SEVM_NESTED_SEVM (a prebuilt sevm instead of cargo build),
 # SEVM_NESTED_ONLY (an extended regex: run only the matching checks), SEVM_NESTED_L1_CPUS (2),
 # SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1), SEVM_NESTED_L1_CPU (the
-# QEMU CPU model of L1, see lib.sh).
+# QEMU CPU model of L1, see lib.sh), SEVM_NESTED_DEVICES (1: the virtio device checks
+# dev-<blk|blkro|net|vsock>-<plain|sev>, tests/nested/devices.sh; 0: left out),
+# SEVM_NESTED_DEV_TIMEOUT (600 s: one device check's limit).
 # Work files (L1 console, result channel, failed boots' whole serial output): <cache>/last-run.
 # Exit status: 0 all checks passed (or SKIP when CI is unset and something is missing), 1 not.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
 . "$ROOT/tests/nested/lib.sh"
+. "$ROOT/tests/nested/devices.sh"
 T_START=$SECONDS
 
 BOOTS=${SEVM_NESTED_BOOTS:-10}
@@ -46,6 +49,12 @@ case $BOOT_TIMEOUT in '' | *[!0-9]*) ndie "SEVM_NESTED_BOOT_TIMEOUT=$BOOT_TIMEOU
 case $JOBS in '' | 0 | *[!0-9]*) ndie "SEVM_NESTED_JOBS=$JOBS is not a positive number" ;; esac
 
 nested_require "the nested-KVM check (tests/nested/run.sh)"
+dev_missing=$(nested_dev_missing)
+if [ -n "$dev_missing" ]; then
+    [ -n "${CI:-}" ] && ndie "the virtio device checks (SEVM_NESTED_DEVICES=1) cannot run, missing: $dev_missing"
+    printf '\n!!!!!!!!!!\nSKIP: the virtio device checks (CI unset), missing:\n%s\n!!!!!!!!!!\n\n' "$dev_missing" >&2
+    DEVICES=0
+fi
 mkdir -p "$CACHE"
 WORK=$CACHE/last-run
 rm -rf "$WORK"
@@ -63,6 +72,7 @@ for ((i = 1; i <= BOOTS; i++)); do
     nn=$(printf '%02d' "$i")
     all_checks+=("linux-plain-1cpu-$nn" "linux-plain-2cpu-$nn" "linux-sev-1cpu-$nn" "linux-sev-2cpu-$nn")
 done
+mapfile -t -O "${#all_checks[@]}" all_checks < <(nested_dev_checks)
 if [ -n "${SEVM_NESTED_ONLY:-}" ]; then
     mapfile -t all_checks < <(printf '%s\n' "${all_checks[@]}" | grep -E -- "$SEVM_NESTED_ONLY")
     nlog "NOTE: SEVM_NESTED_ONLY='$SEVM_NESTED_ONLY': running ${#all_checks[@]} checks only"
@@ -72,7 +82,12 @@ fi
 # --- images
 nlog "building the L2 initramfs and the L1 image"
 nested_l2_initrd "$WORK/l2.cpio.gz"
+if [ "$DEVICES" = 1 ]; then
+    nested_dev_build "$WORK/l2tools"
+    nested_dev_l2_extra "$WORK/l2.cpio.gz" "$WORK/l2tools"
+fi
 nested_l1_root "$NESTED_DIR/l1-checks.sh" "$WORK/l2.cpio.gz"
+[ "$DEVICES" = 1 ] && nested_dev_l1_extra "$WORK/l2tools"
 nested_cpio "$L1ROOT" "$WORK/l1-base.cpio"
 rm -rf "$L1ROOT"
 
@@ -92,6 +107,12 @@ for c in 1 2; do
         --cmdline "$CMDLINE" --memory "$MEM" --num-cpus "$c" --policy 0x5
 done
 add_digest guest_cpuid_sev_1 --guest cpuid --num-cpus 1 --policy 0x1
+if [ "$DEVICES" = 1 ]; then
+    for k in $DEV_KINDS; do
+        add_digest "dev_${k}_sev_1" --kernel "$KDIR/boot/vmlinuz-$KVER" --initrd "$WORK/l2.cpio.gz" \
+            --cmdline "$(dev_full_cmdline "$k")" --memory "$MEM" --num-cpus 1 --policy 0x1
+    done
+fi
 add_digest guest_secret_reader_sev_1 --guest secret-reader --num-cpus 1 --policy 0x1
 add_digest guest_hello_seves_2 --guest hello --num-cpus 2 --policy 0x5
 INPUT_LINE="typed-on-sevm-stdin-$RANDOM$RANDOM"
@@ -115,6 +136,7 @@ make_l1_image() { # OUT CHECKS...
         echo "SEV_OBJ=$SEV_OBJ"
         echo "JOBS=$JOBS"
         printf '%s' "$plan_digests"
+        nested_dev_plan
     } >"$d/nested/plan"
     nested_cpio "$d" "$WORK/plan.cpio"
     cat "$WORK/l1-base.cpio" "$WORK/plan.cpio" >"$out"
@@ -173,6 +195,8 @@ attempt=1
 while :; do
     make_l1_image "$WORK/l1.cpio" "${remaining[@]}"
     qtimeout=$((L1_START_TIMEOUT + 120 + ${#remaining[@]} * (BOOT_TIMEOUT + 30)))
+    # Device checks may take DEV_TIMEOUT each (they send a heartbeat, so `stall` holds).
+    qtimeout=$((qtimeout + $(printf '%s\n' "${remaining[@]}" | grep -c '^dev-') * (DEV_TIMEOUT + 60)))
     stall=$((BOOT_TIMEOUT + 90))
     nlog "L1 attempt $attempt: ${#remaining[@]} checks (QEMU TCG, -smp $L1_CPUS, -m $L1_MEM; outer limit ${qtimeout}s)"
     nested_run_l1 "$WORK/l1.cpio" "$WORK/l1-console-$attempt.log" "$WORK/results-$attempt.log" \
