@@ -181,18 +181,52 @@ impl RmpFail {
     }
 }
 
-/// The sparse RMP.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// 4 KiB entries per chunk of the table (one 2 MiB region).
+const CHUNK_PAGES: u64 = 512;
+
+/// The entries of one 2 MiB-aligned region of sPAs, and how many of them are not HYPERVISOR.
+#[derive(Clone, PartialEq, Eq)]
+struct Chunk {
+    used: usize,
+    e: Box<[RmpEntry; CHUNK_PAGES as usize]>,
+}
+
+/// The sparse RMP: 2 MiB chunks of 512 entries, keyed by chunk number. A lookup is one search
+/// among the chunks in use (a 64 MiB launch uses 32) and an index, instead of one search among
+/// all the pages' entries; a chunk whose entries are all HYPERVISOR again is dropped, so equal
+/// tables compare equal and the table's size follows the pages in use.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Rmp {
-    entries: BTreeMap<u64, RmpEntry>,
+    chunks: BTreeMap<u64, Chunk>,
+    /// Number of non-HYPERVISOR entries (the sum of the chunks' `used`).
+    len: usize,
+}
+
+impl std::fmt::Debug for Rmp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl Rmp {
+    /// Every non-HYPERVISOR entry with its page frame number, in sPA order.
+    fn iter(&self) -> impl Iterator<Item = (u64, &RmpEntry)> + '_ {
+        self.chunks.iter().flat_map(|(c, chunk)| {
+            chunk
+                .e
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e != RmpEntry::default())
+                .map(move |(i, e)| (c * CHUNK_PAGES + i as u64, e))
+        })
+    }
+
     /// The entry of the 4 KiB page holding `spa` (zero: HYPERVISOR).
     pub fn entry(&self, spa: u64) -> RmpEntry {
-        self.entries
-            .get(&(spa / PAGE_4K))
-            .copied()
+        let pfn = spa / PAGE_4K;
+        self.chunks
+            .get(&(pfn / CHUNK_PAGES))
+            .map(|c| c.e[(pfn % CHUNK_PAGES) as usize])
             .unwrap_or_default()
     }
 
@@ -208,32 +242,50 @@ impl Rmp {
     /// Writes the entry of the page at `spa` (firmware transitions; no checks).
     pub(crate) fn set(&mut self, spa: u64, e: RmpEntry) {
         let pfn = spa / PAGE_4K;
-        if e == RmpEntry::default() {
-            self.entries.remove(&pfn);
+        let (c, i) = (pfn / CHUNK_PAGES, (pfn % CHUNK_PAGES) as usize);
+        let none = RmpEntry::default();
+        if e == none {
+            if let Some(chunk) = self.chunks.get_mut(&c) {
+                if chunk.e[i] != none {
+                    chunk.e[i] = none;
+                    chunk.used -= 1;
+                    self.len -= 1;
+                    if chunk.used == 0 {
+                        self.chunks.remove(&c);
+                    }
+                }
+            }
         } else {
-            self.entries.insert(pfn, e);
+            let chunk = self.chunks.entry(c).or_insert_with(|| Chunk {
+                used: 0,
+                e: Box::new([none; CHUNK_PAGES as usize]),
+            });
+            if chunk.e[i] == none {
+                chunk.used += 1;
+                self.len += 1;
+            }
+            chunk.e[i] = e;
         }
     }
 
     /// Number of non-HYPERVISOR entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether every page is HYPERVISOR.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Whether any page is assigned to `asid`.
     pub fn asid_has_pages(&self, asid: u32) -> bool {
-        self.entries.values().any(|e| e.assigned && e.asid == asid)
+        self.iter().any(|(_, e)| e.assigned && e.asid == asid)
     }
 
     /// The sPAs of every assigned 4 KiB page.
     pub fn assigned_pages(&self) -> Vec<u64> {
-        self.entries
-            .iter()
+        self.iter()
             .filter(|(_, e)| e.assigned)
             .map(|(pfn, _)| pfn * PAGE_4K)
             .collect()
@@ -241,7 +293,8 @@ impl Rmp {
 
     /// Clears the table (SNP_INIT initialises the RMP).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.chunks.clear();
+        self.len = 0;
     }
 
     /// RMPUPDATE of the page at `spa` (§5.3): writes the entry (VALIDATED and VMSA cleared,
@@ -453,5 +506,47 @@ mod tests {
         }
         assert_eq!(r, snap);
         assert!(r.asid_has_pages(2) && r.asid_has_pages(1) && !r.asid_has_pages(3));
+    }
+
+    /// The chunked table: entries on both sides of a 2 MiB chunk boundary, the count of
+    /// non-HYPERVISOR entries, the sPA order of `assigned_pages`, and a table whose pages all
+    /// went back to HYPERVISOR equal to an empty one.
+    #[test]
+    fn chunked_table_counts_orders_and_empties() {
+        let mut r = Rmp::default();
+        let spas = [0x1F_F000u64, 0x20_0000, 0x1000, 0x7654_3000];
+        for (i, &spa) in spas.iter().enumerate() {
+            r.rmpupdate(spa, &RmpUpdate::guest(1, 0x1000 * (i as u64 + 1), false))
+                .unwrap();
+        }
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            r.assigned_pages(),
+            vec![0x1000, 0x1F_F000, 0x20_0000, 0x7654_3000]
+        );
+        assert_eq!(r.entry(0x20_0000).gpa, 0x2000);
+        assert_eq!(r.state(0x20_1000), PageState::Hypervisor);
+        // Writing an entry again does not count it twice.
+        r.rmpupdate(0x1000, &RmpUpdate::guest(1, 0x9000, false))
+            .unwrap();
+        assert_eq!(r.len(), 4);
+        // A 2 MiB page is 512 entries.
+        r.rmpupdate(0x80_0000, &RmpUpdate::guest(2, 0x40_0000, true))
+            .unwrap();
+        assert_eq!(r.len(), 4 + 512);
+        for spa in spas.into_iter().chain([0x1000]) {
+            r.rmpupdate(spa, &RmpUpdate::hypervisor()).unwrap();
+        }
+        r.rmpupdate(
+            0x80_0000,
+            &RmpUpdate {
+                page_2m: true,
+                ..RmpUpdate::hypervisor()
+            },
+        )
+        .unwrap();
+        assert!(r.is_empty());
+        assert_eq!(r, Rmp::default());
+        assert_eq!(format!("{r:?}"), "{}");
     }
 }
