@@ -1156,14 +1156,7 @@ fn core_launch_update(
     for (i, chunk) in page.chunks_exact_mut(PAGE_SIZE).enumerate() {
         let gpa = p.rmp.entry(spa + (i * PAGE_SIZE) as u64).gpa;
         let contents = match t {
-            // The streaming hasher, not `openssl::sha::sha384`: OpenSSL 3's one-shot SHA384()
-            // goes through EVP_Q_digest (a provider fetch and a context allocation per call),
-            // which cost ~15% of a 4 KiB page here (docs/PERFORMANCE.md §9).
-            PageType::Normal => {
-                let mut h = openssl::sha::Sha384::new();
-                h.update(chunk);
-                h.finish()
-            }
+            PageType::Normal => sev_proto::snp::measure::normal_page_digest(chunk),
             PageType::Vmsa => {
                 let mut h = openssl::sha::Sha384::new();
                 h.update(&chunk[..VMSA_TSC_FIELDS.start]);

@@ -401,6 +401,14 @@ pub fn ovmf_sev_metadata(fw: &[u8]) -> Result<Vec<OvmfSection>, FormatError> {
     Ok(out)
 }
 
+/// SHA-384 contents digest of a NORMAL page. It uses the streaming hasher, not
+/// `openssl::sha::sha384`: OpenSSL 3's one-shot SHA384() goes through EVP_Q_digest (a provider
+/// fetch and a context allocation per call), which cost ~15% of a 4 KiB page
+/// (docs/PERFORMANCE.md §9).
+pub fn normal_page_digest(page: &[u8]) -> [u8; LD_SIZE] {
+    sha384(&[page])
+}
+
 /// SHA-384 contents digest of a VMSA page as the firmware measures it: GUEST_TSC_SCALE and
 /// GUEST_TSC_OFFSET ([`VMSA_TSC_FIELDS`]) read as zero.
 pub fn vmsa_contents_digest(vmsa: &[u8; PAGE_SIZE]) -> [u8; LD_SIZE] {

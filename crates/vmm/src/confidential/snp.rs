@@ -317,7 +317,7 @@ impl SnpLaunchOps for PredictOps {
     ) -> Result<(), FwError> {
         for (i, page) in bytes.chunks(PAGE_SIZE).enumerate() {
             let c = match page_type {
-                PageType::Normal => openssl::sha::sha384(page),
+                PageType::Normal => sev_proto::snp::measure::normal_page_digest(page),
                 _ => [0; LD_SIZE],
             };
             self.step(source, None, page_type, gpa + (i * PAGE_SIZE) as u64, c);
