@@ -313,6 +313,22 @@ fn ticker() -> R<Vec<u8>> {
     g.finish()
 }
 
+/// Runs until stopped from outside without using the CPU: the BSP prints one line, then
+/// every vCPU halts with interrupts off (KVM's in-kernel LAPIC keeps a halted vCPU in the
+/// kernel; sevm's stop kicks it out). For an SEV-SNP VM whose guest requests come from the
+/// host's guest channel (`sevm run --guest-channel`), the VM only has to stay up.
+fn idle() -> R<Vec<u8>> {
+    let mut g = G::new()?;
+    g.prologue()?;
+    g.puts("idle: waiting\n")?;
+    let mut park = g.a.create_label();
+    g.a.set_label(&mut park)?;
+    g.a.cli()?;
+    g.a.hlt()?;
+    g.a.jmp(park)?;
+    g.finish()
+}
+
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -660,7 +676,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/filter.rs");
     println!("cargo:rerun-if-changed=build/snp_attest.rs");
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
-    let guests: [GuestSpec; 6] = [
+    let guests: [GuestSpec; 7] = [
         ("hello", "prints a line on COM1 and exits 0", hello),
         (
             "cpuid",
@@ -677,6 +693,11 @@ fn main() {
             "ticker",
             "never exits: every vCPU counts up its own u64 at 0x6100 + 8 * index (for pause/resume tests)",
             ticker,
+        ),
+        (
+            "idle",
+            "prints a line, then every vCPU halts until the VM is stopped from outside (an SNP VM for `--guest-channel`)",
+            idle,
         ),
         (
             "snp-attest",

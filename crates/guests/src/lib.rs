@@ -44,6 +44,7 @@ pub const NAMES: &[&str] = &[
     "secret-reader",
     "ticker",
     "snp-attest",
+    "idle",
 ];
 
 /// Looks a bundled guest up by name.

@@ -9,6 +9,7 @@ mod args;
 mod config_check;
 mod demo;
 mod digest;
+mod guest_channel;
 mod lifecycle;
 mod output;
 mod owner;
@@ -42,7 +43,7 @@ enum Command {
     /// Manage the SEV platform (soft model or /dev/sev): status, keys, certificates.
     Platform(platform::PlatformArgs),
     /// Boot a guest on KVM, under SEV when configured (docs/LAUNCH.md).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Validate VM and SEV configuration without launching.
     Config(config_check::ConfigArgs),
     /// The SEV story end to end on the soft platform (owner, launch, measurement, secret).
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Owner(a) => owner::run(a, &out),
         Command::Platform(a) => platform::run(a, &out),
-        Command::Run(a) => run::run(a, &out),
+        Command::Run(a) => run::run(*a, &out),
         Command::Config(a) => config_check::run(a, &out),
         Command::Demo(a) => demo::run(a, &out),
         Command::Shim(a) => shim::run(a),

@@ -29,7 +29,7 @@ use sev_proto::secret::PacketHeader;
 /// What to boot and how (shared by `run` and `config check`).
 #[derive(Debug, Args, Clone)]
 pub struct GuestArgs {
-    /// A bundled guest (hello, cpuid, reset, secret-reader, ticker, snp-attest).
+    /// A bundled guest (hello, cpuid, reset, secret-reader, ticker, snp-attest, idle).
     #[arg(long, conflicts_with_all = ["firmware", "kernel"])]
     pub guest: Option<String>,
     /// A raw firmware image, mapped to end at 4 GiB. With `--kernel` only under SEV with
@@ -133,6 +133,11 @@ pub struct RunArgs {
     /// .der, the layout `snphost export` writes) instead of the soft platform's own.
     #[arg(long, value_name = "DIR")]
     snp_certs: Option<PathBuf>,
+    /// SEV-SNP: serve the guest channel on this Unix socket (created 0600; must not exist):
+    /// its client stands for the guest kernel and may read VMPCK0 and send guest requests
+    /// (`sevm shim --guest PATH`; for CI without hardware, docs/CI-WITHOUT-HARDWARE.md).
+    #[arg(long, value_name = "PATH")]
+    guest_channel: Option<PathBuf>,
 }
 
 /// `--on-reset`.
@@ -966,6 +971,7 @@ pub fn run(a: RunArgs, _out: &Output) -> Result<ExitCode> {
         (a.report_data.is_some(), "--report-data"),
         (a.report_out.is_some(), "--report-out"),
         (a.snp_certs.is_some(), "--snp-certs"),
+        (a.guest_channel.is_some(), "--guest-channel"),
     ] {
         if given {
             bail!("{opt} needs an SEV-SNP guest (--object sev-snp-guest,... or a [sev-snp] table)");
@@ -1112,6 +1118,13 @@ fn run_snp(
         ..
     } = VmBuilder::new(vm_cfg).snp(Some(snp.spec(p))).build()?;
     let handle = handle.context("the SNP build returned no launch")?;
+    let _channel = match &a.guest_channel {
+        Some(p) => Some(crate::guest_channel::start(
+            p,
+            crate::guest_channel::VmChannel::new(handle.clone(), vm.guest_memory().clone()),
+        )?),
+        None => None,
+    };
     life.attach(vm.control());
     let qmp = match &a.qmp {
         Some(q) => Some(crate::qmp_backend::start_snp(

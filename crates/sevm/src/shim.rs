@@ -1,5 +1,8 @@
-//! `sevm shim [--platform-dir DIR] [--no-snp] -- PROGRAM ARGS...`: runs an unmodified program
-//! whose `/dev/sev` is the soft firmware (`/dev/sev-guest` is not served yet: ENOENT).
+//! `sevm shim [--platform-dir DIR] [--no-snp] [--guest PATH] -- PROGRAM ARGS...`: runs an
+//! unmodified program whose `/dev/sev` is the soft firmware and, with `--guest`, whose
+//! `/dev/sev-guest` is a running soft SNP VM's (`sevm run ... --guest-channel PATH`), through
+//! a model of Linux's sev-guest driver (`sevm_shim_proto::guest_driver`). Without `--guest`,
+//! opening `/dev/sev-guest` is ENOENT, as on a host.
 //!
 //! The program runs with `LD_PRELOAD` set to `libsevm_shim.so` (crates/shim), found next to
 //! the sevm binary (`cargo build -p sevm -p sevm-shim` puts both in the same directory) or
@@ -17,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use sevm_shim_proto::guest_driver::SevGuestDriver;
 use sevm_shim_proto::server::{open_loopback, GuestDriver, Server};
 
 /// `sevm shim` arguments.
@@ -29,6 +33,10 @@ pub struct ShimArgs {
     /// Serve only the legacy SEV commands: no SNP side behind `/dev/sev`.
     #[arg(long)]
     no_snp: bool,
+    /// The guest channel of a running soft SNP VM (`sevm run ... --guest-channel PATH`):
+    /// `/dev/sev-guest` requests go there, sealed with the guest's VMPCK0.
+    #[arg(long, value_name = "PATH")]
+    guest: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(required = true, last = true)]
     program: Vec<String>,
@@ -72,9 +80,25 @@ pub fn run(a: ShimArgs) -> Result<ExitCode> {
         .tempdir()
         .context("creating the shim's private directory")?;
     let lb = open_loopback(&pdir, run_dir.path(), !a.no_snp).map_err(anyhow::Error::msg)?;
-    // The /dev/sev-guest side (a soft SNP guest's channel) is not built yet: opening it
-    // answers ENOENT, as on a host without the device.
-    let guest: Option<Arc<dyn GuestDriver>> = None;
+    // The /dev/sev-guest side: a running soft SNP VM's guest channel, or (absent) ENOENT as
+    // on a host without the device.
+    let guest: Option<Arc<dyn GuestDriver>> = match a.guest {
+        Some(p) => {
+            let is_socket = std::fs::metadata(&p)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                .unwrap_or(false);
+            if !is_socket {
+                bail!(
+                    "--guest {}: not a socket; start the VM first with \
+                     `sevm run ... --guest-channel {}`",
+                    p.display(),
+                    p.display()
+                );
+            }
+            Some(Arc::new(SevGuestDriver::unix(p)))
+        }
+        None => None,
+    };
     let sock = run_dir.path().join("shim.sock");
     let listener =
         UnixListener::bind(&sock).with_context(|| format!("listening on {}", sock.display()))?;

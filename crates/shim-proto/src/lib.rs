@@ -16,6 +16,9 @@
 
 #![deny(unsafe_code)]
 
+pub mod guest;
+#[cfg(feature = "server")]
+pub mod guest_driver;
 #[cfg(feature = "server")]
 pub mod server;
 

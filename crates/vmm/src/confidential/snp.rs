@@ -655,6 +655,9 @@ struct SnpState {
     vmsas: Vec<[u8; PAGE_SIZE]>,
     digest: Option<[u8; LD_SIZE]>,
     cpuid_diffs: Vec<String>,
+    /// Messages the firmware has taken per VMPCK in this context (the guest kernel's
+    /// `msg_seqno_N`: the next request carries count + 1), as seen from the requests it accepted.
+    msg_counts: [u64; 4],
 }
 
 struct SnpShared {
@@ -738,6 +741,14 @@ impl SnpHandle {
         self.0.cond.notify_all();
     }
 
+    /// How many messages the firmware has taken with each VMPCK of the current context (a
+    /// successful SNP_GUEST_REQUEST uses two sequence numbers: the request's and the
+    /// response's). The next request with VMPCK `n` must carry `msg_counts()[n] + 1`. A guest
+    /// kernel keeps these in its secrets page's OS area (`msg_seqno_0..3`).
+    pub fn msg_counts(&self) -> [u64; 4] {
+        self.lock().msg_counts
+    }
+
     /// The guest-request service over this launch's context.
     pub fn requests(&self) -> Arc<dyn GuestRequestService> {
         Arc::new(SnpRequests(self.clone()))
@@ -776,7 +787,17 @@ impl GuestRequestService for SnpRequests {
             buf[..table.len()].copy_from_slice(table);
         }
         match st.ops.guest_request(req, resp) {
-            Ok(_) => GuestRequestOutcome::default(),
+            Ok(_) => {
+                // The firmware took the message: its sequence number (and the response's)
+                // are used. The header is plaintext: MSG_SEQNO at 0x20, MSG_VMPCK at 0x3C.
+                let mut sq = [0u8; 8];
+                sq.copy_from_slice(&req[0x20..0x28]);
+                let seqno = u64::from_le_bytes(sq);
+                if let Some(c) = st.msg_counts.get_mut(usize::from(req[0x3C])) {
+                    *c = seqno.saturating_add(1);
+                }
+                GuestRequestOutcome::default()
+            }
             Err(e) => {
                 tracing::warn!("SNP guest request refused: {e}");
                 GuestRequestOutcome {
@@ -808,6 +829,7 @@ impl SnpHooks {
                     vmsas: Vec::new(),
                     digest: None,
                     cpuid_diffs: Vec::new(),
+                    msg_counts: [0; 4],
                 }),
                 cond: Condvar::new(),
             })),
@@ -843,6 +865,7 @@ impl LaunchHooks for SnpHooks {
             }
             st.digest = None;
             st.vmsas.clear();
+            st.msg_counts = [0; 4];
             let (policy, gosvw) = (st.params.policy, st.params.gosvw);
             st.ops
                 .launch_start(policy, gosvw)
@@ -1132,6 +1155,11 @@ mod tests {
                 .unwrap();
             let (hdr, pt) = msg::open(&key, &resp).unwrap();
             assert_eq!((hdr.msg_type, hdr.seqno), (6, 2));
+            assert_eq!(
+                h.msg_counts(),
+                [2, 0, 0, 0],
+                "the VMPCK0 count follows the firmware"
+            );
             let rsp = ReportRsp::from_bytes(&pt).unwrap();
             let r = rsp.report.unwrap();
             assert_eq!(r.measurement, want);
