@@ -21,6 +21,9 @@ mod filter {
 #[path = "build/snp_attest.rs"]
 mod snp_attest;
 
+#[path = "build/x25519.rs"]
+mod x25519;
+
 type R<T> = Result<T, IcedError>;
 /// A guest: name, description, assembler.
 type GuestSpec = (&'static str, &'static str, fn() -> R<Vec<u8>>);
@@ -675,6 +678,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/abi.rs");
     println!("cargo:rerun-if-changed=src/filter.rs");
     println!("cargo:rerun-if-changed=build/snp_attest.rs");
+    println!("cargo:rerun-if-changed=build/x25519.rs");
     let out = std::env::var("OUT_DIR").expect("OUT_DIR");
     let guests: [GuestSpec; 7] = [
         ("hello", "prints a line on COM1 and exits 0", hello),

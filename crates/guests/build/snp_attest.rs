@@ -18,6 +18,7 @@
 //! Secrets (the key schedule, H, the derived key, SHA-256 buffers that held it) are wiped before
 //! every exit.
 
+use super::x25519::{self, X};
 use super::{abi, emit_sha, emit_sha_data, Sha, G, R};
 use iced_x86::code_asm::*;
 
@@ -45,6 +46,20 @@ struct D {
     mode: CodeLabel,
     result: CodeLabel,
     code: CodeLabel,
+    /// Sealed-secret step (`sevm demo --snp`) and the X25519/HKDF known-answer modes.
+    cpuid1: CodeLabel,
+    gsk: CodeLabel,
+    gpk: CodeLabel,
+    nonce: CodeLabel,
+    shared: CodeLabel,
+    prk: CodeLabel,
+    okm: CodeLabel,
+    sbuf: CodeLabel,
+    ibuf: CodeLabel,
+    sec: CodeLabel,
+    base9: CodeLabel,
+    seed_label: CodeLabel,
+    info_label: CodeLabel,
 }
 
 /// Code labels of the CPL3 routines.
@@ -126,7 +141,21 @@ pub fn snp_attest() -> R<Vec<u8>> {
         mode: l(a),
         result: l(a),
         code: l(a),
+        cpuid1: l(a),
+        gsk: l(a),
+        gpk: l(a),
+        nonce: l(a),
+        shared: l(a),
+        prk: l(a),
+        okm: l(a),
+        sbuf: l(a),
+        ibuf: l(a),
+        sec: l(a),
+        base9: l(a),
+        seed_label: l(a),
+        info_label: l(a),
     };
+    let mut x = X::new(a);
     let mut f = F {
         aes_block: l(a),
         gcm_init: l(a),
@@ -151,6 +180,7 @@ pub fn snp_attest() -> R<Vec<u8>> {
     g.a.mov(eax, 1u32)?;
     g.a.xor(ecx, ecx)?;
     g.a.cpuid()?;
+    g.a.mov(dword_ptr(d.cpuid1), ecx)?;
     g.a.and(ecx, NEED_ECX)?;
     g.a.cmp(ecx, NEED_ECX)?;
     g.a.je(have)?;
@@ -178,6 +208,13 @@ pub fn snp_attest() -> R<Vec<u8>> {
     g.a.mov(rbx, abi::SNP_PARAMS)?;
     g.a.test(dword_ptr(rbx), abi::SNP_PARAMS_FLAG_GCM_KAT)?;
     g.a.jnz(kat)?;
+    let mut xkat = l(&mut g.a);
+    let mut hkat = l(&mut g.a);
+    let mut seal = l(&mut g.a);
+    g.a.test(dword_ptr(rbx), abi::SNP_PARAMS_FLAG_X25519_KAT)?;
+    g.a.jnz(xkat)?;
+    g.a.test(dword_ptr(rbx), abi::SNP_PARAMS_FLAG_HKDF_KAT)?;
+    g.a.jnz(hkat)?;
 
     // Secrets page: VERSION ≥ 2, VMPCK0 not all zero.
     let mut sec_ok = l(&mut g.a);
@@ -210,6 +247,9 @@ pub fn snp_attest() -> R<Vec<u8>> {
     g.a.lea(rsi, qword_ptr(rbx + 0x20))?;
     g.a.call(f.gcm_init)?;
     g.a.mov(qword_ptr(d.seqno), 1)?;
+    g.a.mov(rbx, abi::SNP_PARAMS)?;
+    g.a.test(dword_ptr(rbx), abi::SNP_PARAMS_FLAG_SEALED_SECRET)?;
+    g.a.jnz(seal)?;
 
     // 1. MSG_REPORT_REQ, seqno 1, response written to SNP_REPORT_OUT.
     let mut ok1 = l(&mut g.a);
@@ -426,6 +466,13 @@ pub fn snp_attest() -> R<Vec<u8>> {
         "snp-attest: gcm kat: size must be a multiple of 16 in 16..=0x800\n",
     )?;
 
+    g.a.set_label(&mut seal)?;
+    emit_seal(&mut g, &f, &d, &x, &s)?;
+    g.a.set_label(&mut xkat)?;
+    emit_xkat(&mut g, &f, &d, &x)?;
+    g.a.set_label(&mut hkat)?;
+    emit_hkat(&mut g, &f, &d, &x)?;
+
     // ---------------- CPL3: failure path ----------------
     g.a.set_label(&mut f.fail)?;
     g.puts("snp-attest: FAILED, exit code ")?;
@@ -442,10 +489,36 @@ pub fn snp_attest() -> R<Vec<u8>> {
 
     emit_routines(&mut g, &mut f, &d)?;
     emit_sha(&mut g.a, &mut s)?;
+    x25519::emit(&mut g.a, &mut x, &s)?;
     g.a.db(b"__CPL0__")?;
 
     g.finish_with(|a| {
         emit_sha_data(a, &mut s)?;
+        x25519::emit_data(a, &mut x)?;
+        for (lab, size) in [
+            (&mut d.gsk, 32usize),
+            (&mut d.gpk, 32),
+            (&mut d.nonce, 32),
+            (&mut d.shared, 32),
+            (&mut d.prk, 32),
+            (&mut d.okm, 32),
+            (&mut d.sbuf, 96),
+            (&mut d.ibuf, 96),
+            (&mut d.sec, abi::SNP_BOX_MAX_SECRET as usize),
+        ] {
+            a.set_label(lab)?;
+            a.db(&vec![0u8; size])?;
+        }
+        a.set_label(&mut d.base9)?;
+        let mut nine = [0u8; 32];
+        nine[0] = 9;
+        a.db(&nine)?;
+        a.set_label(&mut d.seed_label)?;
+        a.db(abi::SNP_SEED_LABEL)?;
+        a.set_label(&mut d.info_label)?;
+        a.db(abi::SNP_HKDF_INFO)?;
+        a.set_label(&mut d.cpuid1)?;
+        a.dq(&[0u64])?;
         a.set_label(&mut d.bswap)?;
         a.db(&[15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0])?;
         for (lab, size) in [
@@ -570,7 +643,18 @@ fn emit_routines(g: &mut G, f: &mut F, d: &D) -> R<()> {
         let a = &mut g.a;
         a.set_label(&mut f.wipe)?;
         a.xor(eax, eax)?;
-        for (lab, n) in [(d.rk, 240u32), (d.hkey, 16), (d.keybuf, 0x40)] {
+        for (lab, n) in [
+            (d.rk, 240u32),
+            (d.hkey, 16),
+            (d.keybuf, 0x40),
+            (d.gsk, 32),
+            (d.shared, 32),
+            (d.prk, 32),
+            (d.okm, 32),
+            (d.sbuf, 96),
+            (d.sec, abi::SNP_BOX_MAX_SECRET as u32),
+            (d.extbuf, 0x4c0),
+        ] {
             a.lea(rdi, ptr(lab))?;
             a.mov(ecx, n)?;
             a.rep().stosb()?;
@@ -977,4 +1061,398 @@ fn emit_messages(g: &mut G, f: &mut F, d: &D) -> R<()> {
         g.a.call(f.open_rsp)?;
         g.a.ret()
     }
+}
+
+/// `rep movsb` of `n` bytes from `src` to `dst` (labels).
+fn copy(a: &mut CodeAssembler, dst: CodeLabel, src: CodeLabel, n: u32) -> R<()> {
+    a.lea(rdi, ptr(dst))?;
+    a.lea(rsi, ptr(src))?;
+    a.mov(ecx, n)?;
+    a.rep().movsb()
+}
+
+/// Zeroes `n` bytes at label `lab`.
+fn zero(a: &mut CodeAssembler, lab: CodeLabel, n: u32) -> R<()> {
+    a.lea(rdi, ptr(lab))?;
+    a.xor(eax, eax)?;
+    a.mov(ecx, n)?;
+    a.rep().stosb()
+}
+
+/// Calls `x.hmac` with rdi = out, rsi = key, rdx = message (already loaded) and `len`.
+fn hmac_labels(
+    a: &mut CodeAssembler,
+    x: &X,
+    out: CodeLabel,
+    key: CodeLabel,
+    msg: CodeLabel,
+    len: u32,
+) -> R<()> {
+    a.lea(rdi, ptr(out))?;
+    a.lea(rsi, ptr(key))?;
+    a.lea(rdx, ptr(msg))?;
+    a.mov(ecx, len)?;
+    a.call(x.hmac)
+}
+
+/// On eax ≠ 0 after an exchange: code `base + eax`, message, failure path.
+fn check_exchange(g: &mut G, f: &F, d: &D, base: u8, what: &str) -> R<()> {
+    let mut ok = l(&mut g.a);
+    g.a.test(eax, eax)?;
+    g.a.jz(ok)?;
+    g.a.add(eax, base as u32)?;
+    g.a.mov(qword_ptr(d.code), rax)?;
+    g.puts(what)?;
+    g.a.jmp(f.fail)?;
+    g.a.set_label(&mut ok)
+}
+
+/// The sealed-secret exchange of `sevm demo --snp` (docs/LAYOUT.md "sealed secret"): an
+/// ephemeral X25519 key from the derived key (and RDRAND when CPUID has it), its public key and
+/// the owner's nonce as REPORT_DATA, the owner step of the doorbell, the box opened with
+/// AES-256-GCM under HKDF-SHA256(nonce, X25519(gsk, owner key), label ‖ gpk ‖ opk).
+fn emit_seal(g: &mut G, f: &F, d: &D, x: &X, s: &Sha) -> R<()> {
+    let base = abi::SNP_ATTEST_SEAL;
+    g.puts("snp-attest: sealed-secret mode\n")?;
+    // MSG_KEY_REQ (seqno 1): VCEK root, guest_field_select policy | measurement.
+    g.a.lea(rdi, ptr(d.ptbuf))?;
+    g.a.xor(eax, eax)?;
+    g.a.mov(ecx, 0x60)?;
+    g.a.rep().stosb()?;
+    g.a.lea(rdi, ptr(d.ptbuf))?;
+    g.a.mov(dword_ptr(rdi), 2)?;
+    g.a.mov(qword_ptr(rdi + 8), 0x9)?;
+    g.a.mov(qword_ptr(d.mtype), 3)?;
+    g.a.mov(qword_ptr(d.reqsize), 0x20)?;
+    g.a.mov(qword_ptr(d.rspsize), 0x40)?;
+    g.a.lea(rax, ptr(d.ptbuf))?;
+    g.a.mov(qword_ptr(d.input), rax)?;
+    g.a.lea(rax, ptr(d.keybuf))?;
+    g.a.mov(qword_ptr(d.out), rax)?;
+    g.a.mov(qword_ptr(d.ext), 0)?;
+    g.a.call(f.exchange)?;
+    check_exchange(g, f, d, base, "snp-attest: MSG_KEY_REQ failed\n")?;
+    let mut st_ok = l(&mut g.a);
+    g.a.lea(rbx, ptr(d.keybuf))?;
+    g.a.cmp(dword_ptr(rbx), 0)?;
+    g.a.je(st_ok)?;
+    fail_with(
+        g,
+        f,
+        d,
+        base + abi::SNP_ATTEST_E_STATUS,
+        "snp-attest: MSG_KEY_RSP STATUS is not 0\n",
+    )?;
+    g.a.set_label(&mut st_ok)?;
+    // The nonce, kept privately (REPORT_DATA[32..64] as the VMM passed it).
+    g.a.mov(rsi, abi::SNP_PARAMS + abi::SNP_PARAMS_REPORT_DATA + 32)?;
+    g.a.lea(rdi, ptr(d.nonce))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    // sbuf = label ‖ nonce ‖ 32 RDRAND bytes (zero without RDRAND); r13 = 1 if RDRAND gave all.
+    zero(&mut g.a, d.sbuf, 96)?;
+    copy(&mut g.a, d.sbuf, d.seed_label, 20)?;
+    g.a.lea(rdi, ptr(d.sbuf))?;
+    g.a.add(rdi, 20)?;
+    g.a.lea(rsi, ptr(d.nonce))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    let mut nord = l(&mut g.a);
+    g.a.xor(r13d, r13d)?;
+    g.a.test(dword_ptr(d.cpuid1), 1 << 30)?;
+    g.a.jz(nord)?;
+    g.a.lea(rdi, ptr(d.sbuf))?;
+    g.a.add(rdi, 52)?;
+    for i in 0..4i32 {
+        let mut again = l(&mut g.a);
+        let mut got = l(&mut g.a);
+        g.a.mov(ecx, 100)?;
+        g.a.set_label(&mut again)?;
+        g.a.rdrand(rax)?;
+        g.a.jb(got)?;
+        g.a.dec(ecx)?;
+        g.a.jnz(again)?;
+        g.a.jmp(nord)?;
+        g.a.set_label(&mut got)?;
+        g.a.mov(qword_ptr(rdi + 8 * i), rax)?;
+    }
+    g.a.mov(r13d, 1)?;
+    g.a.set_label(&mut nord)?;
+    // gsk = HMAC-SHA256(derived key at keybuf + 0x20, sbuf).
+    g.a.lea(rdi, ptr(d.gsk))?;
+    g.a.lea(rsi, ptr(d.keybuf))?;
+    g.a.add(rsi, 0x20)?;
+    g.a.lea(rdx, ptr(d.sbuf))?;
+    g.a.mov(ecx, 84)?;
+    g.a.call(x.hmac)?;
+    zero(&mut g.a, d.keybuf, 0x40)?;
+    zero(&mut g.a, d.sbuf, 96)?;
+    let mut with_rd = l(&mut g.a);
+    let mut said = l(&mut g.a);
+    g.a.test(r13d, r13d)?;
+    g.a.jnz(with_rd)?;
+    g.puts("x25519 key from the derived key (no RDRAND)\n")?;
+    g.a.jmp(said)?;
+    g.a.set_label(&mut with_rd)?;
+    g.puts("x25519 key from the derived key and RDRAND\n")?;
+    g.a.set_label(&mut said)?;
+    g.a.lea(rdi, ptr(d.gpk))?;
+    g.a.lea(rsi, ptr(d.gsk))?;
+    g.a.lea(rdx, ptr(d.base9))?;
+    g.a.call(x.x25519)?;
+    g.puts("guest x25519 public key=")?;
+    g.a.lea(rbx, ptr(d.gpk))?;
+    print_bytes(g, f, rbx, 0, 32)?;
+    g.puts("\n")?;
+    // MSG_REPORT_REQ (seqno 3), REPORT_DATA = gpk ‖ nonce.
+    g.a.call(f.report_req)?;
+    copy(&mut g.a, d.ptbuf, d.gpk, 32)?;
+    g.a.lea(rdi, ptr(d.ptbuf))?;
+    g.a.add(rdi, 32)?;
+    g.a.lea(rsi, ptr(d.nonce))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    g.a.mov(rax, abi::SNP_REPORT_OUT)?;
+    g.a.mov(qword_ptr(d.out), rax)?;
+    g.a.mov(qword_ptr(d.ext), 0)?;
+    g.a.call(f.exchange)?;
+    check_exchange(g, f, d, base, "snp-attest: MSG_REPORT_REQ failed\n")?;
+    g.a.mov(rbx, abi::SNP_REPORT_OUT)?;
+    g.a.mov(r12d, base as u32)?;
+    g.a.call(f.check_report)?;
+    g.puts("report_data=")?;
+    print_bytes(g, f, rbx, 0x20 + 0x50, 64)?;
+    g.puts("\nmeasurement=")?;
+    print_bytes(g, f, rbx, 0x20 + 0x90, 48)?;
+    g.puts("\n")?;
+    // The owner step: the VMM relays the report and writes the owner's box.
+    g.a.mov(rdi, abi::SNP_BOX)?;
+    g.a.xor(eax, eax)?;
+    g.a.mov(ecx, 4096)?;
+    g.a.rep().stosb()?;
+    g.a.mov(rbx, abi::SNP_GHCB)?;
+    g.a.mov(rax, abi::SNP_EXIT_OWNER_SECRET)?;
+    g.a.mov(qword_ptr(rbx), rax)?;
+    g.a.mov(rax, abi::SNP_REPORT_OUT)?;
+    g.a.mov(qword_ptr(rbx + 8), rax)?;
+    g.a.mov(rax, abi::SNP_BOX)?;
+    g.a.mov(qword_ptr(rbx + 0x10), rax)?;
+    g.a.mov(dx, abi::SNP_DOORBELL_PORT as u32)?;
+    g.a.out(dx, al)?;
+    let mut owner_ok = l(&mut g.a);
+    g.a.mov(rax, qword_ptr(rbx + 0x10))?;
+    g.a.shr(rax, 32)?;
+    g.a.jz(owner_ok)?;
+    g.puts("snp-attest: the owner released no secret (VMM error ")?;
+    g.a.mov(rax, qword_ptr(rbx + 0x10))?;
+    g.a.shr(rax, 32)?;
+    g.hex(8)?;
+    fail_with(g, f, d, base + abi::SNP_ATTEST_E_VMM, ")\n")?;
+    g.a.set_label(&mut owner_ok)?;
+    // A private copy of the box (header and the largest ciphertext), then its size.
+    g.a.mov(rsi, abi::SNP_BOX)?;
+    g.a.lea(rdi, ptr(d.extbuf))?;
+    g.a.mov(
+        ecx,
+        (abi::SNP_BOX_CIPHERTEXT + abi::SNP_BOX_MAX_SECRET) as u32,
+    )?;
+    g.a.rep().movsb()?;
+    let mut bad_box = l(&mut g.a);
+    let mut size_ok = l(&mut g.a);
+    g.a.lea(rbx, ptr(d.extbuf))?;
+    g.a.movzx(eax, word_ptr(rbx + abi::SNP_BOX_SIZE as i32))?;
+    g.a.test(eax, eax)?;
+    g.a.jz(bad_box)?;
+    g.a.test(eax, 0xf)?;
+    g.a.jnz(bad_box)?;
+    g.a.cmp(eax, abi::SNP_BOX_MAX_SECRET as u32)?;
+    g.a.ja(bad_box)?;
+    g.a.jmp(size_ok)?;
+    g.a.set_label(&mut bad_box)?;
+    fail_with(
+        g,
+        f,
+        d,
+        abi::SNP_ATTEST_SEAL_BAD_BOX,
+        "snp-attest: sealed secret: size is not a multiple of 16 in 16..=0x400\n",
+    )?;
+    g.a.set_label(&mut size_ok)?;
+    g.a.mov(qword_ptr(d.reqsize), rax)?;
+    // ibuf = info label ‖ gpk ‖ owner public key ‖ 0x01 (HKDF-Expand's first block).
+    copy(&mut g.a, d.ibuf, d.info_label, 18)?;
+    g.a.lea(rdi, ptr(d.ibuf))?;
+    g.a.add(rdi, 18)?;
+    g.a.lea(rsi, ptr(d.gpk))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    g.a.lea(rsi, qword_ptr(rbx + abi::SNP_BOX_OWNER_PUB as i32))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    g.a.mov(byte_ptr(rdi), 1)?;
+    // shared = X25519(gsk, owner key); refused if zero (a low-order owner key).
+    g.a.lea(rdi, ptr(d.shared))?;
+    g.a.lea(rsi, ptr(d.gsk))?;
+    g.a.lea(rdx, ptr(d.ibuf))?;
+    g.a.add(rdx, 50)?;
+    g.a.call(x.x25519)?;
+    let mut nonzero = l(&mut g.a);
+    g.a.lea(rsi, ptr(d.shared))?;
+    g.a.mov(rax, qword_ptr(rsi))?;
+    for i in 1..4i32 {
+        g.a.or(rax, qword_ptr(rsi + 8 * i))?;
+    }
+    g.a.jnz(nonzero)?;
+    fail_with(
+        g,
+        f,
+        d,
+        abi::SNP_ATTEST_SEAL_ZERO_SHARED,
+        "snp-attest: sealed secret: X25519 with the owner's key gives zero (refused)\n",
+    )?;
+    g.a.set_label(&mut nonzero)?;
+    hmac_labels(&mut g.a, x, d.prk, d.nonce, d.shared, 32)?;
+    hmac_labels(&mut g.a, x, d.okm, d.prk, d.ibuf, 18 + 64 + 1)?;
+    zero(&mut g.a, d.prk, 32)?;
+    zero(&mut g.a, d.shared, 32)?;
+    zero(&mut g.a, d.gsk, 32)?;
+    g.a.lea(rsi, ptr(d.okm))?;
+    g.a.call(f.gcm_init)?;
+    zero(&mut g.a, d.okm, 32)?;
+    let mut opened = l(&mut g.a);
+    g.a.lea(r8, ptr(d.extbuf))?;
+    g.a.lea(r9, ptr(d.sec))?;
+    g.a.mov(rcx, qword_ptr(d.reqsize))?;
+    g.a.shr(rcx, 4)?;
+    g.a.mov(edx, 1)?;
+    g.a.call(f.gcm_crypt)?;
+    g.a.test(eax, eax)?;
+    g.a.jz(opened)?;
+    fail_with(
+        g,
+        f,
+        d,
+        base + abi::SNP_ATTEST_E_TAG,
+        "snp-attest: sealed secret: AES-256-GCM tag mismatch (refused, nothing decrypted)\n",
+    )?;
+    g.a.set_label(&mut opened)?;
+    g.a.lea(rsi, ptr(d.sec))?;
+    g.a.mov(rcx, qword_ptr(d.reqsize))?;
+    g.a.call(s.sha256)?;
+    g.puts("secret sha256=")?;
+    g.a.lea(rbx, ptr(s.state))?;
+    for i in 0..8 {
+        g.a.mov(eax, dword_ptr(rbx + i * 4))?;
+        g.hex(8)?;
+    }
+    g.puts("\nsnp-attest: sealed secret received\n")?;
+    zero(&mut g.a, s.pad, 128)?;
+    zero(&mut g.a, s.w, 256)?;
+    zero(&mut g.a, s.state, 32)?;
+    g.a.call(f.wipe)?;
+    exit3(g, 0)
+}
+
+/// X25519 known-answer mode (SNP_PARAMS flags bit 2).
+fn emit_xkat(g: &mut G, f: &F, d: &D, x: &X) -> R<()> {
+    let mut bad = l(&mut g.a);
+    let mut iter = l(&mut g.a);
+    let mut lp = l(&mut g.a);
+    let mut done = l(&mut g.a);
+    g.a.mov(rbx, abi::SNP_PARAMS)?;
+    g.a.mov(eax, dword_ptr(rbx + abi::SNP_PARAMS_XKAT_COUNT as i32))?;
+    g.a.test(eax, eax)?;
+    g.a.jz(bad)?;
+    g.a.cmp(eax, abi::SNP_PARAMS_XKAT_MAX)?;
+    g.a.ja(bad)?;
+    g.a.mov(r13d, eax)?;
+    g.a.mov(eax, dword_ptr(rbx + abi::SNP_PARAMS_XKAT_ITER as i32))?;
+    g.a.test(eax, eax)?;
+    g.a.jnz(iter)?;
+    g.a.xor(r12d, r12d)?;
+    g.a.set_label(&mut lp)?;
+    g.a.cmp(r12d, r13d)?;
+    g.a.jae(done)?;
+    g.a.mov(rax, r12)?;
+    g.a.shl(rax, 5)?;
+    g.a.mov(rdi, abi::SNP_REPORT_OUT)?;
+    g.a.add(rdi, rax)?;
+    g.a.shl(rax, 1)?;
+    g.a.mov(rsi, abi::SNP_PARAMS + abi::SNP_PARAMS_XKAT_CASES)?;
+    g.a.add(rsi, rax)?;
+    g.a.lea(rdx, qword_ptr(rsi + 32))?;
+    g.a.call(x.x25519)?;
+    g.a.inc(r12d)?;
+    g.a.jmp(lp)?;
+    // RFC 7748 §5.2 iteration: k, u = X25519(k, u), k.
+    g.a.set_label(&mut iter)?;
+    g.a.mov(r13d, eax)?;
+    g.a.mov(rsi, abi::SNP_PARAMS + abi::SNP_PARAMS_XKAT_CASES)?;
+    g.a.lea(rdi, ptr(d.gsk))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    g.a.lea(rdi, ptr(d.shared))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    let mut it = l(&mut g.a);
+    g.a.set_label(&mut it)?;
+    g.a.lea(rdi, ptr(d.prk))?;
+    g.a.lea(rsi, ptr(d.gsk))?;
+    g.a.lea(rdx, ptr(d.shared))?;
+    g.a.call(x.x25519)?;
+    copy(&mut g.a, d.shared, d.gsk, 32)?;
+    copy(&mut g.a, d.gsk, d.prk, 32)?;
+    g.a.dec(r13d)?;
+    g.a.jnz(it)?;
+    g.a.mov(rdi, abi::SNP_REPORT_OUT)?;
+    g.a.lea(rsi, ptr(d.gsk))?;
+    g.a.mov(ecx, 32)?;
+    g.a.rep().movsb()?;
+    g.a.set_label(&mut done)?;
+    g.puts("snp-attest: x25519 kat done\n")?;
+    g.a.call(f.wipe)?;
+    exit3(g, 0)?;
+    g.a.set_label(&mut bad)?;
+    fail_with(
+        g,
+        f,
+        d,
+        abi::SNP_ATTEST_BAD_XKAT_PARAMS,
+        "snp-attest: x25519 kat: count must be 1..=60\n",
+    )
+}
+
+/// HKDF-SHA256 known-answer mode (SNP_PARAMS flags bit 3).
+fn emit_hkat(g: &mut G, f: &F, d: &D, x: &X) -> R<()> {
+    let mut bad = l(&mut g.a);
+    g.a.mov(rbx, abi::SNP_PARAMS)?;
+    g.a.mov(eax, dword_ptr(rbx + abi::SNP_PARAMS_HKAT_INFO_LEN as i32))?;
+    g.a.cmp(eax, abi::SNP_PARAMS_HKAT_INFO_MAX)?;
+    g.a.ja(bad)?;
+    g.a.mov(r13d, eax)?;
+    g.a.lea(rsi, qword_ptr(rbx + abi::SNP_PARAMS_HKAT_INFO as i32))?;
+    g.a.lea(rdi, ptr(d.sec))?;
+    g.a.mov(ecx, r13d)?;
+    g.a.rep().movsb()?;
+    g.a.mov(byte_ptr(rdi), 1)?;
+    g.a.mov(rdi, abi::SNP_REPORT_OUT)?;
+    g.a.lea(rsi, qword_ptr(rbx + abi::SNP_PARAMS_HKAT_SALT as i32))?;
+    g.a.lea(rdx, qword_ptr(rbx + abi::SNP_PARAMS_HKAT_IKM as i32))?;
+    g.a.mov(ecx, 32)?;
+    g.a.call(x.hmac)?;
+    g.a.mov(rdi, abi::SNP_REPORT_OUT + 0x20)?;
+    g.a.mov(rsi, abi::SNP_REPORT_OUT)?;
+    g.a.lea(rdx, ptr(d.sec))?;
+    g.a.lea(rcx, qword_ptr(r13 + 1))?;
+    g.a.call(x.hmac)?;
+    g.puts("snp-attest: hkdf kat done\n")?;
+    g.a.call(f.wipe)?;
+    exit3(g, 0)?;
+    g.a.set_label(&mut bad)?;
+    fail_with(
+        g,
+        f,
+        d,
+        abi::SNP_ATTEST_BAD_HKAT_PARAMS,
+        "snp-attest: hkdf kat: info length must be at most 0x80\n",
+    )
 }

@@ -65,6 +65,57 @@ pub const SNP_PARAMS_KAT_SIZE: u64 = 0xaa;
 pub const SNP_PARAMS_KAT_PAYLOAD: u64 = 0x100;
 /// SNP_PARAMS, known-answer mode: largest payload.
 pub const SNP_PARAMS_KAT_MAX: u64 = 0x800;
+/// SNP_PARAMS flags bit 2 (tests only): `snp-attest` runs its X25519 known-answer mode: for
+/// each of the `u32` count at `SNP_PARAMS_XKAT_COUNT` (1..=`SNP_PARAMS_XKAT_MAX`) cases at
+/// `SNP_PARAMS_XKAT_CASES` (scalar ‖ u-coordinate, 64 bytes each) it writes X25519(scalar, u)
+/// to `SNP_REPORT_OUT + 32 * i`. With a nonzero `u32` at `SNP_PARAMS_XKAT_ITER` it instead
+/// runs RFC 7748's iteration on case 0 that many times (k, u = X25519(k, u), k) and writes k.
+pub const SNP_PARAMS_FLAG_X25519_KAT: u32 = 4;
+/// SNP_PARAMS flags bit 3 (tests only): `snp-attest` runs its HKDF-SHA256 known-answer mode:
+/// salt (32 bytes) at `SNP_PARAMS_HKAT_SALT`, IKM (32 bytes) at `SNP_PARAMS_HKAT_IKM`, `u32`
+/// info length (0..=`SNP_PARAMS_HKAT_INFO_MAX`) at `SNP_PARAMS_HKAT_INFO_LEN`, info at
+/// `SNP_PARAMS_HKAT_INFO`; it writes PRK = HMAC-SHA256(salt, IKM) to `SNP_REPORT_OUT` and the
+/// 32-byte OKM = HMAC-SHA256(PRK, info ‖ 0x01) to `SNP_REPORT_OUT + 0x20`.
+pub const SNP_PARAMS_FLAG_HKDF_KAT: u32 = 8;
+/// SNP_PARAMS flags bit 4: `snp-attest` runs the sealed-secret exchange of `sevm demo --snp`
+/// (docs/LAYOUT.md): the owner's nonce is REPORT_DATA[32..64] at `SNP_PARAMS + 0x60`.
+pub const SNP_PARAMS_FLAG_SEALED_SECRET: u32 = 0x10;
+/// X25519 known-answer mode: u32 number of cases.
+pub const SNP_PARAMS_XKAT_COUNT: u64 = 0x80;
+/// X25519 known-answer mode: u32 iterations (0 = each case once).
+pub const SNP_PARAMS_XKAT_ITER: u64 = 0x84;
+/// X25519 known-answer mode: the cases (scalar ‖ u, 64 bytes each).
+pub const SNP_PARAMS_XKAT_CASES: u64 = 0x100;
+/// X25519 known-answer mode: most cases in one run.
+pub const SNP_PARAMS_XKAT_MAX: u32 = 60;
+/// HKDF known-answer mode: the salt.
+pub const SNP_PARAMS_HKAT_SALT: u64 = 0x80;
+/// HKDF known-answer mode: the IKM.
+pub const SNP_PARAMS_HKAT_IKM: u64 = 0xa0;
+/// HKDF known-answer mode: u32 info length.
+pub const SNP_PARAMS_HKAT_INFO_LEN: u64 = 0xc0;
+/// HKDF known-answer mode: the info.
+pub const SNP_PARAMS_HKAT_INFO: u64 = 0x100;
+/// HKDF known-answer mode: the longest info.
+pub const SNP_PARAMS_HKAT_INFO_MAX: u32 = 0x80;
+/// SEV-SNP: the sealed-secret box page (`sevm demo --snp`; shared): the VMM writes the owner's
+/// box here on the owner step of the doorbell.
+pub const SNP_BOX: u64 = 0x0004_b000;
+/// Doorbell exit code of the owner step (sevm's own, not a GHCB code): `+0x08` the GPA of the
+/// decrypted MSG_REPORT_RSP, `+0x10` the GPA of the box page / the result.
+pub const SNP_EXIT_OWNER_SECRET: u64 = 0x8000_f001;
+/// Box: the owner's X25519 public key (32 bytes; AAD).
+pub const SNP_BOX_OWNER_PUB: u64 = 0x30;
+/// Box: u16 secret size (a multiple of 16 in 16..=`SNP_BOX_MAX_SECRET`; AAD).
+pub const SNP_BOX_SIZE: u64 = 0x50;
+/// Box: the ciphertext.
+pub const SNP_BOX_CIPHERTEXT: u64 = 0x60;
+/// Box: the largest secret.
+pub const SNP_BOX_MAX_SECRET: u64 = 0x400;
+/// Label hashed with the derived key into the guest's X25519 scalar.
+pub const SNP_SEED_LABEL: &[u8; 20] = b"sevm-snp-x25519-seed";
+/// HKDF info prefix of the box key (followed by the guest's and the owner's public keys).
+pub const SNP_HKDF_INFO: &[u8; 18] = b"sevm-snp-secret-v1";
 /// `snp-attest` exit code: CPUID (at CPL0) lacks AES-NI, PCLMULQDQ, SSSE3 or SSE4.1.
 pub const SNP_ATTEST_NO_CPU_FEATURES: u8 = 0x01;
 /// `snp-attest` exit code: the secrets page VERSION is below 2.
@@ -83,6 +134,17 @@ pub const SNP_ATTEST_BAD_CERT_TABLE: u8 = 0x39;
 pub const SNP_ATTEST_KAT: u8 = 0x40;
 /// `snp-attest` exit code: bad known-answer parameters (size not a multiple of 16 in range).
 pub const SNP_ATTEST_BAD_KAT_PARAMS: u8 = 0x48;
+/// `snp-attest` exit code: bad X25519 known-answer parameters.
+pub const SNP_ATTEST_BAD_XKAT_PARAMS: u8 = 0x49;
+/// `snp-attest` exit code: bad HKDF known-answer parameters.
+pub const SNP_ATTEST_BAD_HKAT_PARAMS: u8 = 0x4a;
+/// `snp-attest` exit code base of the sealed-secret exchange (the key and report requests and
+/// the owner step; VMM error 1 = the owner refused).
+pub const SNP_ATTEST_SEAL: u8 = 0x50;
+/// `snp-attest` exit code: the box's secret size is not a multiple of 16 in range.
+pub const SNP_ATTEST_SEAL_BAD_BOX: u8 = 0x59;
+/// `snp-attest` exit code: the X25519 shared secret with the owner's key is zero.
+pub const SNP_ATTEST_SEAL_ZERO_SHARED: u8 = 0x5a;
 /// Exchange failure: the VMM error (high 32 bits of the doorbell result) is not 0.
 pub const SNP_ATTEST_E_VMM: u8 = 1;
 /// Exchange failure: the firmware status (low 32 bits of the doorbell result) is not 0.

@@ -8,6 +8,7 @@
 mod args;
 mod config_check;
 mod demo;
+mod demo_snp;
 mod digest;
 mod guest_channel;
 mod lifecycle;

@@ -736,6 +736,51 @@ fn field_check<const N: usize>(
 }
 
 fn verify_report(a: VerifyReportArgs, out: &Output) -> Result<ExitCode> {
+    let v = report_verdict(&a)?;
+    out.emit(&v.json, &v.text);
+    Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What `verify-report` concluded.
+pub(crate) struct Verdict {
+    /// Every check held.
+    pub ok: bool,
+    /// The failed checks as `name: detail`.
+    pub failed: Vec<String>,
+    /// The text `verify-report` prints.
+    pub text: String,
+    json: Value,
+}
+
+/// `sevm owner snp verify-report REPORT --certs DIR` with the expected values given as hex
+/// (the checks of the command, for `sevm demo --snp`).
+pub(crate) fn verify_report_file(
+    report: &Path,
+    certs: &Path,
+    measurement: &[u8; 48],
+    host_data: &[u8; 32],
+    policy: u64,
+    id_key_digest: &[u8; 48],
+) -> Result<Verdict> {
+    report_verdict(&VerifyReportArgs {
+        report: report.to_path_buf(),
+        certs: certs.to_path_buf(),
+        measurement: Some(hex::encode(measurement)),
+        host_data: Some(hex::encode(host_data)),
+        report_data: None,
+        policy: Some(format!("{policy:#x}")),
+        min_tcb: None,
+        id_key_digest: Some(hex::encode(id_key_digest)),
+        author_key_digest: None,
+        ark_sha256: None,
+    })
+}
+
+fn report_verdict(a: &VerifyReportArgs) -> Result<Verdict> {
     // Every argument is checked before any verification runs.
     let (_, r) = read_report("REPORT", &a.report)?;
     let layout = r.tcb_layout();
@@ -1013,11 +1058,15 @@ fn verify_report(a: VerifyReportArgs, out: &Output) -> Result<ExitCode> {
         "failed": failed,
         "checks": checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
     });
-    out.emit(&v, &text);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(Verdict {
+        ok,
+        failed: checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect(),
+        text,
+        json: v,
     })
 }
 

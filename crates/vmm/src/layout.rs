@@ -126,6 +126,10 @@ pub const SNP_PARAMS: u64 = 0x0004_9000;
 pub const SNP_REPORT_OUT: u64 = 0x0004_a000;
 /// SEV-SNP: writing any byte here rings the guest-request doorbell ([`crate::snp_request`]).
 pub const SNP_DOORBELL_PORT: u16 = 0xf5;
+/// SEV-SNP: the sealed-secret box page (`sevm demo --snp`; shared, not measured).
+pub const SNP_BOX: u64 = 0x0004_b000;
+/// SNP_PARAMS flags (byte 0) bit 4: the sealed-secret exchange of `sevm demo --snp`.
+pub const SNP_PARAMS_FLAG_SEALED_SECRET: u8 = 0x10;
 /// Real-mode reset vector (CS base 0xFFFF0000, IP 0xFFF0).
 pub const RESET_VECTOR: u64 = 0xffff_fff0;
 
@@ -190,6 +194,15 @@ mod tests {
         assert_eq!(abi::SNP_DOORBELL_PORT, SNP_DOORBELL_PORT);
         assert_eq!(abi::SNP_PARAMS, SNP_PARAMS);
         assert_eq!(abi::SNP_REPORT_OUT, SNP_REPORT_OUT);
+        assert_eq!(abi::SNP_BOX, SNP_BOX);
+        assert_eq!(
+            abi::SNP_PARAMS_FLAG_SEALED_SECRET,
+            u32::from(SNP_PARAMS_FLAG_SEALED_SECRET)
+        );
+        assert_eq!(
+            abi::SNP_EXIT_OWNER_SECRET,
+            crate::snp_request::EXIT_OWNER_SECRET
+        );
     }
 
     #[test]

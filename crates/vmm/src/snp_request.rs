@@ -13,6 +13,12 @@
 //! | 0x18 | u64 rax | extended: GPA of the certificate buffer | – |
 //! | 0x20 | u64 rbx | extended: size of that buffer in pages | extended, VMM error 1: pages needed |
 //!
+//! The owner step of `sevm demo --snp` (sevm's own exit code [`EXIT_OWNER_SECRET`], not a GHCB
+//! one): `+0x08` the GPA of the guest's decrypted MSG_REPORT_RSP (0x4C0 bytes), `+0x10` the GPA
+//! of the box page. The VMM hands the report to the guest owner
+//! ([`GuestRequestService::owner_secret`]) and writes the owner's box to the box page; the
+//! result is 0, or [`VMM_ERR_OWNER_REFUSED`] in the high 32 bits when the owner refused.
+//!
 //! VMM errors are the GHCB spec's: 0 none, 1 `INVALID_LEN` (certificate buffer too small),
 //! 2 `BUSY`. A block or page outside guest RAM, or an unknown exit code, gets
 //! [`VMM_ERR_INVALID_REQUEST`] (sevm's own value, not the GHCB spec's) and leaves every page but
@@ -25,6 +31,13 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 pub const EXIT_GUEST_REQUEST: u64 = 0x8000_0011;
 /// GHCB exit code of an extended guest request.
 pub const EXIT_EXT_GUEST_REQUEST: u64 = 0x8000_0012;
+/// Doorbell exit code of the owner step (sevm's own; `guests::abi::SNP_EXIT_OWNER_SECRET`).
+pub const EXIT_OWNER_SECRET: u64 = 0x8000_f001;
+/// VMM error (sevm's own): the guest owner refused to release the secret, or no owner is
+/// attached.
+pub const VMM_ERR_OWNER_REFUSED: u32 = 0xffff_fff1;
+/// Bytes of the decrypted MSG_REPORT_RSP the owner step reads.
+pub const REPORT_RSP_BYTES: usize = 0x4c0;
 /// VMM error: the certificate buffer is too small (`rbx` then holds the pages needed).
 pub const VMM_ERR_INVALID_LEN: u32 = 1;
 /// VMM error: the firmware is busy; retry.
@@ -60,6 +73,22 @@ pub trait GuestRequestService: Send + Sync + std::fmt::Debug {
         resp: &mut [u8; PAGE],
         certs: Option<&mut [u8]>,
     ) -> GuestRequestOutcome;
+
+    /// The owner step: `report_rsp` is the guest's decrypted MSG_REPORT_RSP as the guest
+    /// left it (untrusted: the owner verifies it); returns the box page contents (at most one
+    /// page), or why the owner refused. Without an owner attached every step is refused.
+    fn owner_secret(&self, report_rsp: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = report_rsp;
+        Err("no guest owner is attached to this VM".into())
+    }
+}
+
+/// The guest owner of `sevm demo --snp`: verifies the guest's report and seals a secret to the
+/// key in its REPORT_DATA ([`GuestRequestService::owner_secret`] of an SNP launch with
+/// `SnpLaunchParams::owner` set).
+pub trait SecretOwner: Send + Sync {
+    /// The box page for `report_rsp` (the guest's decrypted MSG_REPORT_RSP), or why not.
+    fn release(&self, report_rsp: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 fn read_u64(mem: &GuestMemoryMmap, gpa: u64) -> Option<u64> {
@@ -132,12 +161,47 @@ fn serve(mem: &GuestMemoryMmap, svc: Option<&dyn GuestRequestService>) -> GuestR
             }
             out
         }
+        EXIT_OWNER_SECRET => return owner_step(mem, svc, req_gpa, resp_gpa),
         _ => return invalid(),
     };
     if mem.write_slice(&resp, GuestAddress(resp_gpa)).is_err() {
         return invalid();
     }
     out
+}
+
+/// The owner step: the report at `report_gpa` goes to the owner, its box to `box_gpa`.
+fn owner_step(
+    mem: &GuestMemoryMmap,
+    svc: &dyn GuestRequestService,
+    report_gpa: u64,
+    box_gpa: u64,
+) -> GuestRequestOutcome {
+    let mut report = vec![0u8; REPORT_RSP_BYTES];
+    if mem
+        .read_slice(&mut report, GuestAddress(report_gpa))
+        .is_err()
+    {
+        return invalid();
+    }
+    match svc.owner_secret(&report) {
+        Ok(b) if b.len() <= PAGE => {
+            let mut page = vec![0u8; PAGE];
+            page[..b.len()].copy_from_slice(&b);
+            if mem.write_slice(&page, GuestAddress(box_gpa)).is_err() {
+                return invalid();
+            }
+            GuestRequestOutcome::default()
+        }
+        Ok(_) => invalid(),
+        Err(why) => {
+            tracing::warn!("SNP owner step: the owner refused: {why}");
+            GuestRequestOutcome {
+                vmm_error: VMM_ERR_OWNER_REFUSED,
+                ..Default::default()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +378,66 @@ mod tests {
         assert_eq!(
             m.read_obj::<u64>(GuestAddress(b + 0x10)).unwrap(),
             u64::from(VMM_ERR_INVALID_REQUEST) << 32
+        );
+    }
+
+    /// Gives the report's first byte back in a one-byte box, or refuses a report starting 0.
+    #[derive(Debug)]
+    struct Owner;
+
+    impl GuestRequestService for Owner {
+        fn guest_request(
+            &self,
+            _req: &[u8; PAGE],
+            _resp: &mut [u8; PAGE],
+            _certs: Option<&mut [u8]>,
+        ) -> GuestRequestOutcome {
+            GuestRequestOutcome::default()
+        }
+
+        fn owner_secret(&self, report_rsp: &[u8]) -> Result<Vec<u8>, String> {
+            assert_eq!(report_rsp.len(), REPORT_RSP_BYTES);
+            match report_rsp[0] {
+                0 => Err("no".into()),
+                b => Ok(vec![b ^ 0xff]),
+            }
+        }
+    }
+
+    #[test]
+    fn owner_step_writes_the_box_or_reports_the_refusal() {
+        let m = mem();
+        let b = layout::SNP_GHCB;
+        let (report, boxp) = (layout::SNP_REPORT_OUT, layout::SNP_BOX);
+        m.write_obj(0x5au8, GuestAddress(report)).unwrap();
+        m.write_obj(0x77u8, GuestAddress(boxp + 1)).unwrap();
+        ring(&m, EXIT_OWNER_SECRET, report, boxp, 0, 0);
+        assert_eq!(
+            handle_doorbell(&m, Some(&Owner)),
+            GuestRequestOutcome::default()
+        );
+        assert_eq!(m.read_obj::<u8>(GuestAddress(boxp)).unwrap(), 0xa5);
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress(boxp + 1)).unwrap(),
+            0,
+            "page zeroed"
+        );
+        assert_eq!(m.read_obj::<u64>(GuestAddress(b + 0x10)).unwrap(), 0);
+        m.write_obj(0u8, GuestAddress(report)).unwrap();
+        ring(&m, EXIT_OWNER_SECRET, report, boxp, 0, 0);
+        assert_eq!(
+            handle_doorbell(&m, Some(&Owner)).vmm_error,
+            VMM_ERR_OWNER_REFUSED
+        );
+        assert_eq!(
+            m.read_obj::<u64>(GuestAddress(b + 0x10)).unwrap(),
+            u64::from(VMM_ERR_OWNER_REFUSED) << 32
+        );
+        // A service without an owner refuses too.
+        ring(&m, EXIT_OWNER_SECRET, report, boxp, 0, 0);
+        assert_eq!(
+            handle_doorbell(&m, Some(&Echo::default())).vmm_error,
+            VMM_ERR_OWNER_REFUSED
         );
     }
 }

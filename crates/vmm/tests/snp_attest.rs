@@ -574,3 +574,231 @@ fn a_certificate_table_larger_than_the_buffer_fails_the_extended_request() {
     assert!(out.contains("derived key (root VCEK"), "{out}");
     assert_eq!(*svc.calls.lock().unwrap(), vec![false, false, true]);
 }
+
+// ---------------- X25519 and HKDF of the guest (sealed-secret step) ----------------
+
+/// Runs `snp-attest` with `params` as the SNP_PARAMS page and no secrets page.
+fn run_params(params: Vec<u8>) -> (ExitStatus, String, Vm) {
+    let (cfg, serial) = bundled_config("snp-attest");
+    let hooks = Place {
+        secrets: None,
+        params,
+        resp_page: None,
+    };
+    let mut vm = Vm::build_with_hooks(&cfg, Box::new(hooks)).unwrap();
+    let st = vm.run().unwrap();
+    (st, serial.text(), vm)
+}
+
+/// OpenSSL's X25519; an all-zero result (a low-order u), which OpenSSL refuses to derive, is
+/// returned as zeros.
+fn ossl_x25519(k: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
+    use openssl::pkey::{Id, PKey};
+    let sk = PKey::private_key_from_raw_bytes(k, Id::X25519).unwrap();
+    let pk = PKey::public_key_from_raw_bytes(u, Id::X25519).unwrap();
+    let mut d = openssl::derive::Deriver::new(&sk).unwrap();
+    d.set_peer(&pk).unwrap();
+    match d.derive_to_vec() {
+        Ok(v) => v.try_into().unwrap(),
+        Err(e) => {
+            eprintln!("OpenSSL refused u={} ({e}): a zero result", hex(u));
+            [0; 32]
+        }
+    }
+}
+
+fn unhex32(s: &str) -> [u8; 32] {
+    assert_eq!(s.len(), 64, "{s}");
+    let mut b = [0u8; 32];
+    for (i, o) in b.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    b
+}
+
+/// Runs the guest's X25519 on up to 60 (scalar, u) cases; returns its outputs.
+fn guest_x25519(cases: &[([u8; 32], [u8; 32])], iterations: u32) -> Vec<[u8; 32]> {
+    let mut p = vec![0u8; PAGE];
+    p[..4].copy_from_slice(&abi::SNP_PARAMS_FLAG_X25519_KAT.to_le_bytes());
+    let c = abi::SNP_PARAMS_XKAT_COUNT as usize;
+    p[c..c + 4].copy_from_slice(&(cases.len() as u32).to_le_bytes());
+    let it = abi::SNP_PARAMS_XKAT_ITER as usize;
+    p[it..it + 4].copy_from_slice(&iterations.to_le_bytes());
+    for (i, (k, u)) in cases.iter().enumerate() {
+        let o = abi::SNP_PARAMS_XKAT_CASES as usize + 64 * i;
+        p[o..o + 32].copy_from_slice(k);
+        p[o + 32..o + 64].copy_from_slice(u);
+    }
+    let t = Instant::now();
+    let (st, out, vm) = run_params(p);
+    eprintln!(
+        "guest x25519: {} case(s), {iterations} iteration(s) in {:?}",
+        cases.len(),
+        t.elapsed()
+    );
+    assert_eq!(st, ExitStatus::Exited(0), "{out}");
+    assert!(out.contains("x25519 kat done"), "{out}");
+    let n = if iterations > 0 { 1 } else { cases.len() };
+    let got = read(vm.guest_memory(), abi::SNP_REPORT_OUT, 32 * n);
+    got.chunks(32).map(|c| c.try_into().unwrap()).collect()
+}
+
+#[test]
+fn guest_x25519_matches_rfc7748_and_openssl() {
+    require_kvm!();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc7748-x25519.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut nine = [0u8; 32];
+    nine[0] = 9;
+    let mut cases = Vec::new();
+    let mut want = Vec::new();
+    let mut iters = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f[0] {
+            "kat" | "shared" => {
+                let (k, u, o) = (unhex32(f[1]), unhex32(f[2]), unhex32(f[3]));
+                assert_eq!(ossl_x25519(&k, &u), o, "OpenSSL disagrees with {line}");
+                cases.push((k, u));
+                want.push(o);
+            }
+            "dh" => {
+                let (k, o) = (unhex32(f[1]), unhex32(f[2]));
+                assert_eq!(ossl_x25519(&k, &nine), o, "OpenSSL disagrees with {line}");
+                cases.push((k, nine));
+                want.push(o);
+            }
+            "iter" => iters.push((f[1].parse::<u32>().unwrap(), unhex32(f[2]))),
+            other => panic!("{path}: unknown line kind {other}"),
+        }
+    }
+    assert_eq!((cases.len(), iters.len()), (5, 2), "{path}");
+    let got = guest_x25519(&cases, 0);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(hex(g), hex(w), "RFC 7748 case {i}");
+    }
+    for (n, w) in iters {
+        let got = guest_x25519(&[(nine, nine)], n);
+        assert_eq!(
+            hex(&got[0]),
+            hex(&w),
+            "RFC 7748 §5.2 after {n} iteration(s)"
+        );
+    }
+}
+
+#[test]
+fn guest_x25519_matches_openssl_on_random_scalars() {
+    require_kvm!();
+    let mut nine = [0u8; 32];
+    nine[0] = 9;
+    // Non-canonical u-coordinates (RFC 7748 §5: must be accepted, reduced mod p): p, p + 1,
+    // 2^255 - 1 and all-ones (the top bit masked), and 1.
+    let mut p = [0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    let mut p1 = p;
+    p1[0] = 0xee;
+    let mut top = [0xffu8; 32];
+    top[31] = 0x7f;
+    let mut one = [0u8; 32];
+    one[0] = 1;
+    let mut total = 0;
+    for run in 0..5 {
+        let mut cases = Vec::new();
+        for i in 0..60 {
+            let mut k = [0u8; 32];
+            openssl::rand::rand_bytes(&mut k).unwrap();
+            let mut u = [0u8; 32];
+            openssl::rand::rand_bytes(&mut u).unwrap();
+            let u = match (run, i) {
+                (0, 0) => p1,
+                (0, 1) => top,
+                (0, 2) => [0xff; 32],
+                (0, 3) => one,
+                (_, i) if i % 4 == 0 => nine,
+                _ => u,
+            };
+            cases.push((k, u));
+        }
+        let got = guest_x25519(&cases, 0);
+        for ((k, u), g) in cases.iter().zip(&got) {
+            assert_eq!(hex(g), hex(&ossl_x25519(k, u)), "k={} u={}", hex(k), hex(u));
+            total += 1;
+        }
+    }
+    assert_eq!(total, 300);
+    // u = p is 0 mod p: the result is zero, which OpenSSL refuses to derive; the guest gives 0.
+    let got = guest_x25519(&[([0x42; 32], p)], 0);
+    assert_eq!(got[0], [0u8; 32]);
+    // Bad parameters: no cases, too many.
+    for n in [0u32, abi::SNP_PARAMS_XKAT_MAX + 1] {
+        let mut pp = vec![0u8; PAGE];
+        pp[..4].copy_from_slice(&abi::SNP_PARAMS_FLAG_X25519_KAT.to_le_bytes());
+        let c = abi::SNP_PARAMS_XKAT_COUNT as usize;
+        pp[c..c + 4].copy_from_slice(&n.to_le_bytes());
+        let (st, out, _) = run_params(pp);
+        assert_eq!(
+            st,
+            ExitStatus::Exited(abi::SNP_ATTEST_BAD_XKAT_PARAMS),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn guest_hkdf_matches_openssl() {
+    require_kvm!();
+    use openssl::md::Md;
+    use openssl::pkey::{Id, PKey};
+    use openssl::pkey_ctx::PkeyCtx;
+    for info_len in [0usize, 1, 31, 32, 55, 83, 0x80] {
+        let mut salt = [0u8; 32];
+        let mut ikm = [0u8; 32];
+        let mut info = vec![0u8; info_len];
+        openssl::rand::rand_bytes(&mut salt).unwrap();
+        openssl::rand::rand_bytes(&mut ikm).unwrap();
+        openssl::rand::rand_bytes(&mut info).unwrap();
+        let mut p = vec![0u8; PAGE];
+        p[..4].copy_from_slice(&abi::SNP_PARAMS_FLAG_HKDF_KAT.to_le_bytes());
+        let at = |o: u64| o as usize;
+        p[at(abi::SNP_PARAMS_HKAT_SALT)..][..32].copy_from_slice(&salt);
+        p[at(abi::SNP_PARAMS_HKAT_IKM)..][..32].copy_from_slice(&ikm);
+        p[at(abi::SNP_PARAMS_HKAT_INFO_LEN)..][..4]
+            .copy_from_slice(&(info_len as u32).to_le_bytes());
+        p[at(abi::SNP_PARAMS_HKAT_INFO)..][..info_len].copy_from_slice(&info);
+        let (st, out, vm) = run_params(p);
+        assert_eq!(st, ExitStatus::Exited(0), "{out}");
+        let got = read(vm.guest_memory(), abi::SNP_REPORT_OUT, 64);
+        // PRK = HMAC-SHA256(salt, IKM).
+        let key = PKey::hmac(&salt).unwrap();
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        signer.update(&ikm).unwrap();
+        let prk = signer.sign_to_vec().unwrap();
+        assert_eq!(hex(&got[..32]), hex(&prk), "PRK, info {info_len}");
+        // OKM = HKDF-SHA256(salt, IKM, info), 32 bytes.
+        let mut ctx = PkeyCtx::new_id(Id::HKDF).unwrap();
+        ctx.derive_init().unwrap();
+        ctx.set_hkdf_md(Md::sha256()).unwrap();
+        ctx.set_hkdf_salt(&salt).unwrap();
+        ctx.set_hkdf_key(&ikm).unwrap();
+        ctx.add_hkdf_info(&info).unwrap();
+        let mut okm = [0u8; 32];
+        ctx.derive(Some(&mut okm)).unwrap();
+        assert_eq!(hex(&got[32..]), hex(&okm), "OKM, info {info_len}");
+    }
+    let mut p = vec![0u8; PAGE];
+    p[..4].copy_from_slice(&abi::SNP_PARAMS_FLAG_HKDF_KAT.to_le_bytes());
+    let o = abi::SNP_PARAMS_HKAT_INFO_LEN as usize;
+    p[o..o + 4].copy_from_slice(&(abi::SNP_PARAMS_HKAT_INFO_MAX + 1).to_le_bytes());
+    let (st, out, _) = run_params(p);
+    assert_eq!(
+        st,
+        ExitStatus::Exited(abi::SNP_ATTEST_BAD_HKAT_PARAMS),
+        "{out}"
+    );
+}

@@ -529,6 +529,9 @@ pub struct SnpLaunchParams {
     pub cert_table: Option<Vec<u8>>,
     /// Reset behaviour.
     pub on_reset: ResetMode,
+    /// The guest owner of the sealed-secret step (`sevm demo --snp`): when set, the SNP_PARAMS
+    /// flags get `SEALED_SECRET` and the doorbell's owner step goes to it.
+    pub owner: Option<Arc<dyn crate::snp_request::SecretOwner>>,
 }
 
 impl std::fmt::Debug for SnpLaunchParams {
@@ -556,6 +559,7 @@ impl SnpLaunchParams {
             report_data: None,
             cert_table: None,
             on_reset: ResetMode::Relaunch,
+            owner: None,
         }
     }
 
@@ -809,6 +813,15 @@ impl GuestRequestService for SnpRequests {
             }
         }
     }
+
+    fn owner_secret(&self, report_rsp: &[u8]) -> Result<Vec<u8>, String> {
+        // Cloned out of the lock: the owner's verification takes milliseconds.
+        let owner = self.0.lock().params.owner.clone();
+        match owner {
+            Some(o) => o.release(report_rsp),
+            None => Err("no guest owner is attached to this launch".into()),
+        }
+    }
 }
 
 /// The [`LaunchHooks`] of an SNP VM.
@@ -901,6 +914,9 @@ impl LaunchHooks for SnpHooks {
                 params[0] = 1;
                 params[0x40..0x80].copy_from_slice(rd);
             }
+            if st.params.owner.is_some() {
+                params[0] |= layout::SNP_PARAMS_FLAG_SEALED_SECRET;
+            }
             ctx.memory
                 .write_slice(&params, GuestAddress(layout::SNP_PARAMS))
                 .map_err(|_| ConfidentialError::BadRange {
@@ -959,6 +975,7 @@ mod tests {
             report_data: None,
             cert_table: None,
             on_reset: ResetMode::Shutdown,
+            owner: None,
         }
     }
 
