@@ -7,7 +7,8 @@
 # seconds from exec to exit and peak RSS (KiB). Medians of the boots that reached /init.
 #
 # Usage: benches/nested_boot.sh [ROUNDS]   (default 10; env as tests/nested/run.sh:
-# SEVM_NESTED_CACHE, SEVM_NESTED_SEVM, SEVM_NESTED_L1_CPUS, SEVM_NESTED_L1_MEM)
+# SEVM_NESTED_CACHE, SEVM_NESTED_SEVM, SEVM_NESTED_L1_CPUS, SEVM_NESTED_L1_MEM, SEVM_NESTED_L1_TCG,
+# SEVM_NESTED_L1_APPEND: see tests/nested/lib.sh)
 # Writes benches/results/nested-boot/{raw.txt,summary.md} (SEVM_BENCH_OUT to change).
 # Needs what tests/nested/install-deps.sh installs, and GNU time (Debian: time) for RSS
 # (busybox's `time` reports ru_maxrss four times too large).
@@ -99,7 +100,7 @@ cp "$WORK/raw.txt" "$OUT/raw.txt"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); repo at $commit (plus uncommitted changes: $(git -C "$ROOT" status --porcelain -- crates | wc -l) files in crates/)"
     echo "- sevm binary: $SEVM${SEVM_NESTED_SEVM:+ (given by SEVM_NESTED_SEVM, not built from this tree)}, sha256 $(sha256sum "$SEVM" | cut -c1-16)"
     echo "- host: $(nproc) CPUs, $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- L1: QEMU $("$QBIN" --version | head -n 1 | awk '{print $4}') TCG, -cpu max,+svm,+npt,phys-bits=48, -smp $L1_CPUS, -m $L1_MEM, Debian $KVER"
+    echo "- L1: QEMU $("$QBIN" --version | head -n 1 | awk '{print $4}') TCG thread=$L1_TCG_THREAD, -cpu max,+svm,+npt,phys-bits=48, -smp $L1_CPUS, -m $L1_MEM, Debian $KVER"
     echo "- L2: the same kernel, a busybox initrd whose /init exits through port 0xf4 at once; $MEM, 1 vCPU, \`$CMDLINE\`"
     echo "- each boot: GNU time in L1 around the VMM process (wall from exec to exit, peak RSS); $ROUNDS rounds, alternating which VMM goes first"
     echo

@@ -5,11 +5,38 @@
 
 NESTED_DIR=$ROOT/tests/nested
 CACHE=${SEVM_NESTED_CACHE:-$ROOT/target/nested-cache}
-L1_CPUS=${SEVM_NESTED_L1_CPUS:-2}
+# L1's shape: 1 vCPU, run by 1 host thread (TCG thread=single), the L1 kernel told not to test
+# its timer IRQ. What failed otherwise (QEMU 7.2, 2-core host; numbers in
+# benches/results/nested-check/README.md):
+#   - 2 vCPUs under MTTCG (thread=multi, the old default): QEMU does not make a text poke on one
+#     vCPU (Linux's int3-based jump-label/static-call patching) visible to the other in time; the
+#     other executes the transient int3 after the patcher removed it and L1 oopses ("Oops: int3"
+#     in kvm_arch_vcpu_ioctl_run: 2 L1 deaths in 13 L2 boots in a 10-round run). Toggling the
+#     sched_schedstats static key (tests/nested/poke-stress.sh) killed L1 that way within 10-60 s
+#     in 4 of 4 runs; with thread=single, 0 of 1 in 120 s.
+#   - 2 vCPUs under thread=single: no int3 oops, but the two vCPUs take turns on one thread, L1
+#     found its TSC unstable and fell back to the HPET (3 of 4 L1s), and not one L2 Linux boot
+#     finished in 11 minutes in 4 L1s (at host load 13-16).
+#   - With 1 vCPU there is no other vCPU to race; sevm's 2-vCPU guests still get 2 vCPUs (L1's
+#     KVM runs both vCPU threads on its one CPU). thread=single keeps a larger -smp safe from the
+#     race.
+#   - The L1 kernel's check that the PIT timer IRQ works (a few ticks within a TSC-timed wait)
+#     fails when the host is loaded ("IO-APIC + timer doesn't work!" panic at L1 boot, 1 of 5 L1
+#     boots at load 15); `no_timer_check` skips that test (a common setting for VMs). L2's kernel
+#     (sevm's guest) gets no such argument.
+L1_CPUS=${SEVM_NESTED_L1_CPUS:-1}
 # The CPU model QEMU emulates for L1 (L2 sees L1's KVM's view of it); +svm,+npt,phys-bits=48
 # are always added.
 L1_CPU_MODEL=${SEVM_NESTED_L1_CPU:-max}
 L1_MEM=${SEVM_NESTED_L1_MEM:-2G}
+# TCG's threading for L1: single (default) or multi (MTTCG).
+L1_TCG_THREAD=${SEVM_NESTED_L1_TCG:-single}
+case $L1_TCG_THREAD in
+single | multi) ;;
+*) printf 'nested: ERROR: SEVM_NESTED_L1_TCG=%s: expected single or multi\n' "$L1_TCG_THREAD" >&2 && exit 1 ;;
+esac
+# L1's kernel command line; SEVM_NESTED_L1_APPEND adds to it.
+L1_CMDLINE="console=ttyS0 panic=-1 no_timer_check${SEVM_NESTED_L1_APPEND:+ $SEVM_NESTED_L1_APPEND}"
 L1_START_TIMEOUT=${SEVM_NESTED_L1_START_TIMEOUT:-300}
 QEMU=${SEVM_NESTED_QEMU:-qemu-system-x86_64}
 
@@ -191,8 +218,8 @@ nested_run_l1() { # INITRD CONSOLE RESULTS STALL QTIMEOUT ON_LINE
     cpu0=$CHILDREN_CPU
     rm -f "$WORK/qemu.pid"
     timeout -s KILL "$qtimeout" "$QEMU" -pidfile "$WORK/qemu.pid" -nodefaults -no-user-config -display none -no-reboot \
-        -accel tcg,thread=multi -cpu "$L1_CPU_MODEL,+svm,+npt,phys-bits=48" -smp "$L1_CPUS" -m "$L1_MEM" \
-        -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$initrd" -append "console=ttyS0 panic=-1" \
+        -accel "tcg,thread=$L1_TCG_THREAD" -cpu "$L1_CPU_MODEL,+svm,+npt,phys-bits=48" -smp "$L1_CPUS" -m "$L1_MEM" \
+        -kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$initrd" -append "$L1_CMDLINE" \
         -serial "file:$console" -serial "file:$results" </dev/null >"$WORK/qemu.out" 2>&1 &
     qpid=$!
     while :; do

@@ -19,10 +19,11 @@
 #
 # Environment: SEVM_NESTED_BOOTS (10), SEVM_NESTED_BOOT_TIMEOUT (90 s), SEVM_NESTED_CACHE
 # (<repo>/target/nested-cache), SEVM_NESTED_SEVM (a prebuilt sevm instead of cargo build),
-# SEVM_NESTED_ONLY (an extended regex: run only the matching checks), SEVM_NESTED_L1_CPUS (2),
+# SEVM_NESTED_ONLY (an extended regex: run only the matching checks), SEVM_NESTED_L1_CPUS (1),
 # SEVM_NESTED_L1_MEM (2G), SEVM_NESTED_JOBS (1: checks at a time in L1), SEVM_NESTED_L1_CPU (the
-# QEMU CPU model of L1, see lib.sh), SEVM_NESTED_DEVICES (1: the virtio device checks
-# dev-<blk|blkro|net|vsock>-<plain|sev>, tests/nested/devices.sh; 0: left out),
+# QEMU CPU model of L1, see lib.sh), SEVM_NESTED_L1_TCG (single: TCG's threading for L1, see
+# lib.sh), SEVM_NESTED_L1_APPEND (extra L1 kernel arguments), SEVM_NESTED_DEVICES (1: the virtio
+# device checks dev-<blk|blkro|net|vsock>-<plain|sev>, tests/nested/devices.sh; 0: left out),
 # SEVM_NESTED_DEV_TIMEOUT (600 s: one device check's limit).
 # Work files (L1 console, result channel, failed boots' whole serial output): <cache>/last-run.
 # Exit status: 0 all checks passed (or SKIP when CI is unset and something is missing), 1 not.
@@ -37,9 +38,8 @@ BOOTS=${SEVM_NESTED_BOOTS:-10}
 BOOT_TIMEOUT=${SEVM_NESTED_BOOT_TIMEOUT:-90}
 GUEST_TIMEOUT=${SEVM_NESTED_GUEST_TIMEOUT:-30}
 ES_REFUSE_SECS=${SEVM_NESTED_ES_REFUSE_SECS:-20}
-# Checks run this many at a time inside L1. 1 by default: with 2 at a time (both L1 vCPUs busy
-# in KVM) L1 oopsed on a text-poke int3 (a QEMU 7.2 MTTCG cross-modifying-code race) in 2 of 2
-# runs here.
+# Checks run this many at a time inside L1. 1 by default: L1 has 1 vCPU (lib.sh); with 2 L1
+# vCPUs under MTTCG and 2 at a time, L1 oopsed on a text-poke int3 in 2 of 2 runs here.
 JOBS=${SEVM_NESTED_JOBS:-1}
 CMDLINE="console=ttyS0 panic=-1"
 MEM=512M
@@ -198,7 +198,7 @@ while :; do
     # Device checks may take DEV_TIMEOUT each (they send a heartbeat, so `stall` holds).
     qtimeout=$((qtimeout + $(printf '%s\n' "${remaining[@]}" | grep -c '^dev-') * (DEV_TIMEOUT + 60)))
     stall=$((BOOT_TIMEOUT + 90))
-    nlog "L1 attempt $attempt: ${#remaining[@]} checks (QEMU TCG, -smp $L1_CPUS, -m $L1_MEM; outer limit ${qtimeout}s)"
+    nlog "L1 attempt $attempt: ${#remaining[@]} checks (QEMU TCG thread=$L1_TCG_THREAD, -cpu $L1_CPU_MODEL, -smp $L1_CPUS, -m $L1_MEM, L1 cmdline \"$L1_CMDLINE\"; outer limit ${qtimeout}s)"
     nested_run_l1 "$WORK/l1.cpio" "$WORK/l1-console-$attempt.log" "$WORK/results-$attempt.log" \
         "$stall" "$qtimeout" on_line
     nlog "L1 attempt $attempt: $L1_STATUS after ${L1_SECS}s, QEMU used ${L1_CPU_SECS}s of CPU ($L1_WHY)"
