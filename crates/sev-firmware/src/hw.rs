@@ -226,6 +226,34 @@ pub trait IoctlPort: Send + Sync {
     fn memlock(&self) -> Memlock {
         Memlock::of_process()
     }
+
+    /// KVM_CREATE_VM of type `vm_type` on the `/dev/kvm` fd `kvm_fd`: the new VM fd. The
+    /// kernel: the ioctl itself. A model of a kernel whose real KVM lacks the type (the
+    /// loopback) creates a VM of a type the real KVM has and plays the rest of the type's part.
+    fn create_vm(&self, kvm_fd: RawFd, vm_type: u32) -> io::Result<RawFd> {
+        let arg = std::ptr::without_provenance_mut(vm_type as usize);
+        // SAFETY: KVM_CREATE_VM takes an integer argument (the VM type) and touches no memory.
+        unsafe { self.ioctl(kvm_fd, snp::KVM_CREATE_VM, arg) }
+    }
+
+    /// An SEV-SNP guest's guest request (the GHCB's SNP_GUEST_REQUEST VMGEXIT) on the VM
+    /// `vm_fd`, as KVM forwards it to the firmware (`snp_handle_guest_req`: SNP_GUEST_REQUEST
+    /// with the VM's guest context): `req` is the request page, the firmware's response page
+    /// is written to `resp`; `Ok` carries the firmware status (0 = success), which KVM hands
+    /// to the guest, `Err` a failure KVM would report to user space.
+    ///
+    /// On Linux KVM answers this VMGEXIT itself and user space never sees it: the real
+    /// kernel's port has no such call (EOPNOTSUPP). A model that runs the guest on a KVM
+    /// without SNP (the loopback) is handed the request by the VMM's stand-in exit here.
+    fn snp_guest_request(
+        &self,
+        vm_fd: RawFd,
+        req: &[u8; 4096],
+        resp: &mut [u8; 4096],
+    ) -> io::Result<u32> {
+        let _ = (vm_fd, req, resp);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 /// The real kernel: `libc::ioctl`.

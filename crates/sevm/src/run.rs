@@ -89,6 +89,12 @@ pub struct SevArgs {
     /// Soft platform state directory.
     #[arg(long)]
     pub platform_dir: Option<PathBuf>,
+    /// With `--sev-backend hw` and an SEV-SNP guest: the kernel side of the hw backend is the
+    /// loopback model of Linux (its `/dev/sev` and KVM's SNP interface, served by the soft
+    /// platform in `--platform-dir`); the guest runs on this host's /dev/kvm without memory
+    /// encryption. For proving the hw path on a host without SNP (tests, CI).
+    #[arg(long)]
+    pub hw_loopback: bool,
 }
 
 /// `sevm run` arguments.
@@ -169,6 +175,10 @@ pub struct SnpSetup {
     pub platform_dir: PathBuf,
     /// The platform's C-bit position.
     pub cbitpos: u8,
+    /// Where the launch runs.
+    pub backend: SnpBackend,
+    /// The loopback's device directory (`--hw-loopback`), kept while the setup lives.
+    pub _loopback_dir: Option<tempfile::TempDir>,
 }
 
 impl SnpSetup {
@@ -180,7 +190,7 @@ impl SnpSetup {
     /// The builder's SNP launch with `params`.
     pub fn spec(&self, params: SnpLaunchParams) -> SnpSpec {
         SnpSpec {
-            backend: SnpBackend::Soft(self.platform.clone()),
+            backend: self.backend.clone(),
             params,
         }
     }
@@ -539,6 +549,9 @@ pub fn resolve(g: &GuestArgs, s: &SevArgs) -> Result<Resolved> {
             snp: Some(snp),
         });
     }
+    if s.hw_loopback {
+        bail!("--hw-loopback is for SEV-SNP guests (--object sev-snp-guest,...) only");
+    }
     let Some(first) = first else {
         return Ok(Resolved {
             vm,
@@ -636,11 +649,15 @@ fn resolve_snp(
             None => None,
         })
         .unwrap_or(Backend::Soft);
-    if backend == Backend::Hw {
+    if backend == Backend::Hw && !s.hw_loopback {
         bail!(
-            "--sev-backend hw: sevm launches SEV-SNP guests on the soft backend only so far \
-             (KVM's SNP interface is not wired in yet)"
+            "--sev-backend hw: sevm's command line launches SEV-SNP guests through KVM's SNP \
+             interface over the loopback model of Linux only so far (add --hw-loopback); the \
+             real kernel's /dev/sev is not wired in for SNP yet"
         );
+    }
+    if backend == Backend::Soft && s.hw_loopback {
+        bail!("--hw-loopback needs --sev-backend hw");
     }
     if !matches!(vm.boot, BootSource::Bundled(_)) {
         bail!(
@@ -675,11 +692,32 @@ fn resolve_snp(
     inputs.platform_cbitpos = Some(cbitpos);
     let (_, cfg, _) = parse_sev(s, inputs)?;
     let cfg = cfg.context("the SNP configuration vanished on the second pass")?;
+    let (backend, loopback_dir) = match backend {
+        Backend::Soft => (SnpBackend::Soft(platform.clone()), None),
+        Backend::Hw => {
+            // The loopback kernel over this platform directory's soft firmware (the same
+            // SNP platform object, so its chain is the one `sevm platform snp export` writes).
+            let dir = tempfile::Builder::new()
+                .prefix("sevm-loopback-")
+                .tempdir()
+                .context("creating the loopback's device directory")?;
+            let lb = sev_firmware::hw::loopback::Loopback::open(legacy, dir.path())
+                .context("creating the loopback's /dev/sev")?
+                .try_with_snp(platform.clone())
+                .context("SNP_INIT of the loopback's SNP platform")?;
+            let lb = std::sync::Arc::new(lb);
+            let sev = lb.sev_path().to_path_buf();
+            let hw = vmm::confidential::snp_hw::HwSnpBackend::with_port(&sev, lb);
+            (SnpBackend::Hw(hw), Some(dir))
+        }
+    };
     Ok(SnpSetup {
         cfg,
         platform,
         platform_dir,
         cbitpos,
+        backend,
+        _loopback_dir: loopback_dir,
     })
 }
 
@@ -1199,6 +1237,7 @@ mod tests {
             config: None,
             sev_backend: None,
             platform_dir: None,
+            hw_loopback: false,
         }
     }
 

@@ -27,6 +27,7 @@ use crate::boot::{self, BootError, BootSource};
 use crate::confidential::snp::{
     self, SnpHandle, SnpHooks, SnpLaunchOps, SnpLaunchParams, SoftSnpOps,
 };
+use crate::confidential::snp_hw::HwSnpBackend;
 use crate::confidential::{
     recipe, ConfidentialError, HwBackend, LaunchHandle, LaunchParams, PlatformInfo, SevBackend,
     SevHooks, SoftBackend,
@@ -101,21 +102,40 @@ pub struct SevSpec {
 pub enum SnpBackend {
     /// The soft SNP firmware model (the guest runs unencrypted; relaunches reuse the VM).
     Soft(SoftSnpPlatform),
+    /// KVM's SNP interface (`KVM_X86_SNP_VM`, INIT2, guest_memfd, KVM_SEV_SNP_*; a new KVM VM
+    /// per launch), on the real kernel or the loopback model of it.
+    Hw(HwSnpBackend),
 }
 
 impl std::fmt::Debug for SnpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SnpBackend::Soft(_) => "soft",
-        })
+        f.write_str(self.name())
     }
 }
 
 impl SnpBackend {
+    /// `soft` or `hw`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SnpBackend::Soft(_) => "soft",
+            SnpBackend::Hw(_) => "hw",
+        }
+    }
+
+    /// Whether this host encrypts the guest's memory (else its C-bit addresses reach its RAM
+    /// through an alias at `1 << cbitpos`, see [`LaunchBackend::host_encrypts`]).
+    pub fn host_encrypts(&self) -> bool {
+        match self {
+            SnpBackend::Soft(_) => false,
+            SnpBackend::Hw(h) => h.encrypts(),
+        }
+    }
+
     /// The firmware operations of one VM's launches.
     pub fn ops(&self) -> Result<Box<dyn SnpLaunchOps>, FwError> {
         Ok(match self {
             SnpBackend::Soft(p) => Box::new(SoftSnpOps::new(p.clone())?),
+            SnpBackend::Hw(h) => Box::new(h.ops()),
         })
     }
 }
@@ -257,7 +277,7 @@ impl VmBuilder {
                 expected_digest: None,
                 expected_snp_digest: digest,
                 memlock_needed: None,
-                alias: Some(1u64 << p.cbitpos),
+                alias: (!snp.backend.host_encrypts()).then_some(1u64 << p.cbitpos),
             });
         }
         let Some(sev) = &self.sev else {
@@ -328,7 +348,9 @@ impl VmBuilder {
         let mut plan = self.check()?;
         if let Some(snp) = self.snp {
             let cbitpos = snp.params.cbitpos;
-            crate::vm::check_host_alias(&plan.vm, cbitpos)?;
+            if plan.alias.is_some() {
+                crate::vm::check_host_alias(&plan.vm, cbitpos)?;
+            }
             let ops = snp.backend.ops().map_err(|e| VmError::Hook {
                 stage: "init",
                 source: Box::new(ConfidentialError::Firmware {

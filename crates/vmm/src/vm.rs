@@ -221,6 +221,24 @@ pub trait LaunchHooks: Send {
         let _ = ctx;
         Ok(())
     }
+    /// Registers guest RAM region `slot` at `gpa` (`size` bytes, host mapping at `host`) on
+    /// `vm_fd` in the hook's own way, before [`init`](Self::init) (e.g. an SEV-SNP VM's
+    /// guest_memfd-backed memslot with the PRIVATE attribute). `Ok(false)`: not handled, the
+    /// VM registers a plain memslot. Aliases of guest RAM are always plain memslots.
+    ///
+    /// # Safety
+    /// `[host, host + size)` must stay a valid writable mapping while the slot exists.
+    unsafe fn set_memory_slot(
+        &mut self,
+        vm_fd: &VmFd,
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host: u64,
+    ) -> Result<bool, HookError> {
+        let _ = (vm_fd, slot, gpa, size, host);
+        Ok(false)
+    }
     /// Creates vCPU `id` of `vm_fd` (after [`init`](Self::init)).
     fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
         Ok(vm_fd.create_vcpu(id)?)
@@ -802,6 +820,29 @@ impl Vm {
                 memory_size: r.len(),
                 userspace_addr: host as u64,
             };
+            if base == 0 {
+                if let Some(h) = self.hooks.as_mut() {
+                    // SAFETY: as below: `host` is the start of a live mapping of `r.len()`
+                    // bytes owned by `self.memory`, which outlives the VM fd.
+                    let done = unsafe {
+                        h.set_memory_slot(
+                            &self.vm_fd,
+                            region.slot,
+                            region.guest_phys_addr,
+                            region.memory_size,
+                            region.userspace_addr,
+                        )
+                    }
+                    .map_err(|source| VmError::Hook {
+                        stage: "set_memory_slot",
+                        source,
+                    })?;
+                    if done {
+                        self.next_slot += 1;
+                        continue;
+                    }
+                }
+            }
             // SAFETY: `host` is the start of a live mapping of `r.len()` bytes owned by
             // `self.memory`, which outlives the VM fd (both are fields of `Vm`, and the VM fd
             // is dropped first by field order).

@@ -89,8 +89,31 @@
 //! KVM_SEV_SNP_LAUNCH_START / _UPDATE (`kvm_gmem_populate`: private, guest_memfd-backed, not yet
 //! populated, cut at the memslot's end, partial progress, the CPUID page copied back) /
 //! _FINISH (every vCPU's VMSA measured at 0xFFFFFFFFF000 first), served by the soft SNP
-//! firmware ([`crate::snp::soft`]) as the PSP. Only emulated VMs can be SNP VMs (a real KVM
-//! here has no SNP type; a real VM's guest_memfd and attributes are ENOTTY in the model).
+//! firmware ([`crate::snp::soft`]) as the PSP.
+//!
+//! A real KVM VM can stand for an SNP VM too, so that a VMM's SNP launch runs end to end on a
+//! host without SNP: [`IoctlPort::create_vm`] of `KVM_X86_SNP_VM` on the real `/dev/kvm`
+//! creates a default-type VM in the real kernel (this host's KVM has no SNP type) and the
+//! model plays each part the real KVM lacks, as Linux would on an SNP host:
+//! - the VM type: KVM_SEV_INIT2 and the KVM_SEV_SNP_* commands follow the SNP rules above
+//!   (the created-vCPUs rule asks the real kernel, as for any real VM);
+//! - KVM_CHECK_EXTENSION of KVM_CAP_GUEST_MEMFD, KVM_CAP_USER_MEMORY2 and
+//!   KVM_CAP_MEMORY_ATTRIBUTES: answered as an SNP VM's (other capabilities: the real kernel);
+//! - guest_memfd: the model's (a file of the loopback's directory holding the private pages);
+//! - KVM_SET_USER_MEMORY_REGION2: checked and bound to the guest_memfd by the model, then the
+//!   shared half (`userspace_addr`, flags without KVM_MEM_GUEST_MEMFD) is registered in the
+//!   real kernel with KVM_SET_USER_MEMORY_REGION, where the guest runs from it;
+//! - KVM_SET_MEMORY_ATTRIBUTES: the model's attribute array (the real ioctl is ENOTTY here);
+//! - memory encryption: none. After SNP_LAUNCH_UPDATE populates a private page, the model
+//!   writes the page as the guest must see it (the bytes given, the firmware's secrets page,
+//!   the CPUID page it accepted) to the memslot's host mapping, where the unencrypted guest
+//!   reads it, as LAUNCH_UPDATE_DATA leaves plaintext for a real SEV VM;
+//! - the guest's GHCB guest request, which KVM answers in the kernel
+//!   (`snp_handle_guest_req`: SNP_GUEST_REQUEST with the VM's context through `sev->fd`): the
+//!   VMM's stand-in exit hands it over with [`IoctlPort::snp_guest_request`].
+//!
+//! A real VM of the default type keeps the real kernel's answers: guest_memfd and memory
+//! attributes are ENOTTY for it.
 //!
 //! Not emulated: SEND_*/RECEIVE_*/CERT_EXPORT/SNP_ENABLE_REQ_CERTS KVM commands (EINVAL), the
 //! RMP itself (a page launched once is refused by the guest_memfd's "prepared" state, as
@@ -2067,12 +2090,20 @@ impl Loopback {
     fn vm_check_extension(&self, id: (u64, u64), cap: u64) -> KResult<i32> {
         let k = self.lock();
         let vm = k.vms.get(&id).ok_or(libc::EBADF)?;
-        if let Some(fd) = vm.real {
-            // SAFETY: KVM_CHECK_EXTENSION takes an integer argument and touches no memory.
-            let r = unsafe { libc::ioctl(fd, KVM_CHECK_EXTENSION as _, cap) };
-            return Ok(r.max(0));
-        }
         let private = vm.has_private_mem();
+        let private_cap = matches!(
+            cap as u32,
+            super::snp::KVM_CAP_GUEST_MEMFD
+                | super::snp::KVM_CAP_MEMORY_ATTRIBUTES
+                | super::snp::KVM_CAP_USER_MEMORY2
+        );
+        if let Some(fd) = vm.real {
+            if !(private && private_cap) {
+                // SAFETY: KVM_CHECK_EXTENSION takes an integer argument and touches no memory.
+                let r = unsafe { libc::ioctl(fd, KVM_CHECK_EXTENSION as _, cap) };
+                return Ok(r.max(0));
+            }
+        }
         Ok(match cap as u32 {
             super::snp::KVM_CAP_GUEST_MEMFD => i32::from(private),
             super::snp::KVM_CAP_MEMORY_ATTRIBUTES if private => {
@@ -2085,14 +2116,15 @@ impl Loopback {
     }
 
     /// `kvm_gmem_create`: flags 0 (Linux 6.11), size a non-zero multiple of 4 KiB; the fd is
-    /// a file of the loopback's directory. Only emulated VMs have one (ENOTTY on a real VM).
+    /// a file of the loopback's directory. A real VM has one only when it stands for an SNP VM
+    /// (ENOTTY on a real default-type VM, as this host's kernel answers).
     unsafe fn create_guest_memfd(&self, id: (u64, u64), arg: u64) -> KResult<i32> {
         // SAFETY: `arg` points to a kvm_create_guest_memfd (caller's contract).
         let g: kb::kvm_create_guest_memfd = unsafe { get_user(arg) }?;
         let mut k = self.lock();
         let (no, real) = {
             let vm = k.vms.get(&id).ok_or(libc::EBADF)?;
-            (vm.no, vm.real.is_some())
+            (vm.no, vm.real.is_some() && !vm.has_private_mem())
         };
         let r = if real {
             Err(libc::ENOTTY)
@@ -2132,7 +2164,15 @@ impl Loopback {
         let m: kb::kvm_userspace_memory_region2 = unsafe { get_user(arg) }?;
         let mut k = self.lock();
         let mut vm = k.vms.remove(&id).ok_or(libc::EBADF)?;
-        let r = Self::memslot(&mut k, &mut vm, id, &m);
+        let before = vm.slots.clone();
+        let mut r = Self::memslot(&mut k, &mut vm, id, &m);
+        if let (Ok(()), Some(fd)) = (r, vm.real) {
+            // The shared half goes to the real kernel, which runs the guest from it.
+            r = real_memslot(fd, &m);
+            if r.is_err() {
+                vm.slots = before;
+            }
+        }
         Self::note(&mut k, vm.no, "SET_USER_MEMORY_REGION2", &r);
         k.vms.insert(id, vm);
         r
@@ -2228,7 +2268,7 @@ impl Loopback {
             // not bound to another slot (EINVAL).
             let key = file_id(m.guest_memfd as RawFd)?;
             let g = k.gmems.get(&key).ok_or(libc::EINVAL)?;
-            if g.vm != id || vm.real.is_some() {
+            if g.vm != id {
                 return Err(libc::EINVAL);
             }
             if m.guest_memfd_offset + m.memory_size > g.size {
@@ -2271,7 +2311,7 @@ impl Loopback {
         } else {
             0
         };
-        let r = if vm.real.is_some() {
+        let r = if vm.real.is_some() && !vm.has_private_mem() {
             // The real kernel here has no memory attributes (CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES).
             Err(libc::ENOTTY)
         } else if a.flags != 0
@@ -2430,6 +2470,18 @@ impl Loopback {
                     b.copy_from_slice(&page);
                     g.pages.insert(index, b);
                     g.prepared.insert(index);
+                    if vm.real.is_some() {
+                        // No memory encryption here: the unencrypted guest reads the page as
+                        // populated from the memslot's host mapping.
+                        let host = slot.uaddr + (gfn - slot.base_gfn) * PAGE;
+                        // SAFETY: the memslot's `userspace_addr` range is the VMM's live
+                        // mapping of this slot (KVM_SET_USER_MEMORY_REGION2's contract); this
+                        // page is inside it. A bad address is EFAULT, not a fault.
+                        if let Err(e) = unsafe { copy_to_user(host, &page) } {
+                            ret = e;
+                            break;
+                        }
+                    }
                     i += 1;
                 }
                 Err(e) => {
@@ -2708,8 +2760,9 @@ fn read_vcpu_state(fd: RawFd) -> KResult<VcpuState> {
     Ok(st)
 }
 
-impl IoctlPort for Loopback {
-    fn vm_created(&self, vm_fd: RawFd) {
+impl Loopback {
+    /// Records the real KVM VM `vm_fd` as a VM of `vm_type`; its number.
+    fn real_vm(&self, vm_fd: RawFd, vm_type: u32) -> u32 {
         let mut k = self.lock();
         // The fd number is free again only if the VM that had it was closed.
         if let Some(old) = k.real.remove(&vm_fd) {
@@ -2721,8 +2774,109 @@ impl IoctlPort for Loopback {
         let no = k.next_vm;
         let key = (u64::MAX, no as u64);
         k.real.insert(vm_fd, key);
-        k.vms
-            .insert(key, Vm::new(no, kb::KVM_X86_DEFAULT_VM, Some(vm_fd)));
+        k.vms.insert(key, Vm::new(no, vm_type, Some(vm_fd)));
+        no
+    }
+}
+
+/// KVM_SET_USER_MEMORY_REGION on the real VM `fd` of the shared half of `m` (its
+/// `userspace_addr`; flags without KVM_MEM_GUEST_MEMFD).
+fn real_memslot(fd: RawFd, m: &kb::kvm_userspace_memory_region2) -> KResult<()> {
+    let r = kb::kvm_userspace_memory_region {
+        slot: m.slot,
+        flags: m.flags & !super::snp::KVM_MEM_GUEST_MEMFD,
+        guest_phys_addr: m.guest_phys_addr,
+        memory_size: m.memory_size,
+        userspace_addr: m.userspace_addr,
+    };
+    // SAFETY: `r` is a live kvm_userspace_memory_region. The mapping it names is the one the
+    // caller gave KVM_SET_USER_MEMORY_REGION2, valid while the slot exists by that ioctl's
+    // contract (the real kernel gets the same range for the same slot).
+    let rc = unsafe {
+        libc::ioctl(
+            fd,
+            KVM_SET_USER_MEMORY_REGION as _,
+            &r as *const kb::kvm_userspace_memory_region,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(())
+}
+
+/// `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
+const KVM_SET_USER_MEMORY_REGION: u64 = kvm_ioc(
+    IOC_W,
+    0x46,
+    std::mem::size_of::<kb::kvm_userspace_memory_region>(),
+);
+
+impl IoctlPort for Loopback {
+    fn vm_created(&self, vm_fd: RawFd) {
+        self.real_vm(vm_fd, kb::KVM_X86_DEFAULT_VM);
+    }
+
+    /// On the emulated `/dev/kvm`: an emulated VM. On the real `/dev/kvm`: a real VM of the
+    /// default type (the only one this host's KVM is asked for) that the model treats as
+    /// `vm_type` (see the module documentation); a type the modelled KVM does not offer
+    /// (SNP without an SNP side) is EINVAL, as KVM_CREATE_VM answers.
+    fn create_vm(&self, kvm_fd: RawFd, vm_type: u32) -> io::Result<RawFd> {
+        if file_id(kvm_fd).map_err(os)? == self.kvm_id {
+            let arg = std::ptr::without_provenance_mut(vm_type as usize);
+            // SAFETY: KVM_CREATE_VM takes an integer argument and touches no memory.
+            return unsafe { self.ioctl(kvm_fd, super::snp::KVM_CREATE_VM, arg) };
+        }
+        if vm_type >= 32 || self.vm_types() & (1 << vm_type) == 0 {
+            return Err(os(libc::EINVAL));
+        }
+        // SAFETY: KVM_CREATE_VM takes an integer argument (the VM type) and touches no memory.
+        let fd = unsafe {
+            libc::ioctl(
+                kvm_fd,
+                super::snp::KVM_CREATE_VM as _,
+                kb::KVM_X86_DEFAULT_VM as libc::c_ulong,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let no = self.real_vm(fd, vm_type);
+        let mut k = self.lock();
+        Self::note(&mut k, no, "KVM_CREATE_VM", &Ok::<(), i32>(()));
+        Ok(fd)
+    }
+
+    /// `snp_handle_guest_req` (Linux 6.11): an SNP guest (EINVAL), then SNP_GUEST_REQUEST
+    /// with its context through `sev->fd` (EBADF if that is no longer the SEV device); a
+    /// firmware refusal is the guest's (its status comes back as `Ok`), anything else EIO.
+    fn snp_guest_request(
+        &self,
+        vm_fd: RawFd,
+        req: &[u8; 4096],
+        resp: &mut [u8; 4096],
+    ) -> io::Result<u32> {
+        let key = self.key_of(vm_fd).ok_or_else(|| os(libc::EBADF))?;
+        let mut k = self.lock();
+        let vm = k.vms.get_mut(&key).ok_or_else(|| os(libc::EBADF))?;
+        let no = vm.no;
+        let r: KResult<u32> = if !vm.snp_active() {
+            Err(libc::EINVAL)
+        } else if self.check_sev_fd(vm.sev_fd).is_err() {
+            Err(libc::EBADF)
+        } else {
+            match vm.snp_ctx.as_mut() {
+                None => Err(libc::EINVAL),
+                Some(ctx) => match ctx.snp_guest_request(req, resp) {
+                    Ok(_) => Ok(0),
+                    Err(e) => e.status().map(|s| s.code()).ok_or(libc::EIO),
+                },
+            }
+        };
+        Self::note(&mut k, no, "SNP_GUEST_REQUEST", &r);
+        r.map_err(os)
     }
 
     fn memlock(&self) -> Memlock {

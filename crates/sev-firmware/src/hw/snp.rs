@@ -91,9 +91,7 @@ pub fn check_extension(port: &dyn IoctlPort, fd: RawFd, cap: u32) -> i32 {
 /// KVM_CREATE_VM with type `KVM_X86_SNP_VM` on the `/dev/kvm` fd `kvm_fd`, through `port`.
 /// A KVM without SNP VMs (EINVAL) is told apart by its KVM_CAP_VM_TYPES mask.
 pub fn create_snp_vm(port: &dyn IoctlPort, kvm_fd: RawFd) -> Result<OwnedFd> {
-    let arg = std::ptr::without_provenance_mut(KVM_X86_SNP_VM as usize);
-    // SAFETY: KVM_CREATE_VM takes an integer argument (the VM type) and touches no memory.
-    match unsafe { port.ioctl(kvm_fd, KVM_CREATE_VM, arg) } {
+    match port.create_vm(kvm_fd, KVM_X86_SNP_VM) {
         // SAFETY: KVM_CREATE_VM returned a new VM fd that nothing else owns.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
         Err(e) => {
@@ -284,6 +282,11 @@ impl HwSnpLaunch {
             phase: SnpLaunchPhase::New,
             vcpus: 0,
         })
+    }
+
+    /// The VM fd this launch issues its ioctls on.
+    pub fn vm_fd(&self) -> RawFd {
+        self.vm_fd
     }
 
     /// Where the launch is.

@@ -24,6 +24,7 @@
 pub mod launch;
 pub mod recipe;
 pub mod snp;
+pub mod snp_hw;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -43,7 +43,7 @@ use crate::cpu::{self, BootRegs};
 use crate::layout;
 use crate::snp_request::{GuestRequestOutcome, GuestRequestService, PAGE, VMM_ERR_INVALID_LEN};
 use crate::vm::{HookError, LaunchContext, LaunchHooks, MsrHandler, ResetAction, VmConfig};
-use crate::{memory, GuestMemoryMmap};
+use crate::{memory, GuestMemoryMmap, Kvm, VcpuFd, VmFd};
 
 use super::{ConfidentialError, ResetMode, CPUID_SEV_LEAF, MSR_SEV_STATUS};
 
@@ -147,8 +147,45 @@ pub fn snp_updates(measured: &[MeasuredRange]) -> Result<Vec<SnpUpdate>, Confide
     Ok(out)
 }
 
-/// The firmware side of an SNP launch (soft model, hw KVM, or the owner's prediction).
+/// The firmware side of an SNP launch (soft model, hw KVM, or the owner's prediction), and
+/// the KVM VM it needs: the VM, memory-slot and vCPU methods default to a plain VM's (the soft
+/// model and the prediction need nothing else; the hw backend's KVM does, see
+/// [`super::snp_hw`]).
 pub trait SnpLaunchOps: Send {
+    /// Creates the KVM VM of a launch.
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        Ok(kvm.create_vm()?)
+    }
+    /// Registers a guest RAM region (see [`LaunchHooks::set_memory_slot`]); `Ok(false)`: a
+    /// plain memslot will do.
+    ///
+    /// # Safety
+    /// `[host, host + size)` must stay a valid writable mapping while the slot exists.
+    unsafe fn set_memory_slot(
+        &mut self,
+        vm_fd: &VmFd,
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host: u64,
+    ) -> Result<bool, HookError> {
+        let _ = (vm_fd, slot, gpa, size, host);
+        Ok(false)
+    }
+    /// Creates vCPU `id` of `vm_fd`.
+    fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
+        Ok(vm_fd.create_vcpu(id)?)
+    }
+    /// Whether each launch needs its own KVM VM.
+    fn new_vm_per_launch(&self) -> bool {
+        false
+    }
+    /// Whether the guest runs from the VMM's mapping of the pages LAUNCH_UPDATE measured, so
+    /// the pages as the firmware left them (the secrets page, a corrected CPUID page) are
+    /// written back there. Not on KVM's SNP interface: the populated pages are in guest_memfd.
+    fn guest_memory_is_host_mapping(&self) -> bool {
+        true
+    }
     /// GCTX_CREATE + LAUNCH_START (+ ACTIVATE).
     fn launch_start(&mut self, policy: SnpPolicy, gosvw: [u8; 16]) -> Result<(), FwError>;
     /// LAUNCH_UPDATE of `bytes` (whole pages, guest memory at `gpa`) as `page_type`. In place:
@@ -409,9 +446,11 @@ pub fn drive_updates(
             Ok(()) => {}
         }
         // The pages as the firmware left them (the secrets page, a corrected CPUID page) are
-        // what the guest finds.
-        mem.write_slice(&bytes, GuestAddress(u.gpa))
-            .map_err(|_| bad())?;
+        // what the guest finds (where it runs from this mapping).
+        if ops.guest_memory_is_host_mapping() {
+            mem.write_slice(&bytes, GuestAddress(u.gpa))
+                .map_err(|_| bad())?;
+        }
     }
     Ok(cpuid_diffs)
 }
@@ -870,6 +909,35 @@ impl SnpHooks {
 }
 
 impl LaunchHooks for SnpHooks {
+    fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, HookError> {
+        self.handle.lock().ops.create_vm(kvm)
+    }
+
+    unsafe fn set_memory_slot(
+        &mut self,
+        vm_fd: &VmFd,
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        host: u64,
+    ) -> Result<bool, HookError> {
+        // SAFETY: forwarded from this method's contract.
+        unsafe {
+            self.handle
+                .lock()
+                .ops
+                .set_memory_slot(vm_fd, slot, gpa, size, host)
+        }
+    }
+
+    fn create_vcpu(&mut self, vm_fd: &VmFd, id: u64) -> Result<VcpuFd, HookError> {
+        self.handle.lock().ops.create_vcpu(vm_fd, id)
+    }
+
+    fn new_vm_per_launch(&self) -> bool {
+        self.handle.lock().ops.new_vm_per_launch()
+    }
+
     fn init(&mut self, _ctx: &LaunchContext<'_>) -> Result<(), HookError> {
         self.step(|st| {
             // A relaunch: the previous context (and its VMPCKs) is gone.
