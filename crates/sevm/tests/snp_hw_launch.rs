@@ -222,6 +222,7 @@ fn params(report_data: Option<[u8; 64]>) -> SnpLaunchParams {
         report_data,
         cert_table: None,
         on_reset: ResetMode::Shutdown,
+        owner: None,
     }
 }
 
