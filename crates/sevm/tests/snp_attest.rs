@@ -10,89 +10,14 @@
 
 mod common;
 
-use common::{b64, kvm, ok, run, sevm, snpguest};
+use common::{
+    b64, kvm, ok, run, sevm, snp_attest_predicted, snp_attest_run, snp_verify_report, snpguest,
+    snpguest_verify_attestation,
+};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use std::path::Path;
 use std::process::Command;
-
-const MEM: &str = "16M";
-
-fn attest(plat: &Path, object_extra: &str, report_data: &str, out: &Path) -> Command {
-    let mut c = sevm();
-    c.args([
-        "run",
-        "--guest",
-        "snp-attest",
-        "--memory",
-        MEM,
-        "--platform-dir",
-    ])
-    .arg(plat)
-    .args([
-        "--object",
-        &format!(
-            "sev-snp-guest,id=snp0,policy=0x30000,cbitpos=47,reduced-phys-bits=1{object_extra}"
-        ),
-        "--machine",
-        "confidential-guest-support=snp0",
-        "--report-data",
-        report_data,
-        "--report-out",
-    ])
-    .arg(out);
-    c
-}
-
-fn predicted() -> String {
-    ok(sevm().args([
-        "owner",
-        "snp",
-        "measure",
-        "--vmm",
-        "sevm",
-        "--guest",
-        "snp-attest",
-        "--memory",
-        MEM,
-        "--policy",
-        "0x30000",
-        "--vcpus",
-        "1",
-    ]))
-}
-
-fn verify(sg: &Path, certs: &Path, report: &Path, m: &str, d: &str, r: &str) -> (bool, String) {
-    let o = Command::new(sg)
-        .args(["verify", "attestation"])
-        .arg(certs)
-        .arg(report)
-        .args([
-            "-m",
-            &format!("0x{m}"),
-            "-d",
-            &format!("0x{d}"),
-            "-r",
-            &format!("0x{r}"),
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
-}
-
-fn verify_report(certs: &Path, report: &Path, m: &str, d: &str, r: &str) -> (bool, String) {
-    let (o, so, se) = run(sevm()
-        .args(["owner", "snp", "verify-report", "--certs"])
-        .arg(certs)
-        .args(["--measurement", m, "--host-data", d, "--report-data", r])
-        .arg(report));
-    (o.status.success(), format!("{so}{se}"))
-}
 
 #[test]
 fn snp_attest_report_verifies_with_snpguest_and_the_owner_tools() {
@@ -110,8 +35,9 @@ fn snp_attest_report_verifies_with_snpguest_and_the_owner_tools() {
     let host_data: Vec<u8> = (0..32u8).map(|i| i ^ 0xa7).collect();
     let (rd, hd) = (hex::encode(&report_data), hex::encode(&host_data));
 
-    let (o, so, se) = run(&mut attest(
+    let (o, so, se) = run(&mut snp_attest_run(
         &plat,
+        false,
         &format!(",host-data={}", b64(&host_data)),
         &rd,
         &rep,
@@ -126,24 +52,24 @@ fn snp_attest_report_verifies_with_snpguest_and_the_owner_tools() {
         .args(["platform", "snp", "export", "--platform-dir"])
         .arg(&plat)
         .arg(&certs));
-    let m = predicted();
+    let m = snp_attest_predicted();
     assert_eq!(
         &hex::encode(&report[0x90..0xc0]),
         &m,
         "MEASUREMENT = the owner's prediction"
     );
 
-    let (good, out) = verify(&sg, &certs, &rep, &m, &hd, &rd);
+    let (good, out) = snpguest_verify_attestation(&sg, &certs, &rep, &m, &hd, &rd);
     assert!(good, "snpguest verify attestation: {out}");
     assert!(out.contains("VEK signed the Attestation Report"), "{out}");
-    let (good, out) = verify_report(&certs, &rep, &m, &hd, &rd);
+    let (good, out) = snp_verify_report(&certs, &rep, &m, &hd, &rd);
     assert!(good, "sevm owner snp verify-report: {out}");
 
     // Wrong expectations are caught by both.
     let mut wrong_rd = report_data.clone();
     wrong_rd[63] ^= 1;
-    assert!(!verify(&sg, &certs, &rep, &m, &hd, &hex::encode(&wrong_rd)).0);
-    assert!(!verify_report(&certs, &rep, &m, &hd, &hex::encode(&wrong_rd)).0);
+    assert!(!snpguest_verify_attestation(&sg, &certs, &rep, &m, &hd, &hex::encode(&wrong_rd)).0);
+    assert!(!snp_verify_report(&certs, &rep, &m, &hd, &hex::encode(&wrong_rd)).0);
 
     // One flipped byte in the signed area (the policy, the measurement, the chip id): both refuse.
     for off in [0x08usize, 0x95, 0x1a5] {
@@ -151,12 +77,12 @@ fn snp_attest_report_verifies_with_snpguest_and_the_owner_tools() {
         bad[off] ^= 0x01;
         let tampered = t.path().join(format!("t{off:x}.bin"));
         std::fs::write(&tampered, &bad).unwrap();
-        let (good, out) = verify(&sg, &certs, &tampered, &m, &hd, &rd);
+        let (good, out) = snpguest_verify_attestation(&sg, &certs, &tampered, &m, &hd, &rd);
         assert!(
             !good,
             "snpguest accepted a report with byte {off:#x} flipped: {out}"
         );
-        let (good, out) = verify_report(&certs, &tampered, &m, &hd, &rd);
+        let (good, out) = snp_verify_report(&certs, &tampered, &m, &hd, &rd);
         assert!(!good, "verify-report accepted byte {off:#x} flipped: {out}");
         assert!(out.contains("FAIL"), "{out}");
     }
@@ -187,11 +113,17 @@ fn snpguest_id_block_launches_and_a_wrong_one_is_refused_at_launch_finish() {
         let r = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
         (r(&idb), r(&auth))
     };
-    let m = predicted();
+    let m = snp_attest_predicted();
     let (idb, auth) = id_block(&m, "good");
     let extra = format!(",id-block={idb},id-auth={auth},author-key-enabled=on");
     let rd = "00".repeat(64);
-    let (o, so, se) = run(&mut attest(&d.join("plat"), &extra, &rd, &d.join("r.bin")));
+    let (o, so, se) = run(&mut snp_attest_run(
+        &d.join("plat"),
+        false,
+        &extra,
+        &rd,
+        &d.join("r.bin"),
+    ));
     assert!(o.status.success(), "{so}\n{se}");
     let report = std::fs::read(d.join("r.bin")).unwrap();
     assert_eq!(hex::encode(&report[0x90..0xc0]), m);
@@ -206,7 +138,13 @@ fn snpguest_id_block_launches_and_a_wrong_one_is_refused_at_launch_finish() {
     other[0] ^= 0xff;
     let (idb, auth) = id_block(&hex::encode(other), "bad");
     let extra = format!(",id-block={idb},id-auth={auth},author-key-enabled=on");
-    let (o, so, se) = run(&mut attest(&d.join("plat"), &extra, &rd, &d.join("r2.bin")));
+    let (o, so, se) = run(&mut snp_attest_run(
+        &d.join("plat"),
+        false,
+        &extra,
+        &rd,
+        &d.join("r2.bin"),
+    ));
     assert!(!o.status.success(), "{so}\n{se}");
     assert!(
         se.contains("SNP_LAUNCH_FINISH") && se.contains("fw_error=11"),

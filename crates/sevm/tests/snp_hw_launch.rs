@@ -21,10 +21,12 @@ mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
-use common::{b64, kvm, ok, run, sevm, snpguest};
+use common::{
+    b64, kvm, ok, run, sevm, snp_attest_predicted, snp_attest_run, snp_verify_report, snpguest,
+    snpguest_verify_attestation,
+};
 use sev_firmware::hw::loopback::Loopback;
 use sev_firmware::hw::snp::{HwSnpLaunch, KVM_VMSA_GPA, KVM_X86_SNP_VM};
 use sev_firmware::hw::IoctlPort;
@@ -36,64 +38,6 @@ use vmm::confidential::snp::{predict, SnpLaunchOps, SnpLaunchParams};
 use vmm::confidential::snp_hw::HwSnpBackend;
 use vmm::confidential::ResetMode;
 use vmm::{BootSource, ExitStatus, SerialOut, VmConfig};
-
-const MEM: &str = "16M";
-
-fn attest(plat: &Path, hw: bool, object_extra: &str, report_data: &str, out: &Path) -> Command {
-    let mut c = sevm();
-    c.args([
-        "run",
-        "--guest",
-        "snp-attest",
-        "--memory",
-        MEM,
-        "--platform-dir",
-    ])
-    .arg(plat);
-    if hw {
-        c.args(["--sev-backend", "hw", "--hw-loopback"]);
-    }
-    c.args([
-        "--object",
-        &format!(
-            "sev-snp-guest,id=snp0,policy=0x30000,cbitpos=47,reduced-phys-bits=1{object_extra}"
-        ),
-        "--machine",
-        "confidential-guest-support=snp0",
-        "--report-data",
-        report_data,
-        "--report-out",
-    ])
-    .arg(out);
-    c
-}
-
-fn predicted() -> String {
-    ok(sevm().args([
-        "owner",
-        "snp",
-        "measure",
-        "--vmm",
-        "sevm",
-        "--guest",
-        "snp-attest",
-        "--memory",
-        MEM,
-        "--policy",
-        "0x30000",
-        "--vcpus",
-        "1",
-    ]))
-}
-
-fn verify_report(certs: &Path, report: &Path, m: &str, d: &str, r: &str) -> (bool, String) {
-    let (o, so, se) = run(sevm()
-        .args(["owner", "snp", "verify-report", "--certs"])
-        .arg(certs)
-        .args(["--measurement", m, "--host-data", d, "--report-data", r])
-        .arg(report));
-    (o.status.success(), format!("{so}{se}"))
-}
 
 #[test]
 fn hw_loopback_run_verifies_and_measures_what_the_soft_run_measures() {
@@ -108,7 +52,7 @@ fn hw_loopback_run_verifies_and_measures_what_the_soft_run_measures() {
     let (rd, hd) = (hex::encode(&report_data), hex::encode(&host_data));
     let extra = format!(",host-data={}", b64(&host_data));
 
-    let (o, so, se) = run(&mut attest(&plat, true, &extra, &rd, &rep_hw));
+    let (o, so, se) = run(&mut snp_attest_run(&plat, true, &extra, &rd, &rep_hw));
     assert!(o.status.success(), "hw over loopback: {so}\n{se}");
     assert!(so.contains("snp-attest: all checks passed"), "{so}");
     let hw = std::fs::read(&rep_hw).unwrap();
@@ -116,10 +60,10 @@ fn hw_loopback_run_verifies_and_measures_what_the_soft_run_measures() {
     assert_eq!(&hw[0x50..0x90], &report_data[..], "REPORT_DATA");
     assert_eq!(&hw[0xc0..0xe0], &host_data[..], "HOST_DATA");
 
-    let (o, so, se) = run(&mut attest(&plat, false, &extra, &rd, &rep_soft));
+    let (o, so, se) = run(&mut snp_attest_run(&plat, false, &extra, &rd, &rep_soft));
     assert!(o.status.success(), "soft: {so}\n{se}");
     let soft = std::fs::read(&rep_soft).unwrap();
-    let m = predicted();
+    let m = snp_attest_predicted();
     assert_eq!(
         hex::encode(&hw[0x90..0xc0]),
         hex::encode(&soft[0x90..0xc0]),
@@ -131,36 +75,18 @@ fn hw_loopback_run_verifies_and_measures_what_the_soft_run_measures() {
         .args(["platform", "snp", "export", "--platform-dir"])
         .arg(&plat)
         .arg(&certs));
-    let (good, out) = verify_report(&certs, &rep_hw, &m, &hd, &rd);
+    let (good, out) = snp_verify_report(&certs, &rep_hw, &m, &hd, &rd);
     assert!(good, "sevm owner snp verify-report: {out}");
     let mut bad = hw.clone();
     bad[0x95] ^= 1;
     let tampered = t.path().join("tampered.bin");
     std::fs::write(&tampered, &bad).unwrap();
-    let (good, out) = verify_report(&certs, &tampered, &m, &hd, &rd);
+    let (good, out) = snp_verify_report(&certs, &tampered, &m, &hd, &rd);
     assert!(!good && out.contains("FAIL"), "{out}");
 
     let Some(sg) = snpguest() else { return };
-    let o = Command::new(&sg)
-        .args(["verify", "attestation"])
-        .arg(&certs)
-        .arg(&rep_hw)
-        .args([
-            "-m",
-            &format!("0x{m}"),
-            "-d",
-            &format!("0x{hd}"),
-            "-r",
-            &format!("0x{rd}"),
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "snpguest verify attestation: {text}");
+    let (passed, text) = snpguest_verify_attestation(&sg, &certs, &rep_hw, &m, &hd, &rd);
+    assert!(passed, "snpguest verify attestation: {text}");
     assert!(text.contains("VEK signed the Attestation Report"), "{text}");
 }
 
@@ -177,7 +103,7 @@ fn hw_loopback_refuses_a_wrong_id_block_at_launch_finish_in_qemus_format() {
         .unwrap(),
     )
     .unwrap();
-    let mut ld = hex::decode(predicted()).unwrap();
+    let mut ld = hex::decode(snp_attest_predicted()).unwrap();
     ld[0] ^= 0xff;
     let block = sev_proto::snp::id_block::IdBlock {
         ld: ld.try_into().unwrap(),
@@ -194,7 +120,7 @@ fn hw_loopback_refuses_a_wrong_id_block_at_launch_finish_in_qemus_format() {
         b64(&auth.to_bytes())
     );
     let out = t.path().join("r.bin");
-    let (o, so, se) = run(&mut attest(
+    let (o, so, se) = run(&mut snp_attest_run(
         &t.path().join("plat"),
         true,
         &extra,

@@ -246,3 +246,99 @@ pub fn measure_firmware(fw: impl AsRef<std::ffi::OsStr>) -> Command {
     c.args(["owner", "measure", "--firmware"]).arg(fw);
     c
 }
+
+/// Guest RAM of the `snp-attest` runs in the SNP tests.
+pub const SNP_ATTEST_MEM: &str = "16M";
+
+/// `sevm run --guest snp-attest` with an SNP object (policy 0x30000 plus `object_extra`), the
+/// report data and the report file; `hw` selects `--sev-backend hw --hw-loopback`.
+pub fn snp_attest_run(
+    plat: &Path,
+    hw: bool,
+    object_extra: &str,
+    report_data: &str,
+    out: &Path,
+) -> Command {
+    let mut c = sevm();
+    c.args(["run", "--guest", "snp-attest", "--memory", SNP_ATTEST_MEM])
+        .arg("--platform-dir")
+        .arg(plat);
+    if hw {
+        c.args(["--sev-backend", "hw", "--hw-loopback"]);
+    }
+    c.args([
+        "--object",
+        &format!(
+            "sev-snp-guest,id=snp0,policy=0x30000,cbitpos=47,reduced-phys-bits=1{object_extra}"
+        ),
+        "--machine",
+        "confidential-guest-support=snp0",
+        "--report-data",
+        report_data,
+        "--report-out",
+    ])
+    .arg(out);
+    c
+}
+
+/// The owner's predicted MEASUREMENT of [`snp_attest_run`]'s launch (hex).
+pub fn snp_attest_predicted() -> String {
+    ok(sevm().args([
+        "owner",
+        "snp",
+        "measure",
+        "--vmm",
+        "sevm",
+        "--guest",
+        "snp-attest",
+        "--memory",
+        SNP_ATTEST_MEM,
+        "--policy",
+        "0x30000",
+        "--vcpus",
+        "1",
+    ]))
+}
+
+/// `sevm owner snp verify-report` with the expected measurement, host data and report data
+/// (hex): (passed, its output).
+pub fn snp_verify_report(certs: &Path, report: &Path, m: &str, d: &str, r: &str) -> (bool, String) {
+    let (o, so, se) = run(sevm()
+        .args(["owner", "snp", "verify-report", "--certs"])
+        .arg(certs)
+        .args(["--measurement", m, "--host-data", d, "--report-data", r])
+        .arg(report));
+    (o.status.success(), format!("{so}{se}"))
+}
+
+/// Unmodified `snpguest verify attestation CERTS REPORT -m -d -r` (snpguest wants 0x-prefixed
+/// hex): (passed, its output).
+pub fn snpguest_verify_attestation(
+    sg: &Path,
+    certs: &Path,
+    report: &Path,
+    m: &str,
+    d: &str,
+    r: &str,
+) -> (bool, String) {
+    let o = Command::new(sg)
+        .args(["verify", "attestation"])
+        .arg(certs)
+        .arg(report)
+        .args([
+            "-m",
+            &format!("0x{m}"),
+            "-d",
+            &format!("0x{d}"),
+            "-r",
+            &format!("0x{r}"),
+        ])
+        .output()
+        .expect("run snpguest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
