@@ -10,20 +10,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The shim library next to the sevm binary.
-fn shim_lib() -> Option<PathBuf> {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sevm"));
-    let lib = exe.parent().unwrap().join("libsevm_shim.so");
-    if lib.is_file() {
-        Some(lib)
-    } else {
-        missing(&format!(
-            "{} not built: run `cargo build -p sevm -p sevm-shim` first",
-            lib.display()
-        ))
-    }
-}
-
 fn shim(pdir: &Path) -> Command {
     let mut c = sevm();
     c.arg("shim").arg("--platform-dir").arg(pdir).arg("--");

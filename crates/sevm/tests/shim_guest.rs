@@ -16,19 +16,6 @@ use std::time::{Duration, Instant};
 
 const MEM: &str = "16M";
 
-fn shim_lib() -> Option<PathBuf> {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sevm"));
-    let lib = exe.parent().unwrap().join("libsevm_shim.so");
-    if lib.is_file() {
-        Some(lib)
-    } else {
-        missing(&format!(
-            "{} not built: run `cargo build -p sevm -p sevm-shim` first",
-            lib.display()
-        ))
-    }
-}
-
 /// The running VM; killed on drop.
 struct Vm(Child);
 

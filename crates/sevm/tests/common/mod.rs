@@ -342,3 +342,18 @@ pub fn snpguest_verify_attestation(
     );
     (o.status.success(), text)
 }
+
+/// The shim library (`libsevm_shim.so`) next to the sevm binary; SKIP (or, under CI, a
+/// failure) when it is not built.
+pub fn shim_lib() -> Option<PathBuf> {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_sevm"));
+    let lib = exe.parent().unwrap().join("libsevm_shim.so");
+    if lib.is_file() {
+        Some(lib)
+    } else {
+        missing(&format!(
+            "{} not built: run `cargo build -p sevm -p sevm-shim` first",
+            lib.display()
+        ))
+    }
+}
