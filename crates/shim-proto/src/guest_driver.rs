@@ -31,7 +31,7 @@ use crate::guest::{
     ChanRequest, ChannelBackend, ChannelClient, GuestAnswer, OS_AREA, PAGE, VMM_ERR_INVALID_LEN,
 };
 use crate::server::GuestDriver;
-use crate::{BLOB_MAX, SNP_GET_DERIVED_KEY, SNP_GET_EXT_REPORT, SNP_GET_REPORT};
+use crate::{u32_at, u64_at, BLOB_MAX, SNP_GET_DERIVED_KEY, SNP_GET_EXT_REPORT, SNP_GET_REPORT};
 use sev_proto::snp::msg;
 use sev_proto::snp::secrets::SecretsPage;
 use std::path::PathBuf;
@@ -108,18 +108,6 @@ enum Fail {
     Errno(i32),
     /// The certificate buffer was too small: pages needed.
     InvalidLen(u64),
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[o..o + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
 }
 
 impl SevGuestDriver {

@@ -113,13 +113,15 @@ pub struct Region {
 /// plan; `None` if they are not readable.
 pub type Reader<'a> = dyn FnMut(usize, u64, u32) -> Option<Vec<u8>> + 'a;
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
+/// The little-endian u32 at `b[o..o + 4]` (the caller has checked the length).
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[o..o + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], o: usize) -> u64 {
+/// The little-endian u64 at `b[o..o + 8]` (the caller has checked the length).
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)
