@@ -126,6 +126,10 @@ fn check_snp(
         .snp(Some(snp.spec(snp.params())))
         .check()?;
     let cfg = &snp.cfg;
+    if let Some(p) = &cfg.guest_channel {
+        crate::guest_channel::check_path(p)?;
+    }
+    let channel = cfg.guest_channel.as_ref().map(|p| p.display().to_string());
     let boot = format!("{:?}", r.vm.boot);
     let digest = plan.expected_snp_digest.map(hex::encode);
     let v = json!({
@@ -147,11 +151,12 @@ fn check_snp(
             "reduced-phys-bits": cfg.reduced_phys_bits,
             "backend": "soft",
             "platform-dir": snp.platform_dir.display().to_string(),
+            "guest-channel": channel,
             "measurement": digest,
         },
     });
     let text = format!(
-        "memory: {} MiB\ncpus: {}\nboot: {boot}\nsev-snp: on\n  source: {:?}\n  policy: {}\n  id-block: {}\n  author-key-enabled: {}\n  host-data: {}\n  vcek-disabled: {}\n  cbitpos: {}\n  reduced-phys-bits: {}\n  backend: soft, platform dir {}\n  measurement: {}\nconfiguration OK",
+        "memory: {} MiB\ncpus: {}\nboot: {boot}\nsev-snp: on\n  source: {:?}\n  policy: {}\n  id-block: {}\n  author-key-enabled: {}\n  host-data: {}\n  vcek-disabled: {}\n  cbitpos: {}\n  reduced-phys-bits: {}\n  backend: soft, platform dir {}\n  guest-channel: {}\n  measurement: {}\nconfiguration OK",
         r.vm.memory >> 20,
         r.vm.cpus,
         cfg.source,
@@ -163,6 +168,7 @@ fn check_snp(
         snp.cbitpos,
         cfg.reduced_phys_bits,
         snp.platform_dir.display(),
+        channel.as_deref().unwrap_or("-"),
         digest.as_deref().unwrap_or("-"),
     );
     out.emit(&v, &text);

@@ -1,4 +1,5 @@
-//! `sevm run --guest-channel PATH`: the guest channel of a running soft SNP VM
+//! `sevm run --guest-channel PATH` (or `guest-channel` in a TOML `[sev-snp]` table): the guest
+//! channel of a running soft SNP VM
 //! (`sevm_shim_proto::guest`, docs/CI-WITHOUT-HARDWARE.md). The socket stands for the guest
 //! kernel: its client reads the guest's secrets page and sends guest requests to the VM's
 //! firmware context through the same service the guest's doorbell uses, so the VMPCK0
@@ -82,8 +83,9 @@ impl Drop for GuestChannel {
     }
 }
 
-/// Creates the socket at `path` (mode 0600) and serves `backend` on it from a thread.
-pub fn start(path: &Path, backend: VmChannel) -> Result<GuestChannel> {
+/// What `run` would refuse about the channel path before binding it (also `config check`):
+/// an existing file, or a parent that is not a directory.
+pub fn check_path(path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() {
         bail!(
             "--guest-channel {}: the path exists; remove it or choose another (sevm does not \
@@ -91,6 +93,23 @@ pub fn start(path: &Path, backend: VmChannel) -> Result<GuestChannel> {
             path.display()
         );
     }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "--guest-channel {}: {} is not a directory",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates the socket at `path` (mode 0600) and serves `backend` on it from a thread.
+pub fn start(path: &Path, backend: VmChannel) -> Result<GuestChannel> {
+    check_path(path)?;
     let listener = UnixListener::bind(path)
         .with_context(|| format!("--guest-channel: listening on {}", path.display()))?;
     let ch = GuestChannel {

@@ -1156,7 +1156,8 @@ fn run_snp(
         ..
     } = VmBuilder::new(vm_cfg).snp(Some(snp.spec(p))).build()?;
     let handle = handle.context("the SNP build returned no launch")?;
-    let _channel = match &a.guest_channel {
+    // The command line wins over the file's `guest-channel`, as for `--platform-dir`.
+    let _channel = match a.guest_channel.as_ref().or(snp.cfg.guest_channel.as_ref()) {
         Some(p) => Some(crate::guest_channel::start(
             p,
             crate::guest_channel::VmChannel::new(handle.clone(), vm.guest_memory().clone()),

@@ -260,3 +260,57 @@ fn snpguest_report_key_and_certificates_through_the_guest_channel() {
     drop(vm);
     assert!(!sock.exists(), "the socket goes with the run");
 }
+
+/// `guest-channel` in a TOML `[sev-snp]` table opens the channel as `--guest-channel` does
+/// (relative to the file's directory, mode 0600), and snpguest gets a report through it.
+#[test]
+fn the_tomls_guest_channel_is_served() {
+    let (Some(_), Some(sg)) = (shim_lib(), snpguest()) else {
+        return;
+    };
+    if !kvm() {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("vm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "guest = \"idle\"\nmemory = \"{MEM}\"\n[sev-snp]\nplatform-dir = \"plat\"\n\
+             cbitpos = 47\nguest-channel = \"ch.sock\"\n"
+        ),
+    )
+    .unwrap();
+    let (plat, sock) = (t.path().join("plat"), t.path().join("ch.sock"));
+    let child = sevm()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--serial", "none", "--timeout", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sevm run");
+    let _vm = Vm(child);
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the guest channel {} never appeared",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let md = std::fs::metadata(&sock).unwrap();
+    assert!(md.file_type().is_socket());
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let (rep, reqf) = (t.path().join("report.bin"), t.path().join("request.bin"));
+    ok(shim(&plat, &sock)
+        .arg(&sg)
+        .arg("report")
+        .arg(&rep)
+        .arg(&reqf)
+        .arg("--random"));
+    let report = std::fs::read(&rep).unwrap();
+    assert_eq!(&report[0x50..0x90], &std::fs::read(&reqf).unwrap()[..]);
+}

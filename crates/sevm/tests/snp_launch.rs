@@ -209,3 +209,46 @@ fn reset_relaunches_with_the_same_measurement() {
     ]));
     assert_eq!(measured(&se), want);
 }
+
+/// `guest-channel` in a TOML `[sev-snp]` table: `config check` reports it (resolved against
+/// the file's directory) and refuses what `run` would (an existing path, a missing directory).
+#[test]
+fn config_check_reports_and_checks_the_tomls_guest_channel() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("vm.toml");
+    let write = |ch: &str| {
+        std::fs::write(
+            &f,
+            format!(
+                "guest = \"hello\"\nmemory = \"16M\"\n[sev-snp]\nplatform-dir = \"plat\"\n\
+                 guest-channel = \"{ch}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("ch.sock");
+    let j = ok_json(
+        sevm()
+            .args(["--json", "config", "check", "--config"])
+            .arg(&f),
+    );
+    assert_eq!(
+        j["sev-snp"]["guest-channel"].as_str(),
+        Some(t.path().join("ch.sock").to_str().unwrap())
+    );
+    std::fs::write(t.path().join("ch.sock"), b"").unwrap();
+    let e = fails(sevm().args(["config", "check", "--config"]).arg(&f));
+    assert!(
+        e.contains("ch.sock") && e.contains("the path exists"),
+        "{e}"
+    );
+    write("nodir/ch.sock");
+    let e = fails(sevm().args(["config", "check", "--config"]).arg(&f));
+    assert!(e.contains("nodir") && e.contains("not a directory"), "{e}");
+    write("");
+    let e = fails(sevm().args(["config", "check", "--config"]).arg(&f));
+    assert!(
+        e.contains("key `guest-channel`") && e.contains("a socket path"),
+        "{e}"
+    );
+}

@@ -21,7 +21,10 @@
 //!   << 32 and `certs_len` rewritten to the needed length: the length probe `snpguest
 //!   certificates` (virtee's `sev` crate) relies on;
 //! * the response struct is written last (4000 or 64 bytes, zero past the payload); a buffer
-//!   the program cannot write is EFAULT after the firmware ran.
+//!   the program cannot write is EFAULT after the firmware ran;
+//! * a request, response or certificate buffer handed to [`GuestDriver::ioctl`] shorter than
+//!   the struct (or `certs_len`) is EFAULT, as the kernel's copy to or from a buffer that ends
+//!   early (the plan ships exact lengths; a caller of the trait may not).
 //!
 //! Not modelled: the driver's wait on a BUSY host (the channel never answers BUSY; it is EIO
 //! here), VMPCKs other than 0 (Linux's `vmpck_id` parameter), message version 2 key requests.
@@ -247,10 +250,17 @@ impl SevGuestDriver {
             SNP_GET_DERIVED_KEY => (msg::msg_type::KEY_REQ, 32, 64),
             _ => return Err(libc::ENOTTY),
         };
+        let req_len = if request == SNP_GET_EXT_REPORT {
+            112
+        } else {
+            payload_len
+        };
         if u64_at(arg, 8) == 0 || u64_at(arg, 16) == 0 {
             return Err(libc::EINVAL);
         }
-        let Some(req) = req else {
+        // A request struct shorter than the kernel's copy_from_user: EFAULT (the caller's
+        // buffer ends before the struct does).
+        let Some(req) = req.filter(|r| r.len() >= req_len) else {
             return Err(libc::EFAULT);
         };
         let mut cert_pages = None;
@@ -282,16 +292,16 @@ impl SevGuestDriver {
             return Err(libc::EBADMSG);
         }
         if cert_len > 0 {
-            let Some(c) = certs else {
+            let Some(c) = certs.filter(|c| c.len() >= cert_len) else {
                 return Err(libc::EFAULT);
             };
-            let n = c.len().min(got_certs.len());
+            let n = cert_len.min(got_certs.len());
             c[..n].copy_from_slice(&got_certs[..n]);
         }
-        let Some(resp) = resp else {
+        let Some(resp) = resp.filter(|r| r.len() >= resp_len) else {
             return Err(libc::EFAULT);
         };
-        resp.fill(0);
+        resp[..resp_len].fill(0);
         resp[..pt.len()].copy_from_slice(&pt);
         Ok(0)
     }

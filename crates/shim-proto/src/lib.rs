@@ -21,6 +21,8 @@ pub mod guest;
 pub mod guest_driver;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod soft_guest;
 
 use std::fmt;
 

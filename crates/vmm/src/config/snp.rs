@@ -1,6 +1,7 @@
 //! SEV-SNP launch configuration: QEMU's `--object sev-snp-guest,id=ID,...` with `--machine
 //! confidential-guest-support=ID`, and the TOML file's `[sev-snp]` table (the same property
-//! names, plus `backend` and `platform-dir`), validated into one [`SnpLaunchConfig`].
+//! names, plus `backend`, `platform-dir` and `guest-channel`), validated into one
+//! [`SnpLaunchConfig`].
 //!
 //! Properties (QEMU's `sev-snp-guest`, defaults as QEMU's): `policy` (u64, default 0x30000),
 //! `id-block` (base64 of the 96-byte ID block), `id-auth` (base64 of the 4096-byte ID
@@ -64,6 +65,9 @@ pub struct SnpLaunchConfig {
     pub backend: Option<SevBackend>,
     /// Soft platform directory if the configuration says (TOML `platform-dir`).
     pub platform_dir: Option<PathBuf>,
+    /// The guest channel socket if the configuration says (TOML `guest-channel`, as
+    /// `sevm run --guest-channel`).
+    pub guest_channel: Option<PathBuf>,
     /// Where this came from.
     pub source: ConfigSource,
 }
@@ -130,6 +134,7 @@ pub(crate) struct SnpRaw {
     reduced_phys_bits: Option<u8>,
     backend: Option<SevBackend>,
     platform_dir: Option<PathBuf>,
+    guest_channel: Option<PathBuf>,
 }
 
 fn invalid(at: &Where, value: &str, expected: &str) -> ConfigError {
@@ -190,7 +195,8 @@ pub fn check_policy(p: u64, at: &Where) -> Result<(), ConfigError> {
 }
 
 impl SnpRaw {
-    /// Sets `key` (a QEMU property name, or `backend` / `platform-dir` in TOML).
+    /// Sets `key` (a QEMU property name, or `backend` / `platform-dir` / `guest-channel` in
+    /// TOML).
     pub(crate) fn set(
         &mut self,
         key: &str,
@@ -316,6 +322,17 @@ impl SnpRaw {
                     _ => p,
                 });
             }
+            "guest-channel" => {
+                let s = string()?;
+                if s.is_empty() {
+                    return Err(invalid(&at, s, "a socket path"));
+                }
+                let p = PathBuf::from(s);
+                self.guest_channel = Some(match base {
+                    Some(b) if p.is_relative() => b.join(p),
+                    _ => p,
+                });
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     at,
@@ -393,6 +410,7 @@ impl SnpRaw {
             reduced_phys_bits,
             backend: self.backend,
             platform_dir: self.platform_dir,
+            guest_channel: self.guest_channel,
             source,
         })
     }
@@ -619,7 +637,8 @@ mod tests {
         let i = ValidationInputs::default();
         let text = format!(
             "guest = \"hello\"\n[sev-snp]\npolicy = 0x30000\nhost-data = \"{}\"\n\
-             vcek-disabled = true\nbackend = \"soft\"\nplatform-dir = \"plat\"\n",
+             vcek-disabled = true\nbackend = \"soft\"\nplatform-dir = \"plat\"\n\
+             guest-channel = \"run/ch.sock\"\n",
             b64(32, 9)
         );
         let t =
@@ -631,6 +650,10 @@ mod tests {
         assert!(c.vcek_disabled);
         assert_eq!(c.reduced_phys_bits, 1, "not required outside QEMU's syntax");
         assert_eq!(c.platform_dir.as_deref(), Some(Path::new("/etc/plat")));
+        assert_eq!(
+            c.guest_channel.as_deref(),
+            Some(Path::new("/etc/run/ch.sock"))
+        );
         for (text, line, key, says) in [
             (
                 "[sev-snp]\npolicy = 0x20000\nhost-data = \"AAAA\"\n",
@@ -650,6 +673,18 @@ mod tests {
                 2,
                 "vcek-disabled",
                 "a boolean",
+            ),
+            (
+                "[sev-snp]\nguest-channel = \"\"\n",
+                2,
+                "guest-channel",
+                "a socket path",
+            ),
+            (
+                "[sev-snp]\n\nguest-channel = 7\n",
+                3,
+                "guest-channel",
+                "a string",
             ),
             (
                 "[sev]\npolicy = 1\n[sev-snp]\npolicy = 0x30000\n",
