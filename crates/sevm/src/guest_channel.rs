@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use sevm_shim_proto::guest::{ChannelBackend, OS_AREA, PAGE, SECRETS_NOT_RUNNING};
+use sevm_shim_proto::guest::{put_msg_counts, ChannelBackend, PAGE, SECRETS_NOT_RUNNING};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::confidential::snp::{SnpHandle, SnpPhase};
 use vmm::snp_request::{GuestRequestService, VMM_ERR_INVALID_REQUEST};
@@ -51,10 +51,7 @@ impl ChannelBackend for VmChannel {
             .read_slice(&mut p[..], GuestAddress(vmm::layout::SNP_SECRETS))
             .map_err(|_| SECRETS_UNREADABLE)?;
         // What a Linux guest keeps in its OS area: the message count of each VMPCK.
-        for (i, c) in self.handle.msg_counts().iter().enumerate() {
-            let o = OS_AREA + 4 * i;
-            p[o..o + 4].copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
-        }
+        put_msg_counts(&mut p, &self.handle.msg_counts());
         Ok(p)
     }
 

@@ -45,6 +45,15 @@ pub const PAGE: usize = 4096;
 pub const MAX_CERT_PAGES: u32 = 64;
 /// Offset of the guest-OS area (`msg_seqno_0..3`) in the secrets page.
 pub const OS_AREA: usize = 0xA0;
+
+/// Writes the message count of each VMPCK into the OS area of a secrets page, where a Linux
+/// guest keeps them (u32 each, saturating), as the channel hands the page to its client.
+pub fn put_msg_counts(page: &mut [u8], counts: &[u64; 4]) {
+    for (i, c) in counts.iter().enumerate() {
+        let o = OS_AREA + 4 * i;
+        page[o..o + 4].copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
+    }
+}
 /// GHCB VMM error: the certificate buffer is too small (`SNP_GUEST_VMM_ERR_INVALID_LEN`).
 pub const VMM_ERR_INVALID_LEN: u32 = 1;
 /// GHCB VMM error: the host is busy (`SNP_GUEST_VMM_ERR_BUSY`).

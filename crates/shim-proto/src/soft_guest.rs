@@ -8,7 +8,7 @@
 //! Differences from a running VM's channel: the context is launched here with only a SECRETS
 //! page (its MEASUREMENT is that of an empty image), and no guest shares its sequence numbers.
 
-use crate::guest::{ChannelBackend, OS_AREA, PAGE, VMM_ERR_INVALID_LEN};
+use crate::guest::{put_msg_counts, ChannelBackend, PAGE, VMM_ERR_INVALID_LEN};
 use sev_firmware::snp::soft::{SoftSnpConfig, SoftSnpGuest, SoftSnpPlatform};
 use sev_firmware::snp::{SnpGuest, SnpLaunchFinish, SnpLaunchStart, SnpLaunchUpdate, SnpPlatform};
 use sev_proto::snp::measure::PageType;
@@ -82,10 +82,7 @@ impl SoftGuestBackend {
 impl ChannelBackend for SoftGuestBackend {
     fn secrets(&self) -> Result<Zeroizing<Vec<u8>>, u32> {
         let mut p = self.secrets.clone();
-        for (i, c) in self.msg_counts().iter().enumerate() {
-            let o = OS_AREA + 4 * i;
-            p[o..o + 4].copy_from_slice(&u32::try_from(*c).unwrap_or(u32::MAX).to_le_bytes());
-        }
+        put_msg_counts(&mut p, &self.msg_counts());
         Ok(p)
     }
 
